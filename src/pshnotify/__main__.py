@@ -1,0 +1,3 @@
+from pshnotify.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""Delivery states and what an SMTP reply means for a message.
+
+queued -> claimed (lease) -> sent | retry (at) | failed (reply kept) | unknown
+queued/retry -> cancelled (reason) | skipped (reason)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from enum import StrEnum
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+PENDING = (State.QUEUED, State.RETRY)
+FINAL = (State.SENT, State.FAILED, State.UNKNOWN, State.CANCELLED, State.SKIPPED)
+
+
+class Outcome(StrEnum):
+    """What one attempt ended as; stored per attempt."""
+
+    SENT = "sent"
+    TRANSIENT = "transient"  # 4xx or a fault before the data: not delivered, try again
+    PERMANENT = "permanent"  # 5xx: not delivered, never again
+    UNKNOWN = "unknown"  # data handed over, reply lost: the relay may have it
+
+
+class Kind(StrEnum):
+    LAUNCH = "launch"
+    REMINDER = "reminder"
+    OVERDUE = "overdue"
+    INVITATION = "invitation"
+    CONFIRMATION = "confirmation"
+    REPORT = "report"
+
+
+def classify(code: int | None) -> Outcome:
+    """A reply code's meaning (RFC 5321 4.2.1)."""
+    if code is None:
+        return Outcome.TRANSIENT
+    if 200 <= code < 300:
+        return Outcome.SENT
+    if 500 <= code < 600:
+        return Outcome.PERMANENT
+    return Outcome.TRANSIENT
+
+
+def backoff(attempt: int, base: float = 60.0, cap: float = 3600.0,
+            rng: random.Random | None = None) -> dt.timedelta:
+    """Exponential backoff with +-20% jitter so a relay's recovery is not met by a stampede."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    jitter = (rng or random).uniform(0.8, 1.2)
+    return dt.timedelta(seconds=delay * jitter)
+
+
+def idempotency_key(program: str, wave: str | None, person: str, kind: str, step: str = "0") -> str:
+    """Stable ids only, never a formatted date: the same message always gets the same key."""
+    return f"{program}:{wave or '-'}:{person}:{kind}:{step}"

@@ -1,0 +1,56 @@
+"""Exceptions named by how callers react to them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class InputError(Exception):
+    """Bad input from a person (file, option, argument): report every problem, change nothing.
+
+    The CLI turns it into exit status 2; each problem is one line, `FILE:LINE: field: problem`
+    where a file and line are known.
+    """
+
+    def __init__(self, problems: Sequence[str], hint: str = "") -> None:
+        self.problems = list(problems)
+        self.hint = hint
+        super().__init__("\n".join(self.problems))
+
+
+class NotFoundError(InputError):
+    """A person, wave or program named on the command line does not exist."""
+
+
+class ConflictError(Exception):
+    """The action would contradict the current state (for example, a closed wave)."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        self.hint = hint
+        super().__init__(message)
+
+
+class TransientDeliveryError(Exception):
+    """The relay did not take the message this time; try again later."""
+
+    def __init__(self, code: int | None, reply: str) -> None:
+        self.code = code
+        self.reply = reply
+        super().__init__(f"{code} {reply}" if code else reply)
+
+
+class PermanentDeliveryError(Exception):
+    """The relay refused the message for good (5xx); never resend it."""
+
+    def __init__(self, code: int, reply: str) -> None:
+        self.code = code
+        self.reply = reply
+        super().__init__(f"{code} {reply}")
+
+
+class OutcomeUnknownError(Exception):
+    """The message's data was handed over, but no reply came: the relay may have it."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        super().__init__(reply)

@@ -1,0 +1,270 @@
+"""The program: training options, waves and their windows, rules, cadence, sending hours.
+
+Loaded from TOML and validated here; the database keeps the TOML text itself (not a JSON
+dump) so that a stored program is re-read with exactly the types the operator wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import model_validator
+
+from pshnotify.domain.errors import InputError
+from pshnotify.domain.rules import EXTRA_TYPES, FIELD_TYPES, Rule, check_types, first_match
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+Status = Literal["required", "encouraged", "exempt"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+class Sender(_Model):
+    name: str
+    address: EmailStr
+    reply_to: EmailStr | None = None
+
+    _clean = field_validator("name")(_no_control)
+
+
+class Contact(_Model):
+    role: str
+    label: str
+    email: EmailStr
+
+
+class ProgramInfo(_Model):
+    key: str = Field(pattern=KEY_PATTERN)
+    name: str
+    cycle: str
+    timezone: str
+    sender: Sender
+    contacts: tuple[Contact, ...] = ()
+    courses_url: str = ""
+    info_url: str = ""
+
+    _clean = field_validator("name", "cycle")(_no_control)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as "
+                             "'America/New_York')") from None
+        return value
+
+
+class TrainingOption(_Model):
+    key: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    title: str
+    duration_minutes: int = Field(default=60, gt=0)
+    url: str = ""
+    activity_ids: tuple[str, ...] = ()
+
+
+class Wave(_Model):
+    key: str = Field(pattern=KEY_PATTERN)
+    title: str
+    opens: dt.date
+    closes: dt.date
+
+    _clean = field_validator("title")(_no_control)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Wave:
+        if self.closes < self.opens:
+            raise ValueError(f"closes ({self.closes}) is before opens ({self.opens})")
+        return self
+
+
+class MembershipRule(Rule):
+    wave: str
+
+
+class EligibilityRule(Rule):
+    status: Status
+    reason: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    note: str = ""
+
+
+class Cadence(_Model):
+    after_launch_days: tuple[int, ...] = (7, 14)
+    before_deadline_days: tuple[int, ...] = (3, 1)
+    quiet_days_after_launch: int = Field(default=3, ge=0)
+    max_per_day: int = Field(default=1, ge=1)
+    overdue_after_days: tuple[int, ...] = ()
+    invite_encouraged: bool = False
+
+
+class Hours(_Model):
+    start: dt.time = dt.time(9)
+    end: dt.time = dt.time(17)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class Sending(_Model):
+    working_hours: Hours = Hours()
+    working_days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+    report_time: dt.time = dt.time(6)
+
+
+class RosterSpec(_Model):
+    """Columns the roster may carry beyond the built-in ones, with their types."""
+
+    extra_columns: dict[str, Literal["text", "date", "integer", "boolean"]] = {}
+
+
+class Program(_Model):
+    program: ProgramInfo
+    options: tuple[TrainingOption, ...] = Field(min_length=1)
+    waves: tuple[Wave, ...] = Field(min_length=1)
+    membership: tuple[MembershipRule, ...] = ()
+    eligibility: tuple[EligibilityRule, ...] = Field(min_length=1)
+    cadence: Cadence = Cadence()
+    sending: Sending = Sending()
+    roster: RosterSpec = RosterSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Program:
+        _unique("options", [o.key for o in self.options])
+        _unique("waves", [w.key for w in self.waves])
+        keys = {w.key for w in self.waves}
+        for i, m in enumerate(self.membership):
+            if m.wave not in keys:
+                raise ValueError(f"membership[{i}].wave: unknown wave {m.wave!r} "
+                                 f"(expected one of {sorted(keys)})")
+        fields = self.field_types
+        for section, rules in (("membership", self.membership), ("eligibility", self.eligibility)):
+            for i, rule in enumerate(rules):
+                for name, cond in rule.conditions():
+                    if name not in fields:
+                        raise ValueError(f"{section}[{i}]: unknown roster field {name!r} "
+                                         f"(expected one of {sorted(fields)})")
+                    problem = check_types(cond, fields[name])
+                    if problem:
+                        raise ValueError(f"{section}[{i}].{name}: {problem}")
+        return self
+
+    # -- lookups -------------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        return self.program.key
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.program.timezone)
+
+    @cached_property
+    def field_types(self) -> dict[str, type]:
+        extra = {k: EXTRA_TYPES[v] for k, v in self.roster.extra_columns.items()}
+        return {**FIELD_TYPES, **extra}
+
+    def wave(self, key: str) -> Wave:
+        for w in self.waves:
+            if w.key == key:
+                return w
+        raise KeyError(key)
+
+    def option(self, key: str) -> TrainingOption:
+        for o in self.options:
+            if o.key == key:
+                return o
+        raise KeyError(key)
+
+    def contact(self, role: str) -> Contact | None:
+        return next((c for c in self.program.contacts if c.role == role), None)
+
+    # -- decisions -----------------------------------------------------------------------------
+    def assign_wave(self, record: Mapping[str, object]) -> str | None:
+        """The person's wave: the roster's `wave` column if set, else the first matching rule."""
+        explicit = record.get("wave")
+        if isinstance(explicit, str) and explicit:
+            return explicit
+        rule = first_match(self.membership, record)
+        return rule.wave if rule else None
+
+    def assess(self, record: Mapping[str, object]) -> EligibilityRule | None:
+        return first_match(self.eligibility, record)
+
+    def closes_at(self, day: dt.date) -> dt.datetime:
+        """A window's inclusive last day ends at midnight after it, in the program's zone."""
+        return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), self.tz)
+
+    def opens_at(self, day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(0), self.tz)
+
+
+def _unique(section: str, keys: list[str]) -> None:
+    seen: set[str] = set()
+    for k in keys:
+        if k in seen:
+            raise ValueError(f"{section}: key {k!r} appears twice")
+        seen.add(k)
+
+
+def parse_program(text: str, source: str) -> Program:
+    """Parse and validate program TOML; `source` names the file in every error."""
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError([f"{source}: not valid TOML: {exc}"]) from None
+    try:
+        return Program.model_validate(data)
+    except ValidationError as exc:
+        raise InputError([f"{source}: {_where(e['loc'])}: {_what(e)}" for e in exc.errors()]) \
+            from None
+
+
+def load_program(path: Path) -> tuple[Program, str]:
+    """Read a program file; returns the model and the text it came from."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError([f"{path}: cannot read the program file: {exc.strerror}"]) from None
+    return parse_program(text, str(path)), text
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+            continue
+        else:
+            name = "in" if part == "in_" else "any" if part == "any_of" else str(part)
+            out += f".{name}" if out else name
+    return out or "(top level)"
+
+
+def _what(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return "missing (required key)"
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check its spelling against README.md)"
+    given = err.get("input")
+    if isinstance(given, str | int | float | bool | dt.date) and err["type"] != "value_error":
+        return f"{msg}; got {given!r}"
+    return msg

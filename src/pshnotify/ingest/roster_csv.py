@@ -1,0 +1,240 @@
+"""Read and validate a roster CSV. Every problem is collected; nothing is partially accepted.
+
+Errors read `FILE:LINE: field: problem`, LINE being the physical line where the record starts
+(a quoted field may span lines, and spreadsheet users count lines, not records).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+from pshnotify.domain.errors import InputError
+from pshnotify.domain.program import Program
+
+REQUIRED = ("id", "email", "name", "department", "role")
+OPTIONAL = ("paid", "start_date", "program_year", "affiliation", "admin_officer", "wave")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+MAX_ERRORS = 200
+
+
+@dataclass(slots=True)
+class RosterRow:
+    line: int
+    external_id: str
+    email: str
+    name: str
+    department: str
+    role: str
+    paid: bool = True
+    start_date: dt.date | None = None
+    program_year: int | None = None
+    affiliation: str | None = None
+    admin_officer: str | None = None
+    wave: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def email_key(self) -> str:
+        return self.email.lower()
+
+    def record(self) -> dict[str, object]:
+        """The fields rules match against, under the names the program file uses."""
+        return {
+            "id": self.external_id, "email": self.email, "name": self.name,
+            "department": self.department, "role": self.role, "paid": self.paid,
+            "start_date": self.start_date, "program_year": self.program_year,
+            "affiliation": self.affiliation, "admin_officer": self.admin_officer,
+            "wave": self.wave, **self.extra,
+        }
+
+
+ProgressFn = Callable[[int], None]
+
+
+def read_roster(path: Path, program: Program, progress: ProgressFn | None = None) -> list[RosterRow]:
+    """Parse the whole file; raise InputError listing every problem if any row is bad."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError([f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]) \
+            from None
+    return _RosterReader(str(path), program).read(text, progress)
+
+
+class _RosterReader:
+    def __init__(self, name: str, program: Program) -> None:
+        self.name = name
+        self.program = program
+        self.extra_types = program.roster.extra_columns
+        self.wave_keys = {w.key for w in program.waves}
+        self.errors: list[str] = []
+
+    def error(self, line: int, fld: str, problem: str) -> None:
+        self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
+
+    def read(self, text: str, progress: ProgressFn | None) -> list[RosterRow]:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        header = self._header(reader)
+        rows: list[RosterRow] = []
+        if header is None:
+            raise InputError(self.errors)
+        seen_ids: dict[str, int] = {}
+        seen_emails: dict[str, int] = {}
+        for line, values in self._records(reader):
+            if progress:
+                progress(reader.line_num - line + 1)
+            if not any(v.strip() for v in values):
+                continue  # a blank line
+            if len(values) != len(header):
+                self.error(line, "(row)", f"has {len(values)} fields, the header has {len(header)}")
+                continue
+            row = self._row(line, dict(zip(header, values, strict=True)))
+            if row is None:
+                continue
+            self._unique(seen_ids, row.external_id, line, "id")
+            self._unique(seen_emails, row.email_key, line, "email")
+            rows.append(row)
+            if len(self.errors) >= MAX_ERRORS:
+                break
+        if self.errors:
+            raise InputError(self.errors, hint="fix these rows and import again; nothing was changed")
+        return rows
+
+    def _records(self, reader: Any) -> Iterator[tuple[int, list[str]]]:
+        start = 2
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                self.error(start, "(row)", f"not valid CSV: {exc}")
+                return
+            yield start, values
+            start = reader.line_num + 1
+
+    def _header(self, reader: Iterator[list[str]]) -> list[str] | None:
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            self.error(1, "(header)", "the file is empty; the first line must name the columns")
+            return None
+        except csv.Error as exc:
+            self.error(1, "(header)", f"not valid CSV: {exc}")
+            return None
+        known = set(REQUIRED) | set(OPTIONAL) | set(self.extra_types)
+        for col in header:
+            if col not in known:
+                self.error(1, col or "(empty)", "unknown column (declare it under [roster] "
+                           "extra_columns in the program file, or remove it)")
+        for col in REQUIRED:
+            if col not in header:
+                self.error(1, col, "required column is missing")
+        dupes = {c for c in header if header.count(c) > 1}
+        for col in sorted(dupes):
+            self.error(1, col, "column appears twice")
+        return None if self.errors else header
+
+    def _unique(self, seen: dict[str, int], key: str, line: int, fld: str) -> None:
+        if key in seen:
+            self.error(line, fld, f"duplicate {fld} (first on line {seen[key]})")
+        else:
+            seen[key] = line
+
+    def _row(self, line: int, cells: dict[str, str]) -> RosterRow | None:
+        before = len(self.errors)
+        clean: dict[str, str] = {}
+        for col, value in cells.items():
+            value = value.strip()
+            if _CONTROL.search(value):
+                self.error(line, col, "contains a line break or control character")
+            clean[col] = value
+        for col in REQUIRED:
+            if not clean.get(col):
+                self.error(line, col, "is empty; a value is required")
+        email = self._email(line, "email", clean.get("email", ""))
+        officer = self._email(line, "admin_officer", clean.get("admin_officer", ""))
+        paid = self._bool(line, "paid", clean.get("paid", ""), default=True)
+        start = self._date(line, "start_date", clean.get("start_date", ""))
+        year = self._int(line, "program_year", clean.get("program_year", ""))
+        wave = clean.get("wave") or None
+        if wave and wave not in self.wave_keys:
+            self.error(line, "wave", f"unknown wave {wave!r} (expected one of "
+                       f"{', '.join(sorted(self.wave_keys))})")
+        extra = {c: self._typed(line, c, clean.get(c, ""), t) for c, t in self.extra_types.items()}
+        if len(self.errors) > before:
+            return None
+        return RosterRow(
+            line=line, external_id=clean["id"], email=email or "", name=clean["name"],
+            department=clean["department"], role=clean["role"], paid=bool(paid),
+            start_date=start, program_year=year, affiliation=clean.get("affiliation") or None,
+            admin_officer=officer, wave=wave, extra=extra,
+        )
+
+    def _email(self, line: int, fld: str, value: str) -> str | None:
+        if not value:
+            return None
+        try:
+            # Deliverability (DNS) is the relay's business; syntax is ours.
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            self.error(line, fld, f"invalid address {value!r}: {exc}")
+            return None
+
+    def _bool(self, line: int, fld: str, value: str, default: bool) -> bool | None:
+        low = value.lower()
+        if not low:
+            return default
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        self.error(line, fld, f"expected true/false/yes/no/1/0, got {value!r}")
+        return None
+
+    def _date(self, line: int, fld: str, value: str) -> dt.date | None:
+        if not value:
+            return None
+        try:
+            return dt.date.fromisoformat(value) if len(value) == 10 else _bad_date()
+        except ValueError:
+            self.error(line, fld, f"expected a date as YYYY-MM-DD, got {value!r}")
+            return None
+
+    def _int(self, line: int, fld: str, value: str) -> int | None:
+        if not value:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            self.error(line, fld, f"expected a whole number, got {value!r}")
+            return None
+
+    def _typed(self, line: int, fld: str, value: str, kind: str) -> object:
+        if kind == "date":
+            return self._date(line, fld, value)
+        if kind == "integer":
+            return self._int(line, fld, value)
+        if kind == "boolean":
+            return self._bool(line, fld, value, default=False) if value else None
+        return value or None
+
+
+def _bad_date() -> dt.date:
+    raise ValueError

@@ -1,0 +1,153 @@
+"""One SMTP connection, reused for many messages, with replies sorted by how to react.
+
+The line that matters is the message's final dot. A fault before it means the relay cannot
+have the message (transient: send again). A fault after it, with no reply, means it may have
+(outcome unknown). aiosmtplib's `data()` does both halves in one call, so we watch the
+connection's writes to know which side of the line a fault fell on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosmtplib
+from aiosmtplib import (
+    SMTPDataError,
+    SMTPException,
+    SMTPRecipientRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+)
+
+from pshnotify.domain.delivery import Outcome, classify
+from pshnotify.domain.errors import (
+    OutcomeUnknownError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+
+_END_OF_DATA = b"\r\n.\r\n"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    tls: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 60.0
+    ca_file: Path | None = None
+    # Leave room for a slow relay's reply after the data: a timeout there is an unknown.
+    data_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+
+class SmtpConnection:
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._body_written = False
+        self.sent_on_connection = 0
+
+    def _client(self) -> aiosmtplib.SMTP:
+        cfg = self.config
+        context = None
+        if cfg.tls != "none":
+            context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        return aiosmtplib.SMTP(
+            hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
+            use_tls=cfg.tls == "tls", start_tls=cfg.tls == "starttls",
+            tls_context=context, validate_certs=True,
+            username=cfg.username, password=cfg.password,
+        )
+
+    async def connect(self) -> None:
+        if self._smtp is not None and self._smtp.is_connected:
+            return
+        smtp = self._client()
+        try:
+            await smtp.connect()
+        except (SMTPException, OSError, asyncio.TimeoutError) as exc:
+            raise TransientDeliveryError(getattr(exc, "code", None),
+                                         f"cannot connect to {self.config.host}:"
+                                         f"{self.config.port}: {exc}") from exc
+        self._watch_writes(smtp)
+        self._smtp = smtp
+        self.sent_on_connection = 0
+
+    def _watch_writes(self, smtp: aiosmtplib.SMTP) -> None:
+        protocol: Any = smtp.protocol
+        original = protocol.write
+
+        def write(data: bytes) -> None:
+            original(data)
+            if data.endswith(_END_OF_DATA):
+                self._body_written = True
+
+        protocol.write = write
+
+    async def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None or not smtp.is_connected:
+            return
+        try:
+            await smtp.quit()
+        except (SMTPException, OSError, asyncio.TimeoutError):
+            smtp.close()
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Reply:
+        """Send one message; raise Transient/Permanent/OutcomeUnknown errors on failure."""
+        await self.connect()
+        smtp = self._smtp
+        assert smtp is not None
+        self._body_written = False
+        try:
+            await smtp.mail(sender)
+            await smtp.rcpt(recipient)
+            response = await smtp.data(data, timeout=self.config.data_timeout)
+        except (SMTPSenderRefused, SMTPRecipientRefused, SMTPDataError) as exc:
+            await self._after_refusal(exc.code)
+            raise _refusal(exc.code, exc.message) from exc
+        except SMTPResponseException as exc:
+            await self._drop()
+            raise _refusal(exc.code, exc.message) from exc
+        except (SMTPException, OSError, asyncio.TimeoutError) as exc:
+            body_written = self._body_written
+            await self._drop()
+            if body_written:
+                raise OutcomeUnknownError(f"no reply after the data: {exc}") from exc
+            raise TransientDeliveryError(None, f"connection lost before the data: {exc}") from exc
+        self.sent_on_connection += 1
+        return Reply(response.code, response.message)
+
+    async def _after_refusal(self, code: int) -> None:
+        """After a refusal the transaction must be reset; 421 means the relay is closing."""
+        smtp = self._smtp
+        if code == 421 or smtp is None:
+            await self._drop()
+            return
+        try:
+            await smtp.rset()
+        except (SMTPException, OSError, asyncio.TimeoutError):
+            await self._drop()
+
+    async def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+
+def _refusal(code: int, text: str) -> Exception:
+    if classify(code) == Outcome.PERMANENT:
+        return PermanentDeliveryError(code, text)
+    return TransientDeliveryError(code, text)

@@ -1,0 +1,95 @@
+"""Settings -> wired objects. The one place where engines, clocks and transports are built."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from pshnotify.clock import Clock, FixedClock, SystemClock
+from pshnotify.domain.errors import InputError
+from pshnotify.mail.kinds import sample_contexts
+from pshnotify.mail.render import Templates
+from pshnotify.mail.transport import SmtpConfig, SmtpConnection
+from pshnotify.services.dispatch import DispatchConfig, Dispatcher
+from pshnotify.services.programs import all_programs, select_program
+from pshnotify.settings import Settings
+from pshnotify.store import migrate
+from pshnotify.store.db import make_engine
+from pshnotify.store.programs import StoredProgram
+
+
+def actor_name() -> str:
+    """Who is acting, for the audit log: PSHNOTIFY_ACTOR, else the login name."""
+    try:
+        return os.environ.get("PSHNOTIFY_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+
+    @classmethod
+    def create(cls, settings: Settings, now: dt.datetime | None = None) -> Runtime:
+        return cls(settings, FixedClock(now) if now else SystemClock())
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def actor(self) -> str:
+        return actor_name()
+
+    @cached_property
+    def worker(self) -> str:
+        return self.settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+
+    def require_schema(self) -> None:
+        current = migrate.current_revision(self.engine)
+        if current != migrate.head_revision(self.engine):
+            state = "is not initialised" if current is None else f"is at revision {current}"
+            raise InputError([f"PSHNOTIFY_DATABASE_URL: the database {state}"],
+                             hint="run `pshnotify init` to create or upgrade it")
+
+    def program(self, key: str | None) -> StoredProgram:
+        self.require_schema()
+        return select_program(self.engine, self.settings.program_file, key, self.clock,
+                              self.actor)
+
+    def templates(self) -> Templates:
+        return Templates(self.settings.templates_dir)
+
+    def checked_templates(self) -> Templates:
+        """Templates checked against every stored program: a broken one stops the start."""
+        templates = self.templates()
+        if not self.settings.templates_dir.is_dir():
+            raise InputError([f"PSHNOTIFY_TEMPLATES_DIR: {self.settings.templates_dir} is not a "
+                              "directory"])
+        for stored in all_programs(self.engine):
+            templates.check(sample_contexts(stored.program))
+        return templates
+
+    def smtp_config(self) -> SmtpConfig:
+        s = self.settings
+        return SmtpConfig(
+            host=s.smtp_host, port=s.smtp_port, tls=s.smtp_tls, username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            timeout=s.smtp_timeout, ca_file=s.smtp_ca_file)
+
+    def dispatcher(self) -> Dispatcher:
+        s = self.settings
+        config = DispatchConfig(worker=self.worker, envelope_from=s.envelope_from,
+                                batch_size=s.batch_size,
+                                lease=dt.timedelta(seconds=s.lease_seconds),
+                                max_attempts=s.max_attempts)
+        connections = [SmtpConnection(self.smtp_config())]
+        return Dispatcher(self.engine, self.clock, self.checked_templates(), connections, config)

@@ -1,0 +1,212 @@
+"""Send what is due: claim a batch, render and compose it, send it, record every outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from pshnotify.clock import Clock
+from pshnotify.domain.delivery import Outcome, State, backoff
+from pshnotify.domain.errors import (
+    OutcomeUnknownError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from pshnotify.mail.compose import compose, envelope_for
+from pshnotify.mail.kinds import Recipient, context_for
+from pshnotify.mail.render import Templates
+from pshnotify.mail.transport import SmtpConnection
+from pshnotify.store import outbox
+from pshnotify.store.programs import StoredProgram, load_program_by_id
+from pshnotify.store.schema import enrollments, people
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    worker: str
+    envelope_from: str | None = None
+    batch_size: int = 200
+    lease: dt.timedelta = dt.timedelta(minutes=5)
+    max_attempts: int = 8
+    unknown_policy: str = "resend"  # resend (same Message-ID) | hold
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"claimed": self.claimed, "outcomes": dict(sorted(self.outcomes.items()))}
+
+
+@dataclass
+class _Job:
+    claimed: outbox.Claimed
+    sender: str
+    data: bytes
+
+
+class Dispatcher:
+    """Drains due messages over a set of SMTP connections until nothing is due."""
+
+    def __init__(self, engine: Engine, clock: Clock, templates: Templates,
+                 connections: list[SmtpConnection], config: DispatchConfig) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.templates = templates
+        self.connections = connections
+        self.config = config
+        self._programs: dict[int, StoredProgram] = {}
+        self.stopping = asyncio.Event()
+
+    async def run_once(self, on_progress: Callable[[int], None] | None = None) -> DispatchReport:
+        report = DispatchReport()
+        try:
+            while not self.stopping.is_set():
+                batch = await asyncio.to_thread(self._claim)
+                if not batch:
+                    break
+                report.claimed += len(batch)
+                results = await self._process(batch)
+                await asyncio.to_thread(self._record, results)
+                for r in results:
+                    report.outcomes[r.state.value] += 1
+                if on_progress:
+                    on_progress(len(batch))
+        finally:
+            await asyncio.gather(*(c.close() for c in self.connections))
+        return report
+
+    # -- database side (run in a thread: the event loop keeps sending meanwhile) --------------
+    def _claim(self) -> list[outbox.Claimed]:
+        with self.engine.begin() as conn:
+            return outbox.claim(conn, now=self.clock.now(), wall=self.clock.wall(),
+                                owner=self.config.worker, lease=self.config.lease,
+                                limit=self.config.batch_size)
+
+    def _record(self, results: list[outbox.Result]) -> None:
+        with self.engine.begin() as conn:
+            outbox.record(conn, results, worker=self.config.worker, now=self.clock.now())
+
+    def _program(self, program_id: int) -> StoredProgram:
+        if program_id not in self._programs:
+            with self.engine.connect() as conn:
+                self._programs[program_id] = load_program_by_id(conn, program_id)
+        return self._programs[program_id]
+
+    def _people(self, batch: list[outbox.Claimed]) -> dict[tuple[int, int], Any]:
+        ids = {c.person_id for c in batch if c.person_id is not None}
+        q = (select(people.c.id, people.c.external_id, people.c.name, people.c.email,
+                    people.c.department, enrollments.c.program_id, enrollments.c.extended_until,
+                    enrollments.c.completed_at, enrollments.c.exempted_reason,
+                    enrollments.c.removed_at)
+             .join(enrollments, enrollments.c.person_id == people.c.id)
+             .where(people.c.id.in_(ids)))
+        with self.engine.connect() as conn:
+            return {(r.program_id, r.id): r for r in conn.execute(q)}
+
+    # -- building and sending ------------------------------------------------------------------
+    async def _process(self, batch: list[outbox.Claimed]) -> list[outbox.Result]:
+        rows = await asyncio.to_thread(self._people, batch)
+        results: list[outbox.Result] = []
+        jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        for claimed in batch:
+            job_or_result = self._prepare(claimed, rows)
+            if isinstance(job_or_result, outbox.Result):
+                results.append(job_or_result)
+            else:
+                jobs.put_nowait(job_or_result)
+        workers = [self._sender(conn, jobs, results) for conn in self.connections]
+        await asyncio.gather(*workers)
+        return results
+
+    def _prepare(self, claimed: outbox.Claimed,
+                 rows: dict[tuple[int, int], Any]) -> _Job | outbox.Result:
+        now = self.clock.now()
+        stored = self._program(claimed.program_id)
+        row = rows.get((claimed.program_id, claimed.person_id or -1))
+        skip = _skip_reason(claimed, row)
+        if skip:
+            return outbox.Result(claimed, State.SKIPPED, "skipped", now, now, reason=skip,
+                                 attempted=False)
+        program = stored.program
+        person = Recipient(row.external_id, row.name, row.email, row.department) if row else \
+            Recipient("", claimed.recipient_name, claimed.recipient_email, "")
+        try:
+            context = context_for(claimed.kind, program, claimed.wave_key, person,
+                                  row.extended_until if row else None, claimed.context)
+            content = self.templates.render(claimed.kind, context)
+            data = compose(envelope_for(
+                program, to_name=claimed.recipient_name, to_address=claimed.recipient_email,
+                message_id=claimed.message_id, date=now, wave=claimed.wave_key,
+                kind=claimed.kind), content)
+        except Exception as exc:  # a template or data fault: keep it visible, never resend
+            return outbox.Result(claimed, State.FAILED, "render", now, now,
+                                 reply=f"could not build the message: {exc}", attempted=False)
+        return _Job(claimed, self.config.envelope_from or str(program.program.sender.address),
+                    data)
+
+    async def _sender(self, connection: SmtpConnection, jobs: asyncio.Queue[_Job],
+                      results: list[outbox.Result]) -> None:
+        while not jobs.empty():
+            job = jobs.get_nowait()
+            if self.stopping.is_set():
+                results.append(self._released(job.claimed))
+                continue
+            results.append(await self._send_one(connection, job))
+
+    def _released(self, claimed: outbox.Claimed) -> outbox.Result:
+        now = self.clock.now()
+        state = State.QUEUED if claimed.attempts == 0 else State.RETRY
+        return outbox.Result(claimed, state, "released", now, now, due_at=None, attempted=False)
+
+    async def _send_one(self, connection: SmtpConnection, job: _Job) -> outbox.Result:
+        c = job.claimed
+        started = self.clock.now()
+        attempt = c.attempts + 1
+        try:
+            reply = await connection.send(job.sender, c.recipient_email, job.data)
+        except PermanentDeliveryError as exc:
+            return outbox.Result(c, State.FAILED, Outcome.PERMANENT, started, self.clock.now(),
+                                 code=exc.code, reply=exc.reply)
+        except TransientDeliveryError as exc:
+            return self._retry(c, started, Outcome.TRANSIENT, exc.code, exc.reply, attempt)
+        except OutcomeUnknownError as exc:
+            if self.config.unknown_policy == "resend":
+                return self._retry(c, started, Outcome.UNKNOWN, None, exc.reply, attempt)
+            return outbox.Result(c, State.UNKNOWN, Outcome.UNKNOWN, started, self.clock.now(),
+                                 reply=exc.reply)
+        return outbox.Result(c, State.SENT, Outcome.SENT, started, self.clock.now(),
+                             code=reply.code, reply=reply.text)
+
+    def _retry(self, c: outbox.Claimed, started: dt.datetime, outcome: Outcome,
+               code: int | None, reply: str, attempt: int) -> outbox.Result:
+        now = self.clock.now()
+        if attempt >= self.config.max_attempts:
+            final = State.UNKNOWN if outcome == Outcome.UNKNOWN else State.FAILED
+            return outbox.Result(c, final, outcome, started, now, code=code,
+                                 reply=f"{reply} (gave up after {attempt} attempts)")
+        return outbox.Result(c, State.RETRY, outcome, started, now, code=code, reply=reply,
+                             due_at=now + backoff(attempt))
+
+
+def _skip_reason(claimed: outbox.Claimed, row: Any) -> str | None:
+    """A message that can no longer matter is not sent (reports and confirmations aside)."""
+    if claimed.person_id is None or claimed.kind in ("confirmation", "report"):
+        return None
+    if row is None:
+        return "person no longer enrolled"
+    if row.removed_at is not None:
+        return "removed from the roster"
+    if row.exempted_reason:
+        return f"exempted: {row.exempted_reason}"
+    if row.completed_at is not None:
+        return "already complete"
+    return None

@@ -1,0 +1,41 @@
+"""Show an email exactly as it would go out, without queuing or sending anything."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Engine, select
+
+from pshnotify.clock import Clock
+from pshnotify.domain.errors import NotFoundError
+from pshnotify.mail.compose import compose, envelope_for
+from pshnotify.mail.kinds import Recipient, context_for
+from pshnotify.mail.render import Templates
+from pshnotify.store.programs import StoredProgram
+from pshnotify.store.schema import enrollments, people
+
+
+def preview(engine: Engine, stored: StoredProgram, templates: Templates, clock: Clock, *,
+            kind: str, person_ref: str, message_id_domain: str) -> bytes:
+    """The full message bytes for `kind` to the person with this id or email."""
+    program = stored.program
+    q = (select(people.c.external_id, people.c.name, people.c.email, people.c.department,
+                enrollments.c.wave_key, enrollments.c.extended_until)
+         .join(enrollments, enrollments.c.person_id == people.c.id)
+         .where(enrollments.c.program_id == stored.id)
+         .where((people.c.external_id == person_ref) | (people.c.email_key == person_ref.lower())))
+    with engine.connect() as conn:
+        row = conn.execute(q).first()
+    if row is None:
+        raise NotFoundError([f"--person: nobody with id or email {person_ref!r} in program "
+                             f"{program.key}"], hint="import the roster first, or check the id")
+    if kind not in templates.kinds():
+        raise NotFoundError([f"KIND: no templates for {kind!r} in {templates.directory}"],
+                            hint=f"kinds: {', '.join(templates.kinds())}")
+    person = Recipient(row.external_id, row.name, row.email, row.department)
+    context = context_for(kind, program, row.wave_key, person, row.extended_until, {})
+    content = templates.render(kind, context)
+    envelope = envelope_for(program, to_name=row.name, to_address=row.email,
+                            message_id=f"<preview-{uuid.uuid4().hex}@{message_id_domain}>",
+                            date=clock.now(), wave=row.wave_key, kind=kind)
+    return compose(envelope, content)

@@ -1,0 +1,161 @@
+"""Import the roster: people, their wave and their eligibility in one program."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from pshnotify.clock import Clock
+from pshnotify.domain.errors import InputError
+from pshnotify.ingest.roster_csv import ProgressFn, RosterRow, read_roster
+from pshnotify.store import audit, outbox
+from pshnotify.store import people as repo
+from pshnotify.store.programs import StoredProgram
+
+
+@dataclass
+class RosterReport:
+    file: str
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    cancelled_messages: int = 0
+    dry_run: bool = False
+    by_wave: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file, "rows": self.rows, "added": self.added, "updated": self.updated,
+            "unchanged": self.unchanged, "removed": self.removed,
+            "cancelled_messages": self.cancelled_messages, "dry_run": self.dry_run,
+            "by_wave": dict(sorted(self.by_wave.items())),
+            "by_reason": dict(sorted(self.by_reason.items())),
+        }
+
+
+class _DryRun(Exception):
+    """Raised inside the transaction to roll a dry run back after counting everything."""
+
+
+def import_roster(engine: Engine, stored: StoredProgram, path: Path, clock: Clock, *,
+                  actor: str, dry_run: bool = False, merge: bool = False,
+                  progress: ProgressFn | None = None) -> RosterReport:
+    """Validate the whole file, then apply it in one transaction (or none on any error).
+
+    Without `merge` the file is the whole current roster: people of this program missing from
+    it are marked removed (never deleted) and their pending messages cancelled.
+    """
+    program = stored.program
+    rows = read_roster(path, program, progress)
+    decisions = _decide(program, rows, str(path))
+    report = RosterReport(file=str(path), rows=len(rows), dry_run=dry_run)
+    now = clock.now()
+    try:
+        with engine.begin() as conn:
+            _check_email_owners(conn, rows, str(path))
+            _apply_people(conn, rows, report, now)
+            ids = repo.person_ids(conn)
+            _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge)
+            audit.record(conn, at=now, actor=actor, action="roster.import",
+                         program_id=stored.id, subject=str(path), details=report.as_dict())
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    return report
+
+
+def _decide(program: Any, rows: list[RosterRow], name: str) -> list[tuple[str, str, str]]:
+    """(wave, status, reason) per row; a row no rule places is an error like a bad cell."""
+    out: list[tuple[str, str, str]] = []
+    errors: list[str] = []
+    for row in rows:
+        record = row.record()
+        wave = program.assign_wave(record)
+        rule = program.assess(record)
+        if wave is None:
+            errors.append(f"{name}:{row.line}: wave: no membership rule places this person; "
+                          "fill the wave column or add a catch-all rule")
+        if rule is None:
+            errors.append(f"{name}:{row.line}: (eligibility): no eligibility rule matches; "
+                          "add a catch-all rule to the program file")
+        out.append((wave or "", rule.status if rule else "", rule.reason if rule else ""))
+    if errors:
+        raise InputError(errors, hint="nothing was changed")
+    return out
+
+
+def _check_email_owners(conn: Any, rows: list[RosterRow], name: str) -> None:
+    owners = repo.email_owners(conn)
+    in_file = {r.external_id for r in rows}
+    errors = []
+    for r in rows:
+        owner = owners.get(r.email_key)
+        if owner is not None and owner != r.external_id and owner not in in_file:
+            errors.append(f"{name}:{r.line}: email: {r.email} already belongs to person "
+                          f"{owner}, who is not in this file")
+    if errors:
+        raise InputError(errors, hint="nothing was changed")
+
+
+def _person_values(r: RosterRow) -> dict[str, Any]:
+    return {"email": r.email, "email_key": r.email_key, "name": r.name,
+            "department": r.department, "role": r.role, "paid": r.paid,
+            "start_date": r.start_date, "program_year": r.program_year,
+            "affiliation": r.affiliation, "admin_officer": r.admin_officer,
+            "extra": {k: (v.isoformat() if isinstance(v, dt.date) else v)
+                      for k, v in r.extra.items()}}
+
+
+def _apply_people(conn: Any, rows: list[RosterRow], report: RosterReport,
+                  now: dt.datetime) -> None:
+    existing = repo.existing_people(conn)
+    new, changed = [], []
+    for r in rows:
+        values = _person_values(r)
+        old = existing.get(r.external_id)
+        if old is None:
+            new.append({"external_id": r.external_id, **values})
+        elif old.values != tuple(values[f] for f in repo.PERSON_FIELDS):
+            changed.append({"id": old.id, **values})
+    repo.insert_people(conn, new, now)
+    repo.update_people(conn, changed, now)
+    report.added, report.updated = len(new), len(changed)
+    report.unchanged = len(rows) - len(new) - len(changed)
+
+
+def _apply_enrollments(conn: Any, program_id: int, rows: list[RosterRow],
+                       decisions: list[tuple[str, str, str]], ids: dict[str, int],
+                       report: RosterReport, now: dt.datetime, merge: bool) -> None:
+    existing = repo.existing_enrollments(conn, program_id)
+    new, changed = [], []
+    seen: set[int] = set()
+    for r, (wave, status, reason) in zip(rows, decisions, strict=True):
+        pid = ids[r.external_id]
+        seen.add(pid)
+        report.by_wave[wave] += 1
+        report.by_reason[reason] += 1
+        values = {"wave_key": wave, "wave_override": r.wave, "status": status, "reason": reason}
+        old = existing.get(pid)
+        if old is None:
+            new.append({"program_id": program_id, "person_id": pid, **values})
+        elif old.removed or old.values != tuple(values[f] for f in repo.ENROLLMENT_FIELDS):
+            changed.append({"id": old.id, **values})
+    repo.insert_enrollments(conn, new, now)
+    repo.update_enrollments(conn, changed, now)
+    if merge:
+        return
+    gone = {pid: e.id for pid, e in existing.items() if pid not in seen and not e.removed}
+    repo.mark_removed(conn, list(gone.values()), now)
+    report.removed = len(gone)
+    report.cancelled_messages = outbox.cancel_pending(
+        conn, program_id=program_id, person_ids=list(gone), reason="removed from the roster",
+        now=now)

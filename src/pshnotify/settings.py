@@ -1,0 +1,67 @@
+"""Settings from `PSHNOTIFY_*` environment variables and a `.env` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pshnotify.domain.errors import InputError
+
+ENV_PREFIX = "PSHNOTIFY_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore",
+    )
+
+    database_url: str = "sqlite:///var/pshnotify.db"
+    program_file: Path = Path("config/program.toml")
+    templates_dir: Path = Path("templates/email")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_timeout: float = Field(default=60.0, gt=0)
+    smtp_ca_file: Path | None = None
+
+    # The sender identity. The visible From and Reply-To come from the program file; these
+    # say who the relay should bounce to and which domain names our Message-IDs.
+    envelope_from: str | None = None
+    message_id_domain: str = "pshnotify.invalid"
+
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    lease_seconds: int = Field(default=300, ge=10)
+    max_attempts: int = Field(default=8, ge=1)
+    worker_name: str | None = None
+
+    @field_validator("message_id_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not value or any(c in value for c in "<>@ \t\r\n"):
+            raise ValueError("must be a bare domain such as mail.example.edu")
+        return value
+
+    def safe_summary(self) -> dict[str, object]:
+        """What may be printed or logged: everything but the secret."""
+        data = self.model_dump(exclude={"smtp_password"})
+        data["smtp_password"] = "set" if self.smtp_password else "not set"
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a bad value into an InputError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {msg}")
+        raise InputError(problems, hint="fix the environment variable or .env file") from None

@@ -1,0 +1,170 @@
+"""The outbox: queued messages, claims under a lease, and guarded state changes.
+
+Claim, send, record: a message is claimed (state `claimed`, a fresh lease token, lease_until)
+in one short transaction, sent outside any transaction, and its outcome written with
+`WHERE lease_token = :token`. A worker whose lease expired and was taken over writes nothing,
+so the only duplicate possible is a resend after an unknown outcome or an expired lease.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from pshnotify.domain.delivery import PENDING, State
+from pshnotify.store.schema import attempts, messages
+from pshnotify.store.sql import chunks, insert_ignoring_duplicates
+
+_CHUNK = 5000
+
+
+def new_message_id(domain: str) -> str:
+    """Built once at queue time and reused by every retry, so a resend is recognisable."""
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def queue(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> int:
+    """Insert messages; a row whose idempotency key exists already is silently skipped.
+
+    Returns how many were new.
+    """
+    if not rows:
+        return 0
+    stmt = insert_ignoring_duplicates(conn, messages).returning(messages.c.id)
+    added = 0
+    for part in chunks(rows, _CHUNK):
+        result = conn.execute(stmt, [{"state": State.QUEUED.value, "attempts": 0,
+                                      "created_at": now, "updated_at": now, **r} for r in part])
+        added += len(result.all())
+    return added
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    program_id: int
+    person_id: int | None
+    kind: str
+    wave_key: str | None
+    step: str
+    message_id: str
+    recipient_email: str
+    recipient_name: str
+    context: dict[str, Any]
+    attempts: int
+    lease_token: str
+
+
+def claim(conn: Connection, *, now: dt.datetime, wall: dt.datetime, owner: str,
+          lease: dt.timedelta, limit: int, program_ids: list[int] | None = None) -> list[Claimed]:
+    """Take up to `limit` due messages under a new lease (SKIP LOCKED on PostgreSQL).
+
+    Due means queued/retry with due_at <= now (business time), or claimed by a worker whose
+    lease ran out (wall time: leases measure liveness, not the rehearsal's calendar).
+    """
+    due = or_(
+        and_(messages.c.state.in_([s.value for s in PENDING]), messages.c.due_at <= now),
+        and_(messages.c.state == State.CLAIMED.value, messages.c.lease_until < wall),
+    )
+    pick = select(messages.c.id).where(due).order_by(messages.c.id).limit(limit)
+    if program_ids is not None:
+        pick = pick.where(messages.c.program_id.in_(program_ids))
+    pick = pick.with_for_update(skip_locked=True)
+    token = str(uuid.uuid4())
+    stmt = (update(messages).where(messages.c.id.in_(pick.scalar_subquery()))
+            .values(state=State.CLAIMED.value, lease_owner=owner, lease_token=token,
+                    lease_until=wall + lease, updated_at=now)
+            .returning(messages.c.id, messages.c.program_id, messages.c.person_id,
+                       messages.c.kind, messages.c.wave_key, messages.c.step,
+                       messages.c.message_id, messages.c.recipient_email,
+                       messages.c.recipient_name, messages.c.context, messages.c.attempts))
+    rows = conn.execute(stmt).all()
+    return sorted((Claimed(**r._mapping, lease_token=token) for r in rows), key=lambda c: c.id)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One attempt's end, to be written under the message's lease token."""
+
+    message: Claimed
+    state: State
+    outcome: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    code: int | None = None
+    reply: str | None = None
+    due_at: dt.datetime | None = None  # for retry
+    reason: str | None = None  # for skipped
+    attempted: bool = True  # False when nothing reached the relay (skipped before sending)
+
+
+def record(conn: Connection, results: list[Result], *, worker: str, now: dt.datetime) -> int:
+    """Write outcomes and attempts; returns how many the lease still allowed us to write."""
+    written = 0
+    for r in results:
+        values: dict[str, Any] = {
+            "state": r.state.value, "updated_at": now, "lease_owner": None, "lease_token": None,
+            "lease_until": None, "last_code": r.code, "last_reply": r.reply,
+        }
+        if r.attempted:
+            values["attempts"] = messages.c.attempts + 1
+        if r.state == State.SENT:
+            values["sent_at"] = r.finished_at
+        if r.due_at is not None:
+            values["due_at"] = r.due_at
+        if r.reason is not None:
+            values["reason"] = r.reason
+        res = conn.execute(update(messages)
+                           .where(messages.c.id == r.message.id,
+                                  messages.c.lease_token == r.message.lease_token)
+                           .values(**values))
+        if res.rowcount != 1:
+            continue  # our lease was taken over: the new owner's word counts
+        written += 1
+        if r.attempted:
+            conn.execute(attempts.insert().values(
+                message_id=r.message.id, number=r.message.attempts + 1, worker=worker,
+                started_at=r.started_at, finished_at=r.finished_at, outcome=r.outcome,
+                code=r.code, reply=r.reply))
+    return written
+
+
+def release(conn: Connection, claimed: list[Claimed], now: dt.datetime) -> None:
+    """Give claims back untouched (a shutdown before sending them)."""
+    for c in claimed:
+        conn.execute(update(messages)
+                     .where(messages.c.id == c.id, messages.c.lease_token == c.lease_token)
+                     .values(state=State.QUEUED.value if c.attempts == 0 else State.RETRY.value,
+                             lease_owner=None, lease_token=None, lease_until=None,
+                             updated_at=now))
+
+
+def cancel_pending(conn: Connection, *, program_id: int, person_ids: list[int], reason: str,
+                   now: dt.datetime, kinds: list[str] | None = None) -> int:
+    """Cancel (never delete) what has not gone out yet for these people."""
+    total = 0
+    for part in chunks(person_ids, _CHUNK):
+        stmt = (update(messages)
+                .where(messages.c.program_id == program_id, messages.c.person_id.in_(part),
+                       messages.c.state.in_([s.value for s in PENDING]))
+                .values(state=State.CANCELLED.value, reason=reason, updated_at=now))
+        if kinds:
+            stmt = stmt.where(messages.c.kind.in_(kinds))
+        total += conn.execute(stmt).rowcount
+    return total
+
+
+def count_by_state(conn: Connection, program_id: int) -> dict[tuple[str | None, str], int]:
+    q = (select(messages.c.wave_key, messages.c.state, func.count())
+         .where(messages.c.program_id == program_id)
+         .group_by(messages.c.wave_key, messages.c.state))
+    return {(w, s): int(n) for w, s, n in conn.execute(q)}
+
+
+def message_rows(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
+    rows = conn.execute(select(messages).where(messages.c.id.in_(ids)).order_by(messages.c.id))
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,84 @@
+"""Stored programs: the TOML text of each program, and each wave's runtime state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, update
+
+from pshnotify.domain.program import Program, parse_program
+from pshnotify.store.schema import programs, waves
+
+
+@dataclass(frozen=True)
+class StoredProgram:
+    id: int
+    program: Program
+    paused: bool
+
+    @property
+    def key(self) -> str:
+        return self.program.key
+
+
+def save_program(conn: Connection, program: Program, text: str, path: str,
+                 now: dt.datetime) -> int:
+    """Insert or refresh the program; returns its id. Waves get a state row each."""
+    row = conn.execute(select(programs.c.id, programs.c.source_text)
+                       .where(programs.c.key == program.key)).first()
+    values = {"name": program.program.name, "cycle": program.program.cycle,
+              "source_path": path, "source_text": text, "loaded_at": now}
+    if row is None:
+        program_id = int(conn.execute(programs.insert().values(key=program.key, **values))
+                         .inserted_primary_key[0])
+    else:
+        program_id = int(row.id)
+        if row.source_text != text:
+            conn.execute(update(programs).where(programs.c.id == program_id).values(**values))
+    known = set(conn.scalars(select(waves.c.key).where(waves.c.program_id == program_id)))
+    new = [{"program_id": program_id, "key": w.key} for w in program.waves if w.key not in known]
+    if new:
+        conn.execute(waves.insert(), new)
+    return program_id
+
+
+def load_program(conn: Connection, key: str) -> StoredProgram | None:
+    row = conn.execute(select(programs).where(programs.c.key == key)).first()
+    if row is None:
+        return None
+    return StoredProgram(int(row.id), parse_program(row.source_text, row.source_path),
+                         bool(row.paused))
+
+
+def load_program_by_id(conn: Connection, program_id: int) -> StoredProgram:
+    key = conn.scalar(select(programs.c.key).where(programs.c.id == program_id))
+    stored = load_program(conn, str(key))
+    assert stored is not None
+    return stored
+
+
+def program_keys(conn: Connection) -> list[str]:
+    return list(conn.scalars(select(programs.c.key).order_by(programs.c.key)))
+
+
+@dataclass(frozen=True)
+class WaveState:
+    key: str
+    launched_at: dt.datetime | None
+    launched_by: str | None
+    paused: bool
+
+
+def wave_states(conn: Connection, program_id: int) -> dict[str, WaveState]:
+    rows = conn.execute(select(waves).where(waves.c.program_id == program_id))
+    return {r.key: WaveState(r.key, r.launched_at, r.launched_by, bool(r.paused)) for r in rows}
+
+
+def mark_launched(conn: Connection, program_id: int, wave: str, now: dt.datetime,
+                  actor: str) -> None:
+    """Record the first launch of a wave; later launches keep the first instant."""
+    conn.execute(update(waves)
+                 .where(waves.c.program_id == program_id, waves.c.key == wave,
+                        waves.c.launched_at.is_(None))
+                 .values(launched_at=now, launched_by=actor))

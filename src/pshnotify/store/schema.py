@@ -1,0 +1,213 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations in `migrations/` build exactly this.
+
+Core tables rather than ORM classes: the hot paths (roster import, launch, claim) are bulk
+statements, and the measured ORM `add_all` path is ~9x slower than Core `executemany`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite has no time zone type; storing naive UTC and re-attaching UTC on the way out keeps
+    comparisons in SQL correct and Python code free of naive datetimes.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime passed to the database")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def _created() -> Column[Any]:
+    return Column("created_at", UTCDateTime, nullable=False)
+
+
+programs = Table(
+    "programs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("cycle", Text, nullable=False),
+    Column("source_path", Text, nullable=False),
+    Column("source_text", Text, nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("loaded_at", UTCDateTime, nullable=False),
+)
+
+waves = Table(
+    "waves",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", ForeignKey("programs.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("launched_at", UTCDateTime),
+    Column("launched_by", Text),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    UniqueConstraint("program_id", "key"),
+)
+
+people = Table(
+    "people",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("external_id", String(128), nullable=False, unique=True),
+    Column("email", Text, nullable=False),
+    # Lower-cased address: people are matched by email without regard to case.
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("department", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("paid", Boolean, nullable=False),
+    Column("start_date", Date),
+    Column("program_year", Integer),
+    Column("affiliation", Text),
+    Column("admin_officer", Text),
+    Column("extra", JSON, nullable=False),
+    _created(),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", ForeignKey("programs.id", ondelete="CASCADE"), nullable=False),
+    Column("person_id", ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("wave_key", String(64), nullable=False),
+    Column("wave_override", String(64)),
+    Column("status", String(16), nullable=False),  # required | encouraged | exempt
+    Column("reason", String(64), nullable=False),
+    Column("extended_until", Date),
+    Column("exempted_reason", Text),  # an operator's exemption, overriding the rules
+    Column("completed_at", UTCDateTime),
+    Column("completion_option", String(32)),
+    Column("removed_at", UTCDateTime),
+    _created(),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "person_id"),
+    Index(None, "program_id", "wave_key", "status"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", ForeignKey("programs.id", ondelete="CASCADE"), nullable=False),
+    Column("person_id", ForeignKey("people.id", ondelete="SET NULL")),
+    Column("kind", String(16), nullable=False),
+    Column("wave_key", String(64)),
+    Column("step", String(32), nullable=False, server_default=""),
+    # program:wave:person:kind:step, from stable ids only: a second copy is a UNIQUE violation.
+    Column("idempotency_key", String(400), nullable=False, unique=True),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("recipient_email", Text, nullable=False),
+    Column("recipient_name", Text, nullable=False),
+    Column("context", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("lease_owner", Text),
+    Column("lease_token", String(36)),
+    Column("lease_until", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Column("last_code", Integer),
+    Column("last_reply", Text),
+    Column("reason", Text),
+    _created(),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # (state, id) rather than (state, due_at, id): measured 5x faster claims on SQLite.
+    Index(None, "state", "id"),
+    Index(None, "program_id", "kind", "state"),
+    Index(None, "person_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("worker", Text, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("code", Integer),
+    Column("reply", Text),
+    Index(None, "message_id"),
+)
+
+completions = Table(
+    "completions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", ForeignKey("programs.id", ondelete="CASCADE"), nullable=False),
+    Column("person_id", ForeignKey("people.id", ondelete="SET NULL")),
+    Column("person_ref", Text, nullable=False),  # the id or email as it arrived
+    Column("option", String(32), nullable=False),
+    Column("completed_at", UTCDateTime, nullable=False),
+    Column("source", String(32), nullable=False),  # import | webhook | xapi | operator
+    # What makes a second arrival of the same completion a no-op.
+    Column("dedupe_key", String(400), nullable=False),
+    Column("note", Text),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "dedupe_key"),
+    Index(None, "person_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("program_id", ForeignKey("programs.id", ondelete="CASCADE")),
+    Column("subject", Text),
+    Column("details", JSON, nullable=False),
+)
