@@ -232,8 +232,25 @@ def parse_program(text: str, source: str) -> Program:
     try:
         return Program.model_validate(data)
     except ValidationError as exc:
-        raise InputError([f"{source}: {_where(e['loc'])}: {_what(e)}" for e in exc.errors()]) \
-            from None
+        raise InputError(_problems(source, exc)) from None
+
+
+_UNION_MEMBERS = {"str": "text", "int": "an integer", "bool": "true/false", "date": "a date"}
+
+
+def _problems(source: str, exc: ValidationError) -> list[str]:
+    """One line per key; a value that fits no member of a type union becomes one line."""
+    lines: dict[str, str] = {}
+    expected: dict[str, list[str]] = {}
+    for e in exc.errors():
+        loc = tuple(e["loc"])
+        if loc and loc[-1] in _UNION_MEMBERS:
+            where = _where(loc[:-1])
+            expected.setdefault(where, []).append(_UNION_MEMBERS[str(loc[-1])])
+            lines[where] = f"expected {' or '.join(expected[where])}; got {e.get('input')!r}"
+        else:
+            lines.setdefault(_where(loc), _what(e))
+    return [f"{source}: {where}: {what}" for where, what in lines.items()]
 
 
 def load_program(path: Path) -> tuple[Program, str]:

@@ -43,7 +43,8 @@ EXTRA_TYPES: dict[str, type] = {"text": str, "date": dt.date, "integer": int, "b
 class FieldCondition(BaseModel):
     """One field's test. Exactly the operators given are applied, all of them must hold."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: "3" is not 3, so a quoted number in the program file is an error, not a guess.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     eq: Scalar | None = None
     ne: Scalar | None = None

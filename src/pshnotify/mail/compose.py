@@ -72,5 +72,6 @@ def envelope_for(program: Program, *, to_name: str, to_address: str, message_id:
     return Envelope(
         from_name=sender.name, from_address=str(sender.address),
         reply_to=str(sender.reply_to) if sender.reply_to else None, to_name=to_name,
-        to_address=to_address, message_id=message_id, date=date, program=program.key,
+        to_address=to_address, message_id=message_id, date=date.astimezone(program.tz),
+        program=program.key,
         wave=wave, kind=kind)

@@ -1,0 +1,136 @@
+"""Shared fixtures: real databases (SQLite files, PostgreSQL schemas) and a real SMTP server.
+
+PostgreSQL tests run against 127.0.0.1:5432 (database `test`, user `postgres`), each in a
+schema of its own that is dropped afterwards. Without the server they are skipped, except in
+CI (CI=true), where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from pshnotify.clock import FixedClock
+from pshnotify.runtime.wiring import Runtime
+from pshnotify.settings import Settings
+from pshnotify.store import migrate
+from pshnotify.store.db import make_engine
+from tests.smtp_server import SmtpServer
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAM_FILE = ROOT / "config" / "program.toml"
+TEMPLATES = ROOT / "templates" / "email"
+PG_ADMIN_URL = os.environ.get("PSHNOTIFY_TEST_PG_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+NY = dt.timezone(dt.timedelta(hours=-4))  # EDT, for readable instants in September tests
+
+
+def _pg_available() -> str | None:
+    try:
+        engine = create_engine(PG_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
+_PG_PROBLEM: str | None = None
+_PG_CHECKED = False
+
+
+def _require_pg() -> None:
+    global _PG_PROBLEM, _PG_CHECKED
+    if not _PG_CHECKED:
+        _PG_PROBLEM, _PG_CHECKED = _pg_available(), True
+    if _PG_PROBLEM:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI and not answering: {_PG_PROBLEM}")
+        pytest.skip(f"PostgreSQL not available: {_PG_PROBLEM}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database URL: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'pshnotify.db'}"
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    _require_pg()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(db_url: str, smtp: SmtpServer, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=db_url, program_file=PROGRAM_FILE, templates_dir=TEMPLATES,
+        smtp_host=smtp.host, smtp_port=smtp.port, smtp_tls="none",
+        message_id_domain="test.pshnotify.invalid", _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(dt.datetime(2023, 9, 11, 9, 30, tzinfo=NY))
+
+
+@pytest.fixture
+def runtime(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
+    rt = Runtime(settings, clock)
+    yield rt
+    rt.engine.dispose()
+
+
+@pytest.fixture
+def engine(runtime: Runtime) -> Engine:
+    return runtime.engine
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The same settings as PSHNOTIFY_* variables, for CLI tests."""
+    values = {
+        "PSHNOTIFY_DATABASE_URL": settings.database_url,
+        "PSHNOTIFY_PROGRAM_FILE": str(settings.program_file),
+        "PSHNOTIFY_TEMPLATES_DIR": str(settings.templates_dir),
+        "PSHNOTIFY_SMTP_HOST": settings.smtp_host,
+        "PSHNOTIFY_SMTP_PORT": str(settings.smtp_port),
+        "PSHNOTIFY_MESSAGE_ID_DOMAIN": settings.message_id_domain,
+        "PSHNOTIFY_ACTOR": "test-operator",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values

@@ -1,0 +1,96 @@
+"""A real SMTP server (aiosmtpd) on loopback that records what it receives and can be told to
+refuse, defer or drop, as relays do."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    session: int
+
+    def message(self) -> EmailMessage:
+        msg = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+@dataclass
+class Behaviour:
+    """What to answer. Each hook gets the recipient address and returns a reply or None."""
+
+    rcpt: Callable[[str], str | None] = lambda _addr: None
+    data: Callable[[str], str | None] = lambda _addr: None
+    drop_after_data: Callable[[str], bool] = lambda _addr: False
+
+
+class _Handler:
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any,  # noqa: N802
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        with self.server.lock:
+            self.server.connections += 1
+        return responses
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
+                          address: str, rcpt_options: list[str]) -> str:
+        reply = self.server.behaviour.rcpt(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        rcpt = envelope.rcpt_tos[0]
+        reply = self.server.behaviour.data(rcpt)
+        if reply:
+            return reply
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos),
+                            envelope.original_content or envelope.content, id(session))
+        with self.server.lock:
+            self.server.received.append(received)
+        if self.server.behaviour.drop_after_data(rcpt):
+            server.transport.abort()  # the relay has it, but the client never hears so
+        return "250 2.0.0 OK queued"
+
+
+@dataclass
+class SmtpServer:
+    host: str = "127.0.0.1"
+    port: int = 0
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    received: list[Received] = field(default_factory=list)
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _controller: Controller | None = None
+
+    def start(self) -> None:
+        with socket.socket() as s:
+            s.bind((self.host, 0))
+            self.port = s.getsockname()[1]
+        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller:
+            self._controller.stop()
+
+    def messages(self) -> list[EmailMessage]:
+        with self.lock:
+            return [r.message() for r in self.received]

@@ -1,0 +1,227 @@
+"""Launching a wave and sending its emails to a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from pshnotify.clock import FixedClock
+from pshnotify.domain.errors import ConflictError
+from pshnotify.runtime.wiring import Runtime
+from pshnotify.services.launch import launch_wave, preview_launch
+from pshnotify.services.roster import import_roster
+from pshnotify.store.schema import attempts, audit_log, messages
+from tests.conftest import NY
+from tests.smtp_server import Behaviour, SmtpServer
+from tests.test_roster_import import GOOD, HEADER, write
+
+PILOT = [
+    "H1,ada@example.edu,Ada Lovelace,Human Resources,staff,,2010-01-04,,,ao-hr@example.edu,",
+    "H2,jose@example.edu,José Núñez-Ångström,Human Resources,staff,,2001-09-01,,,ao-hr@x.edu,",
+    "H3,grace@example.edu,Grace Hopper,Information Systems and Technology,staff,,2001-01-01,,,,",
+    "H4,unpaid@example.edu,Un Paid,Human Resources,staff,no,2012-01-01,,,,",
+    "H5,new@example.edu,New Hire,Human Resources,staff,,2023-08-01,,,,",
+]
+
+
+def setup_pilot(runtime: Runtime, tmp_path: Path, rows: list[str] = PILOT) -> None:
+    stored = runtime.program(None)
+    import_roster(runtime.engine, stored, write(tmp_path, [HEADER, *rows]), runtime.clock,
+                  actor="op")
+
+
+def launch(runtime: Runtime, wave: str = "pilot", force: bool = False) -> int:
+    stored = runtime.program(None)
+    return launch_wave(runtime.engine, stored, wave, runtime.clock, actor="op",
+                       message_id_domain=runtime.settings.message_id_domain, force=force).queued
+
+
+def send(runtime: Runtime) -> dict[str, int]:
+    return dict(asyncio.run(runtime.dispatcher().run_once()).outcomes)
+
+
+def by_recipient(smtp: SmtpServer) -> dict[str, EmailMessage]:
+    return {m["To"].addresses[0].addr_spec: m for m in smtp.messages()}
+
+
+def test_launch_emails_arrive_as_real_mime(runtime: Runtime, smtp: SmtpServer,
+                                           tmp_path: Path) -> None:
+    setup_pilot(runtime, tmp_path)
+    assert launch(runtime) == 3
+    assert send(runtime) == {"sent": 3}
+    received = by_recipient(smtp)
+    assert sorted(received) == ["ada@example.edu", "grace@example.edu", "jose@example.edu"]
+    msg = received["jose@example.edu"]
+    assert msg["To"].addresses[0].display_name == "José Núñez-Ångström"
+    assert str(msg["From"]) == "PSH Training <pshtraining@example.edu>"
+    assert str(msg["Reply-To"]) == "pshtraining@example.edu"
+    assert msg["X-Pshnotify-Program"] == "psh-2023-2024"
+    assert msg["X-Pshnotify-Wave"] == "pilot"
+    assert msg["X-Pshnotify-Kind"] == "launch"
+    assert parsedate_to_datetime(msg["Date"]) == dt.datetime(2023, 9, 11, 9, 30, tzinfo=NY)
+    assert msg.get_content_type() == "multipart/alternative"
+    text_part = msg.get_body(("plain",))
+    html_part = msg.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    text, html = text_part.get_content(), html_part.get_content()
+    for body in (text, html):
+        assert "José Núñez-Ångström" in body
+        # The window, in the program's zone, written for people.
+        assert "Monday, September 11, 2023" in body
+        assert "Friday, October 6, 2023" in body
+        assert "pshtraining@example.edu" in body
+        for title in ("LBGTQ+ 101", "Responding to Disclosures at MIT", "Power Dynamics"):
+            assert title in body
+        assert "https://learning.example.edu/psh" in body
+    assert "HR and IS&amp;T Pilot" in html  # autoescaped
+    assert "HR and IS&T Pilot" in text  # and not in text
+    with runtime.engine.connect() as conn:
+        stored_ids = set(conn.scalars(select(messages.c.message_id)))
+        states = set(conn.scalars(select(messages.c.state)))
+        replies = list(conn.scalars(select(attempts.c.code)))
+    assert {m["Message-ID"] for m in received.values()} == stored_ids
+    assert states == {"sent"}
+    assert replies == [250, 250, 250]
+    assert smtp.connections == 1  # one connection reused for every message
+
+
+def test_launching_twice_queues_once_and_late_joiners_get_theirs(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path, PILOT[:2])
+    assert launch(runtime) == 2
+    assert launch(runtime) == 0
+    send(runtime)
+    assert launch(runtime) == 0
+    setup_pilot(runtime, tmp_path, PILOT)  # H3 joins the pilot after launch
+    assert launch(runtime) == 1
+    send(runtime)
+    recipients = [m["To"].addresses[0].addr_spec for m in smtp.messages()]
+    assert sorted(recipients) == ["ada@example.edu", "grace@example.edu", "jose@example.edu"]
+    with runtime.engine.connect() as conn:
+        audits = conn.execute(select(audit_log.c.action, audit_log.c.actor, audit_log.c.subject)
+                              .where(audit_log.c.action == "wave.launch")).all()
+    assert [tuple(a) for a in audits] == [("wave.launch", "op", "pilot")] * 4
+
+
+def test_a_closed_wave_needs_force(runtime: Runtime, clock: FixedClock, tmp_path: Path) -> None:
+    setup_pilot(runtime, tmp_path)
+    clock.set(dt.datetime(2023, 10, 7, 0, 0, tzinfo=NY))  # the midnight after the last day
+    with pytest.raises(ConflictError, match="closed on 2023-10-06"):
+        launch(runtime)
+    with runtime.engine.connect() as conn:
+        assert conn.scalar(select(messages.c.id)) is None
+    assert launch(runtime, force=True) == 3
+    clock.set(dt.datetime(2023, 10, 6, 23, 59, tzinfo=NY))  # still the last day
+
+
+def test_the_launch_summary_counts_who_gets_it_and_who_not(runtime: Runtime,
+                                                           tmp_path: Path) -> None:
+    setup_pilot(runtime, tmp_path)
+    summary = preview_launch(runtime.engine, runtime.program(None), "pilot", runtime.clock)
+    assert summary.to_queue == 3
+    assert dict(summary.not_required) == {"exempt-unpaid": 1, "exempt-new-hire": 1}
+    with runtime.engine.connect() as conn:
+        assert conn.scalar(select(messages.c.id)) is None
+
+
+def test_launch_outside_working_hours_goes_out_at_nine(runtime: Runtime, clock: FixedClock,
+                                                       smtp: SmtpServer, tmp_path: Path) -> None:
+    setup_pilot(runtime, tmp_path)
+    clock.set(dt.datetime(2023, 9, 9, 20, 0, tzinfo=NY))  # Saturday evening
+    launch(runtime)
+    assert send(runtime) == {}
+    clock.set(dt.datetime(2023, 9, 11, 9, 0, tzinfo=NY))  # Monday 09:00
+    assert send(runtime) == {"sent": 3}
+
+
+def test_refusals_fail_deferrals_retry_with_the_same_message_id(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path)
+    deferred = {"n": 0}
+
+    def data_reply(addr: str) -> str | None:
+        if addr == "jose@example.edu" and deferred["n"] == 0:
+            deferred["n"] += 1
+            return "451 4.3.0 try again later"
+        return None
+
+    smtp.behaviour = Behaviour(
+        rcpt=lambda a: "550 5.1.1 no such user" if a == "grace@example.edu" else None,
+        data=data_reply)
+    launch(runtime)
+    assert send(runtime) == {"sent": 1, "failed": 1, "retry": 1}
+    with runtime.engine.connect() as conn:
+        failed = conn.execute(select(messages.c.recipient_email, messages.c.last_code,
+                                     messages.c.last_reply)
+                              .where(messages.c.state == "failed")).one()
+        retry_id = conn.scalar(select(messages.c.message_id).where(messages.c.state == "retry"))
+    assert tuple(failed) == ("grace@example.edu", 550, "5.1.1 no such user")
+    assert send(runtime) == {}  # the retry is not due yet
+    clock.advance(dt.timedelta(hours=2))
+    assert send(runtime) == {"sent": 1}
+    assert by_recipient(smtp)["jose@example.edu"]["Message-ID"] == retry_id
+    assert "grace@example.edu" not in by_recipient(smtp)  # a 5xx is never retried
+    with runtime.engine.connect() as conn:
+        outcomes = conn.execute(select(attempts.c.outcome, attempts.c.code)
+                                .order_by(attempts.c.id)).all()
+    assert sorted(tuple(o) for o in outcomes) == [
+        ("permanent", 550), ("sent", 250), ("sent", 250), ("transient", 451)]
+
+
+def test_a_dropped_connection_after_the_data_is_an_unknown_outcome(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path, PILOT[:1])
+    dropped = {"n": 0}
+
+    def drop(addr: str) -> bool:
+        dropped["n"] += 1
+        return dropped["n"] == 1
+
+    smtp.behaviour = Behaviour(drop_after_data=drop)
+    launch(runtime)
+    assert send(runtime) == {"retry": 1}
+    clock.advance(dt.timedelta(hours=2))
+    assert send(runtime) == {"sent": 1}
+    ids = [m["Message-ID"] for m in smtp.messages()]
+    assert len(ids) == 2 and ids[0] == ids[1]  # the relay got it twice, recognisably
+    with runtime.engine.connect() as conn:
+        outcomes = list(conn.scalars(select(attempts.c.outcome).order_by(attempts.c.id)))
+    assert outcomes == ["unknown", "sent"]
+
+
+def test_a_relay_that_is_down_loses_nothing(runtime: Runtime, clock: FixedClock,
+                                            smtp: SmtpServer, tmp_path: Path) -> None:
+    setup_pilot(runtime, tmp_path, PILOT[:2])
+    launch(runtime)
+    smtp.stop()
+    assert send(runtime) == {"retry": 2}
+    smtp.start()
+    runtime.settings.smtp_port = smtp.port
+    clock.advance(dt.timedelta(hours=2))
+    assert send(runtime) == {"sent": 2}
+
+
+def test_people_no_longer_required_are_skipped_not_sent(runtime: Runtime, smtp: SmtpServer,
+                                                        tmp_path: Path) -> None:
+    setup_pilot(runtime, tmp_path)
+    launch(runtime)
+    setup_pilot(runtime, tmp_path, PILOT[:1])  # the others left the roster before sending
+    assert send(runtime) == {"sent": 1}
+    with runtime.engine.connect() as conn:
+        states = dict(conn.execute(select(messages.c.recipient_email, messages.c.state)).all())
+    assert states["jose@example.edu"] == "cancelled"
+
+
+def test_good_roster_other_waves_do_not_leak_into_the_pilot(runtime: Runtime,
+                                                            tmp_path: Path) -> None:
+    setup_pilot(runtime, tmp_path, GOOD)
+    assert launch(runtime) == 1  # only P1 is in HR
