@@ -26,8 +26,9 @@ from tests.smtp_server import SmtpServer
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM_FILE = ROOT / "config" / "program.toml"
 TEMPLATES = ROOT / "templates" / "email"
-PG_ADMIN_URL = os.environ.get("PSHNOTIFY_TEST_PG_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "PSHNOTIFY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 NY = dt.timezone(dt.timedelta(hours=-4))  # EDT, for readable instants in September tests
 
 
@@ -96,9 +97,14 @@ def smtp() -> Iterator[SmtpServer]:
 @pytest.fixture
 def settings(db_url: str, smtp: SmtpServer, tmp_path: Path) -> Settings:
     return Settings(
-        database_url=db_url, program_file=PROGRAM_FILE, templates_dir=TEMPLATES,
-        smtp_host=smtp.host, smtp_port=smtp.port, smtp_tls="none",
-        message_id_domain="test.pshnotify.invalid", _env_file=None,  # type: ignore[call-arg]
+        database_url=db_url,
+        program_file=PROGRAM_FILE,
+        templates_dir=TEMPLATES,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        smtp_tls="none",
+        message_id_domain="test.pshnotify.invalid",
+        _env_file=None,  # type: ignore[call-arg]
     )
 
 

@@ -41,15 +41,27 @@ class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any,  # noqa: N802
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(  # noqa: N802
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         session.host_name = hostname
         with self.server.lock:
             self.server.connections += 1
         return responses
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(  # noqa: N802
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         reply = self.server.behaviour.rcpt(address)
         if reply:
             return reply
@@ -61,8 +73,12 @@ class _Handler:
         reply = self.server.behaviour.data(rcpt)
         if reply:
             return reply
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos),
-                            envelope.original_content or envelope.content, id(session))
+        received = Received(
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            envelope.original_content or envelope.content,
+            id(session),
+        )
         with self.server.lock:
             self.server.received.append(received)
         if self.server.behaviour.drop_after_data(rcpt):

@@ -32,14 +32,22 @@ PILOT = [
 
 def setup_pilot(runtime: Runtime, tmp_path: Path, rows: list[str] = PILOT) -> None:
     stored = runtime.program(None)
-    import_roster(runtime.engine, stored, write(tmp_path, [HEADER, *rows]), runtime.clock,
-                  actor="op")
+    import_roster(
+        runtime.engine, stored, write(tmp_path, [HEADER, *rows]), runtime.clock, actor="op"
+    )
 
 
 def launch(runtime: Runtime, wave: str = "pilot", force: bool = False) -> int:
     stored = runtime.program(None)
-    return launch_wave(runtime.engine, stored, wave, runtime.clock, actor="op",
-                       message_id_domain=runtime.settings.message_id_domain, force=force).queued
+    return launch_wave(
+        runtime.engine,
+        stored,
+        wave,
+        runtime.clock,
+        actor="op",
+        message_id_domain=runtime.settings.message_id_domain,
+        force=force,
+    ).queued
 
 
 def send(runtime: Runtime) -> dict[str, int]:
@@ -50,8 +58,9 @@ def by_recipient(smtp: SmtpServer) -> dict[str, EmailMessage]:
     return {m["To"].addresses[0].addr_spec: m for m in smtp.messages()}
 
 
-def test_launch_emails_arrive_as_real_mime(runtime: Runtime, smtp: SmtpServer,
-                                           tmp_path: Path) -> None:
+def test_launch_emails_arrive_as_real_mime(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
     setup_pilot(runtime, tmp_path)
     assert launch(runtime) == 3
     assert send(runtime) == {"sent": 3}
@@ -68,7 +77,8 @@ def test_launch_emails_arrive_as_real_mime(runtime: Runtime, smtp: SmtpServer,
     assert msg.get_content_type() == "multipart/alternative"
     text_part = msg.get_body(("plain",))
     html_part = msg.get_body(("html",))
-    assert text_part is not None and html_part is not None
+    assert text_part is not None
+    assert html_part is not None
     text, html = text_part.get_content(), html_part.get_content()
     for body in (text, html):
         assert "José Núñez-Ångström" in body
@@ -105,8 +115,11 @@ def test_launching_twice_queues_once_and_late_joiners_get_theirs(
     recipients = [m["To"].addresses[0].addr_spec for m in smtp.messages()]
     assert sorted(recipients) == ["ada@example.edu", "grace@example.edu", "jose@example.edu"]
     with runtime.engine.connect() as conn:
-        audits = conn.execute(select(audit_log.c.action, audit_log.c.actor, audit_log.c.subject)
-                              .where(audit_log.c.action == "wave.launch")).all()
+        audits = conn.execute(
+            select(audit_log.c.action, audit_log.c.actor, audit_log.c.subject).where(
+                audit_log.c.action == "wave.launch"
+            )
+        ).all()
     assert [tuple(a) for a in audits] == [("wave.launch", "op", "pilot")] * 4
 
 
@@ -121,8 +134,9 @@ def test_a_closed_wave_needs_force(runtime: Runtime, clock: FixedClock, tmp_path
     clock.set(dt.datetime(2023, 10, 6, 23, 59, tzinfo=NY))  # still the last day
 
 
-def test_the_launch_summary_counts_who_gets_it_and_who_not(runtime: Runtime,
-                                                           tmp_path: Path) -> None:
+def test_the_launch_summary_counts_who_gets_it_and_who_not(
+    runtime: Runtime, tmp_path: Path
+) -> None:
     setup_pilot(runtime, tmp_path)
     summary = preview_launch(runtime.engine, runtime.program(None), "pilot", runtime.clock)
     assert summary.to_queue == 3
@@ -131,8 +145,9 @@ def test_the_launch_summary_counts_who_gets_it_and_who_not(runtime: Runtime,
         assert conn.scalar(select(messages.c.id)) is None
 
 
-def test_launch_outside_working_hours_goes_out_at_nine(runtime: Runtime, clock: FixedClock,
-                                                       smtp: SmtpServer, tmp_path: Path) -> None:
+def test_launch_outside_working_hours_goes_out_at_nine(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
     setup_pilot(runtime, tmp_path)
     clock.set(dt.datetime(2023, 9, 9, 20, 0, tzinfo=NY))  # Saturday evening
     launch(runtime)
@@ -155,13 +170,16 @@ def test_refusals_fail_deferrals_retry_with_the_same_message_id(
 
     smtp.behaviour = Behaviour(
         rcpt=lambda a: "550 5.1.1 no such user" if a == "grace@example.edu" else None,
-        data=data_reply)
+        data=data_reply,
+    )
     launch(runtime)
     assert send(runtime) == {"sent": 1, "failed": 1, "retry": 1}
     with runtime.engine.connect() as conn:
-        failed = conn.execute(select(messages.c.recipient_email, messages.c.last_code,
-                                     messages.c.last_reply)
-                              .where(messages.c.state == "failed")).one()
+        failed = conn.execute(
+            select(messages.c.recipient_email, messages.c.last_code, messages.c.last_reply).where(
+                messages.c.state == "failed"
+            )
+        ).one()
         retry_id = conn.scalar(select(messages.c.message_id).where(messages.c.state == "retry"))
     assert tuple(failed) == ("grace@example.edu", 550, "5.1.1 no such user")
     assert send(runtime) == {}  # the retry is not due yet
@@ -170,10 +188,15 @@ def test_refusals_fail_deferrals_retry_with_the_same_message_id(
     assert by_recipient(smtp)["jose@example.edu"]["Message-ID"] == retry_id
     assert "grace@example.edu" not in by_recipient(smtp)  # a 5xx is never retried
     with runtime.engine.connect() as conn:
-        outcomes = conn.execute(select(attempts.c.outcome, attempts.c.code)
-                                .order_by(attempts.c.id)).all()
+        outcomes = conn.execute(
+            select(attempts.c.outcome, attempts.c.code).order_by(attempts.c.id)
+        ).all()
     assert sorted(tuple(o) for o in outcomes) == [
-        ("permanent", 550), ("sent", 250), ("sent", 250), ("transient", 451)]
+        ("permanent", 550),
+        ("sent", 250),
+        ("sent", 250),
+        ("transient", 451),
+    ]
 
 
 def test_a_dropped_connection_after_the_data_is_an_unknown_outcome(
@@ -192,14 +215,16 @@ def test_a_dropped_connection_after_the_data_is_an_unknown_outcome(
     clock.advance(dt.timedelta(hours=2))
     assert send(runtime) == {"sent": 1}
     ids = [m["Message-ID"] for m in smtp.messages()]
-    assert len(ids) == 2 and ids[0] == ids[1]  # the relay got it twice, recognisably
+    assert len(ids) == 2
+    assert ids[0] == ids[1]
     with runtime.engine.connect() as conn:
         outcomes = list(conn.scalars(select(attempts.c.outcome).order_by(attempts.c.id)))
     assert outcomes == ["unknown", "sent"]
 
 
-def test_a_relay_that_is_down_loses_nothing(runtime: Runtime, clock: FixedClock,
-                                            smtp: SmtpServer, tmp_path: Path) -> None:
+def test_a_relay_that_is_down_loses_nothing(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
     setup_pilot(runtime, tmp_path, PILOT[:2])
     launch(runtime)
     smtp.stop()
@@ -210,8 +235,9 @@ def test_a_relay_that_is_down_loses_nothing(runtime: Runtime, clock: FixedClock,
     assert send(runtime) == {"sent": 2}
 
 
-def test_people_no_longer_required_are_skipped_not_sent(runtime: Runtime, smtp: SmtpServer,
-                                                        tmp_path: Path) -> None:
+def test_people_no_longer_required_are_skipped_not_sent(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
     setup_pilot(runtime, tmp_path)
     launch(runtime)
     setup_pilot(runtime, tmp_path, PILOT[:1])  # the others left the roster before sending
@@ -221,7 +247,8 @@ def test_people_no_longer_required_are_skipped_not_sent(runtime: Runtime, smtp: 
     assert states["jose@example.edu"] == "cancelled"
 
 
-def test_good_roster_other_waves_do_not_leak_into_the_pilot(runtime: Runtime,
-                                                            tmp_path: Path) -> None:
+def test_good_roster_other_waves_do_not_leak_into_the_pilot(
+    runtime: Runtime, tmp_path: Path
+) -> None:
     setup_pilot(runtime, tmp_path, GOOD)
     assert launch(runtime) == 1  # only P1 is in HR

@@ -21,12 +21,17 @@ from pshnotify.domain.errors import ConflictError, InputError
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.settings import load_settings
 
-app = typer.Typer(help="Run a mandatory-training campaign by email.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Run a mandatory-training campaign by email.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 roster_app = typer.Typer(help="Import the roster.", no_args_is_help=True)
 program_app = typer.Typer(help="Program files stored in the database.", no_args_is_help=True)
-demo_app = typer.Typer(help="Demo helpers: a sample roster and a local mail catcher.",
-                       no_args_is_help=True)
+demo_app = typer.Typer(
+    help="Demo helpers: a sample roster and a local mail catcher.", no_args_is_help=True
+)
 app.add_typer(roster_app, name="roster")
 app.add_typer(program_app, name="program")
 app.add_typer(demo_app, name="demo")
@@ -34,10 +39,18 @@ app.add_typer(demo_app, name="demo")
 out = Console()
 err = Console(stderr=True)
 
-ProgramOpt = Annotated[str | None, typer.Option(
-    "--program", help="Program key; defaults to the program file's (PSHNOTIFY_PROGRAM_FILE).")]
-NowOpt = Annotated[str | None, typer.Option(
-    "--now", help="Act as if it were this instant (ISO-8601 with offset), for rehearsals.")]
+ProgramOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--program", help="Program key; defaults to the program file's (PSHNOTIFY_PROGRAM_FILE)."
+    ),
+]
+NowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--now", help="Act as if it were this instant (ISO-8601 with offset), for rehearsals."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 T = TypeVar("T")
@@ -97,8 +110,10 @@ def init(now: NowOpt = None) -> None:
 
         url = make_url(normalize_url(rt.settings.database_url)).render_as_string(hide_password=True)
         out.print(f"database ready: {url} (revision {migrate.current_revision(rt.engine)})")
-        out.print(f"program: {stored.key} - {stored.program.program.name} "
-                  f"{stored.program.program.cycle}, {len(stored.program.waves)} waves")
+        out.print(
+            f"program: {stored.key} - {stored.program.program.name} "
+            f"{stored.program.program.cycle}, {len(stored.program.waves)} waves"
+        )
         out.print("next: pshnotify roster import ROSTER.csv")
 
 
@@ -122,8 +137,15 @@ def program_list(as_json: JsonOpt = False) -> None:
     with _errors():
         rt = _runtime(None)
         rt.require_schema()
-        rows = [{"key": p.key, "name": p.program.program.name, "cycle": p.program.program.cycle,
-                 "waves": [w.key for w in p.program.waves]} for p in all_programs(rt.engine)]
+        rows = [
+            {
+                "key": p.key,
+                "name": p.program.program.name,
+                "cycle": p.program.program.cycle,
+                "waves": [w.key for w in p.program.waves],
+            }
+            for p in all_programs(rt.engine)
+        ]
         if as_json:
             _print_json(rows)
             return
@@ -138,17 +160,25 @@ def program_check(file: Path) -> None:
 
     with _errors():
         program, _ = load_program(file)
-        out.print(f"{file}: valid; program {program.key}, {len(program.waves)} waves, "
-                  f"{len(program.eligibility)} eligibility rules")
+        out.print(
+            f"{file}: valid; program {program.key}, {len(program.waves)} waves, "
+            f"{len(program.eligibility)} eligibility rules"
+        )
 
 
 # -- roster --------------------------------------------------------------------------------------
 @roster_app.command("import")
 def roster_import(
     file: Path,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count; change nothing.")] = False,
-    merge: Annotated[bool, typer.Option("--merge", help="Add and update only; remove nobody.")] = False,
-    program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and count; change nothing.")
+    ] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Add and update only; remove nobody.")
+    ] = False,
+    program: ProgramOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import the roster CSV (the whole current roster unless --merge)."""
     from pshnotify.services.roster import import_roster
@@ -157,15 +187,25 @@ def roster_import(
         rt = _runtime(now)
         stored = rt.program(program)
         with _progress(file, "reading roster") as advance:
-            report = import_roster(rt.engine, stored, file, rt.clock, actor=rt.actor,
-                                   dry_run=dry_run, merge=merge, progress=advance)
+            report = import_roster(
+                rt.engine,
+                stored,
+                file,
+                rt.clock,
+                actor=rt.actor,
+                dry_run=dry_run,
+                merge=merge,
+                progress=advance,
+            )
         if as_json:
             _print_json(report.as_dict())
             return
         verb = "would import" if dry_run else "imported"
-        out.print(f"{verb} {report.rows} people from {file}: {report.added} new, "
-                  f"{report.updated} updated, {report.unchanged} unchanged, "
-                  f"{report.removed} removed")
+        out.print(
+            f"{verb} {report.rows} people from {file}: {report.added} new, "
+            f"{report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.removed} removed"
+        )
         table = Table("wave", "people")
         for wave, n in sorted(report.by_wave.items()):
             table.add_row(wave, str(n))
@@ -190,8 +230,14 @@ def _progress(file: Path, label: str) -> Iterator[Callable[[int], None] | None]:
     except OSError:
         yield None
         return
-    with Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=max(total, 1))
         yield lambda n: bar.advance(task, n)
 
@@ -202,8 +248,12 @@ def launch(
     wave: str,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show who would get it.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Launch even if the window is over.")] = False,
-    program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Launch even if the window is over.")
+    ] = False,
+    program: ProgramOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Queue the launch email for every required member of WAVE."""
     from pshnotify.services.launch import launch_wave, preview_launch
@@ -220,20 +270,33 @@ def launch(
                 out.print("dry run: nothing was queued")
             return
         if summary.window == "over" and not force:
-            raise ConflictError(f"wave {wave!r} closed on {summary.closes.isoformat()}; "
-                                "nothing was queued", hint="pass --force to launch it anyway")
+            raise ConflictError(
+                f"wave {wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
+                hint="pass --force to launch it anyway",
+            )
         if not yes:
             if not sys.stdin.isatty():
-                raise InputError(["--yes: no terminal to ask for confirmation"],
-                                 hint="pass --yes to launch without asking")
+                raise InputError(
+                    ["--yes: no terminal to ask for confirmation"],
+                    hint="pass --yes to launch without asking",
+                )
             typer.confirm(f"Queue {summary.to_queue} launch emails for {wave}?", abort=True)
-        done = launch_wave(rt.engine, stored, wave, rt.clock, actor=rt.actor,
-                           message_id_domain=rt.settings.message_id_domain, force=force)
+        done = launch_wave(
+            rt.engine,
+            stored,
+            wave,
+            rt.clock,
+            actor=rt.actor,
+            message_id_domain=rt.settings.message_id_domain,
+            force=force,
+        )
         if as_json:
             _print_json(done.as_dict())
             return
-        out.print(f"queued {done.queued} launch emails for {wave}, to go out from "
-                  f"{_local(done.due_at, stored.program.tz)}")
+        out.print(
+            f"queued {done.queued} launch emails for {wave}, to go out from "
+            f"{_local(done.due_at, stored.program.tz)}"
+        )
         out.print("next: pshnotify run --once (or keep `pshnotify run` running)")
 
 
@@ -264,7 +327,8 @@ def _show_launch(s: Any, as_json: bool) -> None:
 def preview(
     kind: str,
     person: Annotated[str, typer.Option("--person", help="Person id or email.")],
-    program: ProgramOpt = None, now: NowOpt = None,
+    program: ProgramOpt = None,
+    now: NowOpt = None,
 ) -> None:
     """Print an email exactly as it would go out (nothing is queued or sent)."""
     from pshnotify.services.preview import preview as build
@@ -272,15 +336,23 @@ def preview(
     with _errors():
         rt = _runtime(now)
         stored = rt.program(program)
-        data = build(rt.engine, stored, rt.checked_templates(), rt.clock, kind=kind,
-                     person_ref=person, message_id_domain=rt.settings.message_id_domain)
+        data = build(
+            rt.engine,
+            stored,
+            rt.checked_templates(),
+            rt.clock,
+            kind=kind,
+            person_ref=person,
+            message_id_domain=rt.settings.message_id_domain,
+        )
         sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
 
 
 @app.command()
 def run(
     once: Annotated[bool, typer.Option("--once", help="Send what is due now, then exit.")] = False,
-    now: NowOpt = None, as_json: JsonOpt = False,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Send every message that is due."""
     with _errors():
@@ -288,8 +360,10 @@ def run(
         _rehearsal_note(rt, now)
         rt.require_schema()
         if not once:
-            raise InputError(["run: the long-running daemon is not built yet"],
-                             hint="use `pshnotify run --once` (from cron or a timer) meanwhile")
+            raise InputError(
+                ["run: the long-running daemon is not built yet"],
+                hint="use `pshnotify run --once` (from cron or a timer) meanwhile",
+            )
         rt.program(None)  # keep the stored program in step with the program file
         dispatcher = rt.dispatcher()
         report = asyncio.run(dispatcher.run_once())
@@ -314,18 +388,41 @@ def status(program: ProgramOpt = None, as_json: JsonOpt = False) -> None:
             return
         p = data["program"]
         out.print(f"[bold]{p['key']}[/bold] - {p['name']} {p['cycle']} ({p['timezone']})")
-        table = Table("wave", "window", "launched", "required", "not required", "emailed",
-                      "completed", "queued", "sent", "failed", "other")
+        table = Table(
+            "wave",
+            "window",
+            "launched",
+            "req",
+            "not req",
+            "emailed",
+            "done",
+            "pending",
+            "sent",
+            "failed",
+        )
+        reasons: dict[str, dict[str, int]] = {}
         for key, w in data["waves"].items():
             ppl, msg = w["people"], w["messages"]
-            other = sum(n for s, n in msg.items() if s not in ("queued", "sent", "failed"))
+            reasons[key] = ppl["not_required"]
             table.add_row(
-                key, f"{w['opens']}..{w['closes']}", (w["launched_at"] or "-")[:10],
+                key,
+                f"{w['opens'][5:]}..{w['closes'][5:]}",
+                (w["launched_at"] or "-")[:10],
                 str(ppl["required"]),
-                ", ".join(f"{r} {n}" for r, n in ppl["not_required"].items()) or "-",
-                str(ppl["launched"]), str(ppl["completed"]), str(msg["queued"]),
-                str(msg["sent"]), str(msg["failed"]), str(other))
+                str(sum(ppl["not_required"].values())),
+                str(ppl["launched"]),
+                str(ppl["completed"]),
+                str(msg["queued"] + msg["retry"] + msg["claimed"]),
+                str(msg["sent"]),
+                str(msg["failed"] + msg["unknown"]),
+            )
         out.print(table)
+        all_reasons = sorted({r for by in reasons.values() for r in by})
+        if all_reasons:
+            why = Table("not required", *reasons)
+            for r in all_reasons:
+                why.add_row(r, *(str(reasons[w].get(r, 0)) for w in reasons))
+            out.print(why)
 
 
 # -- demo helpers --------------------------------------------------------------------------------
@@ -344,7 +441,9 @@ def demo_roster(
 
 @demo_app.command("catcher")
 def demo_catcher(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to store .eml files.")] = Path("var/mail"),
+    directory: Annotated[Path, typer.Option("--dir", help="Where to store .eml files.")] = Path(
+        "var/mail"
+    ),
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8025,
 ) -> None:

@@ -67,8 +67,10 @@ class ShiftedClock:
 
 def ensure_aware(at: dt.datetime) -> dt.datetime:
     if at.tzinfo is None:
-        raise ValueError(f"{at.isoformat()} has no UTC offset; write it like "
-                         "2023-09-11T09:30:00-04:00 or 2023-09-11T13:30:00Z")
+        raise ValueError(
+            f"{at.isoformat()} has no UTC offset; write it like "
+            "2023-09-11T09:30:00-04:00 or 2023-09-11T13:30:00Z"
+        )
     return at.astimezone(dt.UTC)
 
 
@@ -77,6 +79,7 @@ def parse_instant(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO-8601 instant; write it like "
-                         "2023-09-11T09:30:00-04:00") from None
+        raise ValueError(
+            f"{text!r} is not an ISO-8601 instant; write it like 2023-09-11T09:30:00-04:00"
+        ) from None
     return ensure_aware(value)

@@ -12,19 +12,75 @@ import re
 from pathlib import Path
 
 DEPARTMENTS = (
-    "Human Resources", "Information Systems and Technology",
-    "Office of the Vice President for Research", "School of Science", "School of Engineering",
-    "School of Architecture and Planning", "School of Humanities, Arts, and Social Sciences",
-    "Sloan School of Management", "Office of the Provost", "Department of Facilities",
+    "Human Resources",
+    "Information Systems and Technology",
+    "Office of the Vice President for Research",
+    "School of Science",
+    "School of Engineering",
+    "School of Architecture and Planning",
+    "School of Humanities, Arts, and Social Sciences",
+    "Sloan School of Management",
+    "Office of the Provost",
+    "Department of Facilities",
     "Division of Student Life",
 )
-FIRST = ("Ada", "José", "Zoë", "Łukasz", "Amara", "Chen", "Priya", "Søren", "Fatima", "Noah",
-         "Mei", "Olu", "Inés", "Grace", "Tomás", "Yuki", "Hannah", "Omar", "Leila", "Björn")
-LAST = ("Lovelace", "Núñez", "Brontë", "Kowalski", "Okafor", "Wei", "Raman", "Kierkegaard",
-        "Haddad", "Smith", "Li", "Adeyemi", "García", "Hopper", "O'Brien", "Tanaka", "Müller",
-        "Farouk", "Nasser", "Ångström")
-COLUMNS = ("id", "email", "name", "department", "role", "paid", "start_date", "program_year",
-           "affiliation", "admin_officer", "wave")
+FIRST = (
+    "Ada",
+    "José",
+    "Zoë",
+    "Łukasz",
+    "Amara",
+    "Chen",
+    "Priya",
+    "Søren",
+    "Fatima",
+    "Noah",
+    "Mei",
+    "Olu",
+    "Inés",
+    "Grace",
+    "Tomás",
+    "Yuki",
+    "Hannah",
+    "Omar",
+    "Leila",
+    "Björn",
+)
+LAST = (
+    "Lovelace",
+    "Núñez",
+    "Brontë",
+    "Kowalski",
+    "Okafor",
+    "Wei",
+    "Raman",
+    "Kierkegaard",
+    "Haddad",
+    "Smith",
+    "Li",
+    "Adeyemi",
+    "García",
+    "Hopper",
+    "O'Brien",
+    "Tanaka",
+    "Müller",
+    "Farouk",
+    "Nasser",
+    "Ångström",
+)
+COLUMNS = (
+    "id",
+    "email",
+    "name",
+    "department",
+    "role",
+    "paid",
+    "start_date",
+    "program_year",
+    "affiliation",
+    "admin_officer",
+    "wave",
+)
 
 
 def _slug(text: str) -> str:
@@ -46,16 +102,25 @@ def sample_people(count: int, seed: int = 1) -> list[dict[str, str]]:
         year = str(rng.randint(1, 6)) if role == "graduate_student" else ""
         affiliation = "Lincoln Laboratory" if rng.random() < 0.04 else ""
         paid = "no" if rng.random() < 0.06 else rng.choice(("yes", "true", ""))
-        start = dt.date(2005, 1, 1) + dt.timedelta(days=rng.randint(0, 6800))
-        rows.append({
-            "id": f"E{i:06d}",
-            "email": f"{_ascii(first)}.{_ascii(last)}.{i}@example.edu",
-            "name": f"{first} {last}",
-            "department": dept, "role": role, "paid": paid,
-            "start_date": start.isoformat() if role != "graduate_student" else "",
-            "program_year": year, "affiliation": affiliation,
-            "admin_officer": f"ao-{_slug(dept)[:40]}@example.edu", "wave": "",
-        })
+        if rng.random() < 0.08:  # onboarded this cycle: encouraged, not required
+            start = dt.date(2023, 7, 1) + dt.timedelta(days=rng.randint(0, 120))
+        else:
+            start = dt.date(2005, 1, 1) + dt.timedelta(days=rng.randint(0, 6750))
+        rows.append(
+            {
+                "id": f"E{i:06d}",
+                "email": f"{_ascii(first)}.{_ascii(last)}.{i}@example.edu",
+                "name": f"{first} {last}",
+                "department": dept,
+                "role": role,
+                "paid": paid,
+                "start_date": start.isoformat() if role != "graduate_student" else "",
+                "program_year": year,
+                "affiliation": affiliation,
+                "admin_officer": f"ao-{_slug(dept)[:40]}@example.edu",
+                "wave": "",
+            }
+        )
     return rows
 
 

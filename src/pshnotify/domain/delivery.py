@@ -55,8 +55,9 @@ def classify(code: int | None) -> Outcome:
     return Outcome.TRANSIENT
 
 
-def backoff(attempt: int, base: float = 60.0, cap: float = 3600.0,
-            rng: random.Random | None = None) -> dt.timedelta:
+def backoff(
+    attempt: int, base: float = 60.0, cap: float = 3600.0, rng: random.Random | None = None
+) -> dt.timedelta:
     """Exponential backoff with +-20% jitter so a relay's recovery is not met by a stampede."""
     delay = min(cap, base * 2 ** max(0, attempt - 1))
     jitter = (rng or random).uniform(0.8, 1.2)

@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.rules import EXTRA_TYPES, FIELD_TYPES, Rule, check_types, first_match
@@ -68,8 +75,9 @@ class ProgramInfo(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as "
-                             "'America/New_York')") from None
+            raise ValueError(
+                f"unknown time zone {value!r} (expected an IANA name such as 'America/New_York')"
+            ) from None
         return value
 
 
@@ -152,15 +160,19 @@ class Program(_Model):
         keys = {w.key for w in self.waves}
         for i, m in enumerate(self.membership):
             if m.wave not in keys:
-                raise ValueError(f"membership[{i}].wave: unknown wave {m.wave!r} "
-                                 f"(expected one of {sorted(keys)})")
+                raise ValueError(
+                    f"membership[{i}].wave: unknown wave {m.wave!r} "
+                    f"(expected one of {sorted(keys)})"
+                )
         fields = self.field_types
         for section, rules in (("membership", self.membership), ("eligibility", self.eligibility)):
             for i, rule in enumerate(rules):
                 for name, cond in rule.conditions():
                     if name not in fields:
-                        raise ValueError(f"{section}[{i}]: unknown roster field {name!r} "
-                                         f"(expected one of {sorted(fields)})")
+                        raise ValueError(
+                            f"{section}[{i}]: unknown roster field {name!r} "
+                            f"(expected one of {sorted(fields)})"
+                        )
                     problem = check_types(cond, fields[name])
                     if problem:
                         raise ValueError(f"{section}[{i}].{name}: {problem}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -93,16 +94,18 @@ def _apply(op: str, operand: Any, value: object) -> bool:
         return not any(_same(value, o) for o in operand)
     if op == "glob":
         return isinstance(value, str) and fnmatch.fnmatchcase(value, operand)
-    comparable = value  # type: ignore[assignment]
-    if op == "lt":
-        return comparable < operand  # type: ignore[operator]
-    if op == "le":
-        return comparable <= operand  # type: ignore[operator]
-    if op == "gt":
-        return comparable > operand  # type: ignore[operator]
-    if op == "ge":
-        return comparable >= operand  # type: ignore[operator]
+    compare = _COMPARISONS.get(op)
+    if compare is not None:
+        return bool(compare(value, operand))
     raise ValueError(f"unknown operator {op}")  # pragma: no cover - guarded by the model
+
+
+_COMPARISONS: dict[str, Any] = {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
 
 
 def _same(value: object, operand: object) -> bool:
@@ -164,4 +167,6 @@ def check_types(cond: FieldCondition, expected: type) -> str | None:
 
 
 def _type_name(t: type) -> str:
-    return {str: "text", int: "an integer", bool: "true/false", dt.date: "a date"}.get(t, t.__name__)
+    return {str: "text", int: "an integer", bool: "true/false", dt.date: "a date"}.get(
+        t, t.__name__
+    )

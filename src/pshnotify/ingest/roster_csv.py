@@ -12,8 +12,8 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -51,18 +51,27 @@ class RosterRow:
     def record(self) -> dict[str, object]:
         """The fields rules match against, under the names the program file uses."""
         return {
-            "id": self.external_id, "email": self.email, "name": self.name,
-            "department": self.department, "role": self.role, "paid": self.paid,
-            "start_date": self.start_date, "program_year": self.program_year,
-            "affiliation": self.affiliation, "admin_officer": self.admin_officer,
-            "wave": self.wave, **self.extra,
+            "id": self.external_id,
+            "email": self.email,
+            "name": self.name,
+            "department": self.department,
+            "role": self.role,
+            "paid": self.paid,
+            "start_date": self.start_date,
+            "program_year": self.program_year,
+            "affiliation": self.affiliation,
+            "admin_officer": self.admin_officer,
+            "wave": self.wave,
+            **self.extra,
         }
 
 
 ProgressFn = Callable[[int], None]
 
 
-def read_roster(path: Path, program: Program, progress: ProgressFn | None = None) -> list[RosterRow]:
+def read_roster(
+    path: Path, program: Program, progress: ProgressFn | None = None
+) -> list[RosterRow]:
     """Parse the whole file; raise InputError listing every problem if any row is bad."""
     try:
         raw = path.read_bytes()
@@ -72,8 +81,9 @@ def read_roster(path: Path, program: Program, progress: ProgressFn | None = None
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise InputError([f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]) \
-            from None
+        raise InputError(
+            [f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]
+        ) from None
     return _RosterReader(str(path), program).read(text, progress)
 
 
@@ -113,7 +123,9 @@ class _RosterReader:
             if len(self.errors) >= MAX_ERRORS:
                 break
         if self.errors:
-            raise InputError(self.errors, hint="fix these rows and import again; nothing was changed")
+            raise InputError(
+                self.errors, hint="fix these rows and import again; nothing was changed"
+            )
         return rows
 
     def _records(self, reader: Any) -> Iterator[tuple[int, list[str]]]:
@@ -141,8 +153,12 @@ class _RosterReader:
         known = set(REQUIRED) | set(OPTIONAL) | set(self.extra_types)
         for col in header:
             if col not in known:
-                self.error(1, col or "(empty)", "unknown column (declare it under [roster] "
-                           "extra_columns in the program file, or remove it)")
+                self.error(
+                    1,
+                    col or "(empty)",
+                    "unknown column (declare it under [roster] "
+                    "extra_columns in the program file, or remove it)",
+                )
         for col in REQUIRED:
             if col not in header:
                 self.error(1, col, "required column is missing")
@@ -175,16 +191,28 @@ class _RosterReader:
         year = self._int(line, "program_year", clean.get("program_year", ""))
         wave = clean.get("wave") or None
         if wave and wave not in self.wave_keys:
-            self.error(line, "wave", f"unknown wave {wave!r} (expected one of "
-                       f"{', '.join(sorted(self.wave_keys))})")
+            self.error(
+                line,
+                "wave",
+                f"unknown wave {wave!r} (expected one of {', '.join(sorted(self.wave_keys))})",
+            )
         extra = {c: self._typed(line, c, clean.get(c, ""), t) for c, t in self.extra_types.items()}
         if len(self.errors) > before:
             return None
         return RosterRow(
-            line=line, external_id=clean["id"], email=email or "", name=clean["name"],
-            department=clean["department"], role=clean["role"], paid=bool(paid),
-            start_date=start, program_year=year, affiliation=clean.get("affiliation") or None,
-            admin_officer=officer, wave=wave, extra=extra,
+            line=line,
+            external_id=clean["id"],
+            email=email or "",
+            name=clean["name"],
+            department=clean["department"],
+            role=clean["role"],
+            paid=bool(paid),
+            start_date=start,
+            program_year=year,
+            affiliation=clean.get("affiliation") or None,
+            admin_officer=officer,
+            wave=wave,
+            extra=extra,
         )
 
     def _email(self, line: int, fld: str, value: str) -> str | None:

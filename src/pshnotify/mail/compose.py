@@ -65,13 +65,27 @@ def compose(env: Envelope, content: Rendered) -> bytes:
     return msg.as_bytes()
 
 
-def envelope_for(program: Program, *, to_name: str, to_address: str, message_id: str,
-                 date: dt.datetime, wave: str | None, kind: str) -> Envelope:
+def envelope_for(
+    program: Program,
+    *,
+    to_name: str,
+    to_address: str,
+    message_id: str,
+    date: dt.datetime,
+    wave: str | None,
+    kind: str,
+) -> Envelope:
     """The envelope of one message of this program: sender identity from the program file."""
     sender = program.program.sender
     return Envelope(
-        from_name=sender.name, from_address=str(sender.address),
-        reply_to=str(sender.reply_to) if sender.reply_to else None, to_name=to_name,
-        to_address=to_address, message_id=message_id, date=date.astimezone(program.tz),
+        from_name=sender.name,
+        from_address=str(sender.address),
+        reply_to=str(sender.reply_to) if sender.reply_to else None,
+        to_name=to_name,
+        to_address=to_address,
+        message_id=message_id,
+        date=date.astimezone(program.tz),
         program=program.key,
-        wave=wave, kind=kind)
+        wave=wave,
+        kind=kind,
+    )

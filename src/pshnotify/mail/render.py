@@ -43,8 +43,9 @@ class Templates:
     def kinds(self) -> list[str]:
         if not self.directory.is_dir():
             return []
-        return sorted(p.name for p in self.directory.iterdir()
-                      if p.is_dir() and not p.name.startswith("_"))
+        return sorted(
+            p.name for p in self.directory.iterdir() if p.is_dir() and not p.name.startswith("_")
+        )
 
     def render(self, kind: str, context: Mapping[str, Any]) -> Rendered:
         subject = self.env.get_template(f"{kind}/subject.txt").render(context)
@@ -64,7 +65,8 @@ class Templates:
                 try:
                     self.env.get_template(name).render(context)
                 except TemplateError as exc:
-                    where = f":{exc.lineno}" if getattr(exc, "lineno", None) else ""
+                    lineno = getattr(exc, "lineno", None)
+                    where = f":{lineno}" if lineno else ""
                     problems.append(f"{self.directory / name}{where}: {exc.message or exc}")
         if problems:
             raise InputError(problems, hint="fix the templates; nothing was sent")

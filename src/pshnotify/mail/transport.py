@@ -8,7 +8,6 @@ connection's writes to know which side of the line a fault fell on.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +64,15 @@ class SmtpConnection:
         if cfg.tls != "none":
             context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
         return aiosmtplib.SMTP(
-            hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
-            use_tls=cfg.tls == "tls", start_tls=cfg.tls == "starttls",
-            tls_context=context, validate_certs=True,
-            username=cfg.username, password=cfg.password,
+            hostname=cfg.host,
+            port=cfg.port,
+            timeout=cfg.timeout,
+            use_tls=cfg.tls == "tls",
+            start_tls=cfg.tls == "starttls",
+            tls_context=context,
+            validate_certs=True,
+            username=cfg.username,
+            password=cfg.password,
         )
 
     async def connect(self) -> None:
@@ -77,10 +81,11 @@ class SmtpConnection:
         smtp = self._client()
         try:
             await smtp.connect()
-        except (SMTPException, OSError, asyncio.TimeoutError) as exc:
-            raise TransientDeliveryError(getattr(exc, "code", None),
-                                         f"cannot connect to {self.config.host}:"
-                                         f"{self.config.port}: {exc}") from exc
+        except (TimeoutError, SMTPException, OSError) as exc:
+            raise TransientDeliveryError(
+                getattr(exc, "code", None),
+                f"cannot connect to {self.config.host}:{self.config.port}: {exc}",
+            ) from exc
         self._watch_writes(smtp)
         self._smtp = smtp
         self.sent_on_connection = 0
@@ -102,7 +107,7 @@ class SmtpConnection:
             return
         try:
             await smtp.quit()
-        except (SMTPException, OSError, asyncio.TimeoutError):
+        except (TimeoutError, SMTPException, OSError):
             smtp.close()
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Reply:
@@ -121,7 +126,7 @@ class SmtpConnection:
         except SMTPResponseException as exc:
             await self._drop()
             raise _refusal(exc.code, exc.message) from exc
-        except (SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, SMTPException, OSError) as exc:
             body_written = self._body_written
             await self._drop()
             if body_written:
@@ -138,7 +143,7 @@ class SmtpConnection:
             return
         try:
             await smtp.rset()
-        except (SMTPException, OSError, asyncio.TimeoutError):
+        except (TimeoutError, SMTPException, OSError):
             await self._drop()
 
     async def _drop(self) -> None:

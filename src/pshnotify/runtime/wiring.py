@@ -57,13 +57,14 @@ class Runtime:
         current = migrate.current_revision(self.engine)
         if current != migrate.head_revision(self.engine):
             state = "is not initialised" if current is None else f"is at revision {current}"
-            raise InputError([f"PSHNOTIFY_DATABASE_URL: the database {state}"],
-                             hint="run `pshnotify init` to create or upgrade it")
+            raise InputError(
+                [f"PSHNOTIFY_DATABASE_URL: the database {state}"],
+                hint="run `pshnotify init` to create or upgrade it",
+            )
 
     def program(self, key: str | None) -> StoredProgram:
         self.require_schema()
-        return select_program(self.engine, self.settings.program_file, key, self.clock,
-                              self.actor)
+        return select_program(self.engine, self.settings.program_file, key, self.clock, self.actor)
 
     def templates(self) -> Templates:
         return Templates(self.settings.templates_dir)
@@ -72,8 +73,9 @@ class Runtime:
         """Templates checked against every stored program: a broken one stops the start."""
         templates = self.templates()
         if not self.settings.templates_dir.is_dir():
-            raise InputError([f"PSHNOTIFY_TEMPLATES_DIR: {self.settings.templates_dir} is not a "
-                              "directory"])
+            raise InputError(
+                [f"PSHNOTIFY_TEMPLATES_DIR: {self.settings.templates_dir} is not a directory"]
+            )
         for stored in all_programs(self.engine):
             templates.check(sample_contexts(stored.program))
         return templates
@@ -81,15 +83,23 @@ class Runtime:
     def smtp_config(self) -> SmtpConfig:
         s = self.settings
         return SmtpConfig(
-            host=s.smtp_host, port=s.smtp_port, tls=s.smtp_tls, username=s.smtp_username,
+            host=s.smtp_host,
+            port=s.smtp_port,
+            tls=s.smtp_tls,
+            username=s.smtp_username,
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-            timeout=s.smtp_timeout, ca_file=s.smtp_ca_file)
+            timeout=s.smtp_timeout,
+            ca_file=s.smtp_ca_file,
+        )
 
     def dispatcher(self) -> Dispatcher:
         s = self.settings
-        config = DispatchConfig(worker=self.worker, envelope_from=s.envelope_from,
-                                batch_size=s.batch_size,
-                                lease=dt.timedelta(seconds=s.lease_seconds),
-                                max_attempts=s.max_attempts)
+        config = DispatchConfig(
+            worker=self.worker,
+            envelope_from=s.envelope_from,
+            batch_size=s.batch_size,
+            lease=dt.timedelta(seconds=s.lease_seconds),
+            max_attempts=s.max_attempts,
+        )
         connections = [SmtpConnection(self.smtp_config())]
         return Dispatcher(self.engine, self.clock, self.checked_templates(), connections, config)

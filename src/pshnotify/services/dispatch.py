@@ -56,8 +56,14 @@ class _Job:
 class Dispatcher:
     """Drains due messages over a set of SMTP connections until nothing is due."""
 
-    def __init__(self, engine: Engine, clock: Clock, templates: Templates,
-                 connections: list[SmtpConnection], config: DispatchConfig) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        templates: Templates,
+        connections: list[SmtpConnection],
+        config: DispatchConfig,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.templates = templates
@@ -87,9 +93,14 @@ class Dispatcher:
     # -- database side (run in a thread: the event loop keeps sending meanwhile) --------------
     def _claim(self) -> list[outbox.Claimed]:
         with self.engine.begin() as conn:
-            return outbox.claim(conn, now=self.clock.now(), wall=self.clock.wall(),
-                                owner=self.config.worker, lease=self.config.lease,
-                                limit=self.config.batch_size)
+            return outbox.claim(
+                conn,
+                now=self.clock.now(),
+                wall=self.clock.wall(),
+                owner=self.config.worker,
+                lease=self.config.lease,
+                limit=self.config.batch_size,
+            )
 
     def _record(self, results: list[outbox.Result]) -> None:
         with self.engine.begin() as conn:
@@ -103,12 +114,22 @@ class Dispatcher:
 
     def _people(self, batch: list[outbox.Claimed]) -> dict[tuple[int, int], Any]:
         ids = {c.person_id for c in batch if c.person_id is not None}
-        q = (select(people.c.id, people.c.external_id, people.c.name, people.c.email,
-                    people.c.department, enrollments.c.program_id, enrollments.c.extended_until,
-                    enrollments.c.completed_at, enrollments.c.exempted_reason,
-                    enrollments.c.removed_at)
-             .join(enrollments, enrollments.c.person_id == people.c.id)
-             .where(people.c.id.in_(ids)))
+        q = (
+            select(
+                people.c.id,
+                people.c.external_id,
+                people.c.name,
+                people.c.email,
+                people.c.department,
+                enrollments.c.program_id,
+                enrollments.c.extended_until,
+                enrollments.c.completed_at,
+                enrollments.c.exempted_reason,
+                enrollments.c.removed_at,
+            )
+            .join(enrollments, enrollments.c.person_id == people.c.id)
+            .where(people.c.id.in_(ids))
+        )
         with self.engine.connect() as conn:
             return {(r.program_id, r.id): r for r in conn.execute(q)}
 
@@ -127,34 +148,60 @@ class Dispatcher:
         await asyncio.gather(*workers)
         return results
 
-    def _prepare(self, claimed: outbox.Claimed,
-                 rows: dict[tuple[int, int], Any]) -> _Job | outbox.Result:
+    def _prepare(
+        self, claimed: outbox.Claimed, rows: dict[tuple[int, int], Any]
+    ) -> _Job | outbox.Result:
         now = self.clock.now()
         stored = self._program(claimed.program_id)
         row = rows.get((claimed.program_id, claimed.person_id or -1))
         skip = _skip_reason(claimed, row)
         if skip:
-            return outbox.Result(claimed, State.SKIPPED, "skipped", now, now, reason=skip,
-                                 attempted=False)
+            return outbox.Result(
+                claimed, State.SKIPPED, "skipped", now, now, reason=skip, attempted=False
+            )
         program = stored.program
-        person = Recipient(row.external_id, row.name, row.email, row.department) if row else \
-            Recipient("", claimed.recipient_name, claimed.recipient_email, "")
+        person = (
+            Recipient(row.external_id, row.name, row.email, row.department)
+            if row
+            else Recipient("", claimed.recipient_name, claimed.recipient_email, "")
+        )
         try:
-            context = context_for(claimed.kind, program, claimed.wave_key, person,
-                                  row.extended_until if row else None, claimed.context)
+            context = context_for(
+                claimed.kind,
+                program,
+                claimed.wave_key,
+                person,
+                row.extended_until if row else None,
+                claimed.context,
+            )
             content = self.templates.render(claimed.kind, context)
-            data = compose(envelope_for(
-                program, to_name=claimed.recipient_name, to_address=claimed.recipient_email,
-                message_id=claimed.message_id, date=now, wave=claimed.wave_key,
-                kind=claimed.kind), content)
+            data = compose(
+                envelope_for(
+                    program,
+                    to_name=claimed.recipient_name,
+                    to_address=claimed.recipient_email,
+                    message_id=claimed.message_id,
+                    date=now,
+                    wave=claimed.wave_key,
+                    kind=claimed.kind,
+                ),
+                content,
+            )
         except Exception as exc:  # a template or data fault: keep it visible, never resend
-            return outbox.Result(claimed, State.FAILED, "render", now, now,
-                                 reply=f"could not build the message: {exc}", attempted=False)
-        return _Job(claimed, self.config.envelope_from or str(program.program.sender.address),
-                    data)
+            return outbox.Result(
+                claimed,
+                State.FAILED,
+                "render",
+                now,
+                now,
+                reply=f"could not build the message: {exc}",
+                attempted=False,
+            )
+        return _Job(claimed, self.config.envelope_from or str(program.program.sender.address), data)
 
-    async def _sender(self, connection: SmtpConnection, jobs: asyncio.Queue[_Job],
-                      results: list[outbox.Result]) -> None:
+    async def _sender(
+        self, connection: SmtpConnection, jobs: asyncio.Queue[_Job], results: list[outbox.Result]
+    ) -> None:
         while not jobs.empty():
             job = jobs.get_nowait()
             if self.stopping.is_set():
@@ -174,27 +221,64 @@ class Dispatcher:
         try:
             reply = await connection.send(job.sender, c.recipient_email, job.data)
         except PermanentDeliveryError as exc:
-            return outbox.Result(c, State.FAILED, Outcome.PERMANENT, started, self.clock.now(),
-                                 code=exc.code, reply=exc.reply)
+            return outbox.Result(
+                c,
+                State.FAILED,
+                Outcome.PERMANENT,
+                started,
+                self.clock.now(),
+                code=exc.code,
+                reply=exc.reply,
+            )
         except TransientDeliveryError as exc:
             return self._retry(c, started, Outcome.TRANSIENT, exc.code, exc.reply, attempt)
         except OutcomeUnknownError as exc:
             if self.config.unknown_policy == "resend":
                 return self._retry(c, started, Outcome.UNKNOWN, None, exc.reply, attempt)
-            return outbox.Result(c, State.UNKNOWN, Outcome.UNKNOWN, started, self.clock.now(),
-                                 reply=exc.reply)
-        return outbox.Result(c, State.SENT, Outcome.SENT, started, self.clock.now(),
-                             code=reply.code, reply=reply.text)
+            return outbox.Result(
+                c, State.UNKNOWN, Outcome.UNKNOWN, started, self.clock.now(), reply=exc.reply
+            )
+        return outbox.Result(
+            c,
+            State.SENT,
+            Outcome.SENT,
+            started,
+            self.clock.now(),
+            code=reply.code,
+            reply=reply.text,
+        )
 
-    def _retry(self, c: outbox.Claimed, started: dt.datetime, outcome: Outcome,
-               code: int | None, reply: str, attempt: int) -> outbox.Result:
+    def _retry(
+        self,
+        c: outbox.Claimed,
+        started: dt.datetime,
+        outcome: Outcome,
+        code: int | None,
+        reply: str,
+        attempt: int,
+    ) -> outbox.Result:
         now = self.clock.now()
         if attempt >= self.config.max_attempts:
             final = State.UNKNOWN if outcome == Outcome.UNKNOWN else State.FAILED
-            return outbox.Result(c, final, outcome, started, now, code=code,
-                                 reply=f"{reply} (gave up after {attempt} attempts)")
-        return outbox.Result(c, State.RETRY, outcome, started, now, code=code, reply=reply,
-                             due_at=now + backoff(attempt))
+            return outbox.Result(
+                c,
+                final,
+                outcome,
+                started,
+                now,
+                code=code,
+                reply=f"{reply} (gave up after {attempt} attempts)",
+            )
+        return outbox.Result(
+            c,
+            State.RETRY,
+            outcome,
+            started,
+            now,
+            code=code,
+            reply=reply,
+            due_at=now + backoff(attempt),
+        )
 
 
 def _skip_reason(claimed: outbox.Claimed, row: Any) -> str | None:

@@ -40,11 +40,18 @@ class LaunchSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "wave": self.wave, "title": self.title, "opens": self.opens.isoformat(),
-            "closes": self.closes.isoformat(), "window": self.window, "members": self.members,
-            "to_queue": self.to_queue, "already_queued": self.already_queued,
-            "completed": self.completed, "operator_exempt": self.operator_exempt,
-            "not_required": dict(sorted(self.not_required.items())), "queued": self.queued,
+            "wave": self.wave,
+            "title": self.title,
+            "opens": self.opens.isoformat(),
+            "closes": self.closes.isoformat(),
+            "window": self.window,
+            "members": self.members,
+            "to_queue": self.to_queue,
+            "already_queued": self.already_queued,
+            "completed": self.completed,
+            "operator_exempt": self.operator_exempt,
+            "not_required": dict(sorted(self.not_required.items())),
+            "queued": self.queued,
             "due_at": self.due_at.isoformat() if self.due_at else None,
             "first_launch": self.first_launch,
         }
@@ -52,15 +59,26 @@ class LaunchSummary:
 
 def _candidates(program_id: int, wave: str) -> Any:
     """Required, present, not exempted by an operator, not complete, no launch email yet."""
-    already = exists().where(and_(messages.c.program_id == program_id,
-                                  messages.c.person_id == enrollments.c.person_id,
-                                  messages.c.kind == Kind.LAUNCH.value))
-    return (select(people.c.id, people.c.external_id, people.c.email, people.c.name)
-            .join(enrollments, enrollments.c.person_id == people.c.id)
-            .where(enrollments.c.program_id == program_id, enrollments.c.wave_key == wave,
-                   enrollments.c.status == "required", enrollments.c.removed_at.is_(None),
-                   enrollments.c.exempted_reason.is_(None),
-                   enrollments.c.completed_at.is_(None), ~already))
+    already = exists().where(
+        and_(
+            messages.c.program_id == program_id,
+            messages.c.person_id == enrollments.c.person_id,
+            messages.c.kind == Kind.LAUNCH.value,
+        )
+    )
+    return (
+        select(people.c.id, people.c.external_id, people.c.email, people.c.name)
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .where(
+            enrollments.c.program_id == program_id,
+            enrollments.c.wave_key == wave,
+            enrollments.c.status == "required",
+            enrollments.c.removed_at.is_(None),
+            enrollments.c.exempted_reason.is_(None),
+            enrollments.c.completed_at.is_(None),
+            ~already,
+        )
+    )
 
 
 def preview_launch(engine: Engine, stored: StoredProgram, wave: str, clock: Clock) -> LaunchSummary:
@@ -68,14 +86,17 @@ def preview_launch(engine: Engine, stored: StoredProgram, wave: str, clock: Cloc
         return _summarise(conn, stored, wave, clock.now())
 
 
-def _summarise(conn: Connection, stored: StoredProgram, wave_key: str,
-               now: dt.datetime) -> LaunchSummary:
+def _summarise(
+    conn: Connection, stored: StoredProgram, wave_key: str, now: dt.datetime
+) -> LaunchSummary:
     program = stored.program
     try:
         wave = program.wave(wave_key)
     except KeyError:
-        raise NotFoundError([f"WAVE: unknown wave {wave_key!r}"],
-                            hint=f"waves: {', '.join(w.key for w in program.waves)}") from None
+        raise NotFoundError(
+            [f"WAVE: unknown wave {wave_key!r}"],
+            hint=f"waves: {', '.join(w.key for w in program.waves)}",
+        ) from None
     s = LaunchSummary(wave=wave.key, title=wave.title, opens=wave.opens, closes=wave.closes)
     if now >= program.closes_at(wave.closes):
         s.window = "over"
@@ -83,10 +104,16 @@ def _summarise(conn: Connection, stored: StoredProgram, wave_key: str,
         s.window = "before"
     state = program_repo.wave_states(conn, stored.id).get(wave_key)
     s.first_launch = state is None or state.launched_at is None
-    q = (select(enrollments.c.status, enrollments.c.reason, enrollments.c.exempted_reason,
-                enrollments.c.completed_at)
-         .where(enrollments.c.program_id == stored.id, enrollments.c.wave_key == wave_key,
-                enrollments.c.removed_at.is_(None)))
+    q = select(
+        enrollments.c.status,
+        enrollments.c.reason,
+        enrollments.c.exempted_reason,
+        enrollments.c.completed_at,
+    ).where(
+        enrollments.c.program_id == stored.id,
+        enrollments.c.wave_key == wave_key,
+        enrollments.c.removed_at.is_(None),
+    )
     for status, reason, exempted, completed in conn.execute(q):
         s.members += 1
         if status != "required":
@@ -102,8 +129,16 @@ def _summarise(conn: Connection, stored: StoredProgram, wave_key: str,
     return s
 
 
-def launch_wave(engine: Engine, stored: StoredProgram, wave: str, clock: Clock, *,
-                actor: str, message_id_domain: str, force: bool = False) -> LaunchSummary:
+def launch_wave(
+    engine: Engine,
+    stored: StoredProgram,
+    wave: str,
+    clock: Clock,
+    *,
+    actor: str,
+    message_id_domain: str,
+    force: bool = False,
+) -> LaunchSummary:
     """Queue the launch emails in one transaction; running it again queues nothing twice."""
     now = clock.now()
     with engine.begin() as conn:
@@ -111,24 +146,41 @@ def launch_wave(engine: Engine, stored: StoredProgram, wave: str, clock: Clock, 
         if summary.window == "over" and not force:
             raise ConflictError(
                 f"wave {wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
-                hint="pass --force to launch it anyway (for example, for late joiners)")
+                hint="pass --force to launch it anyway (for example, for late joiners)",
+            )
         summary.queued = queue_launch_emails(conn, stored, wave, now, message_id_domain)
         program_repo.mark_launched(conn, stored.id, wave, now, actor)
-        audit.record(conn, at=now, actor=actor, action="wave.launch", program_id=stored.id,
-                     subject=wave, details={**summary.as_dict(), "force": force})
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="wave.launch",
+            program_id=stored.id,
+            subject=wave,
+            details={**summary.as_dict(), "force": force},
+        )
     return summary
 
 
-def queue_launch_emails(conn: Connection, stored: StoredProgram, wave: str, now: dt.datetime,
-                        message_id_domain: str) -> int:
+def queue_launch_emails(
+    conn: Connection, stored: StoredProgram, wave: str, now: dt.datetime, message_id_domain: str
+) -> int:
     program = stored.program
     due = next_sending_instant(now, program.sending, program.tz)
     rows = [
-        {"program_id": stored.id, "person_id": pid, "kind": Kind.LAUNCH.value,
-         "wave_key": wave, "step": "0",
-         "idempotency_key": idempotency_key(program.key, wave, ext, Kind.LAUNCH.value),
-         "message_id": outbox.new_message_id(message_id_domain),
-         "recipient_email": email, "recipient_name": name, "context": {}, "due_at": due}
+        {
+            "program_id": stored.id,
+            "person_id": pid,
+            "kind": Kind.LAUNCH.value,
+            "wave_key": wave,
+            "step": "0",
+            "idempotency_key": idempotency_key(program.key, wave, ext, Kind.LAUNCH.value),
+            "message_id": outbox.new_message_id(message_id_domain),
+            "recipient_email": email,
+            "recipient_name": name,
+            "context": {},
+            "due_at": due,
+        }
         for pid, ext, email, name in conn.execute(_candidates(stored.id, wave))
     ]
     return outbox.queue(conn, rows, now)

@@ -15,27 +15,53 @@ from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
 
 
-def preview(engine: Engine, stored: StoredProgram, templates: Templates, clock: Clock, *,
-            kind: str, person_ref: str, message_id_domain: str) -> bytes:
+def preview(
+    engine: Engine,
+    stored: StoredProgram,
+    templates: Templates,
+    clock: Clock,
+    *,
+    kind: str,
+    person_ref: str,
+    message_id_domain: str,
+) -> bytes:
     """The full message bytes for `kind` to the person with this id or email."""
     program = stored.program
-    q = (select(people.c.external_id, people.c.name, people.c.email, people.c.department,
-                enrollments.c.wave_key, enrollments.c.extended_until)
-         .join(enrollments, enrollments.c.person_id == people.c.id)
-         .where(enrollments.c.program_id == stored.id)
-         .where((people.c.external_id == person_ref) | (people.c.email_key == person_ref.lower())))
+    q = (
+        select(
+            people.c.external_id,
+            people.c.name,
+            people.c.email,
+            people.c.department,
+            enrollments.c.wave_key,
+            enrollments.c.extended_until,
+        )
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .where(enrollments.c.program_id == stored.id)
+        .where((people.c.external_id == person_ref) | (people.c.email_key == person_ref.lower()))
+    )
     with engine.connect() as conn:
         row = conn.execute(q).first()
     if row is None:
-        raise NotFoundError([f"--person: nobody with id or email {person_ref!r} in program "
-                             f"{program.key}"], hint="import the roster first, or check the id")
+        raise NotFoundError(
+            [f"--person: nobody with id or email {person_ref!r} in program {program.key}"],
+            hint="import the roster first, or check the id",
+        )
     if kind not in templates.kinds():
-        raise NotFoundError([f"KIND: no templates for {kind!r} in {templates.directory}"],
-                            hint=f"kinds: {', '.join(templates.kinds())}")
+        raise NotFoundError(
+            [f"KIND: no templates for {kind!r} in {templates.directory}"],
+            hint=f"kinds: {', '.join(templates.kinds())}",
+        )
     person = Recipient(row.external_id, row.name, row.email, row.department)
     context = context_for(kind, program, row.wave_key, person, row.extended_until, {})
     content = templates.render(kind, context)
-    envelope = envelope_for(program, to_name=row.name, to_address=row.email,
-                            message_id=f"<preview-{uuid.uuid4().hex}@{message_id_domain}>",
-                            date=clock.now(), wave=row.wave_key, kind=kind)
+    envelope = envelope_for(
+        program,
+        to_name=row.name,
+        to_address=row.email,
+        message_id=f"<preview-{uuid.uuid4().hex}@{message_id_domain}>",
+        date=clock.now(),
+        wave=row.wave_key,
+        kind=kind,
+    )
     return compose(envelope, content)

@@ -21,16 +21,22 @@ def register_program_file(engine: Engine, path: Path, clock: Clock, actor: str) 
         before = repo.load_program(conn, program.key)
         program_id = repo.save_program(conn, program, text, str(path), clock.now())
         if before is None or before.program.model_dump() != program.model_dump():
-            audit.record(conn, at=clock.now(), actor=actor,
-                         action="program.load" if before is None else "program.update",
-                         program_id=program_id, subject=str(path))
+            audit.record(
+                conn,
+                at=clock.now(),
+                actor=actor,
+                action="program.load" if before is None else "program.update",
+                program_id=program_id,
+                subject=str(path),
+            )
         stored = repo.load_program(conn, program.key)
     assert stored is not None
     return stored
 
 
-def select_program(engine: Engine, program_file: Path, key: str | None, clock: Clock,
-                   actor: str) -> StoredProgram:
+def select_program(
+    engine: Engine, program_file: Path, key: str | None, clock: Clock, actor: str
+) -> StoredProgram:
     """`--program KEY` if given, else the program file's program (stored on first use)."""
     if key is None:
         return register_program_file(engine, program_file, clock, actor)
@@ -41,9 +47,11 @@ def select_program(engine: Engine, program_file: Path, key: str | None, clock: C
         file_program, _ = read_program_file(program_file)
         if file_program.key == key:
             return register_program_file(engine, program_file, clock, actor)
-        raise NotFoundError([f"--program: no program {key!r} in the database"],
-                            hint=f"known programs: {', '.join(known) or 'none'}; load one with "
-                                 "`pshnotify program load FILE`")
+        raise NotFoundError(
+            [f"--program: no program {key!r} in the database"],
+            hint=f"known programs: {', '.join(known) or 'none'}; load one with "
+            "`pshnotify program load FILE`",
+        )
     return stored
 
 

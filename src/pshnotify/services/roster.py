@@ -33,21 +33,34 @@ class RosterReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "file": self.file, "rows": self.rows, "added": self.added, "updated": self.updated,
-            "unchanged": self.unchanged, "removed": self.removed,
-            "cancelled_messages": self.cancelled_messages, "dry_run": self.dry_run,
+            "file": self.file,
+            "rows": self.rows,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "cancelled_messages": self.cancelled_messages,
+            "dry_run": self.dry_run,
             "by_wave": dict(sorted(self.by_wave.items())),
             "by_reason": dict(sorted(self.by_reason.items())),
         }
 
 
-class _DryRun(Exception):
+class _DryRun(Exception):  # noqa: N818 - a signal to roll back, not an error
     """Raised inside the transaction to roll a dry run back after counting everything."""
 
 
-def import_roster(engine: Engine, stored: StoredProgram, path: Path, clock: Clock, *,
-                  actor: str, dry_run: bool = False, merge: bool = False,
-                  progress: ProgressFn | None = None) -> RosterReport:
+def import_roster(
+    engine: Engine,
+    stored: StoredProgram,
+    path: Path,
+    clock: Clock,
+    *,
+    actor: str,
+    dry_run: bool = False,
+    merge: bool = False,
+    progress: ProgressFn | None = None,
+) -> RosterReport:
     """Validate the whole file, then apply it in one transaction (or none on any error).
 
     Without `merge` the file is the whole current roster: people of this program missing from
@@ -64,8 +77,15 @@ def import_roster(engine: Engine, stored: StoredProgram, path: Path, clock: Cloc
             _apply_people(conn, rows, report, now)
             ids = repo.person_ids(conn)
             _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge)
-            audit.record(conn, at=now, actor=actor, action="roster.import",
-                         program_id=stored.id, subject=str(path), details=report.as_dict())
+            audit.record(
+                conn,
+                at=now,
+                actor=actor,
+                action="roster.import",
+                program_id=stored.id,
+                subject=str(path),
+                details=report.as_dict(),
+            )
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -82,11 +102,15 @@ def _decide(program: Any, rows: list[RosterRow], name: str) -> list[tuple[str, s
         wave = program.assign_wave(record)
         rule = program.assess(record)
         if wave is None:
-            errors.append(f"{name}:{row.line}: wave: no membership rule places this person; "
-                          "fill the wave column or add a catch-all rule")
+            errors.append(
+                f"{name}:{row.line}: wave: no membership rule places this person; "
+                "fill the wave column or add a catch-all rule"
+            )
         if rule is None:
-            errors.append(f"{name}:{row.line}: (eligibility): no eligibility rule matches; "
-                          "add a catch-all rule to the program file")
+            errors.append(
+                f"{name}:{row.line}: (eligibility): no eligibility rule matches; "
+                "add a catch-all rule to the program file"
+            )
         out.append((wave or "", rule.status if rule else "", rule.reason if rule else ""))
     if errors:
         raise InputError(errors, hint="nothing was changed")
@@ -100,23 +124,31 @@ def _check_email_owners(conn: Any, rows: list[RosterRow], name: str) -> None:
     for r in rows:
         owner = owners.get(r.email_key)
         if owner is not None and owner != r.external_id and owner not in in_file:
-            errors.append(f"{name}:{r.line}: email: {r.email} already belongs to person "
-                          f"{owner}, who is not in this file")
+            errors.append(
+                f"{name}:{r.line}: email: {r.email} already belongs to person "
+                f"{owner}, who is not in this file"
+            )
     if errors:
         raise InputError(errors, hint="nothing was changed")
 
 
 def _person_values(r: RosterRow) -> dict[str, Any]:
-    return {"email": r.email, "email_key": r.email_key, "name": r.name,
-            "department": r.department, "role": r.role, "paid": r.paid,
-            "start_date": r.start_date, "program_year": r.program_year,
-            "affiliation": r.affiliation, "admin_officer": r.admin_officer,
-            "extra": {k: (v.isoformat() if isinstance(v, dt.date) else v)
-                      for k, v in r.extra.items()}}
+    return {
+        "email": r.email,
+        "email_key": r.email_key,
+        "name": r.name,
+        "department": r.department,
+        "role": r.role,
+        "paid": r.paid,
+        "start_date": r.start_date,
+        "program_year": r.program_year,
+        "affiliation": r.affiliation,
+        "admin_officer": r.admin_officer,
+        "extra": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.extra.items()},
+    }
 
 
-def _apply_people(conn: Any, rows: list[RosterRow], report: RosterReport,
-                  now: dt.datetime) -> None:
+def _apply_people(conn: Any, rows: list[RosterRow], report: RosterReport, now: dt.datetime) -> None:
     existing = repo.existing_people(conn)
     new, changed = [], []
     for r in rows:
@@ -132,9 +164,16 @@ def _apply_people(conn: Any, rows: list[RosterRow], report: RosterReport,
     report.unchanged = len(rows) - len(new) - len(changed)
 
 
-def _apply_enrollments(conn: Any, program_id: int, rows: list[RosterRow],
-                       decisions: list[tuple[str, str, str]], ids: dict[str, int],
-                       report: RosterReport, now: dt.datetime, merge: bool) -> None:
+def _apply_enrollments(
+    conn: Any,
+    program_id: int,
+    rows: list[RosterRow],
+    decisions: list[tuple[str, str, str]],
+    ids: dict[str, int],
+    report: RosterReport,
+    now: dt.datetime,
+    merge: bool,
+) -> None:
     existing = repo.existing_enrollments(conn, program_id)
     new, changed = [], []
     seen: set[int] = set()
@@ -157,5 +196,9 @@ def _apply_enrollments(conn: Any, program_id: int, rows: list[RosterRow],
     repo.mark_removed(conn, list(gone.values()), now)
     report.removed = len(gone)
     report.cancelled_messages = outbox.cancel_pending(
-        conn, program_id=program_id, person_ids=list(gone), reason="removed from the roster",
-        now=now)
+        conn,
+        program_id=program_id,
+        person_ids=list(gone),
+        reason="removed from the roster",
+        now=now,
+    )

@@ -22,19 +22,36 @@ SCHEMA_VERSION = 1
 def program_status(engine: Engine, stored: StoredProgram) -> dict[str, Any]:
     program = stored.program
     with engine.connect() as conn:
-        q = (select(enrollments.c.wave_key, enrollments.c.status, enrollments.c.reason,
-                    enrollments.c.exempted_reason.is_not(None), enrollments.c.completed_at.is_not(None),
-                    enrollments.c.removed_at.is_not(None), func.count())
-             .where(enrollments.c.program_id == stored.id)
-             .group_by(enrollments.c.wave_key, enrollments.c.status, enrollments.c.reason,
-                       enrollments.c.exempted_reason.is_not(None),
-                       enrollments.c.completed_at.is_not(None),
-                       enrollments.c.removed_at.is_not(None)))
+        q = (
+            select(
+                enrollments.c.wave_key,
+                enrollments.c.status,
+                enrollments.c.reason,
+                enrollments.c.exempted_reason.is_not(None),
+                enrollments.c.completed_at.is_not(None),
+                enrollments.c.removed_at.is_not(None),
+                func.count(),
+            )
+            .where(enrollments.c.program_id == stored.id)
+            .group_by(
+                enrollments.c.wave_key,
+                enrollments.c.status,
+                enrollments.c.reason,
+                enrollments.c.exempted_reason.is_not(None),
+                enrollments.c.completed_at.is_not(None),
+                enrollments.c.removed_at.is_not(None),
+            )
+        )
         people_rows = conn.execute(q).all()
-        launched_q = (select(messages.c.wave_key, func.count())
-                      .where(messages.c.program_id == stored.id, messages.c.kind == "launch",
-                             messages.c.state == State.SENT.value)
-                      .group_by(messages.c.wave_key))
+        launched_q = (
+            select(messages.c.wave_key, func.count())
+            .where(
+                messages.c.program_id == stored.id,
+                messages.c.kind == "launch",
+                messages.c.state == State.SENT.value,
+            )
+            .group_by(messages.c.wave_key)
+        )
         launched = {w: int(n) for w, n in conn.execute(launched_q)}
         by_state = outbox.count_by_state(conn, stored.id)
         states = program_repo.wave_states(conn, stored.id)
@@ -42,16 +59,25 @@ def program_status(engine: Engine, stored: StoredProgram) -> dict[str, Any]:
     for w in program.waves:
         st = states.get(w.key)
         waves[w.key] = {
-            "title": w.title, "opens": w.opens.isoformat(), "closes": w.closes.isoformat(),
+            "title": w.title,
+            "opens": w.opens.isoformat(),
+            "closes": w.closes.isoformat(),
             "launched_at": st.launched_at.isoformat() if st and st.launched_at else None,
             "paused": bool(st and st.paused),
-            "people": {"total": 0, "required": 0, "not_required": Counter(), "removed": 0,
-                       "launched": launched.get(w.key, 0), "completed": 0},
+            "people": {
+                "total": 0,
+                "required": 0,
+                "not_required": Counter(),
+                "removed": 0,
+                "launched": launched.get(w.key, 0),
+                "completed": 0,
+            },
             "messages": Counter(),
         }
     for wave, status, reason, exempted, completed, removed, n in people_rows:
-        entry = waves.setdefault(wave, {"title": wave, "people": defaultdict(int),
-                                        "messages": Counter()})["people"]
+        entry = waves.setdefault(
+            wave, {"title": wave, "people": defaultdict(int), "messages": Counter()}
+        )["people"]
         if removed:
             entry["removed"] += n
             continue
@@ -75,9 +101,13 @@ def program_status(engine: Engine, stored: StoredProgram) -> dict[str, Any]:
         entry["messages"] = {s.value: entry["messages"].get(s.value, 0) for s in State}
     return {
         "schema": SCHEMA_VERSION,
-        "program": {"key": program.key, "name": program.program.name,
-                    "cycle": program.program.cycle, "timezone": program.program.timezone,
-                    "paused": stored.paused},
+        "program": {
+            "key": program.key,
+            "name": program.program.name,
+            "cycle": program.program.cycle,
+            "timezone": program.program.timezone,
+            "paused": stored.paused,
+        },
         "waves": waves,
         "messages": {s.value: totals.get(s.value, 0) for s in State},
     }

@@ -10,15 +10,31 @@ from sqlalchemy import Connection, select
 from pshnotify.store.schema import audit_log
 
 
-def record(conn: Connection, *, at: dt.datetime, actor: str, action: str,
-           program_id: int | None, subject: str | None = None,
-           details: dict[str, Any] | None = None) -> None:
-    conn.execute(audit_log.insert().values(at=at, actor=actor, action=action,
-                                           program_id=program_id, subject=subject,
-                                           details=details or {}))
+def record(
+    conn: Connection,
+    *,
+    at: dt.datetime,
+    actor: str,
+    action: str,
+    program_id: int | None,
+    subject: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        audit_log.insert().values(
+            at=at,
+            actor=actor,
+            action=action,
+            program_id=program_id,
+            subject=subject,
+            details=details or {},
+        )
+    )
 
 
-def entries(conn: Connection, program_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def entries(
+    conn: Connection, program_id: int | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     q = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
     if program_id is not None:
         q = q.where(audit_log.c.program_id == program_id)

@@ -37,8 +37,19 @@ def queue(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> int
     stmt = insert_ignoring_duplicates(conn, messages).returning(messages.c.id)
     added = 0
     for part in chunks(rows, _CHUNK):
-        result = conn.execute(stmt, [{"state": State.QUEUED.value, "attempts": 0,
-                                      "created_at": now, "updated_at": now, **r} for r in part])
+        result = conn.execute(
+            stmt,
+            [
+                {
+                    "state": State.QUEUED.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    **r,
+                }
+                for r in part
+            ],
+        )
         added += len(result.all())
     return added
 
@@ -59,8 +70,16 @@ class Claimed:
     lease_token: str
 
 
-def claim(conn: Connection, *, now: dt.datetime, wall: dt.datetime, owner: str,
-          lease: dt.timedelta, limit: int, program_ids: list[int] | None = None) -> list[Claimed]:
+def claim(
+    conn: Connection,
+    *,
+    now: dt.datetime,
+    wall: dt.datetime,
+    owner: str,
+    lease: dt.timedelta,
+    limit: int,
+    program_ids: list[int] | None = None,
+) -> list[Claimed]:
     """Take up to `limit` due messages under a new lease (SKIP LOCKED on PostgreSQL).
 
     Due means queued/retry with due_at <= now (business time), or claimed by a worker whose
@@ -75,13 +94,30 @@ def claim(conn: Connection, *, now: dt.datetime, wall: dt.datetime, owner: str,
         pick = pick.where(messages.c.program_id.in_(program_ids))
     pick = pick.with_for_update(skip_locked=True)
     token = str(uuid.uuid4())
-    stmt = (update(messages).where(messages.c.id.in_(pick.scalar_subquery()))
-            .values(state=State.CLAIMED.value, lease_owner=owner, lease_token=token,
-                    lease_until=wall + lease, updated_at=now)
-            .returning(messages.c.id, messages.c.program_id, messages.c.person_id,
-                       messages.c.kind, messages.c.wave_key, messages.c.step,
-                       messages.c.message_id, messages.c.recipient_email,
-                       messages.c.recipient_name, messages.c.context, messages.c.attempts))
+    stmt = (
+        update(messages)
+        .where(messages.c.id.in_(pick.scalar_subquery()))
+        .values(
+            state=State.CLAIMED.value,
+            lease_owner=owner,
+            lease_token=token,
+            lease_until=wall + lease,
+            updated_at=now,
+        )
+        .returning(
+            messages.c.id,
+            messages.c.program_id,
+            messages.c.person_id,
+            messages.c.kind,
+            messages.c.wave_key,
+            messages.c.step,
+            messages.c.message_id,
+            messages.c.recipient_email,
+            messages.c.recipient_name,
+            messages.c.context,
+            messages.c.attempts,
+        )
+    )
     rows = conn.execute(stmt).all()
     return sorted((Claimed(**r._mapping, lease_token=token) for r in rows), key=lambda c: c.id)
 
@@ -107,8 +143,13 @@ def record(conn: Connection, results: list[Result], *, worker: str, now: dt.date
     written = 0
     for r in results:
         values: dict[str, Any] = {
-            "state": r.state.value, "updated_at": now, "lease_owner": None, "lease_token": None,
-            "lease_until": None, "last_code": r.code, "last_reply": r.reply,
+            "state": r.state.value,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_token": None,
+            "lease_until": None,
+            "last_code": r.code,
+            "last_reply": r.reply,
         }
         if r.attempted:
             values["attempts"] = messages.c.attempts + 1
@@ -118,40 +159,67 @@ def record(conn: Connection, results: list[Result], *, worker: str, now: dt.date
             values["due_at"] = r.due_at
         if r.reason is not None:
             values["reason"] = r.reason
-        res = conn.execute(update(messages)
-                           .where(messages.c.id == r.message.id,
-                                  messages.c.lease_token == r.message.lease_token)
-                           .values(**values))
+        res = conn.execute(
+            update(messages)
+            .where(messages.c.id == r.message.id, messages.c.lease_token == r.message.lease_token)
+            .values(**values)
+        )
         if res.rowcount != 1:
             continue  # our lease was taken over: the new owner's word counts
         written += 1
         if r.attempted:
-            conn.execute(attempts.insert().values(
-                message_id=r.message.id, number=r.message.attempts + 1, worker=worker,
-                started_at=r.started_at, finished_at=r.finished_at, outcome=r.outcome,
-                code=r.code, reply=r.reply))
+            conn.execute(
+                attempts.insert().values(
+                    message_id=r.message.id,
+                    number=r.message.attempts + 1,
+                    worker=worker,
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                    outcome=r.outcome,
+                    code=r.code,
+                    reply=r.reply,
+                )
+            )
     return written
 
 
 def release(conn: Connection, claimed: list[Claimed], now: dt.datetime) -> None:
     """Give claims back untouched (a shutdown before sending them)."""
     for c in claimed:
-        conn.execute(update(messages)
-                     .where(messages.c.id == c.id, messages.c.lease_token == c.lease_token)
-                     .values(state=State.QUEUED.value if c.attempts == 0 else State.RETRY.value,
-                             lease_owner=None, lease_token=None, lease_until=None,
-                             updated_at=now))
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == c.id, messages.c.lease_token == c.lease_token)
+            .values(
+                state=State.QUEUED.value if c.attempts == 0 else State.RETRY.value,
+                lease_owner=None,
+                lease_token=None,
+                lease_until=None,
+                updated_at=now,
+            )
+        )
 
 
-def cancel_pending(conn: Connection, *, program_id: int, person_ids: list[int], reason: str,
-                   now: dt.datetime, kinds: list[str] | None = None) -> int:
+def cancel_pending(
+    conn: Connection,
+    *,
+    program_id: int,
+    person_ids: list[int],
+    reason: str,
+    now: dt.datetime,
+    kinds: list[str] | None = None,
+) -> int:
     """Cancel (never delete) what has not gone out yet for these people."""
     total = 0
     for part in chunks(person_ids, _CHUNK):
-        stmt = (update(messages)
-                .where(messages.c.program_id == program_id, messages.c.person_id.in_(part),
-                       messages.c.state.in_([s.value for s in PENDING]))
-                .values(state=State.CANCELLED.value, reason=reason, updated_at=now))
+        stmt = (
+            update(messages)
+            .where(
+                messages.c.program_id == program_id,
+                messages.c.person_id.in_(part),
+                messages.c.state.in_([s.value for s in PENDING]),
+            )
+            .values(state=State.CANCELLED.value, reason=reason, updated_at=now)
+        )
         if kinds:
             stmt = stmt.where(messages.c.kind.in_(kinds))
         total += conn.execute(stmt).rowcount
@@ -159,9 +227,11 @@ def cancel_pending(conn: Connection, *, program_id: int, person_ids: list[int], 
 
 
 def count_by_state(conn: Connection, program_id: int) -> dict[tuple[str | None, str], int]:
-    q = (select(messages.c.wave_key, messages.c.state, func.count())
-         .where(messages.c.program_id == program_id)
-         .group_by(messages.c.wave_key, messages.c.state))
+    q = (
+        select(messages.c.wave_key, messages.c.state, func.count())
+        .where(messages.c.program_id == program_id)
+        .group_by(messages.c.wave_key, messages.c.state)
+    )
     return {(w, s): int(n) for w, s, n in conn.execute(q)}
 
 

@@ -11,8 +11,19 @@ from sqlalchemy import Connection, and_, bindparam, select, update
 from pshnotify.store.schema import enrollments, people
 from pshnotify.store.sql import chunks
 
-PERSON_FIELDS = ("email", "email_key", "name", "department", "role", "paid", "start_date",
-                 "program_year", "affiliation", "admin_officer", "extra")
+PERSON_FIELDS = (
+    "email",
+    "email_key",
+    "name",
+    "department",
+    "role",
+    "paid",
+    "start_date",
+    "program_year",
+    "affiliation",
+    "admin_officer",
+    "extra",
+)
 ENROLLMENT_FIELDS = ("wave_key", "wave_override", "status", "reason")
 _CHUNK = 5000
 
@@ -30,8 +41,10 @@ def existing_people(conn: Connection) -> dict[str, ExistingPerson]:
 
 
 def email_owners(conn: Connection) -> dict[str, str]:
-    return {r.email_key: r.external_id
-            for r in conn.execute(select(people.c.email_key, people.c.external_id))}
+    return {
+        r.email_key: r.external_id
+        for r in conn.execute(select(people.c.email_key, people.c.external_id))
+    }
 
 
 def insert_people(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> None:
@@ -40,8 +53,11 @@ def insert_people(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime
 
 
 def update_people(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> None:
-    stmt = (update(people).where(people.c.id == bindparam("b_id"))
-            .values({**{f: bindparam(f"b_{f}") for f in PERSON_FIELDS}, "updated_at": now}))
+    stmt = (
+        update(people)
+        .where(people.c.id == bindparam("b_id"))
+        .values({**{f: bindparam(f"b_{f}") for f in PERSON_FIELDS}, "updated_at": now})
+    )
     for part in chunks(rows, _CHUNK):
         conn.execute(stmt, [_prefixed(r) for r in part])
 
@@ -61,24 +77,38 @@ class ExistingEnrollment:
 
 
 def existing_enrollments(conn: Connection, program_id: int) -> dict[int, ExistingEnrollment]:
-    cols = [enrollments.c.id, enrollments.c.person_id, enrollments.c.removed_at,
-            *(enrollments.c[f] for f in ENROLLMENT_FIELDS)]
+    cols = [
+        enrollments.c.id,
+        enrollments.c.person_id,
+        enrollments.c.removed_at,
+        *(enrollments.c[f] for f in ENROLLMENT_FIELDS),
+    ]
     rows = conn.execute(select(*cols).where(enrollments.c.program_id == program_id))
-    return {r.person_id: ExistingEnrollment(r.id, tuple(r[3:]), r.removed_at is not None)
-            for r in rows}
+    return {
+        r.person_id: ExistingEnrollment(r.id, tuple(r[3:]), r.removed_at is not None) for r in rows
+    }
 
 
 def insert_enrollments(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> None:
     for part in chunks(rows, _CHUNK):
-        conn.execute(enrollments.insert(),
-                     [{**r, "created_at": now, "updated_at": now} for r in part])
+        conn.execute(
+            enrollments.insert(), [{**r, "created_at": now, "updated_at": now} for r in part]
+        )
 
 
 def update_enrollments(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> None:
     """Rule-derived fields only: an operator's extension, exemption or a completion stays."""
-    stmt = (update(enrollments).where(enrollments.c.id == bindparam("b_id"))
-            .values({**{f: bindparam(f"b_{f}") for f in ENROLLMENT_FIELDS},
-                     "removed_at": None, "updated_at": now}))
+    stmt = (
+        update(enrollments)
+        .where(enrollments.c.id == bindparam("b_id"))
+        .values(
+            {
+                **{f: bindparam(f"b_{f}") for f in ENROLLMENT_FIELDS},
+                "removed_at": None,
+                "updated_at": now,
+            }
+        )
+    )
     for part in chunks(rows, _CHUNK):
         conn.execute(stmt, [_prefixed(r) for r in part])
 
@@ -90,6 +120,8 @@ def _prefixed(row: dict[str, Any]) -> dict[str, Any]:
 
 def mark_removed(conn: Connection, enrollment_ids: list[int], now: dt.datetime) -> None:
     for part in chunks(enrollment_ids, _CHUNK):
-        conn.execute(update(enrollments)
-                     .where(and_(enrollments.c.id.in_(part), enrollments.c.removed_at.is_(None)))
-                     .values(removed_at=now, updated_at=now))
+        conn.execute(
+            update(enrollments)
+            .where(and_(enrollments.c.id.in_(part), enrollments.c.removed_at.is_(None)))
+            .values(removed_at=now, updated_at=now)
+        )

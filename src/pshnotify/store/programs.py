@@ -22,16 +22,21 @@ class StoredProgram:
         return self.program.key
 
 
-def save_program(conn: Connection, program: Program, text: str, path: str,
-                 now: dt.datetime) -> int:
+def save_program(conn: Connection, program: Program, text: str, path: str, now: dt.datetime) -> int:
     """Insert or refresh the program; returns its id. Waves get a state row each."""
-    row = conn.execute(select(programs.c.id, programs.c.source_text)
-                       .where(programs.c.key == program.key)).first()
-    values = {"name": program.program.name, "cycle": program.program.cycle,
-              "source_path": path, "source_text": text, "loaded_at": now}
+    row = conn.execute(
+        select(programs.c.id, programs.c.source_text).where(programs.c.key == program.key)
+    ).first()
+    values = {
+        "name": program.program.name,
+        "cycle": program.program.cycle,
+        "source_path": path,
+        "source_text": text,
+        "loaded_at": now,
+    }
     if row is None:
-        program_id = int(conn.execute(programs.insert().values(key=program.key, **values))
-                         .inserted_primary_key[0])
+        result = conn.execute(programs.insert().values(key=program.key, **values))
+        program_id = int(result.inserted_primary_key[0])  # type: ignore[index]
     else:
         program_id = int(row.id)
         if row.source_text != text:
@@ -47,8 +52,9 @@ def load_program(conn: Connection, key: str) -> StoredProgram | None:
     row = conn.execute(select(programs).where(programs.c.key == key)).first()
     if row is None:
         return None
-    return StoredProgram(int(row.id), parse_program(row.source_text, row.source_path),
-                         bool(row.paused))
+    return StoredProgram(
+        int(row.id), parse_program(row.source_text, row.source_path), bool(row.paused)
+    )
 
 
 def load_program_by_id(conn: Connection, program_id: int) -> StoredProgram:
@@ -75,10 +81,12 @@ def wave_states(conn: Connection, program_id: int) -> dict[str, WaveState]:
     return {r.key: WaveState(r.key, r.launched_at, r.launched_by, bool(r.paused)) for r in rows}
 
 
-def mark_launched(conn: Connection, program_id: int, wave: str, now: dt.datetime,
-                  actor: str) -> None:
+def mark_launched(
+    conn: Connection, program_id: int, wave: str, now: dt.datetime, actor: str
+) -> None:
     """Record the first launch of a wave; later launches keep the first instant."""
-    conn.execute(update(waves)
-                 .where(waves.c.program_id == program_id, waves.c.key == wave,
-                        waves.c.launched_at.is_(None))
-                 .values(launched_at=now, launched_by=actor))
+    conn.execute(
+        update(waves)
+        .where(waves.c.program_id == program_id, waves.c.key == wave, waves.c.launched_at.is_(None))
+        .values(launched_at=now, launched_by=actor)
+    )

@@ -1,0 +1,75 @@
+"""Templates: strict, escaped, sandboxed, and checked before anything is sent."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from jinja2.exceptions import SecurityError
+
+from pshnotify.domain.errors import InputError
+from pshnotify.mail.compose import Envelope, HeaderInjectionError, compose
+from pshnotify.mail.kinds import Recipient, launch_context, sample_contexts
+from pshnotify.mail.render import Rendered, Templates
+from tests.conftest import TEMPLATES
+from tests.test_program import SEED
+
+
+def copy_templates(tmp_path: Path) -> Path:
+    target = tmp_path / "email"
+    shutil.copytree(TEMPLATES, target)
+    return target
+
+
+def test_the_shipped_templates_pass_the_check() -> None:
+    Templates(TEMPLATES).check(sample_contexts(SEED))
+
+
+def test_a_misspelt_variable_stops_the_start_naming_the_file(tmp_path: Path) -> None:
+    directory = copy_templates(tmp_path)
+    body = directory / "launch" / "body.txt"
+    body.write_text(body.read_text() + "\n{{ persn.name }}\n")
+    with pytest.raises(InputError) as caught:
+        Templates(directory).check(sample_contexts(SEED))
+    assert str(directory / "launch" / "body.txt") in str(caught.value)
+    assert "persn" in str(caught.value)
+
+
+def test_html_is_autoescaped_and_text_is_not() -> None:
+    person = Recipient("X1", "<script>alert(1)</script> O'Brien & Co", "x@example.org", "HR")
+    rendered = Templates(TEMPLATES).render("launch", launch_context(SEED, "pilot", person))
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;" in rendered.html
+    assert "<script>alert(1)</script> O'Brien & Co" in rendered.text
+
+
+def test_templates_run_in_a_sandbox(tmp_path: Path) -> None:
+    directory = copy_templates(tmp_path)
+    (directory / "launch" / "body.txt").write_text(
+        "{{ person.__class__.__mro__[1].__subclasses__() }}"
+    )
+    with pytest.raises(SecurityError):
+        Templates(directory).render(
+            "launch", launch_context(SEED, "pilot", Recipient("X", "N", "n@example.org", "D"))
+        )
+
+
+def test_no_value_can_add_a_header() -> None:
+    envelope = Envelope(
+        from_name="PSH",
+        from_address="psh@example.edu",
+        reply_to=None,
+        to_name="Eve\r\nBcc: x@example.org",
+        to_address="eve@example.org",
+        message_id="<1@x>",
+        date=SEED.opens_at(SEED.waves[0].opens),
+        program="p",
+        wave="w",
+        kind="launch",
+    )
+    with pytest.raises(HeaderInjectionError):
+        compose(envelope, Rendered("Subject", "text", "<p>html</p>"))
+    clean = Envelope(**{**envelope.__dict__, "to_name": "Eve"})
+    with pytest.raises(HeaderInjectionError):
+        compose(clean, Rendered("Hi\nBcc: x@example.org", "text", "<p>html</p>"))
