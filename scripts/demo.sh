@@ -29,5 +29,12 @@ step "$BIN/pshnotify" status
 FIRST=$(ls var/mail/*.eml | head -n 1)
 printf '\n%s emails are in var/mail/ (open them in any mail client). The first one:\n\n' \
   "$(ls var/mail/*.eml | wc -l)"
-sed -n '1,40p' "$FIRST" | tr -d '\r'
+"$BIN/python" - "$FIRST" <<'PY'
+import email, email.policy, sys
+msg = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.default)
+for name in ("From", "To", "Subject", "Date", "Message-ID", "X-Pshnotify-Wave", "X-Pshnotify-Kind"):
+    print(f"{name}: {msg[name]}")
+print(f"Content-Type: {msg.get_content_type()} (plain text and HTML)\n")
+print(msg.get_body(("plain",)).get_content())
+PY
 printf '\nNext: edit config/program.toml, import your roster, set PSHNOTIFY_SMTP_* to your relay.\n'

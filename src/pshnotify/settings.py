@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     envelope_from: str | None = None
     message_id_domain: str = "pshnotify.invalid"
 
+    # The HTTP endpoints for completions (Standard Webhooks and xAPI), served by the daemon.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    webhook_secret: SecretStr | None = None  # "whsec_" + base64, as Standard Webhooks issues
+    xapi_username: str | None = None
+    xapi_password: SecretStr | None = None
+
     batch_size: int = Field(default=200, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=10)
     max_attempts: int = Field(default=8, ge=1)
@@ -52,8 +59,10 @@ class Settings(BaseSettings):
 
     def safe_summary(self) -> dict[str, object]:
         """What may be printed or logged: everything but the secret."""
-        data = self.model_dump(exclude={"smtp_password"})
-        data["smtp_password"] = "set" if self.smtp_password else "not set"
+        secrets = ("smtp_password", "webhook_secret", "xapi_password")
+        data = self.model_dump(exclude=set(secrets))
+        for name in secrets:
+            data[name] = "set" if getattr(self, name) else "not set"
         return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
 

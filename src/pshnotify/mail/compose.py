@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import email.policy
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 from pshnotify.domain.program import Program
+from pshnotify.mail.kinds import Attachment
 from pshnotify.mail.render import Rendered
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
@@ -47,7 +49,7 @@ def _address(name: str, addr: str, what: str) -> Address:
     return Address(display_name=_safe(name, what), username=local, domain=domain)
 
 
-def compose(env: Envelope, content: Rendered) -> bytes:
+def compose(env: Envelope, content: Rendered, attachments: Sequence[Attachment] = ()) -> bytes:
     msg = EmailMessage(policy=POLICY)
     msg["From"] = _address(env.from_name, env.from_address, "From")
     msg["To"] = _address(env.to_name, env.to_address, "To")
@@ -62,6 +64,13 @@ def compose(env: Envelope, content: Rendered) -> bytes:
     msg["X-Pshnotify-Kind"] = env.kind
     msg.set_content(content.text)
     msg.add_alternative(content.html, subtype="html")
+    for a in attachments:
+        msg.add_attachment(
+            a.data,
+            maintype=a.maintype,
+            subtype=a.subtype,
+            filename=_safe(a.filename, "attachment name"),
+        )
     return msg.as_bytes()
 
 

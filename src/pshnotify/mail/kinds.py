@@ -1,9 +1,14 @@
-"""Each email kind is a function returning only its template context."""
+"""Each email kind is a function returning only its template context (and any attachments).
+
+Kinds register a `KindSpec`; the dispatcher, `preview` and the start-up template check all go
+through `context_for`, so a kind cannot render one way when sent and another when previewed.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pshnotify.domain.calendar import human_date
@@ -18,7 +23,78 @@ class Recipient:
     department: str
 
 
-def _common(program: Program, person: Recipient) -> dict[str, Any]:
+@dataclass(frozen=True)
+class KindInput:
+    """Everything a kind may use: the program, the person, their deadline, the message's data."""
+
+    program: Program
+    wave_key: str | None
+    person: Recipient
+    deadline: dt.date | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    maintype: str
+    subtype: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    context: Callable[[KindInput], dict[str, Any]]
+    sample_extra: Mapping[str, Any] = field(default_factory=dict)
+    attachments: Callable[[KindInput], list[Attachment]] | None = None
+    needs_wave: bool = True
+
+
+KINDS: dict[str, KindSpec] = {}
+
+
+def register(kind: str, spec: KindSpec) -> None:
+    KINDS[kind] = spec
+
+
+def context_for(kind: str, data: KindInput) -> dict[str, Any]:
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise ValueError(f"no template context for kind {kind!r}")
+    return spec.context(data)
+
+
+def attachments_for(kind: str, data: KindInput) -> list[Attachment]:
+    spec = KINDS.get(kind)
+    return spec.attachments(data) if spec and spec.attachments else []
+
+
+SAMPLE = Recipient(
+    external_id="sample",
+    name="Sample Person",
+    email="sample@example.org",
+    department="Sample Department",
+)
+
+
+def sample_contexts(
+    program: Program, kinds: list[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """One context per kind (all registered, or those given), for checking templates."""
+    wave = program.waves[0].key
+    out = []
+    for kind, spec in sorted(KINDS.items()):
+        if kinds is not None and kind not in kinds:
+            continue
+        data = KindInput(
+            program, wave if spec.needs_wave else None, SAMPLE, None, spec.sample_extra
+        )
+        out.append((kind, spec.context(data)))
+    return out
+
+
+# -- the kinds ------------------------------------------------------------------------------------
+def common_context(program: Program, person: Recipient) -> dict[str, Any]:
     info = program.program
     help_contact = program.contact("help")
     reporting = program.contact("reporting")
@@ -45,6 +121,7 @@ def _common(program: Program, person: Recipient) -> dict[str, Any]:
             }
             for o in program.options
         ],
+        "timezone": info.timezone,
     }
 
 
@@ -52,13 +129,15 @@ def _contact(c: Any) -> dict[str, str]:
     return {"label": c.label, "email": str(c.email)}
 
 
-def launch_context(
-    program: Program, wave_key: str, person: Recipient, deadline: dt.date | None = None
-) -> dict[str, Any]:
-    wave = program.wave(wave_key)
-    last_day = deadline or wave.closes
+def wave_context(data: KindInput) -> dict[str, Any]:
+    """Launch, invitation, reminder and overdue all speak of the person's wave and deadline."""
+    program = data.program
+    if data.wave_key is None:
+        raise ValueError("this kind needs a wave")
+    wave = program.wave(data.wave_key)
+    last_day = data.deadline or wave.closes
     return {
-        **_common(program, person),
+        **common_context(program, data.person),
         "wave": {
             "key": wave.key,
             "title": wave.title,
@@ -69,31 +148,46 @@ def launch_context(
         },
         "deadline": human_date(last_day),
         "deadline_date": last_day.isoformat(),
-        "timezone": program.program.timezone,
+        "extended": data.deadline is not None and data.deadline != wave.closes,
     }
 
 
-SAMPLE = Recipient(
-    external_id="sample",
-    name="Sample Person",
-    email="sample@example.org",
-    department="Sample Department",
-)
-
-
-def sample_contexts(program: Program) -> list[tuple[str, dict[str, Any]]]:
-    """One context per kind, for checking templates before anything is sent."""
-    return [("launch", launch_context(program, program.waves[0].key, SAMPLE))]
-
-
-def context_for(
-    kind: str,
-    program: Program,
-    wave_key: str | None,
-    person: Recipient,
-    deadline: dt.date | None,
-    extra: dict[str, Any],
+def launch_context(
+    program: Program, wave_key: str, person: Recipient, deadline: dt.date | None = None
 ) -> dict[str, Any]:
-    if kind == "launch" and wave_key:
-        return launch_context(program, wave_key, person, deadline)
-    raise ValueError(f"no template context for kind {kind!r}")
+    return wave_context(KindInput(program, wave_key, person, deadline))
+
+
+def reminder_context(data: KindInput) -> dict[str, Any]:
+    ctx = wave_context(data)
+    ctx["step"] = str(data.extra.get("step", ""))
+    return ctx
+
+
+def confirmation_context(data: KindInput) -> dict[str, Any]:
+    program = data.program
+    key = str(data.extra["option"])
+    try:
+        title = program.option(key).title
+    except KeyError:
+        title = key  # an approved alternative recorded by an operator
+    completed = dt.datetime.fromisoformat(str(data.extra["completed_at"]))
+    return {
+        **common_context(program, data.person),
+        "option": {"key": key, "title": title},
+        "completed_on": human_date(completed.astimezone(program.tz).date()),
+        "wave": {"key": data.wave_key},
+    }
+
+
+register("launch", KindSpec(wave_context))
+register("invitation", KindSpec(wave_context))
+register("reminder", KindSpec(reminder_context, sample_extra={"step": "after:7"}))
+register("overdue", KindSpec(wave_context))
+register(
+    "confirmation",
+    KindSpec(
+        confirmation_context,
+        sample_extra={"option": "A", "completed_at": "2023-09-12T15:00:00+00:00"},
+    ),
+)

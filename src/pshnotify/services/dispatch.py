@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,15 @@ from pshnotify.domain.errors import (
     TransientDeliveryError,
 )
 from pshnotify.mail.compose import compose, envelope_for
-from pshnotify.mail.kinds import Recipient, context_for
+from pshnotify.mail.kinds import KindInput, Recipient, attachments_for, context_for
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
 from pshnotify.store import outbox
 from pshnotify.store.programs import StoredProgram, load_program_by_id
 from pshnotify.store.schema import enrollments, people
+
+# Adds data read at send time to a message's context (the nightly report's rows, say).
+Enricher = Callable[[Engine, StoredProgram, outbox.Claimed], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,14 @@ class Dispatcher:
         templates: Templates,
         connections: list[SmtpConnection],
         config: DispatchConfig,
+        enrichers: Mapping[str, Enricher] | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.templates = templates
         self.connections = connections
         self.config = config
+        self.enrichers = dict(enrichers or {})
         self._programs: dict[int, StoredProgram] = {}
         self.stopping = asyncio.Event()
 
@@ -166,16 +171,15 @@ class Dispatcher:
             else Recipient("", claimed.recipient_name, claimed.recipient_email, "")
         )
         try:
-            context = context_for(
-                claimed.kind,
-                program,
-                claimed.wave_key,
-                person,
-                row.extended_until if row else None,
-                claimed.context,
+            extra = dict(claimed.context)
+            enrich = self.enrichers.get(claimed.kind)
+            if enrich is not None:
+                extra.update(enrich(self.engine, stored, claimed))
+            data = KindInput(
+                program, claimed.wave_key, person, row.extended_until if row else None, extra
             )
-            content = self.templates.render(claimed.kind, context)
-            data = compose(
+            content = self.templates.render(claimed.kind, context_for(claimed.kind, data))
+            message = compose(
                 envelope_for(
                     program,
                     to_name=claimed.recipient_name,
@@ -186,6 +190,7 @@ class Dispatcher:
                     kind=claimed.kind,
                 ),
                 content,
+                attachments_for(claimed.kind, data),
             )
         except Exception as exc:  # a template or data fault: keep it visible, never resend
             return outbox.Result(
@@ -197,7 +202,9 @@ class Dispatcher:
                 reply=f"could not build the message: {exc}",
                 attempted=False,
             )
-        return _Job(claimed, self.config.envelope_from or str(program.program.sender.address), data)
+        return _Job(
+            claimed, self.config.envelope_from or str(program.program.sender.address), message
+        )
 
     async def _sender(
         self, connection: SmtpConnection, jobs: asyncio.Queue[_Job], results: list[outbox.Result]

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.mail.compose import compose, envelope_for
-from pshnotify.mail.kinds import Recipient, context_for
+from pshnotify.mail.kinds import KINDS, KindInput, Recipient, attachments_for, context_for
 from pshnotify.mail.render import Templates
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
@@ -53,8 +53,14 @@ def preview(
             hint=f"kinds: {', '.join(templates.kinds())}",
         )
     person = Recipient(row.external_id, row.name, row.email, row.department)
-    context = context_for(kind, program, row.wave_key, person, row.extended_until, {})
-    content = templates.render(kind, context)
+    data = KindInput(
+        program,
+        row.wave_key,
+        person,
+        row.extended_until,
+        dict(KINDS[kind].sample_extra) if kind in KINDS else {},
+    )
+    content = templates.render(kind, context_for(kind, data))
     envelope = envelope_for(
         program,
         to_name=row.name,
@@ -64,4 +70,4 @@ def preview(
         wave=row.wave_key,
         kind=kind,
     )
-    return compose(envelope, content)
+    return compose(envelope, content, attachments_for(kind, data))

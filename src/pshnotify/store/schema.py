@@ -130,10 +130,16 @@ enrollments = Table(
     Column("completed_at", UTCDateTime),
     Column("completion_option", String(32)),
     Column("removed_at", UTCDateTime),
+    # When this person's launch email was accepted by the relay: their cadence counts from it.
+    Column("launch_sent_at", UTCDateTime),
+    # When the scheduler must next look at this person (NULL: nothing can become due).
+    # The daemon's pass reads only rows whose instant has come, so it never scans the roster.
+    Column("next_action_at", UTCDateTime),
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("program_id", "person_id"),
     Index(None, "program_id", "wave_key", "status"),
+    Index(None, "next_action_at"),
 )
 
 messages = Table(
@@ -200,6 +206,17 @@ completions = Table(
     Column("recorded_at", UTCDateTime, nullable=False),
     UniqueConstraint("program_id", "dedupe_key"),
     Index(None, "person_id"),
+)
+
+webhook_receipts = Table(
+    "webhook_receipts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(32), nullable=False),  # webhook | xapi
+    Column("receipt_id", String(255), nullable=False),  # webhook-id / statement id
+    Column("received_at", UTCDateTime, nullable=False),
+    # A replayed id is a UNIQUE violation: the same delivery is never processed twice.
+    UniqueConstraint("source", "receipt_id"),
 )
 
 audit_log = Table(

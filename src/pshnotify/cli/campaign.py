@@ -1,97 +1,34 @@
-"""The command line: parse, call one service, print. No business rules live here."""
+"""Campaign commands: init, program, roster, launch, preview, run, status."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pshnotify.clock import parse_instant
+from pshnotify.cli.common import (
+    JsonOpt,
+    NowOpt,
+    ProgramOpt,
+    app,
+    err,
+    handle_errors,
+    make_runtime,
+    out,
+    print_json,
+    program_app,
+    rehearsal_note,
+    roster_app,
+)
 from pshnotify.domain.errors import ConflictError, InputError
-from pshnotify.runtime.wiring import Runtime
-from pshnotify.settings import load_settings
-
-app = typer.Typer(
-    help="Run a mandatory-training campaign by email.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-roster_app = typer.Typer(help="Import the roster.", no_args_is_help=True)
-program_app = typer.Typer(help="Program files stored in the database.", no_args_is_help=True)
-demo_app = typer.Typer(
-    help="Demo helpers: a sample roster and a local mail catcher.", no_args_is_help=True
-)
-app.add_typer(roster_app, name="roster")
-app.add_typer(program_app, name="program")
-app.add_typer(demo_app, name="demo")
-
-out = Console()
-err = Console(stderr=True)
-
-ProgramOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--program", help="Program key; defaults to the program file's (PSHNOTIFY_PROGRAM_FILE)."
-    ),
-]
-NowOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--now", help="Act as if it were this instant (ISO-8601 with offset), for rehearsals."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-T = TypeVar("T")
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Bad input -> exit 2 with every problem listed; a refused action -> exit 1."""
-    try:
-        yield
-    except InputError as exc:
-        for line in exc.problems:
-            err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err.print(f"[yellow]next:[/yellow] {exc.hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except ConflictError as exc:
-        err.print(f"[red]refused:[/red] {exc}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err.print(f"[yellow]next:[/yellow] {exc.hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
-
-def _runtime(now: str | None) -> Runtime:
-    settings = load_settings()
-    instant: dt.datetime | None = None
-    if now is not None:
-        try:
-            instant = parse_instant(now)
-        except ValueError as exc:
-            raise InputError([f"--now: {exc}"]) from None
-    return Runtime.create(settings, instant)
-
-
-def _rehearsal_note(rt: Runtime, now: str | None) -> None:
-    if now is not None:
-        err.print(f"[dim]rehearsal: acting as if it were {rt.clock.now().isoformat()}[/dim]")
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 # -- init / program ------------------------------------------------------------------------------
@@ -102,8 +39,8 @@ def init(now: NowOpt = None) -> None:
     from pshnotify.store import migrate
     from pshnotify.store.db import normalize_url
 
-    with _errors():
-        rt = _runtime(now)
+    with handle_errors():
+        rt = make_runtime(now)
         migrate.upgrade(rt.engine)
         stored = register_program_file(rt.engine, rt.settings.program_file, rt.clock, rt.actor)
         from sqlalchemy.engine import make_url
@@ -122,8 +59,8 @@ def program_load(file: Path, now: NowOpt = None) -> None:
     """Validate a program file and store it (several programs can live side by side)."""
     from pshnotify.services.programs import register_program_file
 
-    with _errors():
-        rt = _runtime(now)
+    with handle_errors():
+        rt = make_runtime(now)
         rt.require_schema()
         stored = register_program_file(rt.engine, file, rt.clock, rt.actor)
         out.print(f"stored program {stored.key}; use it with --program {stored.key}")
@@ -134,8 +71,8 @@ def program_list(as_json: JsonOpt = False) -> None:
     """List the programs in the database."""
     from pshnotify.services.programs import all_programs
 
-    with _errors():
-        rt = _runtime(None)
+    with handle_errors():
+        rt = make_runtime(None)
         rt.require_schema()
         rows = [
             {
@@ -147,7 +84,7 @@ def program_list(as_json: JsonOpt = False) -> None:
             for p in all_programs(rt.engine)
         ]
         if as_json:
-            _print_json(rows)
+            print_json(rows)
             return
         for r in rows:
             out.print(f"{r['key']}: {r['name']} {r['cycle']} ({', '.join(r['waves'])})")
@@ -158,7 +95,7 @@ def program_check(file: Path) -> None:
     """Validate a program file without storing it."""
     from pshnotify.domain.program import load_program
 
-    with _errors():
+    with handle_errors():
         program, _ = load_program(file)
         out.print(
             f"{file}: valid; program {program.key}, {len(program.waves)} waves, "
@@ -183,8 +120,8 @@ def roster_import(
     """Import the roster CSV (the whole current roster unless --merge)."""
     from pshnotify.services.roster import import_roster
 
-    with _errors():
-        rt = _runtime(now)
+    with handle_errors():
+        rt = make_runtime(now)
         stored = rt.program(program)
         with _progress(file, "reading roster") as advance:
             report = import_roster(
@@ -198,7 +135,7 @@ def roster_import(
                 progress=advance,
             )
         if as_json:
-            _print_json(report.as_dict())
+            print_json(report.as_dict())
             return
         verb = "would import" if dry_run else "imported"
         out.print(
@@ -258,9 +195,9 @@ def launch(
     """Queue the launch email for every required member of WAVE."""
     from pshnotify.services.launch import launch_wave, preview_launch
 
-    with _errors():
-        rt = _runtime(now)
-        _rehearsal_note(rt, now)
+    with handle_errors():
+        rt = make_runtime(now)
+        rehearsal_note(rt, now)
         stored = rt.program(program)
         summary = preview_launch(rt.engine, stored, wave, rt.clock)
         if dry_run or not as_json:
@@ -291,7 +228,7 @@ def launch(
             force=force,
         )
         if as_json:
-            _print_json(done.as_dict())
+            print_json(done.as_dict())
             return
         out.print(
             f"queued {done.queued} launch emails for {wave}, to go out from "
@@ -306,7 +243,7 @@ def _local(at: dt.datetime | None, tz: Any) -> str:
 
 def _show_launch(s: Any, as_json: bool) -> None:
     if as_json:
-        _print_json(s.as_dict())
+        print_json(s.as_dict())
         return
     out.print(f"[bold]{s.wave}[/bold] - {s.title}: {s.opens} to {s.closes} (window {s.window})")
     table = Table("", "people")
@@ -333,8 +270,8 @@ def preview(
     """Print an email exactly as it would go out (nothing is queued or sent)."""
     from pshnotify.services.preview import preview as build
 
-    with _errors():
-        rt = _runtime(now)
+    with handle_errors():
+        rt = make_runtime(now)
         stored = rt.program(program)
         data = build(
             rt.engine,
@@ -355,9 +292,9 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Send every message that is due."""
-    with _errors():
-        rt = _runtime(now)
-        _rehearsal_note(rt, now)
+    with handle_errors():
+        rt = make_runtime(now)
+        rehearsal_note(rt, now)
         rt.require_schema()
         if not once:
             raise InputError(
@@ -368,7 +305,7 @@ def run(
         dispatcher = rt.dispatcher()
         report = asyncio.run(dispatcher.run_once())
         if as_json:
-            _print_json(report.as_dict())
+            print_json(report.as_dict())
             return
         parts = ", ".join(f"{n} {s}" for s, n in sorted(report.outcomes.items())) or "nothing due"
         out.print(f"run: {parts}")
@@ -379,12 +316,12 @@ def status(program: ProgramOpt = None, as_json: JsonOpt = False) -> None:
     """Per wave: people required / not required by reason / launched / completed; messages."""
     from pshnotify.services.status import program_status
 
-    with _errors():
-        rt = _runtime(None)
+    with handle_errors():
+        rt = make_runtime(None)
         stored = rt.program(program)
         data = program_status(rt.engine, stored)
         if as_json:
-            _print_json(data)
+            print_json(data)
             return
         p = data["program"]
         out.print(f"[bold]{p['key']}[/bold] - {p['name']} {p['cycle']} ({p['timezone']})")
@@ -423,40 +360,3 @@ def status(program: ProgramOpt = None, as_json: JsonOpt = False) -> None:
             for r in all_reasons:
                 why.add_row(r, *(str(reasons[w].get(r, 0)) for w in reasons))
             out.print(why)
-
-
-# -- demo helpers --------------------------------------------------------------------------------
-@demo_app.command("roster")
-def demo_roster(
-    out_file: Annotated[Path, typer.Option("--out", help="Where to write the CSV.")],
-    count: Annotated[int, typer.Option("--count", min=1)] = 200,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
-) -> None:
-    """Write a sample roster that exercises every wave and eligibility rule."""
-    from pshnotify.demo.sample_roster import write_sample_roster
-
-    n = write_sample_roster(out_file, count=count, seed=seed)
-    out.print(f"wrote {n} people to {out_file}")
-
-
-@demo_app.command("catcher")
-def demo_catcher(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to store .eml files.")] = Path(
-        "var/mail"
-    ),
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 8025,
-) -> None:
-    """Run a local SMTP server that stores every message it receives as an .eml file."""
-    from pshnotify.demo.catcher import serve
-
-    out.print(f"mail catcher on {host}:{port}, writing to {directory}/ (Ctrl-C to stop)")
-    serve(directory, host, port)
-
-
-def main() -> None:  # pragma: no cover - console script entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
