@@ -5,7 +5,7 @@ Each module registers its commands on the shared Typer app in `common`.
 
 from __future__ import annotations
 
-from pshnotify.cli import campaign, demo  # noqa: F401 - registers the commands
+from pshnotify.cli import campaign, demo, season  # noqa: F401 - registers the commands
 from pshnotify.cli.common import app
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 from collections.abc import Callable, Iterator
@@ -283,32 +282,6 @@ def preview(
             message_id_domain=rt.settings.message_id_domain,
         )
         sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
-
-
-@app.command()
-def run(
-    once: Annotated[bool, typer.Option("--once", help="Send what is due now, then exit.")] = False,
-    now: NowOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Send every message that is due."""
-    with handle_errors():
-        rt = make_runtime(now)
-        rehearsal_note(rt, now)
-        rt.require_schema()
-        if not once:
-            raise InputError(
-                ["run: the long-running daemon is not built yet"],
-                hint="use `pshnotify run --once` (from cron or a timer) meanwhile",
-            )
-        rt.program(None)  # keep the stored program in step with the program file
-        dispatcher = rt.dispatcher()
-        report = asyncio.run(dispatcher.run_once())
-        if as_json:
-            print_json(report.as_dict())
-            return
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(report.outcomes.items())) or "nothing due"
-        out.print(f"run: {parts}")
 
 
 @app.command()

@@ -70,7 +70,7 @@ def handle_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def make_runtime(now: str | None) -> Runtime:
+def make_runtime(now: str | None, moving: bool = False) -> Runtime:
     settings = load_settings()
     instant: dt.datetime | None = None
     if now is not None:
@@ -78,7 +78,7 @@ def make_runtime(now: str | None) -> Runtime:
             instant = parse_instant(now)
         except ValueError as exc:
             raise InputError([f"--now: {exc}"]) from None
-    return Runtime.create(settings, instant)
+    return Runtime.create(settings, instant, moving)
 
 
 def rehearsal_note(rt: Runtime, now: str | None) -> None:

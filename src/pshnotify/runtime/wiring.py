@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import getpass
 import os
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy import Engine
 
-from pshnotify.clock import Clock, FixedClock, SystemClock
+from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
 from pshnotify.mail.kinds import sample_contexts
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConfig, SmtpConnection
 from pshnotify.services.dispatch import DispatchConfig, Dispatcher
 from pshnotify.services.programs import all_programs, select_program
+from pshnotify.services.schedule import NightlyJob
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.db import make_engine
@@ -38,8 +42,13 @@ class Runtime:
     clock: Clock
 
     @classmethod
-    def create(cls, settings: Settings, now: dt.datetime | None = None) -> Runtime:
-        return cls(settings, FixedClock(now) if now else SystemClock())
+    def create(
+        cls, settings: Settings, now: dt.datetime | None = None, moving: bool = False
+    ) -> Runtime:
+        """`now` fixes the clock (a rehearsal instant); with `moving` it starts there and runs."""
+        if now is None:
+            return cls(settings, SystemClock())
+        return cls(settings, ShiftedClock(now) if moving else FixedClock(now))
 
     @cached_property
     def engine(self) -> Engine:
@@ -103,3 +112,20 @@ class Runtime:
         )
         connections = [SmtpConnection(self.smtp_config())]
         return Dispatcher(self.engine, self.clock, self.checked_templates(), connections, config)
+
+    def program_keys(self) -> list[str]:
+        return [p.key for p in all_programs(self.engine)]
+
+    def nightly_jobs(self) -> list[NightlyJob]:
+        """Once-a-night work run by every pass (each job is idempotent per night)."""
+        return []
+
+    def http_summary(self) -> str:
+        s = self.settings
+        if not (s.webhook_secret or s.xapi_password):
+            return "off (set PSHNOTIFY_WEBHOOK_SECRET or PSHNOTIFY_XAPI_PASSWORD to enable)"
+        return f"http://{s.http_host}:{s.http_port}"
+
+    def http_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        """The completion endpoints, when configured, served in the daemon's event loop."""
+        return []

@@ -23,6 +23,7 @@ from pshnotify.mail.kinds import KindInput, Recipient, attachments_for, context_
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
 from pshnotify.store import outbox
+from pshnotify.store import people as people_repo
 from pshnotify.store.programs import StoredProgram, load_program_by_id
 from pshnotify.store.schema import enrollments, people
 
@@ -109,7 +110,14 @@ class Dispatcher:
 
     def _record(self, results: list[outbox.Result]) -> None:
         with self.engine.begin() as conn:
-            outbox.record(conn, results, worker=self.config.worker, now=self.clock.now())
+            written = outbox.record(conn, results, worker=self.config.worker, now=self.clock.now())
+            launched = [
+                (r.message.program_id, r.message.person_id, r.finished_at)
+                for r in written
+                if r.state == State.SENT and r.message.kind == "launch" and r.message.person_id
+            ]
+            # The cadence counts from each person's own launch email: start it now.
+            people_repo.mark_launch_sent(conn, launched)
 
     def _program(self, program_id: int) -> StoredProgram:
         if program_id not in self._programs:

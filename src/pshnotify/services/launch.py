@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, select
+from sqlalchemy import Connection, Engine, and_, exists, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import next_sending_instant
@@ -149,6 +149,8 @@ def launch_wave(
                 hint="pass --force to launch it anyway (for example, for late joiners)",
             )
         summary.queued = queue_launch_emails(conn, stored, wave, now, message_id_domain)
+        if stored.program.cadence.invite_encouraged:
+            _wake_encouraged(conn, stored.id, wave, now)
         program_repo.mark_launched(conn, stored.id, wave, now, actor)
         audit.record(
             conn,
@@ -184,3 +186,17 @@ def queue_launch_emails(
         for pid, ext, email, name in conn.execute(_candidates(stored.id, wave))
     ]
     return outbox.queue(conn, rows, now)
+
+
+def _wake_encouraged(conn: Connection, program_id: int, wave: str, now: dt.datetime) -> None:
+    """The scheduler queues invitations for the encouraged-but-exempt on its next pass."""
+    conn.execute(
+        update(enrollments)
+        .where(
+            enrollments.c.program_id == program_id,
+            enrollments.c.wave_key == wave,
+            enrollments.c.status == "encouraged",
+            enrollments.c.removed_at.is_(None),
+        )
+        .values(next_action_at=now)
+    )

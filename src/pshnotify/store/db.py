@@ -19,6 +19,11 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def display_url(url: str) -> str:
+    """The URL with its password masked, for logs and messages."""
+    return make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
 def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 

@@ -138,9 +138,11 @@ class Result:
     attempted: bool = True  # False when nothing reached the relay (skipped before sending)
 
 
-def record(conn: Connection, results: list[Result], *, worker: str, now: dt.datetime) -> int:
-    """Write outcomes and attempts; returns how many the lease still allowed us to write."""
-    written = 0
+def record(
+    conn: Connection, results: list[Result], *, worker: str, now: dt.datetime
+) -> list[Result]:
+    """Write outcomes and attempts; returns those the lease still allowed us to write."""
+    written: list[Result] = []
     for r in results:
         values: dict[str, Any] = {
             "state": r.state.value,
@@ -166,7 +168,7 @@ def record(conn: Connection, results: list[Result], *, worker: str, now: dt.date
         )
         if res.rowcount != 1:
             continue  # our lease was taken over: the new owner's word counts
-        written += 1
+        written.append(r)
         if r.attempted:
             conn.execute(
                 attempts.insert().values(

@@ -92,7 +92,10 @@ def existing_enrollments(conn: Connection, program_id: int) -> dict[int, Existin
 def insert_enrollments(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> None:
     for part in chunks(rows, _CHUNK):
         conn.execute(
-            enrollments.insert(), [{**r, "created_at": now, "updated_at": now} for r in part]
+            enrollments.insert(),
+            # next_action_at: the scheduler decides on its next pass whether a newcomer to a
+            # launched wave gets a launch email.
+            [{**r, "created_at": now, "updated_at": now, "next_action_at": now} for r in part],
         )
 
 
@@ -105,6 +108,7 @@ def update_enrollments(conn: Connection, rows: list[dict[str, Any]], now: dt.dat
             {
                 **{f: bindparam(f"b_{f}") for f in ENROLLMENT_FIELDS},
                 "removed_at": None,
+                "next_action_at": now,
                 "updated_at": now,
             }
         )
@@ -124,4 +128,27 @@ def mark_removed(conn: Connection, enrollment_ids: list[int], now: dt.datetime) 
             update(enrollments)
             .where(and_(enrollments.c.id.in_(part), enrollments.c.removed_at.is_(None)))
             .values(removed_at=now, updated_at=now)
+        )
+
+
+def mark_launch_sent(conn: Connection, sent: list[tuple[int, int, dt.datetime]]) -> None:
+    """Record when each person's launch email was accepted, and wake the scheduler for them."""
+    if not sent:
+        return
+    stmt = (
+        update(enrollments)
+        .where(
+            enrollments.c.program_id == bindparam("b_program"),
+            enrollments.c.person_id == bindparam("b_person"),
+        )
+        .values(launch_sent_at=bindparam("b_at"), next_action_at=bindparam("b_at"))
+    )
+    conn.execute(stmt, [{"b_program": p, "b_person": pid, "b_at": at} for p, pid, at in sent])
+
+
+def wake(conn: Connection, enrollment_ids: list[int], now: dt.datetime) -> None:
+    """Ask the scheduler to look at these people on its next pass."""
+    for part in chunks(enrollment_ids, _CHUNK):
+        conn.execute(
+            update(enrollments).where(enrollments.c.id.in_(part)).values(next_action_at=now)
         )

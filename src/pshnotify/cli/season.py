@@ -1,0 +1,165 @@
+"""Season commands: run (the daemon, or one pass), plan, extend, exempt."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pshnotify.cli.common import (
+    JsonOpt,
+    NowOpt,
+    ProgramOpt,
+    app,
+    handle_errors,
+    make_runtime,
+    out,
+    print_json,
+    rehearsal_note,
+)
+from pshnotify.domain.errors import InputError
+from pshnotify.runtime.wiring import Runtime
+
+
+@app.command()
+def run(
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass at --now (or now), then exit.")
+    ] = False,
+    now: NowOpt = None,
+    interval: Annotated[
+        float, typer.Option("--interval", min=1, help="Seconds between passes.")
+    ] = 30,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the daemon: queue what comes due (launches for late joiners, reminders, reports) and
+    send it. `--once` does exactly one pass; `--now T` without `--once` starts the clock at T."""
+    from pshnotify.runtime import logs
+
+    with handle_errors():
+        if log_format not in ("text", "json"):
+            raise InputError([f"--log-format: expected text or json, got {log_format!r}"])
+        rt = make_runtime(now, moving=not once)
+        rehearsal_note(rt, now)
+        rt.program(None)  # checks the program file and keeps the stored copy in step
+        if once:
+            _once(rt, as_json)
+            return
+        log = logs.configure(log_format)
+        _serve(rt, interval, log)
+
+
+def _once(rt: Runtime, as_json: bool) -> None:
+    from pshnotify.runtime.daemon import one_pass
+
+    queued, sent = asyncio.run(one_pass(rt, rt.dispatcher(), rt.nightly_jobs()))
+    if as_json:
+        print_json(
+            {"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **sent.as_dict()}
+        )
+        return
+    made = ", ".join(f"{n} {k}" for k, n in sorted(queued.queued.items())) or "nothing new"
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(sent.outcomes.items())) or "nothing due"
+    out.print(f"queued: {made}; sent: {parts}")
+
+
+def _serve(rt: Runtime, interval: float, log: Any) -> None:
+    from pshnotify.runtime.daemon import Daemon
+    from pshnotify.store.db import display_url
+
+    programs = rt.program_keys()
+    log.info(
+        "pshnotify daemon starting: one pass every %ss (queue what is due, then send it)",
+        interval,
+        extra={
+            "programs": programs,
+            "database": display_url(rt.settings.database_url),
+            "smtp": f"{rt.settings.smtp_host}:{rt.settings.smtp_port}",
+            "tls": rt.settings.smtp_tls,
+            "clock": rt.clock.now().isoformat(),
+            "worker": rt.worker,
+            "http": rt.http_summary(),
+        },
+    )
+    daemon = Daemon(rt, interval, log, rt.nightly_jobs())
+    asyncio.run(daemon.serve(rt.http_tasks(daemon.stop)))
+
+
+@app.command()
+def plan(
+    wave: Annotated[str | None, typer.Option("--wave", help="Only this wave.")] = None,
+    program: ProgramOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The timeline of what will go out, per day and kind, from what is known now."""
+    from pshnotify.services.plan import KINDS, build_plan
+
+    with handle_errors():
+        rt = make_runtime(now)
+        stored = rt.program(program)
+        if wave is not None and wave not in {w.key for w in stored.program.waves}:
+            raise InputError(
+                [f"--wave: unknown wave {wave!r}"],
+                hint=f"waves: {', '.join(w.key for w in stored.program.waves)}",
+            )
+        data = build_plan(rt.engine, stored, rt.clock, wave)
+        if as_json:
+            print_json(data)
+            return
+        kinds = [k for k in KINDS if data["totals"].get(k)]
+        table = Table("date", *kinds, title=f"plan for {data['program']} from {data['now'][:16]}")
+        for day in data["days"]:
+            when = dt.date.fromisoformat(day["date"]).strftime("%a %Y-%m-%d")
+            table.add_row(when, *(str(day.get(k, "")) for k in kinds))
+        table.add_row("[bold]total[/bold]", *(str(data["totals"][k]) for k in kinds))
+        out.print(table)
+
+
+@app.command()
+def extend(
+    person: Annotated[str, typer.Argument(help="Person id or email.")],
+    until: Annotated[str, typer.Option("--until", help="New deadline, YYYY-MM-DD (inclusive).")],
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    program: ProgramOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Give one person a later deadline; their reminders follow it."""
+    from pshnotify.services.adjust import extend as do_extend
+
+    with handle_errors():
+        try:
+            day = dt.date.fromisoformat(until)
+        except ValueError:
+            raise InputError([f"--until: expected YYYY-MM-DD, got {until!r}"]) from None
+        rt = make_runtime(now)
+        done = do_extend(
+            rt.engine, rt.program(program), person, day, rt.clock, actor=rt.actor, note=note
+        )
+        out.print(
+            f"{done.person} ({done.wave}): deadline {done.detail['previous']} -> "
+            f"{done.detail['until']}"
+        )
+
+
+@app.command()
+def exempt(
+    person: Annotated[str, typer.Argument(help="Person id or email.")],
+    reason: Annotated[str, typer.Option("--reason", help="Shown in reports.")],
+    program: ProgramOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Exempt one person; their pending messages are cancelled (kept, with the reason)."""
+    from pshnotify.services.adjust import exempt as do_exempt
+
+    with handle_errors():
+        rt = make_runtime(now)
+        done = do_exempt(rt.engine, rt.program(program), person, reason, rt.clock, actor=rt.actor)
+        out.print(
+            f"{done.person} ({done.wave}): exempt ({done.detail['reason']}); "
+            f"{done.detail['cancelled_messages']} pending messages cancelled"
+        )

@@ -1,0 +1,161 @@
+"""What is due for one person at an instant: the one decision `run`, `plan` and catch-up share.
+
+A person's messages after launch form a timeline computed from the program's cadence, their
+own launch email's instant and their deadline (the wave's close or their extension):
+  - reminders N days after the launch email and N days before the deadline, at the start of
+    working hours on that local date (moved to the next working day, never past the deadline);
+  - none within the quiet days after the launch email, none at or after the deadline;
+  - at most `max_per_day` per local date (the step nearest the deadline wins);
+  - optional overdue notices N days after the deadline.
+Steps are identified by stable names ("after:7", "before:3:2023-10-06", "overdue:1:...") that
+become part of the idempotency key, so a step is queued at most once; an extension changes
+the deadline, hence the names of the steps before it, and those run again for the new date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from pshnotify.domain.calendar import next_sending_instant
+from pshnotify.domain.delivery import Kind
+from pshnotify.domain.program import Program
+
+
+@dataclass(frozen=True, order=True)
+class Planned:
+    due_at: dt.datetime
+    kind: str
+    step: str
+
+
+@dataclass(frozen=True)
+class PersonState:
+    """What the decision needs to know about one enrollment."""
+
+    wave_key: str
+    status: str  # required | encouraged | exempt
+    exempted: bool = False
+    removed: bool = False
+    completed: bool = False
+    extended_until: dt.date | None = None
+    launch_queued: bool = False
+    launch_sent_at: dt.datetime | None = None
+    steps_queued: frozenset[str] = frozenset()  # reminder/overdue/invitation steps in the outbox
+
+
+@dataclass
+class Decision:
+    queue: list[Planned] = field(default_factory=list)
+    skip: list[tuple[Planned, str]] = field(default_factory=list)
+    next_action_at: dt.datetime | None = None
+
+
+def deadline_date(program: Program, person: PersonState) -> dt.date:
+    return person.extended_until or program.wave(person.wave_key).closes
+
+
+def timeline(program: Program, person: PersonState, launch_at: dt.datetime) -> list[Planned]:
+    """Every reminder and overdue step for a person launched at `launch_at`, in time order."""
+    cadence, tz = program.cadence, program.tz
+    deadline = deadline_date(program, person)
+    closes = program.closes_at(deadline)
+    quiet_until = launch_at + dt.timedelta(days=cadence.quiet_days_after_launch)
+    launch_day = launch_at.astimezone(tz).date()
+    steps: list[tuple[dt.date, str]] = [
+        (launch_day + dt.timedelta(days=n), f"after:{n}") for n in cadence.after_launch_days
+    ]
+    steps += [
+        (deadline - dt.timedelta(days=n), f"before:{n}:{deadline.isoformat()}")
+        for n in cadence.before_deadline_days
+    ]
+    reminders: dict[dt.date, list[Planned]] = {}
+    for day, step in steps:
+        due = _at_start_of_hours(program, day)
+        if due < quiet_until or due >= closes or due <= launch_at:
+            continue
+        reminders.setdefault(due.astimezone(tz).date(), []).append(
+            Planned(due, Kind.REMINDER.value, step)
+        )
+    out = [
+        p for day in sorted(reminders) for p in _keep_per_day(reminders[day], cadence.max_per_day)
+    ]
+    for n in cadence.overdue_after_days:
+        day = deadline + dt.timedelta(days=n)
+        out.append(
+            Planned(
+                _at_start_of_hours(program, day),
+                Kind.OVERDUE.value,
+                f"overdue:{n}:{deadline.isoformat()}",
+            )
+        )
+    return sorted(out)
+
+
+def _at_start_of_hours(program: Program, day: dt.date) -> dt.datetime:
+    # Built from the local date and wall-clock time, then placed in the zone: 09:00 stays
+    # 09:00 local whatever the UTC offset of that day.
+    start = dt.datetime.combine(day, program.sending.working_hours.start, program.tz)
+    return next_sending_instant(start, program.sending, program.tz)
+
+
+def _keep_per_day(candidates: list[Planned], limit: int) -> list[Planned]:
+    """Several steps on one day: the later-named steps (nearer the deadline) win."""
+    ranked = sorted(candidates, key=lambda p: (p.step.startswith("before:"), p.step), reverse=True)
+    return sorted(ranked[:limit])
+
+
+def decide(
+    program: Program, wave_launched_at: dt.datetime | None, person: PersonState, now: dt.datetime
+) -> Decision:
+    """What to queue now, what to skip (with why), and when to look at this person again."""
+    if person.removed or person.exempted or person.completed or person.status == "exempt":
+        return Decision()
+    if wave_launched_at is None:
+        return Decision()  # the operator launches a wave; nothing goes out before that
+    send_now = next_sending_instant(now, program.sending, program.tz)
+    if person.status == "encouraged":
+        return _invitation(program, person, send_now)
+    closes = program.closes_at(deadline_date(program, person))
+    if not person.launch_queued:
+        launch = Planned(send_now, Kind.LAUNCH.value, "0")
+        if now >= closes:
+            return Decision(skip=[(launch, "joined after the deadline")])
+        return Decision(queue=[launch])
+    if person.launch_sent_at is None:
+        return Decision()  # reminders count from the launch email: wait until it is sent
+    pending = [
+        p
+        for p in timeline(program, person, person.launch_sent_at)
+        if p.step not in person.steps_queued
+    ]
+    due = [p for p in pending if p.due_at <= now]
+    later = [p for p in pending if p.due_at > now]
+    decision = Decision(next_action_at=min((p.due_at for p in later), default=None))
+    _catch_up(decision, [p for p in due if p.kind == Kind.REMINDER.value], now, closes, send_now)
+    _catch_up(decision, [p for p in due if p.kind == Kind.OVERDUE.value], now, None, send_now)
+    return decision
+
+
+def _catch_up(
+    decision: Decision,
+    due: list[Planned],
+    now: dt.datetime,
+    closes: dt.datetime | None,
+    send_now: dt.datetime,
+) -> None:
+    """Of several steps that came due meanwhile, send only the latest; never past a deadline."""
+    if not due:
+        return
+    *stale, latest = sorted(due)
+    decision.skip += [(p, "superseded by a later reminder") for p in stale]
+    if closes is not None and now >= closes:
+        decision.skip.append((latest, "deadline passed"))
+    else:
+        decision.queue.append(Planned(max(latest.due_at, send_now), latest.kind, latest.step))
+
+
+def _invitation(program: Program, person: PersonState, send_now: dt.datetime) -> Decision:
+    if not program.cadence.invite_encouraged or "invitation" in person.steps_queued:
+        return Decision()
+    return Decision(queue=[Planned(send_now, Kind.INVITATION.value, "invitation")])

@@ -1,0 +1,236 @@
+"""Read and validate the learning system's completions export, refused whole like the roster.
+
+Columns: `id` and/or `email` (who; the id wins when both are filled), `option` (a program
+option key), `completed_at` (an ISO-8601 instant with its offset, or a plain date meaning
+local midnight in the program's zone), and an optional free-text `note`. Errors read
+`FILE:LINE: field: problem`, LINE being the physical line where the record starts.
+
+The value parsers live here too (not in the service) because every way in (this file, the
+webhook, xAPI) must read a completion's instant and person the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from email_validator import EmailNotValidError, validate_email
+
+from pshnotify.domain.errors import InputError
+from pshnotify.domain.program import Program
+
+WHO = ("id", "email")
+REQUIRED = ("option", "completed_at")
+OPTIONAL = ("note",)
+COLUMNS = (*WHO, *REQUIRED, *OPTIONAL)
+MAX_ERRORS = 200
+MAX_REF = 320  # the longest email address; ids are shorter
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_INSTANT_EXAMPLE = "2023-09-12T14:30:00-04:00"
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRow:
+    """One validated line: who (as written), which option, when (aware UTC)."""
+
+    line: int
+    person_ref: str
+    option: str
+    completed_at: dt.datetime
+    note: str | None = None
+
+
+# -- shared value parsers --------------------------------------------------------------------------
+def parse_completed_at(text: str, tz: ZoneInfo) -> dt.datetime:
+    """An instant with offset, or a date meaning local midnight in `tz`; aware UTC out.
+
+    A bare date is what spreadsheets export; midnight local keeps it on the same calendar day
+    in the program's zone, so the confirmation shows the date the person saw.
+    """
+    value = text.strip()
+    if len(value) == 10:
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(_instant_problem(value)) from None
+        return dt.datetime.combine(day, dt.time(0), tz).astimezone(dt.UTC)
+    try:
+        instant = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(_instant_problem(value)) from None
+    if instant.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset; write it like {_INSTANT_EXAMPLE}")
+    return instant.astimezone(dt.UTC)
+
+
+def _instant_problem(value: str) -> str:
+    return (
+        f"expected an ISO-8601 instant with offset ({_INSTANT_EXAMPLE}) "
+        f"or a date (2023-09-12), got {value!r}"
+    )
+
+
+def person_ref_key(ref: str) -> str:
+    """The normalised form of a person reference: emails compare without regard to case."""
+    value = ref.strip()
+    return value.lower() if "@" in value else value
+
+
+def ref_problem(ref: str) -> str | None:
+    """Why a person reference cannot be used, or None."""
+    if not ref.strip():
+        return "is empty; an id or email is required"
+    if _CONTROL.search(ref):
+        return "contains a line break or control character"
+    if len(ref) > MAX_REF:
+        return f"is longer than {MAX_REF} characters"
+    return None
+
+
+def option_problem(program: Program, option: str, *, allow_alternative: bool = False) -> str | None:
+    """Why `option` is not a key of this program's options, or None."""
+    keys = [o.key for o in program.options]
+    if option in keys or (allow_alternative and option == "alternative"):
+        return None
+    expected = ", ".join(keys) + (", alternative" if allow_alternative else "")
+    return f"unknown option {option!r} (expected one of {expected})"
+
+
+# -- the file --------------------------------------------------------------------------------------
+def read_completions(path: Path, program: Program) -> list[CompletionRow]:
+    """Parse the whole file; raise InputError listing every problem if any row is bad."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(
+            [f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]
+        ) from None
+    return _CompletionsReader(str(path), program).read(text)
+
+
+class _CompletionsReader:
+    def __init__(self, name: str, program: Program) -> None:
+        self.name = name
+        self.program = program
+        self.errors: list[str] = []
+
+    def error(self, line: int, fld: str, problem: str) -> None:
+        self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
+
+    def read(self, text: str) -> list[CompletionRow]:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        header = self._header(reader)
+        if header is None:
+            raise InputError(self.errors, hint="fix the header and import again")
+        rows: list[CompletionRow] = []
+        for line, values in self._records(reader):
+            if not any(v.strip() for v in values):
+                continue  # a blank line
+            if len(values) != len(header):
+                self.error(line, "(row)", f"has {len(values)} fields, the header has {len(header)}")
+                continue
+            row = self._row(line, dict(zip(header, values, strict=True)))
+            if row is not None:
+                rows.append(row)
+            if len(self.errors) >= MAX_ERRORS:
+                break
+        if self.errors:
+            raise InputError(
+                self.errors, hint="fix these rows and import again; nothing was changed"
+            )
+        return rows
+
+    def _records(self, reader: Any) -> Iterator[tuple[int, list[str]]]:
+        start = 2
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                self.error(start, "(row)", f"not valid CSV: {exc}")
+                return
+            yield start, values
+            start = reader.line_num + 1
+
+    def _header(self, reader: Iterator[list[str]]) -> list[str] | None:
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            self.error(1, "(header)", "the file is empty; the first line must name the columns")
+            return None
+        except csv.Error as exc:
+            self.error(1, "(header)", f"not valid CSV: {exc}")
+            return None
+        for col in header:
+            if col not in COLUMNS:
+                self.error(
+                    1, col or "(empty)", f"unknown column (expected {', '.join(COLUMNS)})"
+                )
+        if not any(col in header for col in WHO):
+            self.error(1, "id", "the file needs an id or an email column (or both)")
+        for col in REQUIRED:
+            if col not in header:
+                self.error(1, col, "required column is missing")
+        for col in sorted({c for c in header if header.count(c) > 1}):
+            self.error(1, col, "column appears twice")
+        return None if self.errors else header
+
+    def _row(self, line: int, cells: dict[str, str]) -> CompletionRow | None:
+        before = len(self.errors)
+        clean = {col: value.strip() for col, value in cells.items()}
+        for col, value in clean.items():
+            if _CONTROL.search(value):
+                self.error(line, col, "contains a line break or control character")
+        if len(self.errors) > before:
+            return None
+        ref = self._person(line, clean)
+        option = clean["option"]
+        if not option:
+            self.error(line, "option", "is empty; a value is required")
+        elif problem := option_problem(self.program, option):
+            self.error(line, "option", problem)
+        completed = self._instant(line, clean["completed_at"])
+        if len(self.errors) > before or ref is None or completed is None:
+            return None
+        return CompletionRow(line, ref, option, completed, clean.get("note") or None)
+
+    def _person(self, line: int, clean: dict[str, str]) -> str | None:
+        """The id when filled, else the email (checked as an address)."""
+        ident, address = clean.get("id", ""), clean.get("email", "")
+        if ident:
+            problem = ref_problem(ident)
+            if problem:
+                self.error(line, "id", problem)
+                return None
+            return ident
+        if not address:
+            self.error(line, "/".join(c for c in WHO if c in clean), "is empty; fill id or email")
+            return None
+        try:
+            return validate_email(address, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            self.error(line, "email", f"invalid address {address!r}: {exc}")
+            return None
+
+    def _instant(self, line: int, value: str) -> dt.datetime | None:
+        if not value:
+            self.error(line, "completed_at", "is empty; a value is required")
+            return None
+        try:
+            return parse_completed_at(value, self.program.tz)
+        except ValueError as exc:
+            self.error(line, "completed_at", str(exc))
+            return None

@@ -1,0 +1,176 @@
+"""The nightly report email: a department's completion status as an HTML table and a CSV file.
+
+The message's data is JSON: `officer` and `date` fixed at queue time, `title`, `summary` and
+`rows` read at send time by `services.reports.report_enricher`. The rows are the one shape the
+email, its CSV attachment and `pshnotify report --csv` share, so all three always agree.
+Importing this module registers the kind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pshnotify.domain.calendar import human_date
+from pshnotify.domain.csv_safety import to_csv
+from pshnotify.mail.kinds import Attachment, KindInput, KindSpec, common_context, register
+
+KIND = "report"
+OFFICER_NAME = "Administrative officer"
+
+# The CSV's columns, in order: each is a key of a report row.
+CSV_COLUMNS = (
+    "id",
+    "name",
+    "email",
+    "department",
+    "wave",
+    "status",
+    "option",
+    "option_title",
+    "completed_on",
+    "deadline",
+    "deadline_passed",
+    "launch_email_sent",
+    "exemption_reason",
+)
+STATUS_LABELS = {
+    "complete": "Complete",
+    "pending": "Pending",
+    "not-launched": "Not launched yet",
+    "exempt": "Exempt",
+}
+SUMMARY_KEYS = ("people", "complete", "pending", "overdue", "not_launched", "exempt")
+
+
+def csv_filename(program_key: str, day: dt.date) -> str:
+    return f"{program_key}-status-{day.isoformat()}.csv"
+
+
+def report_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """The CSV of report rows, safe to open in a spreadsheet (see domain/csv_safety)."""
+    return to_csv(CSV_COLUMNS, ([_csv_value(row.get(c)) for c in CSV_COLUMNS] for row in rows))
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
+
+
+def detail(row: Mapping[str, Any]) -> str:
+    """One phrase saying what the status means for this person, the same in text and HTML."""
+    status = row["status"]
+    if status == "complete":
+        return f"Option {row['option']} - {row['option_title']}, on {row['completed_on']}"
+    if status == "exempt":
+        return str(row["exemption_reason"] or "exempt")
+    due = f"due {row['deadline']}" if row["deadline"] else "no deadline"
+    if row.get("deadline_passed"):
+        due += " (passed)"
+    if status == "not-launched":
+        return f"wave not launched yet; {due}"
+    sent = "launch email sent" if row.get("launch_email_sent") else "launch email not sent yet"
+    return f"{due}; {sent}"
+
+
+def _display(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "status_label": STATUS_LABELS.get(row["status"], row["status"]),
+        "detail": detail(row),
+    }
+
+
+def _by_department(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row["department"]), []).append(row)
+    return [{"name": name, "rows": members} for name, members in groups.items()]
+
+
+def report_context(data: KindInput) -> dict[str, Any]:
+    """The templates' context; refuses to build a report whose rows were never read."""
+    extra = data.extra
+    missing = [k for k in ("officer", "date", "title", "summary", "rows") if k not in extra]
+    if missing:
+        raise ValueError(
+            f"report data lacks {', '.join(missing)}: is the report enricher wired "
+            "into the dispatcher?"
+        )
+    day = dt.date.fromisoformat(str(extra["date"]))
+    rows = [_display(r) for r in extra["rows"]]
+    summary = {k: int(extra["summary"].get(k, 0)) for k in SUMMARY_KEYS}
+    return {
+        **common_context(data.program, data.person),
+        "officer": str(extra["officer"]),
+        "title": str(extra["title"]),
+        "report_date": human_date(day),
+        "report_date_iso": day.isoformat(),
+        "summary": summary,
+        "departments": _by_department(rows),
+        "attachment": csv_filename(data.program.key, day),
+    }
+
+
+def report_attachments(data: KindInput) -> list[Attachment]:
+    day = dt.date.fromisoformat(str(data.extra["date"]))
+    return [
+        Attachment(
+            filename=csv_filename(data.program.key, day),
+            maintype="text",
+            subtype="csv",
+            data=report_csv(data.extra["rows"]),
+        )
+    ]
+
+
+def _sample_row(status: str, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
+    row.update(
+        id="sample",
+        name="Sample Person",
+        email="sample@example.org",
+        department="Sample Department",
+        wave="pilot",
+        status=status,
+        deadline_passed=False,
+        launch_email_sent=None,
+    )
+    row.update(values)
+    return row
+
+
+# Every status once, so the start-up template check walks every branch of the templates.
+SAMPLE_EXTRA: dict[str, Any] = {
+    "officer": "officer@example.org",
+    "date": "2023-09-12",
+    "title": "Sample Department",
+    "summary": {
+        "people": 4,
+        "complete": 1,
+        "pending": 1,
+        "overdue": 1,
+        "not_launched": 1,
+        "exempt": 1,
+    },
+    "rows": [
+        _sample_row(
+            "complete", option="A", option_title="Sample course", completed_on="2023-09-11"
+        ),
+        _sample_row("pending", deadline="2023-09-11", deadline_passed=True, launch_email_sent=True),
+        _sample_row("not-launched", deadline="2023-10-06", launch_email_sent=False),
+        _sample_row("exempt", exemption_reason="exempt-unpaid"),
+    ],
+}
+
+register(
+    KIND,
+    KindSpec(
+        context=report_context,
+        attachments=report_attachments,
+        needs_wave=False,
+        sample_extra=SAMPLE_EXTRA,
+    ),
+)

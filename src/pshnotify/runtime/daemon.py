@@ -1,0 +1,95 @@
+"""The daemon: APScheduler is only the alarm clock; the database says what is due.
+
+Every `interval` seconds one pass runs: the scheduler's pass (queue what came due, nightly
+reports) then the dispatcher (send what is due). Nothing per message lives in the scheduler,
+so nothing grows with the roster and nothing is lost on restart: a pass after downtime sees
+everything that came due meanwhile and applies the catch-up rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from pshnotify.runtime.wiring import Runtime
+from pshnotify.services.dispatch import Dispatcher, DispatchReport
+from pshnotify.services.schedule import NightlyJob, PassReport, run_pass
+
+
+async def one_pass(
+    rt: Runtime, dispatcher: Dispatcher, nightly: Sequence[NightlyJob] = ()
+) -> tuple[PassReport, DispatchReport]:
+    """Exactly what the daemon does at one instant (`run --once` is this, once)."""
+    queued = await asyncio.to_thread(
+        run_pass, rt.engine, rt.clock, rt.settings.message_id_domain, nightly
+    )
+    sent = await dispatcher.run_once()
+    return queued, sent
+
+
+class Daemon:
+    def __init__(
+        self, rt: Runtime, interval: float, log: logging.Logger, nightly: Sequence[NightlyJob] = ()
+    ) -> None:
+        self.rt = rt
+        self.interval = interval
+        self.log = log
+        self.nightly = nightly
+        self.stop = asyncio.Event()
+        self._current: asyncio.Task[Any] | None = None
+
+    async def serve(self, extra_tasks: Sequence[Any] = ()) -> None:
+        dispatcher = self.rt.dispatcher()  # checks settings, programs and templates first
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
+        scheduler.add_job(
+            self._tick,
+            "interval",
+            args=[dispatcher],
+            seconds=self.interval,
+            next_run_time=self.rt.clock.wall(),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            id="pass",
+        )
+        scheduler.start()
+        tasks = [asyncio.ensure_future(t) for t in extra_tasks]
+        try:
+            await self.stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            dispatcher.stopping.set()
+            if self._current is not None:
+                await asyncio.gather(self._current, return_exceptions=True)
+            for t in tasks:
+                await asyncio.gather(t, return_exceptions=True)
+            self.log.info("stopped", extra={"reason": "signal"})
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.log.info("stopping: finishing what is in flight", extra={"signal": sig.name})
+        self.stop.set()
+
+    def _tick(self, dispatcher: Dispatcher) -> None:
+        if self.stop.is_set() or (self._current is not None and not self._current.done()):
+            return  # a pass is still running: the next alarm will catch up
+        self._current = asyncio.ensure_future(self._pass(dispatcher))
+
+    async def _pass(self, dispatcher: Dispatcher) -> None:
+        try:
+            queued, sent = await one_pass(self.rt, dispatcher, self.nightly)
+        except Exception:
+            self.log.exception("pass failed; the next pass retries")
+            return
+        if queued.queued or queued.skipped or sent.claimed:
+            self.log.info(
+                "pass",
+                extra={"at": self.rt.clock.now().isoformat(), **queued.as_dict(), **sent.as_dict()},
+            )

@@ -1,0 +1,152 @@
+"""The plan: what will go out, per day and kind, from what is known now.
+
+It asks `domain.cadence` the same questions the scheduler's pass does (`decide` for what is
+due now, `timeline` for what comes later), so the plan and the sending cannot disagree. An
+unlaunched wave is assumed to launch at the start of working hours on its opening day (or
+now, if that has passed); completions not yet known are not guessed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from pshnotify.clock import Clock
+from pshnotify.domain.cadence import PersonState, Planned, decide, timeline
+from pshnotify.domain.calendar import next_sending_instant
+from pshnotify.domain.delivery import PENDING
+from pshnotify.domain.program import Program
+from pshnotify.store import programs as program_repo
+from pshnotify.store.programs import StoredProgram
+from pshnotify.store.schema import enrollments, messages
+
+KINDS = ("launch", "invitation", "reminder", "overdue", "confirmation", "report")
+
+
+def build_plan(
+    engine: Engine, stored: StoredProgram, clock: Clock, wave: str | None = None
+) -> dict[str, Any]:
+    program, now = stored.program, clock.now()
+    if wave is not None:
+        program.wave(wave)  # KeyError for an unknown wave, turned into a clear error by the CLI
+    with engine.connect() as conn:
+        waves = program_repo.wave_states(conn, stored.id)
+        steps, pending = _outbox(conn, stored.id, wave)
+        q = select(enrollments).where(
+            enrollments.c.program_id == stored.id, enrollments.c.removed_at.is_(None)
+        )
+        if wave is not None:
+            q = q.where(enrollments.c.wave_key == wave)
+        rows = conn.execute(q).all()
+    days: dict[dt.date, Counter[str]] = defaultdict(Counter)
+    for due, kind in pending:
+        days[_local_day(program, max(due, now))][kind] += 1
+    for r in rows:
+        state = _state(r, steps.get(r.person_id, set()))
+        launched = waves[r.wave_key].launched_at if r.wave_key in waves else None
+        for p in _future(program, launched, state, now):
+            days[_local_day(program, p.due_at)][p.kind] += 1
+    return _render(stored, now, wave, days)
+
+
+def _outbox(
+    conn: Any, program_id: int, wave: str | None
+) -> tuple[dict[int, set[str]], list[tuple[dt.datetime, str]]]:
+    q = select(
+        messages.c.person_id, messages.c.kind, messages.c.step, messages.c.state, messages.c.due_at
+    ).where(messages.c.program_id == program_id)
+    if wave is not None:
+        q = q.where(messages.c.wave_key == wave)
+    steps: dict[int, set[str]] = {}
+    pending: list[tuple[dt.datetime, str]] = []
+    for pid, kind, step, state, due in conn.execute(q):
+        if pid is not None:
+            steps.setdefault(pid, set()).add("launch" if kind == "launch" else step)
+        if state in [s.value for s in PENDING]:
+            pending.append((due, kind))
+    return steps, pending
+
+
+def _state(r: Any, steps: set[str]) -> PersonState:
+    return PersonState(
+        wave_key=r.wave_key,
+        status=r.status,
+        exempted=r.exempted_reason is not None,
+        removed=False,
+        completed=r.completed_at is not None,
+        extended_until=r.extended_until,
+        launch_queued="launch" in steps,
+        launch_sent_at=r.launch_sent_at,
+        steps_queued=frozenset(steps - {"launch"}),
+    )
+
+
+def _future(
+    program: Program,
+    launched: dt.datetime | None,
+    person: PersonState,
+    now: dt.datetime,
+) -> list[Planned]:
+    """What the scheduler will queue for this person from now on, if nothing changes."""
+    if launched is None:
+        opens = program.wave(person.wave_key).opens
+        start = dt.datetime.combine(opens, program.sending.working_hours.start, program.tz)
+        launched = next_sending_instant(max(start, now), program.sending, program.tz)
+        assumed = PersonState(**{**person.__dict__, "launch_queued": True, "launch_sent_at": None})
+        if person.completed or person.exempted:
+            return []
+        if person.status == "required":
+            return [
+                Planned(launched, "launch", "0"),
+                *(p for p in timeline(program, assumed, launched) if p.due_at > launched),
+            ]
+        if person.status == "encouraged" and program.cadence.invite_encouraged:
+            return [Planned(launched, "invitation", "invitation")]
+        return []
+    decision = decide(program, launched, person, max(now, launched))
+    out = list(decision.queue)
+    launch_at = person.launch_sent_at
+    if launch_at is None:
+        queued = [p.due_at for p in out if p.kind == "launch"]
+        if queued or person.launch_queued:  # goes out on the next pass in working hours
+            launch_at = (
+                queued[0] if queued else next_sending_instant(now, program.sending, program.tz)
+            )
+    if (
+        launch_at is not None
+        and person.status == "required"
+        and not (person.completed or person.exempted or person.removed)
+    ):
+        queued_steps = person.steps_queued | {p.step for p in out}
+        out += [
+            p
+            for p in timeline(program, person, launch_at)
+            if p.due_at > now and p.step not in queued_steps
+        ]
+    return out
+
+
+def _local_day(program: Program, at: dt.datetime) -> dt.date:
+    return at.astimezone(program.tz).date()
+
+
+def _render(
+    stored: StoredProgram, now: dt.datetime, wave: str | None, days: dict[dt.date, Counter[str]]
+) -> dict[str, Any]:
+    totals: Counter[str] = Counter()
+    for counts in days.values():
+        totals.update(counts)
+    return {
+        "program": stored.key,
+        "wave": wave,
+        "now": now.isoformat(),
+        "timezone": stored.program.program.timezone,
+        "days": [
+            {"date": day.isoformat(), **{k: days[day].get(k, 0) for k in KINDS if days[day].get(k)}}
+            for day in sorted(days)
+        ],
+        "totals": {k: totals[k] for k in KINDS if totals.get(k)},
+    }

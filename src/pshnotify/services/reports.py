@@ -1,0 +1,382 @@
+"""Completion reports for administrative officers: nightly by email, and on demand.
+
+An officer's report covers the enrolled, not removed people whose roster `admin_officer` is
+that address. The nightly message is queued with an idempotency key made of the officer and
+the night's local date, so however many replicas queue it, the UNIQUE key lets one through.
+Its rows are read when it is sent, so the officer sees the status of that morning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, and_, exists, func, select
+
+from pshnotify.domain.delivery import Kind, State, idempotency_key
+from pshnotify.domain.errors import NotFoundError
+from pshnotify.domain.program import Program
+from pshnotify.mail.report_kind import OFFICER_NAME, report_csv
+from pshnotify.store import outbox
+from pshnotify.store.outbox import Claimed
+from pshnotify.store.programs import StoredProgram
+from pshnotify.store.schema import enrollments, messages, people, waves
+
+COMPLETE, PENDING, NOT_LAUNCHED, EXEMPT = "complete", "pending", "not-launched", "exempt"
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One person: only what an officer needs to follow up, no other personal data."""
+
+    id: str
+    name: str
+    email: str
+    department: str
+    wave: str
+    status: str
+    option: str | None = None
+    option_title: str | None = None
+    completed_on: dt.date | None = None
+    deadline: dt.date | None = None
+    deadline_passed: bool = False
+    launch_email_sent: bool | None = None
+    exemption_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able: the shape stored in the message context and written to the CSV."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "department": self.department,
+            "wave": self.wave,
+            "status": self.status,
+            "option": self.option,
+            "option_title": self.option_title,
+            "completed_on": _iso(self.completed_on),
+            "deadline": _iso(self.deadline),
+            "deadline_passed": self.deadline_passed,
+            "launch_email_sent": self.launch_email_sent,
+            "exemption_reason": self.exemption_reason,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    generated_at: dt.datetime
+    rows: list[ReportRow]
+    summary: dict[str, int] = field(default_factory=dict)
+
+    def row_dicts(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.rows]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "generated_at": self.generated_at.isoformat(),
+            "summary": dict(self.summary),
+            "rows": self.row_dicts(),
+        }
+
+    def csv(self) -> bytes:
+        """The same bytes as the nightly email's attachment."""
+        return report_csv(self.row_dicts())
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _select_people(program_id: int, department: str | None, officer: str | None) -> Any:
+    launch_sent = exists().where(
+        and_(
+            messages.c.program_id == program_id,
+            messages.c.person_id == people.c.id,
+            messages.c.kind == Kind.LAUNCH.value,
+            messages.c.state == State.SENT.value,
+        )
+    )
+    q = (
+        select(
+            people.c.external_id,
+            people.c.name,
+            people.c.email,
+            people.c.department,
+            enrollments.c.wave_key,
+            enrollments.c.status,
+            enrollments.c.reason,
+            enrollments.c.extended_until,
+            enrollments.c.exempted_reason,
+            enrollments.c.completed_at,
+            enrollments.c.completion_option,
+            (enrollments.c.launch_sent_at.is_not(None) | launch_sent).label("launch_sent"),
+            waves.c.launched_at,
+        )
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .outerjoin(
+            waves,
+            and_(waves.c.program_id == program_id, waves.c.key == enrollments.c.wave_key),
+        )
+        .where(enrollments.c.program_id == program_id, enrollments.c.removed_at.is_(None))
+        .order_by(people.c.department, people.c.name, people.c.external_id)
+    )
+    if department is not None:
+        q = q.where(func.lower(people.c.department) == department.strip().lower())
+    if officer is not None:
+        q = q.where(func.lower(people.c.admin_officer) == officer.strip().lower())
+    return q
+
+
+def _row(program: Program, r: Row[Any], today: dt.date) -> ReportRow:
+    """Complete first (whatever the rules say), then exempt, then what is still owed."""
+    base = ReportRow(r.external_id, r.name, r.email, r.department, r.wave_key, PENDING)
+    if r.completed_at is not None:
+        key = r.completion_option or ""
+        return replace(
+            base,
+            status=COMPLETE,
+            option=key,
+            option_title=_option_title(program, key),
+            completed_on=r.completed_at.astimezone(program.tz).date(),
+        )
+    if r.exempted_reason or r.status != "required":
+        return replace(base, status=EXEMPT, exemption_reason=r.exempted_reason or r.reason)
+    deadline = r.extended_until or _closes(program, r.wave_key)
+    return replace(
+        base,
+        status=PENDING if r.launched_at is not None else NOT_LAUNCHED,
+        deadline=deadline,
+        deadline_passed=deadline is not None and deadline < today,
+        launch_email_sent=bool(r.launch_sent),
+    )
+
+
+def _option_title(program: Program, key: str) -> str:
+    try:
+        return program.option(key).title
+    except KeyError:
+        return key  # an approved alternative recorded by an operator
+
+
+def _closes(program: Program, wave_key: str) -> dt.date | None:
+    try:
+        return program.wave(wave_key).closes
+    except KeyError:
+        return None  # a wave no longer in the program file
+
+
+def summarise(rows: Iterable[ReportRow]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for r in rows:
+        counts["people"] += 1
+        counts[r.status.replace("-", "_")] += 1
+        counts["overdue"] += r.status == PENDING and r.deadline_passed
+    keys = ("people", "complete", "pending", "overdue", "not_launched", "exempt")
+    return {k: counts[k] for k in keys}
+
+
+def build_report(
+    conn: Connection,
+    stored: StoredProgram,
+    *,
+    department: str | None = None,
+    officer: str | None = None,
+    now: dt.datetime,
+    title: str = "",
+) -> Report:
+    """The rows for these filters, possibly none (the nightly path must never fail on it)."""
+    program = stored.program
+    today = now.astimezone(program.tz).date()
+    found = conn.execute(_select_people(stored.id, department, officer)).all()
+    rows = [_row(program, r, today) for r in found]
+    name = title or _title(program, rows, department, officer)
+    return Report(name, now, rows, summarise(rows))
+
+
+def _title(
+    program: Program, rows: list[ReportRow], department: str | None, officer: str | None
+) -> str:
+    scope = []
+    if department is not None:
+        scope.append(rows[0].department if rows else department)
+    if officer is not None:
+        scope.append(f"administrative officer {officer}")
+    whole = f"{program.program.name} {program.program.cycle}"
+    return f"{whole}: {', '.join(scope)}" if scope else whole
+
+
+def department_report(
+    conn: Connection,
+    stored: StoredProgram,
+    *,
+    department: str | None = None,
+    officer: str | None = None,
+    now: dt.datetime,
+) -> Report:
+    """The on-demand report; a department or officer nobody belongs to is an input error."""
+    report = build_report(conn, stored, department=department, officer=officer, now=now)
+    if report.rows or (department is None and officer is None):
+        return report
+    if department is not None and not _exists(conn, stored.id, people.c.department, department):
+        raise _unknown(conn, stored, "--department", "department", people.c.department, department)
+    if officer is not None and not _exists(conn, stored.id, people.c.admin_officer, officer):
+        raise _unknown(
+            conn, stored, "--officer", "administrative officer", people.c.admin_officer, officer
+        )
+    return report  # both exist, but share nobody: an empty report says so
+
+
+def _enrolled(program_id: int, column: Any) -> Any:
+    return (
+        select(column)
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .where(enrollments.c.program_id == program_id, enrollments.c.removed_at.is_(None))
+    )
+
+
+def _exists(conn: Connection, program_id: int, column: Any, value: str) -> bool:
+    q = _enrolled(program_id, column).where(func.lower(column) == value.strip().lower()).limit(1)
+    return conn.execute(q).first() is not None
+
+
+def _unknown(
+    conn: Connection, stored: StoredProgram, option: str, what: str, column: Any, value: str
+) -> NotFoundError:
+    known = sorted({v for v in conn.scalars(_enrolled(stored.id, column).distinct()) if v})
+    close = difflib.get_close_matches(value, known, n=5, cutoff=0.5)
+    shown = close or known[:10]
+    more = "" if close or len(known) <= 10 else f" (and {len(known) - 10} more)"
+    hint = f"did you mean: {'; '.join(shown)}{more}" if shown else "import the roster first"
+    return NotFoundError(
+        [f"{option}: nobody enrolled in {stored.key} has the {what} {value!r}"], hint=hint
+    )
+
+
+# -- nightly ------------------------------------------------------------------------------------
+@dataclass
+class OfficerWindow:
+    """When one officer's reports run: after the first launch, until the last deadline."""
+
+    address: str
+    first_launch: dt.datetime | None = None
+    last_deadline: dt.date | None = None
+
+    def covers(self, night: dt.date, program: Program) -> bool:
+        if self.first_launch is None or self.last_deadline is None:
+            return False
+        launched_on = self.first_launch.astimezone(program.tz).date()
+        return launched_on < night <= self.last_deadline + dt.timedelta(days=1)
+
+
+def report_night(program: Program, now: dt.datetime) -> dt.date | None:
+    """Today's local date once the local report time has come; None before it.
+
+    Only today's night is ever returned: a pass after downtime sends this night's report, and
+    never back-fills the nights it missed (they would be stale on arrival).
+    """
+    local = now.astimezone(program.tz)
+    at = dt.datetime.combine(local.date(), program.sending.report_time, program.tz)
+    return local.date() if now >= at else None
+
+
+def officer_windows(conn: Connection, stored: StoredProgram) -> list[OfficerWindow]:
+    """Each officer (addresses compared without case) with their people's launch and deadlines."""
+    program = stored.program
+    q = (
+        select(
+            people.c.admin_officer,
+            enrollments.c.wave_key,
+            func.min(waves.c.launched_at),
+            func.max(enrollments.c.extended_until),
+        )
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .outerjoin(
+            waves,
+            and_(waves.c.program_id == stored.id, waves.c.key == enrollments.c.wave_key),
+        )
+        .where(
+            enrollments.c.program_id == stored.id,
+            enrollments.c.removed_at.is_(None),
+            people.c.admin_officer.is_not(None),
+            people.c.admin_officer != "",
+        )
+        .group_by(people.c.admin_officer, enrollments.c.wave_key)
+    )
+    found: dict[str, OfficerWindow] = {}
+    for address, wave_key, launched_at, extended in conn.execute(q):
+        w = found.setdefault(address.lower(), OfficerWindow(address))
+        w.address = min(w.address, address)  # one spelling, whichever replica asks
+        if launched_at is not None and (w.first_launch is None or launched_at < w.first_launch):
+            w.first_launch = launched_at
+        ends = [d for d in (_closes(program, wave_key), extended, w.last_deadline) if d]
+        w.last_deadline = max(ends) if ends else None
+    return [found[k] for k in sorted(found)]
+
+
+def queue_nightly_reports(
+    conn: Connection, stored: StoredProgram, now: dt.datetime, message_id_domain: str
+) -> int:
+    """Queue tonight's report for every officer whose window covers it; returns how many are new.
+
+    Safe to call on every pass of every replica: the idempotency key (officer, local date)
+    is UNIQUE, so a second call, here or elsewhere, inserts nothing.
+    """
+    program = stored.program
+    night = report_night(program, now)
+    if night is None:
+        return 0
+    rows = [
+        _report_message(stored, w.address, night, now, message_id_domain)
+        for w in officer_windows(conn, stored)
+        if w.covers(night, program)
+    ]
+    return outbox.queue(conn, rows, now)
+
+
+def _report_message(
+    stored: StoredProgram, officer: str, night: dt.date, now: dt.datetime, domain: str
+) -> dict[str, Any]:
+    day = night.isoformat()
+    return {
+        "program_id": stored.id,
+        "person_id": None,
+        "kind": Kind.REPORT.value,
+        "wave_key": None,
+        "step": day,
+        "idempotency_key": idempotency_key(
+            stored.key, None, officer.lower(), Kind.REPORT.value, day
+        ),
+        "message_id": outbox.new_message_id(domain),
+        "recipient_email": officer,
+        "recipient_name": OFFICER_NAME,
+        "context": {"officer": officer, "date": day},
+        "due_at": now,
+    }
+
+
+def report_enricher(engine: Engine, stored: StoredProgram, claimed: Claimed) -> dict[str, Any]:
+    """The dispatcher's hook for "report": the officer's rows, read now rather than at queue time.
+
+    Statuses are judged as of the night's report time (deadline passed or not), so a retry
+    later in the day describes the same night.
+    """
+    program = stored.program
+    officer = str(claimed.context["officer"])
+    night = dt.date.fromisoformat(str(claimed.context["date"]))
+    as_of = dt.datetime.combine(night, program.sending.report_time, program.tz)
+    with engine.connect() as conn:
+        report = build_report(
+            conn, stored, officer=officer, now=as_of, title=_nightly_title(program)
+        )
+    return {"title": report.title, "summary": report.summary, "rows": report.row_dicts()}
+
+
+def _nightly_title(program: Program) -> str:
+    return f"{program.program.name} {program.program.cycle}"

@@ -1,0 +1,173 @@
+"""The scheduler's pass: turn what has come due into outbox rows.
+
+Only enrollments whose `next_action_at` has come are read, so a pass costs what is due, not
+the size of the roster. Each is run through `domain.cadence.decide`, the same function `plan`
+uses, and its rows are queued under their idempotency keys: a pass that runs twice, or on two
+replicas at once, queues nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+
+from pshnotify.clock import Clock
+from pshnotify.domain.cadence import Decision, PersonState, Planned, decide
+from pshnotify.domain.delivery import State, idempotency_key
+from pshnotify.services.programs import all_programs
+from pshnotify.store import outbox
+from pshnotify.store import programs as program_repo
+from pshnotify.store.programs import StoredProgram
+from pshnotify.store.schema import enrollments, messages, people
+
+# Once-a-night work (the officers' reports): (conn, program, now, message-id domain) -> queued.
+NightlyJob = Callable[[Connection, StoredProgram, dt.datetime, str], int]
+SCHEDULED_KINDS = ("launch", "invitation", "reminder", "overdue")
+
+
+@dataclass
+class PassReport:
+    looked_at: int = 0
+    queued: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "looked_at": self.looked_at,
+            "queued": dict(sorted(self.queued.items())),
+            "skipped": dict(sorted(self.skipped.items())),
+        }
+
+
+def run_pass(
+    engine: Engine,
+    clock: Clock,
+    message_id_domain: str,
+    nightly: Sequence[NightlyJob] = (),
+    batch: int = 2000,
+) -> PassReport:
+    report = PassReport()
+    now = clock.now()
+    for stored in all_programs(engine):
+        while _pass_batch(engine, stored, now, message_id_domain, batch, report) == batch:
+            pass
+        with engine.begin() as conn:
+            for job in nightly:
+                report.queued["report"] += job(conn, stored, now, message_id_domain)
+    return report
+
+
+def _pass_batch(
+    engine: Engine,
+    stored: StoredProgram,
+    now: dt.datetime,
+    domain: str,
+    batch: int,
+    report: PassReport,
+) -> int:
+    with engine.begin() as conn:
+        rows = conn.execute(_due_enrollments(stored.id, now, batch)).all()
+        if not rows:
+            return 0
+        steps = _queued_steps(conn, stored.id, [r.person_id for r in rows])
+        waves = program_repo.wave_states(conn, stored.id)
+        out: list[dict[str, Any]] = []
+        next_at: list[dict[str, Any]] = []
+        for r in rows:
+            launched = waves[r.wave_key].launched_at if r.wave_key in waves else None
+            decision = decide(stored.program, launched, _state(r, steps.get(r.person_id)), now)
+            out += _rows(stored, r, decision, domain)
+            next_at.append({"b_id": r.id, "b_next": decision.next_action_at})
+            report.queued.update(p.kind for p in decision.queue)
+            report.skipped.update(p.kind for p, _ in decision.skip)
+        outbox.queue(conn, out, now)
+        conn.execute(
+            update(enrollments)
+            .where(enrollments.c.id == bindparam("b_id"))
+            .values(next_action_at=bindparam("b_next")),
+            next_at,
+        )
+        report.looked_at += len(rows)
+        return len(rows)
+
+
+def _due_enrollments(program_id: int, now: dt.datetime, batch: int) -> Any:
+    return (
+        select(
+            enrollments.c.id,
+            enrollments.c.person_id,
+            enrollments.c.wave_key,
+            enrollments.c.status,
+            enrollments.c.exempted_reason,
+            enrollments.c.removed_at,
+            enrollments.c.completed_at,
+            enrollments.c.extended_until,
+            enrollments.c.launch_sent_at,
+            people.c.external_id,
+            people.c.email,
+            people.c.name,
+        )
+        .join(people, people.c.id == enrollments.c.person_id)
+        .where(enrollments.c.program_id == program_id, enrollments.c.next_action_at <= now)
+        .order_by(enrollments.c.next_action_at, enrollments.c.id)
+        .limit(batch)
+        # Replicas share the work: each takes rows the others have not locked.
+        .with_for_update(skip_locked=True, of=enrollments)
+    )
+
+
+def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> dict[int, set[str]]:
+    q = select(messages.c.person_id, messages.c.kind, messages.c.step).where(
+        messages.c.program_id == program_id,
+        messages.c.person_id.in_(person_ids),
+        messages.c.kind.in_(SCHEDULED_KINDS),
+    )
+    out: dict[int, set[str]] = {}
+    for pid, kind, step in conn.execute(q):
+        out.setdefault(pid, set()).add("launch" if kind == "launch" else step)
+    return out
+
+
+def _state(r: Any, steps: set[str] | None) -> PersonState:
+    steps = steps or set()
+    return PersonState(
+        wave_key=r.wave_key,
+        status=r.status,
+        exempted=r.exempted_reason is not None,
+        removed=r.removed_at is not None,
+        completed=r.completed_at is not None,
+        extended_until=r.extended_until,
+        launch_queued="launch" in steps,
+        launch_sent_at=r.launch_sent_at,
+        steps_queued=frozenset(steps - {"launch"}),
+    )
+
+
+def _rows(stored: StoredProgram, r: Any, decision: Decision, domain: str) -> list[dict[str, Any]]:
+    rows = [_row(stored, r, p, domain) for p in decision.queue]
+    for planned, reason in decision.skip:
+        rows.append(
+            {**_row(stored, r, planned, domain), "state": State.SKIPPED.value, "reason": reason}
+        )
+    return rows
+
+
+def _row(stored: StoredProgram, r: Any, p: Planned, domain: str) -> dict[str, Any]:
+    return {
+        "program_id": stored.id,
+        "person_id": r.person_id,
+        "kind": p.kind,
+        "wave_key": r.wave_key,
+        "step": p.step,
+        "idempotency_key": idempotency_key(stored.key, r.wave_key, r.external_id, p.kind, p.step),
+        "message_id": outbox.new_message_id(domain),
+        "recipient_email": r.email,
+        "recipient_name": r.name,
+        "context": {"step": p.step},
+        "due_at": p.due_at,
+    }
