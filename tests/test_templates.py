@@ -73,3 +73,43 @@ def test_no_value_can_add_a_header() -> None:
     clean = Envelope(**{**envelope.__dict__, "to_name": "Eve"})
     with pytest.raises(HeaderInjectionError):
         compose(clean, Rendered("Hi\nBcc: x@example.org", "text", "<p>html</p>"))
+
+
+def test_composed_messages_parse_back_intact() -> None:
+    import email
+    import email.policy
+
+    from pshnotify.mail.kinds import Attachment
+
+    envelope = Envelope(
+        from_name="PSH Training",
+        from_address="psh@example.edu",
+        reply_to="help@example.edu",
+        to_name='O\'Brien, "Zoë" Ångström-Łukasz',
+        to_address="z@example.org",
+        message_id="<abc@x.invalid>",
+        date=SEED.opens_at(SEED.waves[0].opens),
+        program="psh-2023-2024",
+        wave="pilot",
+        kind="launch",
+    )
+    subject = "Rappel : formation obligatoire à compléter avant le vendredi 6 octobre " * 2
+    html = "<p>" + "très long paragraphe " * 200 + "</p>\n.\n<p>a line that is only a dot</p>"
+    text = "Line one\n.\nTabs\tand trailing spaces   \nZoë\n" + "x" * 1200
+    data = compose(
+        envelope,
+        Rendered(subject.strip(), text, html),
+        [Attachment("status.csv", "text", "csv", "id,name\r\n1,Zoë\r\n".encode())],
+    )
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["To"].addresses[0].display_name == 'O\'Brien, "Zoë" Ångström-Łukasz'
+    assert msg["To"].addresses[0].addr_spec == "z@example.org"
+    assert msg["Subject"] == subject.strip()
+    assert msg["Message-ID"] == "<abc@x.invalid>"
+    assert msg.get_content_type() == "multipart/mixed"
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
+    assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == html
+    (attachment,) = list(msg.iter_attachments())
+    assert attachment.get_filename() == "status.csv"
+    assert attachment.get_content().replace("\r\n", "\n") == "id,name\n1,Zoë\n"

@@ -52,6 +52,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 T = TypeVar("T")
 
 
+_OPEN: list[Runtime] = []
+
+
 @contextmanager
 def handle_errors() -> Iterator[None]:
     """Bad input -> exit 2 with every problem listed; a refused action -> exit 1."""
@@ -68,6 +71,9 @@ def handle_errors() -> Iterator[None]:
         if exc.hint:
             err.print(f"[yellow]next:[/yellow] {exc.hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        while _OPEN:
+            _OPEN.pop().close()
 
 
 def make_runtime(now: str | None, moving: bool = False) -> Runtime:
@@ -78,7 +84,9 @@ def make_runtime(now: str | None, moving: bool = False) -> Runtime:
             instant = parse_instant(now)
         except ValueError as exc:
             raise InputError([f"--now: {exc}"]) from None
-    return Runtime.create(settings, instant, moving)
+    rt = Runtime.create(settings, instant, moving)
+    _OPEN.append(rt)  # closed by handle_errors when the command ends
+    return rt
 
 
 def rehearsal_note(rt: Runtime, now: str | None) -> None:

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 import tomllib
 from collections.abc import Mapping
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -235,8 +235,12 @@ def _unique(section: str, keys: list[str]) -> None:
         seen.add(k)
 
 
+@lru_cache(maxsize=32)
 def parse_program(text: str, source: str) -> Program:
-    """Parse and validate program TOML; `source` names the file in every error."""
+    """Parse and validate program TOML; `source` names the file in every error.
+
+    Cached: a Program is immutable, and the daemon and the tests re-read the same text often.
+    """
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -28,10 +28,15 @@ class Rendered:
     html: str
 
 
-class Templates:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.env = ImmutableSandboxedEnvironment(
+_ENVIRONMENTS: dict[Path, ImmutableSandboxedEnvironment] = {}
+
+
+def _environment(directory: Path) -> ImmutableSandboxedEnvironment:
+    """One environment per folder per process: compiled templates are reused, and Jinja's
+    auto-reload still notices an edited file."""
+    key = directory.resolve()
+    if key not in _ENVIRONMENTS:
+        _ENVIRONMENTS[key] = ImmutableSandboxedEnvironment(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html")),
@@ -39,6 +44,13 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+    return _ENVIRONMENTS[key]
+
+
+class Templates:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.env = _environment(directory)
 
     def kinds(self) -> list[str]:
         if not self.directory.is_dir():

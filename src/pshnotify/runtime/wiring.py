@@ -62,6 +62,10 @@ class Runtime:
     def worker(self) -> str:
         return self.settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
     def require_schema(self) -> None:
         current = migrate.current_revision(self.engine)
         if current != migrate.head_revision(self.engine):

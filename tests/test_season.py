@@ -1,0 +1,265 @@
+"""A whole season of the seed program in virtual time, through `run --once --now` steps.
+
+The expected emails per person come from an oracle written here from the issue's words (not
+from `domain.cadence`), so the two implementations check each other.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from email.parser import BytesHeaderParser
+from email.utils import parseaddr, parsedate_to_datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from typer.testing import CliRunner
+
+from pshnotify.cli import app
+from pshnotify.demo.sample_roster import COLUMNS, sample_people
+from pshnotify.domain.program import Program
+from tests.smtp_server import SmtpServer
+from tests.test_program import SEED
+
+TZ = ZoneInfo("America/New_York")
+runner = CliRunner()
+
+
+def cli(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def at(day: dt.date, hour: int, minute: int = 0) -> str:
+    return dt.datetime.combine(day, dt.time(hour, minute), TZ).isoformat()
+
+
+def days(start: dt.date, end: dt.date) -> Iterator[dt.date]:
+    d = start
+    while d <= end:
+        yield d
+        d += dt.timedelta(days=1)
+
+
+def write_roster(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+# -- the oracle ---------------------------------------------------------------------------------
+def next_working_day(d: dt.date) -> dt.date:
+    while d.weekday() >= 5:
+        d += dt.timedelta(days=1)
+    return d
+
+
+def expected_reminders(launch: dt.date, deadline: dt.date, until: dt.date | None) -> list[dt.date]:
+    """Reminders 7 and 14 days after launch, 3 and 1 before the deadline; weekends move to
+    Monday unless past the deadline; none in the 3 days after launch; one per day; none on or
+    after `until` (completion or exemption day: it happens after the 09:00 send)."""
+    raw = [
+        launch + dt.timedelta(days=7),
+        launch + dt.timedelta(days=14),
+        deadline - dt.timedelta(days=3),
+        deadline - dt.timedelta(days=1),
+    ]
+    out = set()
+    for d in raw:
+        d = next_working_day(d)
+        if d > deadline or d < launch + dt.timedelta(days=3) or d <= launch:
+            continue
+        if until is not None and d > until:
+            continue
+        out.add(d)
+    return sorted(out)
+
+
+def required_people(program: Program, rows: list[dict[str, str]]) -> dict[str, tuple[str, str]]:
+    """id -> (email, wave) for everyone the shipped rules require."""
+    out = {}
+    for r in rows:
+        rec: dict[str, object] = {
+            **r,
+            "paid": r["paid"].lower() not in ("no", "false", "0"),
+            "start_date": dt.date.fromisoformat(r["start_date"]) if r["start_date"] else None,
+            "program_year": int(r["program_year"]) if r["program_year"] else None,
+        }
+        rule = program.assess(rec)
+        if rule is not None and rule.status == "required":
+            wave = program.assign_wave(rec)
+            assert wave is not None
+            out[r["id"]] = (r["email"].lower(), wave)
+    return out
+
+
+def received(smtp: SmtpServer) -> dict[str, list[tuple[str, str]]]:
+    """recipient -> [(kind, local 'YYYY-MM-DD HH:MM')] in arrival order."""
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    parser = BytesHeaderParser()  # headers only: thousands of messages, parsed quickly
+    for item in list(smtp.received):
+        msg = parser.parsebytes(item.data)
+        when = parsedate_to_datetime(msg["Date"]).astimezone(TZ)
+        out[parseaddr(msg["To"])[1].lower()].append(
+            (msg["X-Pshnotify-Kind"], when.strftime("%Y-%m-%d %H:%M"))
+        )
+    return out
+
+
+# -- the season ---------------------------------------------------------------------------------
+LAUNCHES = {w.opens: w.key for w in SEED.waves}
+SEASON_END = dt.date(2024, 3, 31)
+
+
+def run_season(
+    tmp_path: Path, rows: list[dict[str, str]], events: dict[dt.date, list[tuple[str, ...]]]
+) -> None:
+    """Every day: 09:00 launches due that day, then a pass; on event days, the events at 10:00
+    and a pass right after them."""
+    roster = write_roster(tmp_path / "roster.csv", rows)
+    cli("init", "--now", at(dt.date(2023, 9, 1), 9))
+    cli("roster", "import", str(roster), "--now", at(dt.date(2023, 9, 1), 9))
+    for day in days(dt.date(2023, 9, 11), SEASON_END):
+        for event in events.get(day, []):
+            if event[0] == "import":  # a roster change before the morning pass
+                cli("roster", "import", "--merge", event[1], "--now", at(day, 8))
+        if day in LAUNCHES:
+            cli("launch", LAUNCHES[day], "--yes", "--now", at(day, 9))
+        cli("run", "--once", "--now", at(day, 9))
+        todays = [e for e in events.get(day, []) if e[0] != "import"]
+        for event in todays:
+            cli(*event, "--now", at(day, 10))
+        if todays:
+            cli("run", "--once", "--now", at(day, 10, 5))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_whole_season_sends_exactly_the_expected_emails(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    rows = sample_people(1200, seed=7)
+    reasons = Counter(
+        SEED.assess(
+            {
+                **r,
+                "paid": r["paid"] != "no",
+                "start_date": dt.date.fromisoformat(r["start_date"]) if r["start_date"] else None,
+                "program_year": int(r["program_year"]) if r["program_year"] else None,
+            }
+        ).reason  # type: ignore[union-attr]
+        for r in rows
+    )
+    assert set(reasons) == {
+        "required",
+        "exempt-affiliate",
+        "not-in-scope",
+        "exempt-unpaid",
+        "exempt-new-hire",
+    }
+    required = required_people(SEED, rows)
+    by_wave: dict[str, list[str]] = defaultdict(list)
+    for pid, (_, wave) in sorted(required.items()):
+        by_wave[wave].append(pid)
+    extended = by_wave["pilot"][0]  # extension to 2023-10-20, granted 2023-10-02
+    exempted = by_wave["pilot"][1]  # exempted by an operator on 2023-09-20
+    late = {
+        **rows[0],
+        "id": "LATE1",
+        "email": "late.joiner@example.edu",
+        "name": "Late Joiner",
+        "role": "graduate_student",
+        "program_year": "4",
+        "affiliation": "",
+        "paid": "",
+        "wave": "",
+    }
+    late_file = write_roster(tmp_path / "late.csv", [late])
+    events: dict[dt.date, list[tuple[str, ...]]] = {
+        dt.date(2023, 9, 20): [("exempt", exempted, "--reason", "approved alternative training")],
+        dt.date(2023, 10, 2): [("extend", extended, "--until", "2023-10-20")],
+        # Monday after the wave opened, a week before the daylight-saving change's Monday.
+        dt.date(2023, 10, 30): [("import", str(late_file))],
+    }
+    run_season(tmp_path, rows, events)
+
+    got = received(smtp)
+    expected: dict[str, list[tuple[str, str]]] = {}
+    for pid, (email, wave_key) in required.items():
+        wave = SEED.wave(wave_key)
+        deadline = dt.date(2023, 10, 20) if pid == extended else wave.closes
+        until = dt.date(2023, 9, 20) if pid == exempted else None
+        mails = [("launch", f"{wave.opens} 09:00")]
+        mails += [
+            ("reminder", f"{d} 09:00") for d in expected_reminders(wave.opens, deadline, until)
+        ]
+        expected[email] = mails
+    late_launch = dt.date(2023, 10, 30)
+    expected["late.joiner@example.edu"] = [("launch", f"{late_launch} 09:00")] + [
+        ("reminder", f"{d} 09:00")
+        for d in expected_reminders(late_launch, SEED.wave("grad").closes, None)
+    ]
+    assert ("reminder", "2023-11-06 09:00") in expected["late.joiner@example.edu"]  # after DST
+    mismatches = {
+        e: (got.get(e, []), want)
+        for e, want in expected.items()
+        if sorted(got.get(e, [])) != sorted(want)
+    }
+    assert not mismatches, list(mismatches.items())[:5]
+    assert set(got) == set(expected)  # nobody else got anything (exempt people included)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_plan_on_day_one_is_what_the_season_sends(
+    env: dict[str, str], db_url: str, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    rows = sample_people(150, seed=11)
+    roster = write_roster(tmp_path / "roster.csv", rows)
+    cli("init")
+    cli("roster", "import", str(roster), "--now", at(dt.date(2023, 9, 1), 9))
+    plan = json.loads(cli("plan", "--json", "--now", at(dt.date(2023, 9, 1), 9)))
+    planned = {(d["date"], k): n for d in plan["days"] for k, n in d.items() if k != "date"}
+    # Passes on the planned days only: a message due on any other day would go out at a later
+    # pass, with that pass's date, and show up below as a difference.
+    planned_days = {dt.date.fromisoformat(d["date"]) for d in plan["days"]}
+    for day in sorted(planned_days | set(LAUNCHES)):
+        if day in LAUNCHES:
+            cli("launch", LAUNCHES[day], "--yes", "--now", at(day, 9))
+        cli("run", "--once", "--now", at(day, 9))
+    sent: Counter[tuple[str, str]] = Counter()
+    for mails in received(smtp).values():
+        for kind, when in mails:
+            sent[(when[:10], kind)] += 1
+    assert dict(sent) == planned
+    assert sum(planned.values()) > 200
+
+
+def test_the_november_change_keeps_reminders_at_nine_local(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path, db_url: str
+) -> None:
+    person = dict.fromkeys(COLUMNS, "") | {
+        "id": "G1",
+        "email": "g1@example.edu",
+        "name": "G One",
+        "department": "School of Science",
+        "role": "graduate_student",
+        "program_year": "3",
+    }
+    roster = write_roster(tmp_path / "g.csv", [person])
+    cli("init")
+    cli("roster", "import", str(roster), "--now", at(dt.date(2023, 10, 30), 8))
+    cli("launch", "grad", "--yes", "--now", at(dt.date(2023, 10, 30), 9))
+    cli("run", "--once", "--now", at(dt.date(2023, 10, 30), 9))
+    # Hourly passes across the change (Sunday 2023-11-05 02:00 EDT -> 01:00 EST) and through
+    # the Monday: the 09:00 reminder must not go out at 08:00 or 10:00, nor twice.
+    start = dt.datetime(2023, 11, 4, 12, 0, tzinfo=dt.UTC)
+    for hours in range(56):
+        cli("run", "--once", "--now", (start + dt.timedelta(hours=hours)).isoformat())
+    got = received(smtp)["g1@example.edu"]
+    assert got == [("launch", "2023-10-30 09:00"), ("reminder", "2023-11-06 09:00")]
