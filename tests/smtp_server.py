@@ -3,6 +3,7 @@ refuse, defer or drop, as relays do."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -35,6 +36,7 @@ class Behaviour:
     rcpt: Callable[[str], str | None] = lambda _addr: None
     data: Callable[[str], str | None] = lambda _addr: None
     drop_after_data: Callable[[str], bool] = lambda _addr: False
+    delay: float = 0.0  # seconds before answering the data, like a slow relay
 
 
 class _Handler:
@@ -70,6 +72,8 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         rcpt = envelope.rcpt_tos[0]
+        if self.server.behaviour.delay:
+            await asyncio.sleep(self.server.behaviour.delay)
         reply = self.server.behaviour.data(rcpt)
         if reply:
             return reply

@@ -77,10 +77,12 @@ class Daemon:
         self.log.info("stopping: finishing what is in flight", extra={"signal": sig.name})
         self.stop.set()
 
-    def _tick(self, dispatcher: Dispatcher) -> None:
+    async def _tick(self, dispatcher: Dispatcher) -> None:
+        # A coroutine, so APScheduler runs it on our loop; the pass itself is a task we can
+        # wait for on shutdown, and a pass still running makes this alarm a no-op.
         if self.stop.is_set() or (self._current is not None and not self._current.done()):
-            return  # a pass is still running: the next alarm will catch up
-        self._current = asyncio.ensure_future(self._pass(dispatcher))
+            return
+        self._current = asyncio.get_running_loop().create_task(self._pass(dispatcher))
 
     async def _pass(self, dispatcher: Dispatcher) -> None:
         try:

@@ -47,8 +47,9 @@ def _text(value: Any) -> str:
 def configure(fmt: str = "text", level: str = "INFO") -> logging.Logger:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    logger = logging.getLogger("pshnotify")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level)
-    logger.propagate = False
-    return logger
+    for name, lvl in (("pshnotify", level), ("apscheduler", "WARNING")):
+        other = logging.getLogger(name)
+        other.handlers[:] = [handler]
+        other.setLevel(lvl)
+        other.propagate = False
+    return logging.getLogger("pshnotify")
