@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from pshnotify.clock import Clock
+from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Outcome, State, backoff
 from pshnotify.domain.errors import (
     OutcomeUnknownError,
@@ -263,6 +264,13 @@ class Dispatcher:
             reply=reply.text,
         )
 
+    def _retry_at(self, c: outbox.Claimed, at: dt.datetime) -> dt.datetime:
+        """A deferred reminder waits for working hours like the first try did."""
+        if not _holds_to_working_hours(c.kind):
+            return at
+        program = self._program(c.program_id).program
+        return next_sending_instant(at, program.sending, program.tz)
+
     def _retry(
         self,
         c: outbox.Claimed,
@@ -292,8 +300,12 @@ class Dispatcher:
             now,
             code=code,
             reply=reply,
-            due_at=now + backoff(attempt),
+            due_at=self._retry_at(c, now + backoff(attempt)),
         )
+
+
+def _holds_to_working_hours(kind: str) -> bool:
+    return kind not in ("confirmation", "report")
 
 
 def _skip_reason(claimed: outbox.Claimed, row: Any) -> str | None:
