@@ -103,6 +103,7 @@ def settings(db_url: str, smtp: SmtpServer, tmp_path: Path) -> Settings:
         smtp_host=smtp.host,
         smtp_port=smtp.port,
         smtp_tls="none",
+        smtp_connections=1,  # tests that want more say so
         message_id_domain="test.pshnotify.invalid",
         _env_file=None,  # type: ignore[call-arg]
     )
@@ -134,6 +135,7 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "PSHNOTIFY_TEMPLATES_DIR": str(settings.templates_dir),
         "PSHNOTIFY_SMTP_HOST": settings.smtp_host,
         "PSHNOTIFY_SMTP_PORT": str(settings.smtp_port),
+        "PSHNOTIFY_SMTP_CONNECTIONS": str(settings.smtp_connections),
         "PSHNOTIFY_MESSAGE_ID_DOMAIN": settings.message_id_domain,
         "PSHNOTIFY_ACTOR": "test-operator",
     }

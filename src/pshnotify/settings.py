@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     smtp_timeout: float = Field(default=60.0, gt=0)
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    smtp_messages_per_connection: int = Field(default=500, ge=0)  # 0: no limit
+    # The relay's published limits, kept by every connection of this process together.
+    rate_per_second: float | None = Field(default=None, gt=0)
+    rate_per_minute: int | None = Field(default=None, gt=0)
+    rate_per_day: int | None = Field(default=None, gt=0)
     smtp_ca_file: Path | None = None
 
     # The sender identity. The visible From and Reply-To come from the program file; these

@@ -163,3 +163,33 @@ def exempt(
             f"{done.person} ({done.wave}): exempt ({done.detail['reason']}); "
             f"{done.detail['cancelled_messages']} pending messages cancelled"
         )
+
+
+@app.command()
+def pause(
+    wave: Annotated[str | None, typer.Argument(help="A wave key; none: the whole program.")] = None,
+    program: ProgramOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Stop sending a wave (or the program); messages in flight finish. Audited."""
+    from pshnotify.services.pause import set_paused
+
+    with handle_errors():
+        rt = make_runtime(now)
+        what = set_paused(rt.engine, rt.program(program), wave, True, rt.clock, actor=rt.actor)
+        out.print(f"paused {what}: nothing more of it is sent until `pshnotify resume`")
+
+
+@app.command()
+def resume(
+    wave: Annotated[str | None, typer.Argument(help="A wave key; none: the whole program.")] = None,
+    program: ProgramOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Send again; what came due meanwhile goes out under the catch-up rules. Audited."""
+    from pshnotify.services.pause import set_paused
+
+    with handle_errors():
+        rt = make_runtime(now)
+        what = set_paused(rt.engine, rt.program(program), wave, False, rt.clock, actor=rt.actor)
+        out.print(f"resumed {what}")

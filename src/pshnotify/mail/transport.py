@@ -43,6 +43,7 @@ class SmtpConfig:
     ca_file: Path | None = None
     # Leave room for a slow relay's reply after the data: a timeout there is an unknown.
     data_timeout: float = 300.0
+    messages_per_connection: int = 0  # reopen after this many (0: never)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,9 @@ class SmtpConnection:
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Reply:
         """Send one message; raise Transient/Permanent/OutcomeUnknown errors on failure."""
+        limit = self.config.messages_per_connection
+        if limit and self.sent_on_connection >= limit:
+            await self.close()  # relays cap messages per connection; reopen before they refuse
         await self.connect()
         smtp = self._smtp
         assert smtp is not None

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
 from pshnotify.mail.kinds import sample_contexts
+from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConfig, SmtpConnection
 from pshnotify.services.dispatch import DispatchConfig, Dispatcher
@@ -103,6 +104,7 @@ class Runtime:
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             timeout=s.smtp_timeout,
             ca_file=s.smtp_ca_file,
+            messages_per_connection=s.smtp_messages_per_connection,
         )
 
     def dispatcher(self) -> Dispatcher:
@@ -114,8 +116,17 @@ class Runtime:
             lease=dt.timedelta(seconds=s.lease_seconds),
             max_attempts=s.max_attempts,
         )
-        connections = [SmtpConnection(self.smtp_config())]
-        return Dispatcher(self.engine, self.clock, self.checked_templates(), connections, config)
+        smtp = self.smtp_config()
+        connections = [SmtpConnection(smtp) for _ in range(s.smtp_connections)]
+        limiter = RateLimiter(Limits(s.rate_per_second, s.rate_per_minute, s.rate_per_day))
+        return Dispatcher(
+            self.engine,
+            self.clock,
+            self.checked_templates(),
+            connections,
+            config,
+            limiter=limiter,
+        )
 
     def program_keys(self) -> list[str]:
         return [p.key for p in all_programs(self.engine)]

@@ -21,6 +21,7 @@ from pshnotify.domain.errors import (
 )
 from pshnotify.mail.compose import compose, envelope_for
 from pshnotify.mail.kinds import KindInput, Recipient, attachments_for, context_for
+from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
 from pshnotify.store import outbox
@@ -69,6 +70,7 @@ class Dispatcher:
         connections: list[SmtpConnection],
         config: DispatchConfig,
         enrichers: Mapping[str, Enricher] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -76,6 +78,7 @@ class Dispatcher:
         self.connections = connections
         self.config = config
         self.enrichers = dict(enrichers or {})
+        self.limiter = limiter or RateLimiter(Limits())
         self._programs: dict[int, StoredProgram] = {}
         self.stopping = asyncio.Event()
 
@@ -150,7 +153,8 @@ class Dispatcher:
     # -- building and sending ------------------------------------------------------------------
     async def _process(self, batch: list[outbox.Claimed]) -> list[outbox.Result]:
         rows = await asyncio.to_thread(self._people, batch)
-        results: list[outbox.Result] = []
+        results: list[outbox.Result] = self._superseded(batch)
+        batch = [c for c in batch if c.id not in {r.message.id for r in results}]
         jobs: asyncio.Queue[_Job] = asyncio.Queue()
         for claimed in batch:
             job_or_result = self._prepare(claimed, rows)
@@ -162,13 +166,36 @@ class Dispatcher:
         await asyncio.gather(*workers)
         return results
 
+    def _superseded(self, batch: list[outbox.Claimed]) -> list[outbox.Result]:
+        """Several reminders for one person in one batch (after a pause, say): send the last."""
+        latest: dict[tuple[int, int | None], outbox.Claimed] = {}
+        for c in batch:
+            if c.kind == "reminder":
+                key = (c.program_id, c.person_id)
+                if key not in latest or c.id > latest[key].id:
+                    latest[key] = c
+        now = self.clock.now()
+        return [
+            outbox.Result(
+                c,
+                State.SKIPPED,
+                "skipped",
+                now,
+                now,
+                reason="superseded by a later reminder",
+                attempted=False,
+            )
+            for c in batch
+            if c.kind == "reminder" and latest[(c.program_id, c.person_id)].id != c.id
+        ]
+
     def _prepare(
         self, claimed: outbox.Claimed, rows: dict[tuple[int, int], Any]
     ) -> _Job | outbox.Result:
         now = self.clock.now()
         stored = self._program(claimed.program_id)
         row = rows.get((claimed.program_id, claimed.person_id or -1))
-        skip = _skip_reason(claimed, row)
+        skip = _skip_reason(claimed, row) or _past_deadline(stored, claimed, row, now)
         if skip:
             return outbox.Result(
                 claimed, State.SKIPPED, "skipped", now, now, reason=skip, attempted=False
@@ -223,6 +250,7 @@ class Dispatcher:
             if self.stopping.is_set():
                 results.append(self._released(job.claimed))
                 continue
+            await self.limiter.acquire()
             results.append(await self._send_one(connection, job))
 
     def _released(self, claimed: outbox.Claimed) -> outbox.Result:
@@ -302,6 +330,16 @@ class Dispatcher:
             reply=reply,
             due_at=self._retry_at(c, now + backoff(attempt)),
         )
+
+
+def _past_deadline(
+    stored: StoredProgram, claimed: outbox.Claimed, row: Any, now: dt.datetime
+) -> str | None:
+    if claimed.kind != "reminder" or row is None or claimed.wave_key is None:
+        return None
+    program = stored.program
+    deadline = row.extended_until or program.wave(claimed.wave_key).closes
+    return "deadline passed" if now >= program.closes_at(deadline) else None
 
 
 def _holds_to_working_hours(kind: str) -> bool:

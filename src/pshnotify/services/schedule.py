@@ -54,6 +54,8 @@ def run_pass(
     report = PassReport()
     now = clock.now()
     for stored in all_programs(engine):
+        if stored.paused:
+            continue  # nothing is queued for a paused program; resume catches up
         while _pass_batch(engine, stored, now, message_id_domain, batch, report) == batch:
             pass
         with engine.begin() as conn:
@@ -71,11 +73,12 @@ def _pass_batch(
     report: PassReport,
 ) -> int:
     with engine.begin() as conn:
-        rows = conn.execute(_due_enrollments(stored.id, now, batch)).all()
+        waves = program_repo.wave_states(conn, stored.id)
+        paused = [k for k, w in waves.items() if w.paused]
+        rows = conn.execute(_due_enrollments(stored.id, now, batch, paused)).all()
         if not rows:
             return 0
         steps = _queued_steps(conn, stored.id, [r.person_id for r in rows])
-        waves = program_repo.wave_states(conn, stored.id)
         out: list[dict[str, Any]] = []
         next_at: list[dict[str, Any]] = []
         for r in rows:
@@ -96,7 +99,7 @@ def _pass_batch(
         return len(rows)
 
 
-def _due_enrollments(program_id: int, now: dt.datetime, batch: int) -> Any:
+def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list[str]) -> Any:
     return (
         select(
             enrollments.c.id,
@@ -113,7 +116,11 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int) -> Any:
             people.c.name,
         )
         .join(people, people.c.id == enrollments.c.person_id)
-        .where(enrollments.c.program_id == program_id, enrollments.c.next_action_at <= now)
+        .where(
+            enrollments.c.program_id == program_id,
+            enrollments.c.next_action_at <= now,
+            enrollments.c.wave_key.not_in(paused),
+        )
         .order_by(enrollments.c.next_action_at, enrollments.c.id)
         .limit(batch)
         # Replicas share the work: each takes rows the others have not locked.

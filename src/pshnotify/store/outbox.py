@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from pshnotify.domain.delivery import PENDING, State
-from pshnotify.store.schema import attempts, messages
+from pshnotify.store.schema import attempts, messages, programs, waves
 from pshnotify.store.sql import chunks, insert_ignoring_duplicates
 
 _CHUNK = 5000
@@ -89,7 +89,7 @@ def claim(
         and_(messages.c.state.in_([s.value for s in PENDING]), messages.c.due_at <= now),
         and_(messages.c.state == State.CLAIMED.value, messages.c.lease_until < wall),
     )
-    pick = select(messages.c.id).where(due).order_by(messages.c.id).limit(limit)
+    pick = select(messages.c.id).where(due, _not_paused()).order_by(messages.c.id).limit(limit)
     if program_ids is not None:
         pick = pick.where(messages.c.program_id.in_(program_ids))
     pick = pick.with_for_update(skip_locked=True)
@@ -120,6 +120,19 @@ def claim(
     )
     rows = conn.execute(stmt).all()
     return sorted((Claimed(**r._mapping, lease_token=token) for r in rows), key=lambda c: c.id)
+
+
+def _not_paused() -> Any:
+    """Neither the message's program nor its wave is paused."""
+    wave_paused = exists().where(
+        waves.c.program_id == messages.c.program_id,
+        waves.c.key == messages.c.wave_key,
+        waves.c.paused.is_(True),
+    )
+    program_paused = exists().where(
+        programs.c.id == messages.c.program_id, programs.c.paused.is_(True)
+    )
+    return and_(~wave_paused, ~program_paused)
 
 
 @dataclass(frozen=True)

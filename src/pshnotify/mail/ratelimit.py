@@ -1,0 +1,71 @@
+"""Send no faster than the relay allows: at most N messages in any rolling second, minute, day.
+
+A sliding log of send instants per window (not a token bucket): a bucket lets a burst of its
+capacity through at once, which a relay counting per rolling second answers with 4xx. The log
+holds at most one entry per message allowed in the window, so memory is bounded by the limits.
+Real (monotonic) time: the relay's limits run on its clock, not the rehearsal's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_second: float | None = None
+    per_minute: int | None = None
+    per_day: int | None = None
+
+    def windows(self) -> list[tuple[float, int]]:
+        out = []
+        if self.per_second:
+            # A fractional rate (0.5/s) is one message per 2 s.
+            if self.per_second >= 1:
+                out.append((1.0, int(self.per_second)))
+            else:
+                out.append((1.0 / self.per_second, 1))
+        if self.per_minute:
+            out.append((60.0, self.per_minute))
+        if self.per_day:
+            out.append((86400.0, self.per_day))
+        return out
+
+
+class RateLimiter:
+    """Shared by every connection of a process; `acquire` before each message."""
+
+    def __init__(self, limits: Limits, now: Callable[[], float] = time.monotonic) -> None:
+        self._windows = [(span, cap, deque[float]()) for span, cap in limits.windows()]
+        self._now = now
+        self._lock = asyncio.Lock()
+        self.waited = 0.0  # total seconds spent waiting, for the metrics
+
+    @property
+    def active(self) -> bool:
+        return bool(self._windows)
+
+    async def acquire(self) -> None:
+        if not self._windows:
+            return
+        async with self._lock:  # first come, first served across connections
+            while (delay := self._delay()) > 0:
+                self.waited += delay
+                await asyncio.sleep(delay)
+            stamp = self._now()
+            for _, _, log in self._windows:
+                log.append(stamp)
+
+    def _delay(self) -> float:
+        now = self._now()
+        delay = 0.0
+        for span, cap, log in self._windows:
+            while log and log[0] <= now - span:
+                log.popleft()
+            if len(log) >= cap:
+                delay = max(delay, log[0] + span - now)
+        return delay

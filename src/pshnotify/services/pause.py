@@ -1,0 +1,52 @@
+"""Pause and resume a wave or a whole program: nothing of it leaves while paused.
+
+Messages already handed to a connection finish; nothing more is claimed. The scheduler also
+stops queueing for a paused wave, so on resume the catch-up rules apply (the latest reminder
+due, never a burst of stale ones).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, update
+
+from pshnotify.clock import Clock
+from pshnotify.domain.errors import NotFoundError
+from pshnotify.store import audit
+from pshnotify.store.programs import StoredProgram
+from pshnotify.store.schema import programs, waves
+
+
+def set_paused(
+    engine: Engine,
+    stored: StoredProgram,
+    wave: str | None,
+    paused: bool,
+    clock: Clock,
+    *,
+    actor: str,
+) -> str:
+    """Returns what was paused or resumed, for the operator's message."""
+    if wave is not None and wave not in {w.key for w in stored.program.waves}:
+        raise NotFoundError(
+            [f"WAVE: unknown wave {wave!r}"],
+            hint=f"waves: {', '.join(w.key for w in stored.program.waves)}",
+        )
+    now = clock.now()
+    with engine.begin() as conn:
+        if wave is None:
+            conn.execute(update(programs).where(programs.c.id == stored.id).values(paused=paused))
+        else:
+            conn.execute(
+                update(waves)
+                .where(waves.c.program_id == stored.id, waves.c.key == wave)
+                .values(paused=paused)
+            )
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="pause" if paused else "resume",
+            program_id=stored.id,
+            subject=wave or "(program)",
+        )
+    return f"wave {wave}" if wave else f"program {stored.key}"
