@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pshnotify.domain.errors import InputError
 
 ENV_PREFIX = "PSHNOTIFY_"
+DEFAULT_MESSAGE_ID_DOMAIN = "pshnotify.invalid"
 
 
 class Settings(BaseSettings):
@@ -42,7 +43,7 @@ class Settings(BaseSettings):
     # The sender identity. The visible From and Reply-To come from the program file; these
     # say who the relay should bounce to and which domain names our Message-IDs.
     envelope_from: str | None = None
-    message_id_domain: str = "pshnotify.invalid"
+    message_id_domain: str = DEFAULT_MESSAGE_ID_DOMAIN
 
     # The HTTP endpoints for completions (Standard Webhooks and xAPI), served by the daemon.
     http_host: str = "127.0.0.1"
@@ -61,6 +62,18 @@ class Settings(BaseSettings):
     def _domain(cls, value: str) -> str:
         if not value or any(c in value for c in "<>@ \t\r\n"):
             raise ValueError("must be a bare domain such as mail.example.edu")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from pshnotify.web.signing import parse_secret
+
+            try:
+                parse_secret(value.get_secret_value())
+            except Exception as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     def safe_summary(self) -> dict[str, object]:

@@ -5,7 +5,14 @@ Each module registers its commands on the shared Typer app in `common`.
 
 from __future__ import annotations
 
-from pshnotify.cli import campaign, demo, season  # noqa: F401 - registers the commands
+from pshnotify.cli import (  # noqa: F401 - each module registers its commands
+    campaign,
+    completions,
+    demo,
+    messages,
+    reports,
+    season,
+)
 from pshnotify.cli.common import app
 
 

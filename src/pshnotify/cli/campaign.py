@@ -132,6 +132,7 @@ def roster_import(
                 dry_run=dry_run,
                 merge=merge,
                 progress=advance,
+                message_id_domain=rt.settings.message_id_domain,
             )
         if as_json:
             print_json(report.as_dict())
@@ -327,6 +328,11 @@ def status(program: ProgramOpt = None, as_json: JsonOpt = False) -> None:
                 str(msg["failed"] + msg["unknown"]),
             )
         out.print(table)
+        if data["completions"]["unmatched"]:
+            out.print(
+                f"unmatched completions: {data['completions']['unmatched']} "
+                "(review with `pshnotify completions unmatched`)"
+            )
         all_reasons = sorted({r for by in reasons.values() for r in by})
         if all_reasons:
             why = Table("not required", *reasons)

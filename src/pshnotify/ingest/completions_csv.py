@@ -176,9 +176,7 @@ class _CompletionsReader:
             return None
         for col in header:
             if col not in COLUMNS:
-                self.error(
-                    1, col or "(empty)", f"unknown column (expected {', '.join(COLUMNS)})"
-                )
+                self.error(1, col or "(empty)", f"unknown column (expected {', '.join(COLUMNS)})")
         if not any(col in header for col in WHO):
             self.error(1, "id", "the file needs an id or an email column (or both)")
         for col in REQUIRED:

@@ -169,8 +169,8 @@ def confirmation_context(data: KindInput) -> dict[str, Any]:
     key = str(data.extra["option"])
     try:
         title = program.option(key).title
-    except KeyError:
-        title = key  # an approved alternative recorded by an operator
+    except KeyError:  # an approved alternative recorded by an operator
+        title = "an approved alternative" if key == "alternative" else key
     completed = dt.datetime.fromisoformat(str(data.extra["completed_at"]))
     return {
         **common_context(program, data.person),

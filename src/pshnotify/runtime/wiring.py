@@ -7,7 +7,8 @@ import datetime as dt
 import getpass
 import os
 import socket
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -143,4 +144,23 @@ class Runtime:
 
     def http_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
         """The completion endpoints, when configured, served in the daemon's event loop."""
-        return []
+        s = self.settings
+        if not (s.webhook_secret or s.xapi_password):
+            return []
+        from pshnotify.web import create_app, serve
+
+        app = create_app(self.engine, self.clock, s, self._cached_program_loader())
+        return [serve(app, s.http_host, s.http_port, stop)]
+
+    def _cached_program_loader(self) -> Callable[[str | None], StoredProgram]:
+        """Requests read the stored program at most every 30 s, not once per request."""
+        cache: dict[str | None, tuple[float, StoredProgram]] = {}
+
+        def load(key: str | None) -> StoredProgram:
+            hit = cache.get(key)
+            if hit is None or time.monotonic() - hit[0] > 30:
+                hit = (time.monotonic(), self.program(key))
+                cache[key] = hit
+            return hit[1]
+
+        return load

@@ -47,7 +47,7 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 _MAX_KEY = 400  # completions.dedupe_key
 
 
-class Outcome(StrEnum):
+class CompletionOutcome(StrEnum):
     RECORDED = "recorded"  # the first completion: requirement satisfied
     EXTRA = "extra"  # the person was already complete: recorded only
     DUPLICATE = "duplicate"  # the same completion arrived before: nothing changed
@@ -56,7 +56,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class CompletionResult:
-    outcome: Outcome
+    outcome: CompletionOutcome
     person: str | None  # the person's roster id, when matched
     confirmation_queued: bool = False
     cancelled_messages: int = 0
@@ -99,9 +99,7 @@ def completion_problems(
         problems.append(("source", f"unknown source {source!r} (expected {', '.join(SOURCES)})"))
     if problem := ref_problem(person_ref):
         problems.append(("person", problem))
-    if problem := option_problem(
-        stored.program, option, allow_alternative=source == "operator"
-    ):
+    if problem := option_problem(stored.program, option, allow_alternative=source == "operator"):
         problems.append(("option", problem))
     if completed_at.tzinfo is None:
         problems.append(("completed_at", "has no UTC offset"))
@@ -168,9 +166,11 @@ def record_completion(
         .returning(completions.c.id)
     ).first()
     if inserted is None:
-        result = CompletionResult(Outcome.DUPLICATE, _stored_person(conn, stored.id, dedupe_key))
+        result = CompletionResult(
+            CompletionOutcome.DUPLICATE, _stored_person(conn, stored.id, dedupe_key)
+        )
     elif person is None:
-        result = CompletionResult(Outcome.UNMATCHED, None)
+        result = CompletionResult(CompletionOutcome.UNMATCHED, None)
     else:
         result = _apply(conn, stored, person, option, completed_at, now, message_id_domain, confirm)
     if source == "operator":
@@ -200,7 +200,7 @@ def _apply(
         )
     ).rowcount
     if marked != 1:
-        return CompletionResult(Outcome.EXTRA, person.external_id)
+        return CompletionResult(CompletionOutcome.EXTRA, person.external_id)
     cancelled = outbox.cancel_pending(
         conn,
         program_id=stored.id,
@@ -212,8 +212,10 @@ def _apply(
     queued = False
     # Someone who left the roster is recorded as complete but not written to.
     if confirm and not person.removed:
-        queued = _queue_confirmation(conn, stored, person, option, completed_at, now, message_id_domain)
-    return CompletionResult(Outcome.RECORDED, person.external_id, queued, cancelled)
+        queued = _queue_confirmation(
+            conn, stored, person, option, completed_at, now, message_id_domain
+        )
+    return CompletionResult(CompletionOutcome.RECORDED, person.external_id, queued, cancelled)
 
 
 def _queue_confirmation(
@@ -327,7 +329,12 @@ def match_unmatched(
     Oldest completion first, so a person with several gets the earliest as the satisfying one.
     """
     q = (
-        select(completions.c.id, completions.c.person_ref, completions.c.option, completions.c.completed_at)
+        select(
+            completions.c.id,
+            completions.c.person_ref,
+            completions.c.option,
+            completions.c.completed_at,
+        )
         .where(completions.c.program_id == stored.id, completions.c.person_id.is_(None))
         .order_by(completions.c.completed_at, completions.c.id)
     )
@@ -337,9 +344,7 @@ def match_unmatched(
         if person is None:
             continue
         conn.execute(
-            update(completions)
-            .where(completions.c.id == row.id)
-            .values(person_id=person.person_id)
+            update(completions).where(completions.c.id == row.id).values(person_id=person.person_id)
         )
         _apply(conn, stored, person, row.option, row.completed_at, now, message_id_domain, confirm)
         matched += 1
@@ -392,7 +397,7 @@ def claim_receipt(conn: Connection, source: str, receipt_id: str, at: dt.datetim
 class ImportReport:
     file: str
     rows: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
+    counts: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in CompletionOutcome})
     confirmations: int = 0
     cancelled_messages: int = 0
     confirm: bool = True
@@ -531,4 +536,13 @@ def complete_by_operator(
                 actor=actor,
             )
         except InputError as exc:
-            raise InputError([f"--{p}" for p in exc.problems], hint=exc.hint) from None
+            raise InputError([_as_option(p) for p in exc.problems], hint=exc.hint) from None
+
+
+_OPERATOR_FIELDS = {"person": "ID", "option": "--option", "completed_at": "--at"}
+
+
+def _as_option(problem: str) -> str:
+    """'option: ...' -> '--option: ...': name what the operator typed."""
+    fld, sep, rest = problem.partition(": ")
+    return f"{_OPERATOR_FIELDS.get(fld, fld)}{sep}{rest}"

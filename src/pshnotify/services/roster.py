@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError
 from pshnotify.ingest.roster_csv import ProgressFn, RosterRow, read_roster
+from pshnotify.services.completions import match_unmatched
+from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store import people as repo
 from pshnotify.store.programs import StoredProgram
@@ -27,6 +29,7 @@ class RosterReport:
     unchanged: int = 0
     removed: int = 0
     cancelled_messages: int = 0
+    matched_completions: int = 0
     dry_run: bool = False
     by_wave: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
@@ -40,6 +43,7 @@ class RosterReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "cancelled_messages": self.cancelled_messages,
+            "matched_completions": self.matched_completions,
             "dry_run": self.dry_run,
             "by_wave": dict(sorted(self.by_wave.items())),
             "by_reason": dict(sorted(self.by_reason.items())),
@@ -60,6 +64,7 @@ def import_roster(
     dry_run: bool = False,
     merge: bool = False,
     progress: ProgressFn | None = None,
+    message_id_domain: str = DEFAULT_MESSAGE_ID_DOMAIN,
 ) -> RosterReport:
     """Validate the whole file, then apply it in one transaction (or none on any error).
 
@@ -77,6 +82,8 @@ def import_roster(
             _apply_people(conn, rows, report, now)
             ids = repo.person_ids(conn)
             _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge)
+            # A completion that arrived before its person did is matched now.
+            report.matched_completions = match_unmatched(conn, stored, now, message_id_domain)
             audit.record(
                 conn,
                 at=now,

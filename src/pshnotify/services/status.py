@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from pshnotify.domain.delivery import State
+from pshnotify.services.completions import unmatched_completions
 from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
@@ -55,6 +56,7 @@ def program_status(engine: Engine, stored: StoredProgram) -> dict[str, Any]:
         launched = {w: int(n) for w, n in conn.execute(launched_q)}
         by_state = outbox.count_by_state(conn, stored.id)
         states = program_repo.wave_states(conn, stored.id)
+        unmatched = unmatched_completions(conn, stored.id)
     waves: dict[str, dict[str, Any]] = {}
     for w in program.waves:
         st = states.get(w.key)
@@ -110,4 +112,5 @@ def program_status(engine: Engine, stored: StoredProgram) -> dict[str, Any]:
         },
         "waves": waves,
         "messages": {s.value: totals.get(s.value, 0) for s in State},
+        "completions": {"unmatched": len(unmatched)},
     }
