@@ -136,6 +136,7 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "PSHNOTIFY_SMTP_HOST": settings.smtp_host,
         "PSHNOTIFY_SMTP_PORT": str(settings.smtp_port),
         "PSHNOTIFY_SMTP_CONNECTIONS": str(settings.smtp_connections),
+        "PSHNOTIFY_HTTP_PORT": "0",  # any free port: tests run side by side
         "PSHNOTIFY_MESSAGE_ID_DOMAIN": settings.message_id_domain,
         "PSHNOTIFY_ACTOR": "test-operator",
     }

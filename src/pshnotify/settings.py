@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     message_id_domain: str = DEFAULT_MESSAGE_ID_DOMAIN
 
     # The HTTP endpoints for completions (Standard Webhooks and xAPI), served by the daemon.
+    metrics: bool = True  # GET /metrics (Prometheus) on the daemon's HTTP port
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     webhook_secret: SecretStr | None = None  # "whsec_" + base64, as Standard Webhooks issues

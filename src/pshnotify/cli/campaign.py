@@ -286,14 +286,14 @@ def preview(
 
 
 @app.command()
-def status(program: ProgramOpt = None, as_json: JsonOpt = False) -> None:
+def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = False) -> None:
     """Per wave: people required / not required by reason / launched / completed; messages."""
     from pshnotify.services.status import program_status
 
     with handle_errors():
-        rt = make_runtime(None)
+        rt = make_runtime(now)
         stored = rt.program(program)
-        data = program_status(rt.engine, stored)
+        data = program_status(rt.engine, stored, rt.clock.now())
         if as_json:
             print_json(data)
             return
@@ -328,6 +328,11 @@ def status(program: ProgramOpt = None, as_json: JsonOpt = False) -> None:
                 str(msg["failed"] + msg["unknown"]),
             )
         out.print(table)
+        d = data["delivery"]
+        out.print(
+            f"delivery: oldest due message {d['oldest_due_seconds']:.0f} s old; attempts "
+            + (", ".join(f"{k} {v}" for k, v in d["attempts"].items()) or "none")
+        )
         if data["completions"]["unmatched"]:
             out.print(
                 f"unmatched completions: {data['completions']['unmatched']} "

@@ -56,7 +56,14 @@ def run(
 def _once(rt: Runtime, as_json: bool) -> None:
     from pshnotify.runtime.daemon import one_pass
 
-    queued, sent = asyncio.run(one_pass(rt, rt.dispatcher(), rt.nightly_jobs()))
+    async def once() -> tuple[Any, Any]:
+        dispatcher = rt.dispatcher()
+        try:
+            return await one_pass(rt, dispatcher, rt.nightly_jobs())
+        finally:
+            await dispatcher.release()
+
+    queued, sent = asyncio.run(once())
     if as_json:
         print_json(
             {"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **sent.as_dict()}

@@ -45,6 +45,7 @@ class Daemon:
 
     async def serve(self, extra_tasks: Sequence[Any] = ()) -> None:
         dispatcher = self.rt.dispatcher()  # checks settings, programs and templates first
+        await dispatcher.claim_sending()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -71,6 +72,7 @@ class Daemon:
                 await asyncio.gather(self._current, return_exceptions=True)
             for t in tasks:
                 await asyncio.gather(t, return_exceptions=True)
+            await dispatcher.release()
             self.log.info("stopped", extra={"reason": "signal"})
 
     def _on_signal(self, sig: signal.Signals) -> None:

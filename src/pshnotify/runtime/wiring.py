@@ -21,6 +21,7 @@ from pshnotify.mail.kinds import sample_contexts
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConfig, SmtpConnection
+from pshnotify.runtime.metrics import Metrics
 from pshnotify.services.dispatch import DispatchConfig, Dispatcher
 from pshnotify.services.programs import all_programs, select_program
 from pshnotify.services.schedule import NightlyJob
@@ -136,20 +137,48 @@ class Runtime:
         """Once-a-night work run by every pass (each job is idempotent per night)."""
         return []
 
+    def http_enabled(self) -> bool:
+        s = self.settings
+        return bool(s.webhook_secret or s.xapi_password or s.metrics)
+
     def http_summary(self) -> str:
         s = self.settings
-        if not (s.webhook_secret or s.xapi_password):
-            return "off (set PSHNOTIFY_WEBHOOK_SECRET or PSHNOTIFY_XAPI_PASSWORD to enable)"
-        return f"http://{s.http_host}:{s.http_port}"
+        if not self.http_enabled():
+            return "off (set PSHNOTIFY_WEBHOOK_SECRET, PSHNOTIFY_XAPI_PASSWORD or _METRICS)"
+        parts = [
+            p
+            for p, on in (
+                ("/metrics", s.metrics),
+                ("/webhooks/completions", s.webhook_secret),
+                ("/xapi/statements", s.xapi_password),
+            )
+            if on
+        ]
+        return f"http://{s.http_host}:{s.http_port} {' '.join(parts)}"
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        return Metrics(self.engine, self.clock, lambda: self._limiter.waited)
+
+    @cached_property
+    def _limiter(self) -> RateLimiter:
+        s = self.settings
+        return RateLimiter(Limits(s.rate_per_second, s.rate_per_minute, s.rate_per_day))
 
     def http_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
-        """The completion endpoints, when configured, served in the daemon's event loop."""
+        """The HTTP endpoints (completions, metrics), served in the daemon's event loop."""
         s = self.settings
-        if not (s.webhook_secret or s.xapi_password):
+        if not self.http_enabled():
             return []
         from pshnotify.web import create_app, serve
 
-        app = create_app(self.engine, self.clock, s, self._cached_program_loader())
+        app = create_app(
+            self.engine,
+            self.clock,
+            s,
+            self._cached_program_loader(),
+            metrics=self.metrics.render if s.metrics else None,
+        )
         return [serve(app, s.http_host, s.http_port, stop)]
 
     def _cached_program_loader(self) -> Callable[[str | None], StoredProgram]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from pshnotify.clock import Clock
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Outcome, State, backoff
 from pshnotify.domain.errors import (
+    ConflictError,
     OutcomeUnknownError,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -24,8 +28,9 @@ from pshnotify.mail.kinds import KindInput, Recipient, attachments_for, context_
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
-from pshnotify.store import outbox
+from pshnotify.store import locks, outbox
 from pshnotify.store import people as people_repo
+from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram, load_program_by_id
 from pshnotify.store.schema import enrollments, people
 
@@ -71,6 +76,7 @@ class Dispatcher:
         config: DispatchConfig,
         enrichers: Mapping[str, Enricher] | None = None,
         limiter: RateLimiter | None = None,
+        observe_send: Callable[[float], None] | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -79,11 +85,13 @@ class Dispatcher:
         self.config = config
         self.enrichers = dict(enrichers or {})
         self.limiter = limiter or RateLimiter(Limits())
+        self.observe_send = observe_send
         self._programs: dict[int, StoredProgram] = {}
         self.stopping = asyncio.Event()
 
     async def run_once(self, on_progress: Callable[[int], None] | None = None) -> DispatchReport:
         report = DispatchReport()
+        await asyncio.to_thread(self._single_dispatcher)
         try:
             while not self.stopping.is_set():
                 batch = await asyncio.to_thread(self._claim)
@@ -101,6 +109,40 @@ class Dispatcher:
         return report
 
     # -- database side (run in a thread: the event loop keeps sending meanwhile) --------------
+    async def release(self) -> None:
+        """Let another process send from this SQLite database (at exit)."""
+        if is_sqlite(self.engine):
+            await asyncio.to_thread(self._release_lock)
+
+    def _release_lock(self) -> None:
+        with self.engine.begin() as conn:
+            locks.release(conn, "dispatch", self.config.worker)
+
+    async def claim_sending(self) -> None:
+        """At start: refuse clearly if another process is sending from this SQLite file."""
+        await asyncio.to_thread(self._single_dispatcher)
+
+    def _single_dispatcher(self) -> None:
+        """SQLite has one writer: one dispatching process per database, and it says so."""
+        if not is_sqlite(self.engine):
+            return  # PostgreSQL: replicas share the work through SKIP LOCKED claims
+        wall = self.clock.wall()
+        with self.engine.begin() as conn:
+            if locks.acquire(conn, "dispatch", self.config.worker, wall, self.config.lease):
+                return
+            held = locks.holder(conn, "dispatch")
+            if held and not _alive(held[0]):
+                locks.release(conn, "dispatch", held[0])
+                if locks.acquire(conn, "dispatch", self.config.worker, wall, self.config.lease):
+                    return
+        owner, until = held if held else ("?", wall)
+        raise ConflictError(
+            f"another pshnotify process ({owner}) is sending from this SQLite database "
+            f"(lease until {until:%H:%M:%S} UTC); SQLite supports one sending process",
+            hint="stop the other process, or use PostgreSQL (PSHNOTIFY_DATABASE_URL) to run "
+            "several",
+        )
+
     def _claim(self) -> list[outbox.Claimed]:
         with self.engine.begin() as conn:
             return outbox.claim(
@@ -251,7 +293,10 @@ class Dispatcher:
                 results.append(self._released(job.claimed))
                 continue
             await self.limiter.acquire()
+            started = time.perf_counter()
             results.append(await self._send_one(connection, job))
+            if self.observe_send is not None:
+                self.observe_send(time.perf_counter() - started)
 
     def _released(self, claimed: outbox.Claimed) -> outbox.Result:
         now = self.clock.now()
@@ -330,6 +375,20 @@ class Dispatcher:
             reply=reply,
             due_at=self._retry_at(c, now + backoff(attempt)),
         )
+
+
+def _alive(owner: str) -> bool:
+    """Is the process named host:pid still running? Unknown hosts count as alive."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _past_deadline(

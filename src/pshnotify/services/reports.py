@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, exists, func, select
+from sqlalchemy import Connection, Engine, Row, and_, func, select
 
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
@@ -25,8 +25,10 @@ from pshnotify.store import outbox
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, waves
+from pshnotify.store.sql import chunks
 
 COMPLETE, PENDING, NOT_LAUNCHED, EXEMPT = "complete", "pending", "not-launched", "exempt"
+_CHUNK = 500  # person ids per IN list, well under every backend's parameter limit
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ReportRow:
     option_title: str | None = None
     completed_on: dt.date | None = None
     deadline: dt.date | None = None
-    deadline_passed: bool = False
+    deadline_passed: bool | None = None
     launch_email_sent: bool | None = None
     exemption_reason: str | None = None
 
@@ -95,16 +97,9 @@ def _iso(day: dt.date | None) -> str | None:
 
 # -- reading ------------------------------------------------------------------------------------
 def _select_people(program_id: int, department: str | None, officer: str | None) -> Any:
-    launch_sent = exists().where(
-        and_(
-            messages.c.program_id == program_id,
-            messages.c.person_id == people.c.id,
-            messages.c.kind == Kind.LAUNCH.value,
-            messages.c.state == State.SENT.value,
-        )
-    )
     q = (
         select(
+            people.c.id,
             people.c.external_id,
             people.c.name,
             people.c.email,
@@ -116,7 +111,7 @@ def _select_people(program_id: int, department: str | None, officer: str | None)
             enrollments.c.exempted_reason,
             enrollments.c.completed_at,
             enrollments.c.completion_option,
-            (enrollments.c.launch_sent_at.is_not(None) | launch_sent).label("launch_sent"),
+            enrollments.c.launch_sent_at,
             waves.c.launched_at,
         )
         .join(enrollments, enrollments.c.person_id == people.c.id)
@@ -125,7 +120,6 @@ def _select_people(program_id: int, department: str | None, officer: str | None)
             and_(waves.c.program_id == program_id, waves.c.key == enrollments.c.wave_key),
         )
         .where(enrollments.c.program_id == program_id, enrollments.c.removed_at.is_(None))
-        .order_by(people.c.department, people.c.name, people.c.external_id)
     )
     if department is not None:
         q = q.where(func.lower(people.c.department) == department.strip().lower())
@@ -134,7 +128,30 @@ def _select_people(program_id: int, department: str | None, officer: str | None)
     return q
 
 
-def _row(program: Program, r: Row[Any], today: dt.date) -> ReportRow:
+def _launch_sent_by_message(conn: Connection, program_id: int, person_ids: set[int]) -> set[int]:
+    """People with a sent launch message but no `launch_sent_at` (sent before it was kept).
+
+    Looked up by person id only, so every backend uses the person index: matching on the
+    program, kind and state in SQL lets SQLite scan every launch message once per person.
+    """
+    found: set[int] = set()
+    for part in chunks(sorted(person_ids), _CHUNK):
+        q = select(
+            messages.c.person_id, messages.c.program_id, messages.c.kind, messages.c.state
+        ).where(messages.c.person_id.in_(part))
+        found.update(
+            pid
+            for pid, prog, kind, state in conn.execute(q)
+            if (prog, kind, state) == (program_id, Kind.LAUNCH.value, State.SENT.value)
+        )
+    return found
+
+
+def _owes(r: Row[Any]) -> bool:
+    return r.completed_at is None and not r.exempted_reason and r.status == "required"
+
+
+def _row(program: Program, r: Row[Any], today: dt.date, launch_sent: bool) -> ReportRow:
     """Complete first (whatever the rules say), then exempt, then what is still owed."""
     base = ReportRow(r.external_id, r.name, r.email, r.department, r.wave_key, PENDING)
     if r.completed_at is not None:
@@ -154,7 +171,7 @@ def _row(program: Program, r: Row[Any], today: dt.date) -> ReportRow:
         status=PENDING if r.launched_at is not None else NOT_LAUNCHED,
         deadline=deadline,
         deadline_passed=deadline is not None and deadline < today,
-        launch_email_sent=bool(r.launch_sent),
+        launch_email_sent=launch_sent,
     )
 
 
@@ -172,12 +189,16 @@ def _closes(program: Program, wave_key: str) -> dt.date | None:
         return None  # a wave no longer in the program file
 
 
+def _sort_key(row: ReportRow) -> tuple[str, str, str]:
+    return (row.department.casefold(), row.name.casefold(), row.id)
+
+
 def summarise(rows: Iterable[ReportRow]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for r in rows:
         counts["people"] += 1
         counts[r.status.replace("-", "_")] += 1
-        counts["overdue"] += r.status == PENDING and r.deadline_passed
+        counts["overdue"] += r.status == PENDING and bool(r.deadline_passed)
     keys = ("people", "complete", "pending", "overdue", "not_launched", "exempt")
     return {k: counts[k] for k in keys}
 
@@ -195,7 +216,12 @@ def build_report(
     program = stored.program
     today = now.astimezone(program.tz).date()
     found = conn.execute(_select_people(stored.id, department, officer)).all()
-    rows = [_row(program, r, today) for r in found]
+    unknown = {r.id for r in found if r.launch_sent_at is None and _owes(r)}
+    by_message = _launch_sent_by_message(conn, stored.id, unknown) if unknown else set()
+    rows = [
+        _row(program, r, today, r.launch_sent_at is not None or r.id in by_message) for r in found
+    ]
+    rows.sort(key=_sort_key)  # here, not in SQL: collations differ between backends
     name = title or _title(program, rows, department, officer)
     return Report(name, now, rows, summarise(rows))
 
@@ -264,9 +290,14 @@ def _unknown(
 class OfficerWindow:
     """When one officer's reports run: after the first launch, until the last deadline."""
 
-    address: str
+    spellings: Counter[str] = field(default_factory=Counter)
     first_launch: dt.datetime | None = None
     last_deadline: dt.date | None = None
+
+    @property
+    def address(self) -> str:
+        """The spelling most of the roster uses (ties: the first in order), on every replica."""
+        return min(self.spellings, key=lambda a: (-self.spellings[a], a))
 
     def covers(self, night: dt.date, program: Program) -> bool:
         if self.first_launch is None or self.last_deadline is None:
@@ -295,6 +326,7 @@ def officer_windows(conn: Connection, stored: StoredProgram) -> list[OfficerWind
             enrollments.c.wave_key,
             func.min(waves.c.launched_at),
             func.max(enrollments.c.extended_until),
+            func.count(),
         )
         .join(enrollments, enrollments.c.person_id == people.c.id)
         .outerjoin(
@@ -310,9 +342,9 @@ def officer_windows(conn: Connection, stored: StoredProgram) -> list[OfficerWind
         .group_by(people.c.admin_officer, enrollments.c.wave_key)
     )
     found: dict[str, OfficerWindow] = {}
-    for address, wave_key, launched_at, extended in conn.execute(q):
-        w = found.setdefault(address.lower(), OfficerWindow(address))
-        w.address = min(w.address, address)  # one spelling, whichever replica asks
+    for address, wave_key, launched_at, extended, n in conn.execute(q):
+        w = found.setdefault(address.lower(), OfficerWindow())
+        w.spellings[address] += n
         if launched_at is not None and (w.first_launch is None or launched_at < w.first_launch):
             w.first_launch = launched_at
         ends = [d for d in (_closes(program, wave_key), extended, w.last_deadline) if d]

@@ -5,6 +5,7 @@ The JSON form (`pshnotify status --json`) is documented in README.md; keep it st
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from pshnotify.domain.delivery import State
 from pshnotify.services.completions import unmatched_completions
+from pshnotify.services.delivery_stats import delivery_stats
 from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
@@ -20,7 +22,7 @@ from pshnotify.store.schema import enrollments, messages
 SCHEMA_VERSION = 1
 
 
-def program_status(engine: Engine, stored: StoredProgram) -> dict[str, Any]:
+def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> dict[str, Any]:
     program = stored.program
     with engine.connect() as conn:
         q = (
@@ -113,4 +115,15 @@ def program_status(engine: Engine, stored: StoredProgram) -> dict[str, Any]:
         "waves": waves,
         "messages": {s.value: totals.get(s.value, 0) for s in State},
         "completions": {"unmatched": len(unmatched)},
+        "delivery": _delivery(engine, now),
+    }
+
+
+def _delivery(engine: Engine, now: dt.datetime) -> dict[str, Any]:
+    """The numbers /metrics exports, for a person (all programs: the relay is shared)."""
+    stats = delivery_stats(engine, now)
+    return {
+        "oldest_due_seconds": round(stats.oldest_due_seconds, 1),
+        "attempts": dict(sorted(stats.attempts_by_outcome.items())),
+        "replies": dict(sorted(stats.replies_by_class.items())),
     }

@@ -85,7 +85,11 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    engine: Engine, clock: Clock, settings: Settings, load_program: ProgramLoader
+    engine: Engine,
+    clock: Clock,
+    settings: Settings,
+    load_program: ProgramLoader,
+    metrics: Callable[[], bytes] | None = None,
 ) -> Starlette:
     """The completions app. A malformed webhook secret stops the start (InputError) rather
     than failing every delivery later; a missing one only turns its endpoint off (503)."""
@@ -95,6 +99,8 @@ def create_app(
         Route("/xapi/statements", endpoints.xapi_statements, methods=["POST"]),
         Route("/healthz", endpoints.health, methods=["GET"]),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
     return Starlette(routes=routes, exception_handlers={HttpError: _http_error})
 
 
@@ -345,6 +351,14 @@ def _digest(value: str) -> bytes:
 
 
 # -- serving --------------------------------------------------------------------------------------
+def _metrics_endpoint(render: Callable[[], bytes]) -> Callable[[Request], Any]:
+    async def endpoint(_request: Request) -> Response:
+        body = await run_in_threadpool(render)  # the collector reads the database
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return endpoint
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its signal handlers: the process that embeds it owns the signals."""
 
