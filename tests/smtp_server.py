@@ -8,6 +8,7 @@ import email
 import email.policy
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -22,6 +23,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     session: int
+    at: float = 0.0  # time.monotonic() on arrival
 
     def message(self) -> EmailMessage:
         msg = email.message_from_bytes(self.data, policy=email.policy.default)
@@ -37,6 +39,8 @@ class Behaviour:
     data: Callable[[str], str | None] = lambda _addr: None
     drop_after_data: Callable[[str], bool] = lambda _addr: False
     delay: float = 0.0  # seconds before answering the data, like a slow relay
+    # Close the connection right after this data reply (a relay's "421 closing"), by address.
+    close_after: Callable[[str], bool] = lambda _addr: False
 
 
 class _Handler:
@@ -76,12 +80,15 @@ class _Handler:
             await asyncio.sleep(self.server.behaviour.delay)
         reply = self.server.behaviour.data(rcpt)
         if reply:
+            if self.server.behaviour.close_after(rcpt):
+                asyncio.get_running_loop().call_soon(server.transport.close)
             return reply
         received = Received(
             envelope.mail_from,
             list(envelope.rcpt_tos),
             envelope.original_content or envelope.content,
             id(session),
+            time.monotonic(),
         )
         with self.server.lock:
             self.server.received.append(received)

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     xapi_password: SecretStr | None = None
 
     batch_size: int = Field(default=200, ge=1, le=10_000)
-    lease_seconds: int = Field(default=300, ge=10)
+    lease_seconds: int = Field(default=300, ge=1)
     max_attempts: int = Field(default=8, ge=1)
     worker_name: str | None = None
 

@@ -1,9 +1,11 @@
 """Send no faster than the relay allows: at most N messages in any rolling second, minute, day.
 
-A sliding log of send instants per window (not a token bucket): a bucket lets a burst of its
-capacity through at once, which a relay counting per rolling second answers with 4xx. The log
-holds at most one entry per message allowed in the window, so memory is bounded by the limits.
-Real (monotonic) time: the relay's limits run on its clock, not the rehearsal's.
+A sliding log per window (not a token bucket): a bucket lets a burst of its capacity through at
+once, which a relay counting per rolling second answers with 4xx. A message holds a slot from
+the moment it starts until one window after the relay's reply: the relay counts it somewhere in
+between, so no rolling window on the relay's side can ever see more than the limit, whatever
+the latency. The cost is a rate a little under the limit (by about latency/window). Real
+(monotonic) time: the relay's limits run on its clock, not the rehearsal's.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 
@@ -43,19 +46,28 @@ class RateLimiter:
         self._windows = [(span, cap, deque[float]()) for span, cap in limits.windows()]
         self._now = now
         self._lock = asyncio.Lock()
+        self._in_flight = 0
         self.waited = 0.0  # total seconds spent waiting, for the metrics
 
     @property
     def active(self) -> bool:
         return bool(self._windows)
 
-    async def acquire(self) -> None:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for one message: `async with limiter.slot(): await send(...)`."""
         if not self._windows:
+            yield
             return
         async with self._lock:  # first come, first served across connections
             while (delay := self._delay()) > 0:
                 self.waited += delay
                 await asyncio.sleep(delay)
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
             stamp = self._now()
             for _, _, log in self._windows:
                 log.append(stamp)
@@ -66,6 +78,8 @@ class RateLimiter:
         for span, cap, log in self._windows:
             while log and log[0] <= now - span:
                 log.popleft()
-            if len(log) >= cap:
-                delay = max(delay, log[0] + span - now)
+            if len(log) + self._in_flight >= cap:
+                # Wait for the oldest finished message to leave the window; with none finished
+                # yet, poll briefly for an in-flight one to finish.
+                delay = max(delay, log[0] + span - now if log else 0.005)
         return delay

@@ -120,14 +120,14 @@ class Runtime:
         )
         smtp = self.smtp_config()
         connections = [SmtpConnection(smtp) for _ in range(s.smtp_connections)]
-        limiter = RateLimiter(Limits(s.rate_per_second, s.rate_per_minute, s.rate_per_day))
         return Dispatcher(
             self.engine,
             self.clock,
             self.checked_templates(),
             connections,
             config,
-            limiter=limiter,
+            limiter=self._limiter,
+            observe_send=self.metrics.send_seconds.observe,
         )
 
     def program_keys(self) -> list[str]:

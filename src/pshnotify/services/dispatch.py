@@ -32,7 +32,7 @@ from pshnotify.store import locks, outbox
 from pshnotify.store import people as people_repo
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram, load_program_by_id
-from pshnotify.store.schema import enrollments, people
+from pshnotify.store.schema import enrollments, people, programs, waves
 
 # Adds data read at send time to a message's context (the nightly report's rows, say).
 Enricher = Callable[[Engine, StoredProgram, outbox.Claimed], dict[str, Any]]
@@ -86,6 +86,8 @@ class Dispatcher:
         self.enrichers = dict(enrichers or {})
         self.limiter = limiter or RateLimiter(Limits())
         self.observe_send = observe_send
+        self._paused: set[tuple[int, str | None]] = set()
+        self._paused_at = float("-inf")
         self._programs: dict[int, StoredProgram] = {}
         self.stopping = asyncio.Event()
 
@@ -289,14 +291,39 @@ class Dispatcher:
     ) -> None:
         while not jobs.empty():
             job = jobs.get_nowait()
-            if self.stopping.is_set():
+            if self.stopping.is_set() or await self._is_paused(job.claimed):
                 results.append(self._released(job.claimed))
                 continue
-            await self.limiter.acquire()
-            started = time.perf_counter()
-            results.append(await self._send_one(connection, job))
+            async with self.limiter.slot():
+                started = time.perf_counter()
+                results.append(await self._send_one(connection, job))
             if self.observe_send is not None:
                 self.observe_send(time.perf_counter() - started)
+
+    async def _is_paused(self, claimed: outbox.Claimed) -> bool:
+        """Checked before each message (from a cache at most a second old): a pause stops a
+        drain within a second, not at the end of the batch."""
+        if time.monotonic() - self._paused_at > 1.0:
+            self._paused_at = time.monotonic()
+            self._paused = await asyncio.to_thread(self._read_paused)
+        return (claimed.program_id, None) in self._paused or (
+            claimed.program_id,
+            claimed.wave_key,
+        ) in self._paused
+
+    def _read_paused(self) -> set[tuple[int, str | None]]:
+        with self.engine.connect() as conn:
+            found: set[tuple[int, str | None]] = {
+                (r.id, None)
+                for r in conn.execute(select(programs.c.id).where(programs.c.paused.is_(True)))
+            }
+            found |= {
+                (r.program_id, r.key)
+                for r in conn.execute(
+                    select(waves.c.program_id, waves.c.key).where(waves.c.paused.is_(True))
+                )
+            }
+        return found
 
     def _released(self, claimed: outbox.Claimed) -> outbox.Result:
         now = self.clock.now()

@@ -1,0 +1,280 @@
+"""Delivery you can trust: flaky and throttling relays, pause, crashes, the single SQLite sender."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from pshnotify.clock import FixedClock
+from pshnotify.domain.errors import ConflictError
+from pshnotify.runtime.wiring import Runtime
+from pshnotify.store.schema import attempts, messages
+from tests.smtp_server import Behaviour, SmtpServer
+from tests.test_daemon import NOW, cli, pilot_roster, states
+from tests.test_launch_and_send import launch
+from tests.test_roster_import import HEADER
+
+
+def pilot(runtime: Runtime, tmp_path: Path, count: int) -> None:
+    from pshnotify.services.roster import import_roster
+
+    lines = [HEADER] + [
+        f"P{i},p{i}@example.edu,Person {i},Human Resources,staff,,,,,," for i in range(count)
+    ]
+    path = tmp_path / "pilot.csv"
+    path.write_text("\n".join(lines) + "\n")
+    import_roster(runtime.engine, runtime.program(None), path, runtime.clock, actor="op")
+
+
+def drain(runtime: Runtime, clock: FixedClock, rounds: int = 12) -> None:
+    """Passes until nothing is pending, moving the clock past each retry's backoff."""
+    for _ in range(rounds):
+        asyncio.run(runtime.dispatcher().run_once())
+        with runtime.engine.connect() as conn:
+            pending = conn.scalar(
+                select(func.count())
+                .select_from(messages)
+                .where(messages.c.state.in_(["queued", "retry"]))
+            )
+        if not pending:
+            return
+        clock.advance(dt.timedelta(hours=3))
+
+
+def test_a_flaky_relay_that_defers_and_closes_still_gets_everything(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    total = 300
+    pilot(runtime, tmp_path, total)
+    rng = random.Random(5)
+    lock = threading.Lock()
+    seen = {"n": 0}
+
+    def data(_addr: str) -> str | None:
+        with lock:
+            seen["n"] += 1
+            n = seen["n"]
+        if n % 40 == 0:
+            return "421 4.7.0 too many messages on this connection, closing"
+        if rng.random() < 0.15:
+            return "451 4.3.0 temporary failure, try again"
+        return None
+
+    smtp.behaviour = Behaviour(data=data, close_after=lambda _a: seen["n"] % 40 == 0)
+    runtime.settings.smtp_connections = 4
+    runtime.settings.smtp_messages_per_connection = 25
+    assert launch(runtime) == total
+    drain(runtime, clock)
+    ids = [r.message()["Message-ID"] for r in smtp.received]
+    assert len(ids) == total
+    assert len(set(ids)) == total
+    with runtime.engine.connect() as conn:
+        codes = dict(
+            conn.execute(select(attempts.c.code, func.count()).group_by(attempts.c.code)).all()
+        )
+        assert (
+            conn.scalar(
+                select(func.count()).select_from(messages).where(messages.c.state == "sent")
+            )
+            == total
+        )
+    assert codes[250] == total
+    assert codes[451] > 10
+    assert codes[421] > 3
+    assert smtp.connections > total // 25  # reopened after each 25 and after each 421
+
+
+def test_the_configured_rate_keeps_a_throttling_relay_from_ever_saying_4xx(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path, db_url: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the limiter is in the process; one backend shows it")
+    rate, total = 25, 150
+    pilot(runtime, tmp_path, total)
+    window: deque[float] = deque()
+    lock = threading.Lock()
+
+    def data(_addr: str) -> str | None:
+        with lock:  # the relay: at most `rate` messages in any rolling second
+            now = time.monotonic()
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) >= rate:
+                return "451 4.7.1 rate limit exceeded"
+            window.append(now)
+        return None
+
+    smtp.behaviour = Behaviour(data=data)
+    runtime.settings.smtp_connections = 4
+    runtime.settings.rate_per_second = rate
+    launch(runtime)
+    asyncio.run(runtime.dispatcher().run_once())
+    with runtime.engine.connect() as conn:
+        deferred = conn.scalar(
+            select(func.count()).select_from(attempts).where(attempts.c.code == 451)
+        )
+    assert deferred == 0
+    arrivals = sorted(r.at for r in smtp.received)
+    assert len(arrivals) == total
+    # The long-run rate: the first second's allowance goes at once, the rest take the time.
+    achieved = (total - rate) / (arrivals[-1] - arrivals[0])
+    assert abs(achieved - rate) / rate < 0.05, achieved
+
+
+def test_a_second_sender_on_sqlite_is_refused_clearly(runtime: Runtime, db_url: str) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL replicas share the work instead")
+    runtime.program(None)
+    first = runtime.dispatcher()
+    asyncio.run(first.claim_sending())
+    other = Runtime(
+        runtime.settings.model_copy(update={"worker_name": "otherhost:1"}), runtime.clock
+    )
+    with pytest.raises(ConflictError, match="SQLite supports one sending process"):
+        asyncio.run(other.dispatcher().claim_sending())
+    asyncio.run(first.release())
+    asyncio.run(other.dispatcher().claim_sending())  # free once the first one let go
+    other.close()
+
+
+def test_messages_can_be_listed_and_retried(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    assert cli(env, "init").returncode == 0
+    roster = pilot_roster(tmp_path / "p.csv", 3)
+    cli(env, "roster", "import", str(roster), "--now", NOW)
+    cli(env, "launch", "pilot", "--yes", "--now", NOW)
+    smtp.behaviour = Behaviour(
+        rcpt=lambda a: "550 5.1.1 no such user" if a == "p1@example.edu" else None
+    )
+    cli(env, "run", "--once", "--now", NOW)
+    listed = cli(env, "messages", "--state", "failed", "--json")
+    assert '"recipient_email": "p1@example.edu"' in listed.stdout
+    assert "5.1.1 no such user" in listed.stdout
+    smtp.behaviour = Behaviour()
+    assert "requeued 1" in cli(env, "messages", "retry", "--state", "failed", "--now", NOW).stdout
+    cli(env, "run", "--once", "--now", NOW)
+    assert states(env["PSHNOTIFY_DATABASE_URL"]) == {"sent": 3}
+    ids = [r.message()["Message-ID"] for r in smtp.received]
+    assert len(ids) == 3
+
+
+def start_daemon(
+    env: dict[str, str], *extra: str, port_file: Path | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pshnotify", "run", "--now", NOW, "--interval", "1", *extra],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_pause_during_a_drain_stops_the_wave_until_resume(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    total = 200
+    assert cli(env, "init").returncode == 0
+    cli(env, "roster", "import", str(pilot_roster(tmp_path / "p.csv", total)), "--now", NOW)
+    cli(env, "launch", "pilot", "--yes", "--now", NOW)
+    smtp.behaviour = Behaviour(delay=0.01)
+    daemon = start_daemon({**env, "PSHNOTIFY_BATCH_SIZE": "100"})
+    try:
+        wait_for(lambda: len(smtp.received) >= 20)
+        assert cli(env, "pause", "pilot", "--now", NOW).returncode == 0
+        time.sleep(1.5)  # what was in flight finishes
+        held = len(smtp.received)
+        time.sleep(2.5)
+        assert len(smtp.received) == held < total
+        assert cli(env, "resume", "pilot", "--now", NOW).returncode == 0
+        wait_for(lambda: len(smtp.received) == total)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=30)
+    assert daemon.returncode == 0
+    ids = [r.message()["Message-ID"] for r in smtp.received]
+    assert len(set(ids)) == total
+
+
+def test_sigkill_at_random_moments_loses_nothing(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    total = int(os.environ.get("PSHNOTIFY_TEST_KILL_MESSAGES", "4000"))
+    assert cli(env, "init").returncode == 0
+    cli(env, "roster", "import", str(pilot_roster(tmp_path / "p.csv", total)), "--now", NOW)
+    cli(env, "launch", "pilot", "--yes", "--now", NOW)
+    run_env = {**env, "PSHNOTIFY_LEASE_SECONDS": "2", "PSHNOTIFY_SMTP_CONNECTIONS": "4"}
+    rng = random.Random(3)
+    in_flight_at_kills = 0
+    for _ in range(3):
+        daemon = start_daemon(run_env)
+        before = len(smtp.received)
+        wait_for(lambda b=before: len(smtp.received) > b + rng.randint(50, 400))  # type: ignore[misc]
+        daemon.send_signal(signal.SIGKILL)
+        daemon.communicate(timeout=30)
+        in_flight_at_kills += states(env["PSHNOTIFY_DATABASE_URL"]).get("claimed", 0)
+        time.sleep(2.2)  # the dead process's leases run out
+    daemon = start_daemon(run_env)
+    try:
+        wait_for(lambda: states(env["PSHNOTIFY_DATABASE_URL"]).get("sent", 0) == total, 120)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=30)
+    ids = [r.message()["Message-ID"] for r in smtp.received]
+    duplicates = len(ids) - len(set(ids))
+    assert len(set(ids)) == total  # every message delivered
+    assert duplicates <= in_flight_at_kills
+    assert states(env["PSHNOTIFY_DATABASE_URL"]) == {"sent": total}
+
+
+def test_metrics_are_served_by_the_daemon(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    assert cli(env, "init").returncode == 0
+    cli(env, "roster", "import", str(pilot_roster(tmp_path / "p.csv", 5)), "--now", NOW)
+    cli(env, "launch", "pilot", "--yes", "--now", NOW)
+    port = _free_port()
+    daemon = start_daemon({**env, "PSHNOTIFY_HTTP_PORT": str(port)})
+    try:
+        wait_for(lambda: len(smtp.received) == 5)
+        time.sleep(0.5)  # the pass records its results
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=30)
+    assert 'pshnotify_messages{program="psh-2023-2024",state="sent"} 5.0' in body
+    assert 'pshnotify_attempts_total{outcome="sent"} 5.0' in body
+    assert "pshnotify_send_seconds_count 5.0" in body, body
+    assert "pshnotify_oldest_due_seconds 0.0" in body
+    assert "pshnotify_rate_limit_wait_seconds_total" in body
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
