@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+import pshnotify.mail.report_kind  # noqa: F401 - registers the report kind
 from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
 from pshnotify.mail.kinds import sample_contexts
@@ -24,6 +25,7 @@ from pshnotify.mail.transport import SmtpConfig, SmtpConnection
 from pshnotify.runtime.metrics import Metrics
 from pshnotify.services.dispatch import DispatchConfig, Dispatcher
 from pshnotify.services.programs import all_programs, select_program
+from pshnotify.services.reports import queue_nightly_reports, report_enricher
 from pshnotify.services.schedule import NightlyJob
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
@@ -128,6 +130,7 @@ class Runtime:
             config,
             limiter=self._limiter,
             observe_send=self.metrics.send_seconds.observe,
+            enrichers={"report": report_enricher},
         )
 
     def program_keys(self) -> list[str]:
@@ -135,7 +138,7 @@ class Runtime:
 
     def nightly_jobs(self) -> list[NightlyJob]:
         """Once-a-night work run by every pass (each job is idempotent per night)."""
-        return []
+        return [queue_nightly_reports]
 
     def http_enabled(self) -> bool:
         s = self.settings

@@ -19,6 +19,7 @@ from pshnotify.domain.cadence import PersonState, Planned, decide, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import PENDING
 from pshnotify.domain.program import Program
+from pshnotify.services.reports import officer_windows
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages
@@ -41,7 +42,9 @@ def build_plan(
         if wave is not None:
             q = q.where(enrollments.c.wave_key == wave)
         rows = conn.execute(q).all()
-    days: dict[dt.date, Counter[str]] = defaultdict(Counter)
+        days: dict[dt.date, Counter[str]] = defaultdict(Counter)
+        if wave is None:  # reports cover officers' people in every wave
+            _plan_reports(conn, stored, now, _reported(conn, stored.id), days)
     for due, kind in pending:
         days[_local_day(program, max(due, now))][kind] += 1
     for r in rows:
@@ -50,6 +53,36 @@ def build_plan(
         for p in _future(program, launched, state, now):
             days[_local_day(program, p.due_at)][p.kind] += 1
     return _render(stored, now, wave, days)
+
+
+def _reported(conn: Any, program_id: int) -> set[tuple[str, str]]:
+    """(officer, night) of every report already in the outbox."""
+    q = select(messages.c.recipient_email, messages.c.step).where(
+        messages.c.program_id == program_id, messages.c.kind == "report"
+    )
+    return {(r.lower(), step) for r, step in conn.execute(q)}
+
+
+def _plan_reports(
+    conn: Any,
+    stored: StoredProgram,
+    now: dt.datetime,
+    done: set[tuple[str, str]],
+    days: dict[dt.date, Counter[str]],
+) -> None:
+    """One report a night per officer, from the night after their first launch (assumed on
+    the opening day for waves not yet launched) to the night after their last deadline."""
+    program = stored.program
+    today = _local_day(program, now)
+    for w in officer_windows(conn, stored):
+        first = w.first_launch.astimezone(program.tz).date() if w.first_launch else w.first_opens
+        if first is None or w.last_deadline is None:
+            continue
+        night = max(first + dt.timedelta(days=1), today)
+        while night <= w.last_deadline + dt.timedelta(days=1):
+            if (w.address.lower(), night.isoformat()) not in done:
+                days[night]["report"] += 1
+            night += dt.timedelta(days=1)
 
 
 def _outbox(

@@ -189,6 +189,13 @@ def _closes(program: Program, wave_key: str) -> dt.date | None:
         return None  # a wave no longer in the program file
 
 
+def _opens(program: Program, wave_key: str) -> dt.date | None:
+    try:
+        return program.wave(wave_key).opens
+    except KeyError:
+        return None
+
+
 def _sort_key(row: ReportRow) -> tuple[str, str, str]:
     return (row.department.casefold(), row.name.casefold(), row.id)
 
@@ -293,6 +300,7 @@ class OfficerWindow:
     spellings: Counter[str] = field(default_factory=Counter)
     first_launch: dt.datetime | None = None
     last_deadline: dt.date | None = None
+    first_opens: dt.date | None = None  # for the plan: when an unlaunched window would start
 
     @property
     def address(self) -> str:
@@ -349,6 +357,9 @@ def officer_windows(conn: Connection, stored: StoredProgram) -> list[OfficerWind
             w.first_launch = launched_at
         ends = [d for d in (_closes(program, wave_key), extended, w.last_deadline) if d]
         w.last_deadline = max(ends) if ends else None
+        opens = _opens(program, wave_key)
+        if opens is not None and (w.first_opens is None or opens < w.first_opens):
+            w.first_opens = opens
     return [found[k] for k in sorted(found)]
 
 
