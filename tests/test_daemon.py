@@ -32,7 +32,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def pilot_roster(path: Path, count: int) -> Path:
+def pilot_roster(path: Path, count: int, officers: int = 0) -> Path:
     rows = [
         dict.fromkeys(COLUMNS, "")
         | {
@@ -41,6 +41,7 @@ def pilot_roster(path: Path, count: int) -> Path:
             "name": f"Person {i}",
             "department": "Human Resources",
             "role": "staff",
+            "admin_officer": f"ao{i % officers}@example.edu" if officers else "",
         }
         for i in range(count)
     ]

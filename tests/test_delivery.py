@@ -278,3 +278,90 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_three_replicas_share_a_wave_and_one_dies(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    total = int(os.environ.get("PSHNOTIFY_TEST_REPLICA_MESSAGES", "20000"))
+    officers = 10
+    assert cli(env, "init").returncode == 0
+    roster = pilot_roster(tmp_path / "p.csv", total, officers=officers)
+    cli(env, "roster", "import", str(roster), "--now", NOW)
+    cli(env, "launch", "pilot", "--yes", "--now", NOW)
+    next_day = "2023-09-12T09:30:00-04:00"  # the officers' first report night
+    run_env = {
+        **env,
+        "PSHNOTIFY_LEASE_SECONDS": "2",
+        "PSHNOTIFY_SMTP_CONNECTIONS": "3",
+        "PSHNOTIFY_BATCH_SIZE": "200",
+    }
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pshnotify", "run", "--now", next_day, "--interval", "1"],
+            env={**os.environ, **run_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        wait_for(lambda: len(smtp.received) > total // 3, 120)
+        replicas[0].send_signal(signal.SIGKILL)
+        replicas[0].communicate(timeout=30)
+        in_flight = states(env["PSHNOTIFY_DATABASE_URL"]).get("claimed", 0)
+        wait_for(
+            lambda: states(env["PSHNOTIFY_DATABASE_URL"]).get("sent", 0) == total + officers, 180
+        )
+    finally:
+        for p in replicas[1:]:
+            p.send_signal(signal.SIGTERM)
+        for p in replicas[1:]:
+            p.communicate(timeout=60)
+    assert [p.returncode for p in replicas[1:]] == [0, 0]
+    kinds = [r.message()["X-Pshnotify-Kind"] for r in smtp.received]
+    ids = [r.message()["Message-ID"] for r in smtp.received]
+    assert len(set(ids)) == total + officers  # every message delivered
+    assert len(ids) - len(set(ids)) <= in_flight  # twice only what the dead one had in hand
+    reports = [r.rcpt_tos[0] for r in smtp.received if r.message()["X-Pshnotify-Kind"] == "report"]
+    assert sorted(set(reports)) == sorted(reports)  # exactly one per officer
+    assert len(reports) == officers
+    assert kinds.count("launch") >= total
+
+
+def test_relays_share_the_traffic_and_a_fallback_takes_over(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path, db_url: str
+) -> None:
+    from pshnotify.settings import Relay
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("relay choice is in the process; one backend shows it")
+    second, spare = SmtpServer(), SmtpServer()
+    second.start()
+    spare.start()
+    try:
+        pilot(runtime, tmp_path, 60)
+        runtime.settings.smtp_connections = 2
+        runtime.settings.smtp_relays = [
+            Relay(host=second.host, port=second.port, tls="none"),
+            Relay(host=spare.host, port=spare.port, tls="none", fallback=True),
+        ]
+        launch(runtime)
+        asyncio.run(runtime.dispatcher().run_once())
+        assert len(smtp.received) + len(second.received) == 60
+        assert smtp.received  # both shared relays carried some
+        assert second.received
+        assert not spare.received
+        smtp.stop()
+        second.stop()  # both shared relays down: the fallback carries everything
+        runtime.settings.smtp_relays = runtime.settings.smtp_relays[1:]
+        clock.advance(dt.timedelta(days=1))
+        with runtime.engine.begin() as conn:
+            conn.execute(messages.update().values(state="queued", due_at=clock.now()))
+        asyncio.run(runtime.dispatcher().run_once())
+        assert len(spare.received) == 60
+    finally:
+        second.stop()
+        spare.stop()

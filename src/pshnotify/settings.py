@@ -5,13 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pshnotify.domain.errors import InputError
 
 ENV_PREFIX = "PSHNOTIFY_"
 DEFAULT_MESSAGE_ID_DOMAIN = "pshnotify.invalid"
+
+
+class Relay(BaseModel):
+    """One more relay (PSHNOTIFY_SMTP_RELAYS, a JSON list): a share of the connections, or a
+    fallback tried when a connection to the others cannot be made."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    share: int = Field(default=1, ge=0)
+    fallback: bool = False
 
 
 class Settings(BaseSettings):
@@ -33,6 +46,9 @@ class Settings(BaseSettings):
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     smtp_timeout: float = Field(default=60.0, gt=0)
     smtp_connections: int = Field(default=4, ge=1, le=64)
+    # Further relays; the SMTP_* relay above is the first, with share SMTP_SHARE.
+    smtp_relays: list[Relay] = []
+    smtp_share: int = Field(default=1, ge=0)
     smtp_messages_per_connection: int = Field(default=500, ge=0)  # 0: no limit
     # The relay's published limits, kept by every connection of this process together.
     rate_per_second: float | None = Field(default=None, gt=0)

@@ -9,6 +9,7 @@ connection's writes to know which side of the line a fault fell on.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,14 +54,14 @@ class Reply:
 
 
 class SmtpConnection:
-    def __init__(self, config: SmtpConfig) -> None:
-        self.config = config
+    def __init__(self, config: SmtpConfig, fallbacks: Sequence[SmtpConfig] = ()) -> None:
+        self.config = config  # the relay in use now
+        self._relays = [config, *fallbacks]  # tried in order when a connection cannot be made
         self._smtp: aiosmtplib.SMTP | None = None
         self._body_written = False
         self.sent_on_connection = 0
 
-    def _client(self) -> aiosmtplib.SMTP:
-        cfg = self.config
+    def _client(self, cfg: SmtpConfig) -> aiosmtplib.SMTP:
         context = None
         if cfg.tls != "none":
             context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
@@ -79,17 +80,19 @@ class SmtpConnection:
     async def connect(self) -> None:
         if self._smtp is not None and self._smtp.is_connected:
             return
-        smtp = self._client()
-        try:
-            await smtp.connect()
-        except (TimeoutError, SMTPException, OSError) as exc:
-            raise TransientDeliveryError(
-                getattr(exc, "code", None),
-                f"cannot connect to {self.config.host}:{self.config.port}: {exc}",
-            ) from exc
-        self._watch_writes(smtp)
-        self._smtp = smtp
-        self.sent_on_connection = 0
+        problems = []
+        for cfg in self._relays:  # the primary first, then each fallback
+            smtp = self._client(cfg)
+            try:
+                await smtp.connect()
+            except (TimeoutError, SMTPException, OSError) as exc:
+                problems.append(f"cannot connect to {cfg.host}:{cfg.port}: {exc}")
+                continue
+            self._watch_writes(smtp)
+            self._smtp, self.config = smtp, cfg
+            self.sent_on_connection = 0
+            return
+        raise TransientDeliveryError(None, "; ".join(problems))
 
     def _watch_writes(self, smtp: aiosmtplib.SMTP) -> None:
         protocol: Any = smtp.protocol

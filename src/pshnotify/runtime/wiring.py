@@ -111,6 +111,34 @@ class Runtime:
             messages_per_connection=s.smtp_messages_per_connection,
         )
 
+    def smtp_connections(self) -> list[SmtpConnection]:
+        """Connections spread over the relays by share; every one may fall back."""
+        s = self.settings
+        relays = [(self.smtp_config(), s.smtp_share, False)] + [
+            (
+                SmtpConfig(
+                    host=r.host,
+                    port=r.port,
+                    tls=r.tls,
+                    username=r.username,
+                    password=r.password.get_secret_value() if r.password else None,
+                    timeout=s.smtp_timeout,
+                    ca_file=s.smtp_ca_file,
+                    messages_per_connection=s.smtp_messages_per_connection,
+                ),
+                r.share,
+                r.fallback,
+            )
+            for r in s.smtp_relays
+        ]
+        shared = [cfg for cfg, share, fallback in relays if not fallback for _ in range(share)]
+        fallbacks = [cfg for cfg, _, fallback in relays if fallback]
+        if not shared:
+            raise InputError(["PSHNOTIFY_SMTP_RELAYS: every relay is a fallback or has share 0"])
+        return [
+            SmtpConnection(shared[i % len(shared)], fallbacks) for i in range(s.smtp_connections)
+        ]
+
     def dispatcher(self) -> Dispatcher:
         s = self.settings
         config = DispatchConfig(
@@ -120,8 +148,7 @@ class Runtime:
             lease=dt.timedelta(seconds=s.lease_seconds),
             max_attempts=s.max_attempts,
         )
-        smtp = self.smtp_config()
-        connections = [SmtpConnection(smtp) for _ in range(s.smtp_connections)]
+        connections = self.smtp_connections()
         return Dispatcher(
             self.engine,
             self.clock,

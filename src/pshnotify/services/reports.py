@@ -282,11 +282,18 @@ def _exists(conn: Connection, program_id: int, column: Any, value: str) -> bool:
 def _unknown(
     conn: Connection, stored: StoredProgram, option: str, what: str, column: Any, value: str
 ) -> NotFoundError:
-    known = sorted({v for v in conn.scalars(_enrolled(stored.id, column).distinct()) if v})
+    spellings = {
+        v.casefold(): v for v in conn.scalars(_enrolled(stored.id, column).distinct()) if v
+    }
+    known = sorted(spellings.values())
     close = difflib.get_close_matches(value, known, n=5, cutoff=0.5)
-    shown = close or known[:10]
-    more = "" if close or len(known) <= 10 else f" (and {len(known) - 10} more)"
-    hint = f"did you mean: {'; '.join(shown)}{more}" if shown else "import the roster first"
+    more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
+    if close:
+        hint = f"did you mean: {'; '.join(close)}"
+    elif known:
+        hint = f"known: {'; '.join(known[:10])}{more}"
+    else:
+        hint = "import the roster first"
     return NotFoundError(
         [f"{option}: nobody enrolled in {stored.key} has the {what} {value!r}"], hint=hint
     )
