@@ -115,8 +115,9 @@ class SmtpServer:
         self._controller.start()
 
     def stop(self) -> None:
-        if self._controller:
-            self._controller.stop()
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
 
     def messages(self) -> list[EmailMessage]:
         with self.lock:
