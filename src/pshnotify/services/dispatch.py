@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -92,23 +93,65 @@ class Dispatcher:
         self.stopping = asyncio.Event()
 
     async def run_once(self, on_progress: Callable[[int], None] | None = None) -> DispatchReport:
+        """Drain everything due, as a pipeline: while the connections send one batch, the next
+        is claimed and built, and finished results are recorded every ~100 ms."""
         report = DispatchReport()
         await asyncio.to_thread(self._single_dispatcher)
+        jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=2 * self.config.batch_size)
+        results: list[outbox.Result] = []
+        senders_done = asyncio.Event()
+        recorder = asyncio.create_task(self._recorder(results, senders_done, report))
+        try:
+            senders = [
+                asyncio.create_task(self._sender(c, jobs, results)) for c in self.connections
+            ]
+            await self._producer(jobs, results, report, on_progress)
+            await asyncio.gather(*senders)
+        finally:
+            senders_done.set()
+            await recorder
+            await asyncio.gather(*(c.close() for c in self.connections))
+        return report
+
+    async def _producer(
+        self,
+        jobs: asyncio.Queue[_Job | None],
+        results: list[outbox.Result],
+        report: DispatchReport,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
         try:
             while not self.stopping.is_set():
                 batch = await asyncio.to_thread(self._claim)
                 if not batch:
                     break
                 report.claimed += len(batch)
-                results = await self._process(batch)
-                await asyncio.to_thread(self._record, results)
-                for r in results:
-                    report.outcomes[r.state.value] += 1
+                for item in await asyncio.to_thread(self._build, batch):
+                    if isinstance(item, outbox.Result):
+                        results.append(item)
+                    else:
+                        await jobs.put(item)
                 if on_progress:
                     on_progress(len(batch))
         finally:
-            await asyncio.gather(*(c.close() for c in self.connections))
-        return report
+            for _ in self.connections:
+                await jobs.put(None)  # one "no more" per sender
+
+    async def _recorder(
+        self, results: list[outbox.Result], senders_done: asyncio.Event, report: DispatchReport
+    ) -> None:
+        while True:
+            finished = senders_done.is_set()
+            if results:
+                taken = results[:]
+                del results[: len(taken)]
+                await asyncio.to_thread(self._record, taken)
+                for r in taken:
+                    report.outcomes[r.state.value] += 1
+            if finished:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(senders_done.wait(), 0.1)
 
     # -- database side (run in a thread: the event loop keeps sending meanwhile) --------------
     async def release(self) -> None:
@@ -195,20 +238,13 @@ class Dispatcher:
             return {(r.program_id, r.id): r for r in conn.execute(q)}
 
     # -- building and sending ------------------------------------------------------------------
-    async def _process(self, batch: list[outbox.Claimed]) -> list[outbox.Result]:
-        rows = await asyncio.to_thread(self._people, batch)
-        results: list[outbox.Result] = self._superseded(batch)
-        batch = [c for c in batch if c.id not in {r.message.id for r in results}]
-        jobs: asyncio.Queue[_Job] = asyncio.Queue()
-        for claimed in batch:
-            job_or_result = self._prepare(claimed, rows)
-            if isinstance(job_or_result, outbox.Result):
-                results.append(job_or_result)
-            else:
-                jobs.put_nowait(job_or_result)
-        workers = [self._sender(conn, jobs, results) for conn in self.connections]
-        await asyncio.gather(*workers)
-        return results
+    def _build(self, batch: list[outbox.Claimed]) -> list[_Job | outbox.Result]:
+        """Render and compose a claimed batch (in a thread: the loop keeps sending)."""
+        rows = self._people(batch)
+        out: list[_Job | outbox.Result] = list(self._superseded(batch))
+        skipped = {r.message.id for r in out if isinstance(r, outbox.Result)}
+        out += [self._prepare(c, rows) for c in batch if c.id not in skipped]
+        return out
 
     def _superseded(self, batch: list[outbox.Claimed]) -> list[outbox.Result]:
         """Several reminders for one person in one batch (after a pause, say): send the last."""
@@ -287,10 +323,12 @@ class Dispatcher:
         )
 
     async def _sender(
-        self, connection: SmtpConnection, jobs: asyncio.Queue[_Job], results: list[outbox.Result]
+        self,
+        connection: SmtpConnection,
+        jobs: asyncio.Queue[_Job | None],
+        results: list[outbox.Result],
     ) -> None:
-        while not jobs.empty():
-            job = jobs.get_nowait()
+        while (job := await jobs.get()) is not None:
             if self.stopping.is_set() or await self._is_paused(job.claimed):
                 results.append(self._released(job.claimed))
                 continue

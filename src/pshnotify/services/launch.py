@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import next_sending_instant
@@ -57,16 +57,23 @@ class LaunchSummary:
         }
 
 
-def _candidates(program_id: int, wave: str) -> Any:
-    """Required, present, not exempted by an operator, not complete, no launch email yet."""
-    already = exists().where(
-        and_(
-            messages.c.program_id == program_id,
-            messages.c.person_id == enrollments.c.person_id,
-            messages.c.kind == Kind.LAUNCH.value,
+def candidates(conn: Connection, program_id: int, wave: str) -> list[Any]:
+    """Required, present, not exempted by an operator, not complete, no launch email yet.
+
+    Two plain scans and a set difference in Python, not a correlated NOT EXISTS: right after
+    a bulk import the planners (SQLite unanalysed, PostgreSQL with stale statistics) chose an
+    index that made that query quadratic (measured: 16 minutes for a 100,000-person launch).
+    """
+    launched = set(
+        conn.scalars(
+            select(messages.c.person_id).where(
+                messages.c.program_id == program_id,
+                messages.c.kind == Kind.LAUNCH.value,
+                messages.c.wave_key == wave,
+            )
         )
     )
-    return (
+    q = (
         select(people.c.id, people.c.external_id, people.c.email, people.c.name)
         .join(enrollments, enrollments.c.person_id == people.c.id)
         .where(
@@ -76,9 +83,10 @@ def _candidates(program_id: int, wave: str) -> Any:
             enrollments.c.removed_at.is_(None),
             enrollments.c.exempted_reason.is_(None),
             enrollments.c.completed_at.is_(None),
-            ~already,
         )
+        .order_by(people.c.id)
     )
+    return [r for r in conn.execute(q) if r.id not in launched]
 
 
 def preview_launch(engine: Engine, stored: StoredProgram, wave: str, clock: Clock) -> LaunchSummary:
@@ -122,7 +130,7 @@ def _summarise(
             s.operator_exempt += 1
         elif completed:
             s.completed += 1
-    s.to_queue = len(conn.execute(_candidates(stored.id, wave_key)).all())
+    s.to_queue = len(candidates(conn, stored.id, wave_key))
     required = s.members - sum(s.not_required.values()) - s.operator_exempt - s.completed
     s.already_queued = required - s.to_queue
     s.due_at = next_sending_instant(now, program.sending, program.tz)
@@ -183,7 +191,7 @@ def queue_launch_emails(
             "context": {},
             "due_at": due,
         }
-        for pid, ext, email, name in conn.execute(_candidates(stored.id, wave))
+        for pid, ext, email, name in candidates(conn, stored.id, wave)
     ]
     return outbox.queue(conn, rows, now)
 
