@@ -94,6 +94,7 @@ class _RosterReader:
         self.extra_types = program.roster.extra_columns
         self.wave_keys = {w.key for w in program.waves}
         self.errors: list[str] = []
+        self._officers: dict[str, str | None] = {}
 
     def error(self, line: int, fld: str, problem: str) -> None:
         self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
@@ -185,7 +186,7 @@ class _RosterReader:
             if not clean.get(col):
                 self.error(line, col, "is empty; a value is required")
         email = self._email(line, "email", clean.get("email", ""))
-        officer = self._email(line, "admin_officer", clean.get("admin_officer", ""))
+        officer = self._officer(line, clean.get("admin_officer", ""))
         paid = self._bool(line, "paid", clean.get("paid", ""), default=True)
         start = self._date(line, "start_date", clean.get("start_date", ""))
         year = self._int(line, "program_year", clean.get("program_year", ""))
@@ -214,6 +215,15 @@ class _RosterReader:
             wave=wave,
             extra=extra,
         )
+
+    def _officer(self, line: int, value: str) -> str | None:
+        # A few officers serve thousands of people: validate each address once.
+        if value not in self._officers:
+            before = len(self.errors)
+            self._officers[value] = self._email(line, "admin_officer", value)
+            if len(self.errors) > before:
+                del self._officers[value]  # report it on every line that has it
+        return self._officers.get(value)
 
     def _email(self, line: int, fld: str, value: str) -> str | None:
         if not value:
