@@ -11,26 +11,21 @@ webhook, xAPI) must read a completion's instant and person the same way.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
 
-from pshnotify.domain.errors import InputError
 from pshnotify.domain.program import Program
+from pshnotify.ingest.csvfile import CsvRecords, read_text
 
 WHO = ("id", "email")
 REQUIRED = ("option", "completed_at")
 OPTIONAL = ("note",)
 COLUMNS = (*WHO, *REQUIRED, *OPTIONAL)
-MAX_ERRORS = 200
 MAX_REF = 320  # the longest email address; ids are shorter
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _INSTANT_EXAMPLE = "2023-09-12T14:30:00-04:00"
@@ -106,18 +101,7 @@ def option_problem(program: Program, option: str, *, allow_alternative: bool = F
 # -- the file --------------------------------------------------------------------------------------
 def read_completions(path: Path, program: Program) -> list[CompletionRow]:
     """Parse the whole file; raise InputError listing every problem if any row is bad."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(
-            [f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]
-        ) from None
-    return _CompletionsReader(str(path), program).read(text)
+    return _CompletionsReader(str(path), program).read(read_text(path))
 
 
 class _CompletionsReader:
@@ -130,50 +114,17 @@ class _CompletionsReader:
         self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
 
     def read(self, text: str) -> list[CompletionRow]:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-        header = self._header(reader)
-        if header is None:
-            raise InputError(self.errors, hint="fix the header and import again")
-        rows: list[CompletionRow] = []
-        for line, values in self._records(reader):
-            if not any(v.strip() for v in values):
-                continue  # a blank line
-            if len(values) != len(header):
-                self.error(line, "(row)", f"has {len(values)} fields, the header has {len(header)}")
-                continue
-            row = self._row(line, dict(zip(header, values, strict=True)))
-            if row is not None:
-                rows.append(row)
-            if len(self.errors) >= MAX_ERRORS:
-                break
-        if self.errors:
-            raise InputError(
-                self.errors, hint="fix these rows and import again; nothing was changed"
-            )
+        records = CsvRecords(self.name, text)
+        self.errors = records.errors
+        self._check_header(records.header)
+        records.raise_if_errors("fix the header and import again")
+        rows = [row for line, cells in records if (row := self._row(line, cells)) is not None]
+        records.raise_if_errors()
         return rows
 
-    def _records(self, reader: Any) -> Iterator[tuple[int, list[str]]]:
-        start = 2
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                self.error(start, "(row)", f"not valid CSV: {exc}")
-                return
-            yield start, values
-            start = reader.line_num + 1
-
-    def _header(self, reader: Iterator[list[str]]) -> list[str] | None:
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            self.error(1, "(header)", "the file is empty; the first line must name the columns")
-            return None
-        except csv.Error as exc:
-            self.error(1, "(header)", f"not valid CSV: {exc}")
-            return None
+    def _check_header(self, header: list[str]) -> None:
+        if not header:
+            return
         for col in header:
             if col not in COLUMNS:
                 self.error(1, col or "(empty)", f"unknown column (expected {', '.join(COLUMNS)})")
@@ -182,9 +133,6 @@ class _CompletionsReader:
         for col in REQUIRED:
             if col not in header:
                 self.error(1, col, "required column is missing")
-        for col in sorted({c for c in header if header.count(c) > 1}):
-            self.error(1, col, "column appears twice")
-        return None if self.errors else header
 
     def _row(self, line: int, cells: dict[str, str]) -> CompletionRow | None:
         before = len(self.errors)

@@ -6,26 +6,21 @@ Errors read `FILE:LINE: field: problem`, LINE being the physical line where the 
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from pshnotify.domain.errors import InputError
 from pshnotify.domain.program import Program
+from pshnotify.ingest.csvfile import CsvRecords, ProgressFn, read_text
 
 REQUIRED = ("id", "email", "name", "department", "role")
 OPTIONAL = ("paid", "start_date", "program_year", "affiliation", "admin_officer", "wave")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
-MAX_ERRORS = 200
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
@@ -67,25 +62,11 @@ class RosterRow:
         }
 
 
-ProgressFn = Callable[[int], None]
-
-
 def read_roster(
     path: Path, program: Program, progress: ProgressFn | None = None
 ) -> list[RosterRow]:
     """Parse the whole file; raise InputError listing every problem if any row is bad."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(
-            [f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]
-        ) from None
-    return _RosterReader(str(path), program).read(text, progress)
+    return _RosterReader(str(path), program).read(read_text(path), progress)
 
 
 class _RosterReader:
@@ -102,57 +83,26 @@ class _RosterReader:
         self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
 
     def read(self, text: str, progress: ProgressFn | None) -> list[RosterRow]:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-        header = self._header(reader)
+        records = CsvRecords(self.name, text)
+        self.errors = records.errors  # one list: the reader's problems and ours, in file order
+        self._check_header(records.header)
+        records.raise_if_errors("fix the header and import again; nothing was changed")
         rows: list[RosterRow] = []
-        if header is None:
-            raise InputError(self.errors)
         seen_ids: dict[str, int] = {}
         seen_emails: dict[str, int] = {}
-        for line, values in self._records(reader):
-            if progress:
-                progress(reader.line_num - line + 1)
-            if not any(v.strip() for v in values):
-                continue  # a blank line
-            if len(values) != len(header):
-                self.error(line, "(row)", f"has {len(values)} fields, the header has {len(header)}")
-                continue
-            row = self._row(line, dict(zip(header, values, strict=True)))
+        for line, cells in records.records(progress):
+            row = self._row(line, cells)
             if row is None:
                 continue
             self._unique(seen_ids, row.external_id, line, "id")
             self._unique(seen_emails, row.email_key, line, "email")
             rows.append(row)
-            if len(self.errors) >= MAX_ERRORS:
-                break
-        if self.errors:
-            raise InputError(
-                self.errors, hint="fix these rows and import again; nothing was changed"
-            )
+        records.raise_if_errors()
         return rows
 
-    def _records(self, reader: Any) -> Iterator[tuple[int, list[str]]]:
-        start = 2
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                self.error(start, "(row)", f"not valid CSV: {exc}")
-                return
-            yield start, values
-            start = reader.line_num + 1
-
-    def _header(self, reader: Iterator[list[str]]) -> list[str] | None:
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            self.error(1, "(header)", "the file is empty; the first line must name the columns")
-            return None
-        except csv.Error as exc:
-            self.error(1, "(header)", f"not valid CSV: {exc}")
-            return None
+    def _check_header(self, header: list[str]) -> None:
+        if not header:
+            return
         known = set(REQUIRED) | set(OPTIONAL) | set(self.extra_types)
         for col in header:
             if col not in known:
@@ -165,10 +115,6 @@ class _RosterReader:
         for col in REQUIRED:
             if col not in header:
                 self.error(1, col, "required column is missing")
-        dupes = {c for c in header if header.count(c) > 1}
-        for col in sorted(dupes):
-            self.error(1, col, "column appears twice")
-        return None if self.errors else header
 
     def _unique(self, seen: dict[str, int], key: str, line: int, fld: str) -> None:
         if key in seen:

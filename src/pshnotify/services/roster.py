@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError
-from pshnotify.ingest.roster_csv import ProgressFn, RosterRow, read_roster
+from pshnotify.ingest.csvfile import ProgressFn
+from pshnotify.ingest.roster_csv import RosterRow, read_roster
 from pshnotify.services.completions import match_unmatched
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox

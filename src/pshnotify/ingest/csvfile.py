@@ -1,0 +1,90 @@
+"""What every CSV the operators hand us shares: UTF-8 (BOM or not), a header line, records
+that may span lines, and errors as `FILE:LINE: field: problem` with LINE where a record starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pshnotify.domain.errors import InputError
+
+MAX_ERRORS = 200
+ProgressFn = Callable[[int], None]
+
+
+def read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(
+            [f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]
+        ) from None
+
+
+class CsvRecords:
+    """Reads the header, then yields (line, {column: value}) for each non-blank record.
+
+    Problems are collected in `errors`; the caller adds its own and raises once at the end.
+    """
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.errors: list[str] = []
+        self._reader: Any = csv.reader(io.StringIO(text, newline=""), strict=True)
+        self.header = self._read_header()
+
+    def error(self, line: int, fld: str, problem: str) -> None:
+        self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
+
+    def _read_header(self) -> list[str]:
+        try:
+            header = [h.strip() for h in next(self._reader)]
+        except StopIteration:
+            self.error(1, "(header)", "the file is empty; the first line must name the columns")
+            return []
+        except csv.Error as exc:
+            self.error(1, "(header)", f"not valid CSV: {exc}")
+            return []
+        for col in sorted({c for c in header if header.count(c) > 1}):
+            self.error(1, col, "column appears twice")
+        return header
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
+        return self.records()
+
+    def records(self, progress: ProgressFn | None = None) -> Iterator[tuple[int, dict[str, str]]]:
+        start = 2
+        while len(self.errors) < MAX_ERRORS:
+            try:
+                values = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                self.error(start, "(row)", f"not valid CSV: {exc}")
+                return
+            line, start = start, self._reader.line_num + 1
+            if progress:
+                progress(start - line)
+            if not any(v.strip() for v in values):
+                continue  # a blank line
+            if len(values) != len(self.header):
+                self.error(
+                    line, "(row)", f"has {len(values)} fields, the header has {len(self.header)}"
+                )
+                continue
+            yield line, dict(zip(self.header, values, strict=True))
+
+    def raise_if_errors(
+        self, hint: str = "fix these rows and import again; nothing was changed"
+    ) -> None:
+        if self.errors:
+            raise InputError(self.errors, hint=hint)
