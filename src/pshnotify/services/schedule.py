@@ -60,7 +60,8 @@ def run_pass(
             pass
         with engine.begin() as conn:
             for job in nightly:
-                report.queued["report"] += job(conn, stored, now, message_id_domain)
+                if queued := job(conn, stored, now, message_id_domain):
+                    report.queued["report"] += queued
     return report
 
 
