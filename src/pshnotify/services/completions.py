@@ -34,6 +34,7 @@ from pshnotify.ingest.completions_csv import (
     ref_problem,
 )
 from pshnotify.store import audit, outbox
+from pshnotify.store.db import transaction
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import completions, enrollments, people, webhook_receipts
 from pshnotify.store.sql import insert_ignoring_duplicates
@@ -420,10 +421,6 @@ class ImportReport:
         }
 
 
-class _DryRun(Exception):  # noqa: N818 - a signal to roll back, not an error
-    """Raised inside the transaction to roll a dry run back after counting everything."""
-
-
 def import_completions(
     engine: Engine,
     stored: StoredProgram,
@@ -443,23 +440,18 @@ def import_completions(
     now = clock.now()
     _refuse_future(rows, str(path), now)
     report = ImportReport(file=str(path), rows=len(rows), confirm=confirm, dry_run=dry_run)
-    try:
-        with engine.begin() as conn:
-            for row in rows:
-                report.add(_record_row(conn, stored, row, now, message_id_domain, confirm))
-            audit.record(
-                conn,
-                at=now,
-                actor=actor,
-                action="completions.import",
-                program_id=stored.id,
-                subject=str(path),
-                details=report.as_dict(),
-            )
-            if dry_run:
-                raise _DryRun
-    except _DryRun:
-        pass
+    with transaction(engine, dry_run=dry_run) as conn:
+        for row in rows:
+            report.add(_record_row(conn, stored, row, now, message_id_domain, confirm))
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="completions.import",
+            program_id=stored.id,
+            subject=str(path),
+            details=report.as_dict(),
+        )
     return report
 
 

@@ -18,6 +18,7 @@ from pshnotify.services.completions import match_unmatched
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store import people as repo
+from pshnotify.store.db import transaction
 from pshnotify.store.programs import StoredProgram
 
 
@@ -51,10 +52,6 @@ class RosterReport:
         }
 
 
-class _DryRun(Exception):  # noqa: N818 - a signal to roll back, not an error
-    """Raised inside the transaction to roll a dry run back after counting everything."""
-
-
 def import_roster(
     engine: Engine,
     stored: StoredProgram,
@@ -77,27 +74,22 @@ def import_roster(
     decisions = _decide(program, rows, str(path))
     report = RosterReport(file=str(path), rows=len(rows), dry_run=dry_run)
     now = clock.now()
-    try:
-        with engine.begin() as conn:
-            _check_email_owners(conn, rows, str(path))
-            _apply_people(conn, rows, report, now)
-            ids = repo.person_ids(conn)
-            _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge)
-            # A completion that arrived before its person did is matched now.
-            report.matched_completions = match_unmatched(conn, stored, now, message_id_domain)
-            audit.record(
-                conn,
-                at=now,
-                actor=actor,
-                action="roster.import",
-                program_id=stored.id,
-                subject=str(path),
-                details=report.as_dict(),
-            )
-            if dry_run:
-                raise _DryRun
-    except _DryRun:
-        pass
+    with transaction(engine, dry_run=dry_run) as conn:
+        _check_email_owners(conn, rows, str(path))
+        _apply_people(conn, rows, report, now)
+        ids = repo.person_ids(conn)
+        _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge)
+        # A completion that arrived before its person did is matched now.
+        report.matched_completions = match_unmatched(conn, stored, now, message_id_domain)
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="roster.import",
+            program_id=stored.id,
+            subject=str(path),
+            details=report.as_dict(),
+        )
     return report
 
 

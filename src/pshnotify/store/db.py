@@ -64,6 +64,17 @@ def _sqlite_durability(engine: Engine) -> None:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Connection]:
-    with engine.begin() as conn:
-        yield conn
+def transaction(engine: Engine, *, dry_run: bool = False) -> Iterator[Connection]:
+    """One transaction; with `dry_run` it is rolled back after the work was done and counted,
+    so a dry run reports exactly what the real run would change."""
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            yield conn
+        except BaseException:
+            trans.rollback()
+            raise
+        if dry_run:
+            trans.rollback()
+        else:
+            trans.commit()
