@@ -8,8 +8,12 @@ For each backend (a fresh SQLite file, or a fresh PostgreSQL schema) and each re
 4. baseline: a bare aiosmtplib loop over one connection sending the same
    number of identical, prebuilt messages to the same kind of sink          -> messages/s
 
-Medians over `--repeat` runs are printed as a table per backend (or as JSON with `--json`).
-Progress goes to stderr. Run it with the project's virtualenv:
+Medians over `--repeat` runs are printed as a table per backend (or as JSON with `--json`);
+the ratio is the median of each run's pipeline/baseline ratio. Each run starts from an empty
+database. Progress goes to stderr. PSHNOTIFY_* variables other than the ones set here (batch
+size, say) still apply, as they would to `pshnotify run`.
+
+Run it with the project's virtualenv:
 
     .venv/bin/python bench/run.py [--people N] [--repeat R] [--backends sqlite,postgres] [--json]
 """
@@ -59,8 +63,13 @@ ACTOR = "bench"
 SINK_HOST = "127.0.0.1"
 BASELINE_RECIPIENT = "baseline.person@example.edu"
 BACKENDS = ("sqlite", "postgres")
-METRICS = ("import_rows_per_s", "launch_rows_per_s", "pipeline_msg_per_s", "baseline_msg_per_s",
-           "ratio")
+METRICS = (
+    "import_rows_per_s",
+    "launch_rows_per_s",
+    "pipeline_msg_per_s",
+    "baseline_msg_per_s",
+    "ratio",
+)
 
 
 def log(message: str) -> None:
@@ -86,8 +95,9 @@ class Sink:
         self.handler = _CountingHandler()
         self.port = _free_port()
         # server_hostname: otherwise every session calls socket.getfqdn() for its greeting.
-        self._controller = Controller(self.handler, hostname=SINK_HOST, port=self.port,
-                                      server_hostname="sink.bench.invalid")
+        self._controller = Controller(
+            self.handler, hostname=SINK_HOST, port=self.port, server_hostname="sink.bench.invalid"
+        )
 
     @property
     def count(self) -> int:
@@ -149,7 +159,8 @@ def fresh_database(backend: str, workdir: Path, run: int, admin_url: str) -> Ite
         with admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         try:
-            yield f"{admin_url}?options=-csearch_path%3D{schema}"
+            sep = "&" if "?" in admin_url else "?"
+            yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
         finally:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -162,7 +173,6 @@ def fresh_database(backend: str, workdir: Path, run: int, admin_url: str) -> Ite
 class Sample:
     """One repeat on one backend."""
 
-    people: int
     imported: int
     queued: int
     sent: int
@@ -172,6 +182,8 @@ class Sample:
     pipeline_s: float
     baseline_s: float
     queued_by_wave: dict[str, int] = field(default_factory=dict)
+    load_before: float = -1.0
+    load_after: float = -1.0
 
     def rates(self) -> dict[str, float]:
         pipeline = _rate(self.sent, self.pipeline_s)
@@ -191,14 +203,28 @@ def _rate(count: int, seconds: float) -> float:
 
 def bench_settings(url: str, sink: Sink) -> Settings:
     values: dict[str, Any] = {
-        "database_url": url, "program_file": PROGRAM_FILE, "templates_dir": TEMPLATES_DIR,
-        "smtp_host": SINK_HOST, "smtp_port": sink.port, "message_id_domain": "bench.invalid",
+        "database_url": url,
+        "program_file": PROGRAM_FILE,
+        "templates_dir": TEMPLATES_DIR,
+        "smtp_host": SINK_HOST,
+        "smtp_port": sink.port,
+        "message_id_domain": "bench.invalid",
         "_env_file": None,  # no .env: only these values (and PSHNOTIFY_* variables) count
     }
     return Settings(**values)
 
 
+def _load() -> float:
+    """The 1-minute load average: other work on the machine skews every figure here."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
+
+
 def measure(url: str, roster: Path, sink: Sink) -> Sample:
+    load_before = _load()
+    log(f"  load average {load_before} on {os.cpu_count()} CPUs")
     settings = bench_settings(url, sink)
     rt = Runtime(settings, FixedClock(NOW))
     try:
@@ -209,26 +235,51 @@ def measure(url: str, roster: Path, sink: Sink) -> Sample:
         t0 = time.perf_counter()
         report = import_roster(rt.engine, stored, roster, rt.clock, actor=ACTOR)
         import_s = time.perf_counter() - t0
-        log(f"  import: {report.rows:,} rows in {import_s:.2f} s "
-            f"({_rate(report.rows, import_s):,.0f} rows/s)")
+        log(
+            f"  import: {report.rows:,} rows in {import_s:.2f} s "
+            f"({_rate(report.rows, import_s):,.0f} rows/s)"
+        )
 
         by_wave: dict[str, int] = {}
         t0 = time.perf_counter()
         for wave in stored.program.waves:
-            done = launch_wave(rt.engine, stored, wave.key, rt.clock, actor=ACTOR,
-                               message_id_domain=settings.message_id_domain, force=True)
+            t1 = time.perf_counter()
+            done = launch_wave(
+                rt.engine,
+                stored,
+                wave.key,
+                rt.clock,
+                actor=ACTOR,
+                message_id_domain=settings.message_id_domain,
+                force=True,
+            )
             by_wave[wave.key] = done.queued
+            log(
+                f"    launch {wave.key}: {done.queued:,} queued in {time.perf_counter() - t1:.2f} s"
+            )
         launch_s = time.perf_counter() - t0
         queued = sum(by_wave.values())
-        log(f"  launch: {queued:,} rows queued in {launch_s:.2f} s "
-            f"({_rate(queued, launch_s):,.0f} rows/s) {by_wave}")
+        log(
+            f"  launch: {queued:,} rows queued in {launch_s:.2f} s "
+            f"({_rate(queued, launch_s):,.0f} rows/s) {by_wave}"
+        )
 
         sent, pipeline_s = drain(rt, sink, queued)
         message = sample_message(rt, stored)
         baseline_s = baseline(sink, str(stored.program.program.sender.address), message, sent)
-        return Sample(people=report.rows, imported=report.rows, queued=queued, sent=sent,
-                      message_bytes=len(message), import_s=import_s, launch_s=launch_s,
-                      pipeline_s=pipeline_s, baseline_s=baseline_s, queued_by_wave=by_wave)
+        return Sample(
+            imported=report.rows,
+            queued=queued,
+            sent=sent,
+            message_bytes=len(message),
+            import_s=import_s,
+            launch_s=launch_s,
+            pipeline_s=pipeline_s,
+            baseline_s=baseline_s,
+            queued_by_wave=by_wave,
+            load_before=load_before,
+            load_after=_load(),
+        )
     finally:
         rt.engine.dispose()
 
@@ -244,11 +295,15 @@ def drain(rt: Runtime, sink: Sink, expected: int) -> tuple[int, float]:
     elapsed = time.perf_counter() - t0
     received = sink.count - before
     sent = report.outcomes.get("sent", 0)
-    log(f"  drain: {sent:,} sent in {elapsed:.2f} s ({_rate(sent, elapsed):,.0f} msg/s); "
-        f"outcomes {dict(report.outcomes)}; sink received {received:,}")
+    log(
+        f"  drain: {sent:,} sent in {elapsed:.2f} s ({_rate(sent, elapsed):,.0f} msg/s); "
+        f"outcomes {dict(report.outcomes)}; sink received {received:,}"
+    )
     if sent != expected or received != sent:
-        log(f"  WARNING: expected {expected:,} sent, dispatcher says {sent:,}, "
-            f"sink counted {received:,}")
+        log(
+            f"  WARNING: expected {expected:,} sent, dispatcher says {sent:,}, "
+            f"sink counted {received:,}"
+        )
     return sent, elapsed
 
 
@@ -265,8 +320,10 @@ class _Progress:
         now = time.perf_counter()
         if now - self.last >= self.every:
             self.last = now
-            log(f"    {self.label}: {self.done:,}/{self.total:,} "
-                f"({_rate(self.done, now - self.start):,.0f}/s)")
+            log(
+                f"    {self.label}: {self.done:,}/{self.total:,} "
+                f"({_rate(self.done, now - self.start):,.0f}/s)"
+            )
 
 
 def sample_message(rt: Runtime, stored: StoredProgram) -> bytes:
@@ -275,10 +332,18 @@ def sample_message(rt: Runtime, stored: StoredProgram) -> bytes:
     wave = program.waves[0].key
     person = Recipient("E000001", "Zoë Brontë", BASELINE_RECIPIENT, "Human Resources")
     content = rt.templates().render(Kind.LAUNCH.value, launch_context(program, wave, person))
-    return compose(envelope_for(program, to_name=person.name, to_address=person.email,
-                                message_id=f"<{uuid.uuid4().hex}@bench.invalid>",
-                                date=rt.clock.now(), wave=wave, kind=Kind.LAUNCH.value),
-                   content)
+    return compose(
+        envelope_for(
+            program,
+            to_name=person.name,
+            to_address=person.email,
+            message_id=f"<{uuid.uuid4().hex}@bench.invalid>",
+            date=rt.clock.now(),
+            wave=wave,
+            kind=Kind.LAUNCH.value,
+        ),
+        content,
+    )
 
 
 def baseline(sink: Sink, sender: str, message: bytes, count: int) -> float:
@@ -287,8 +352,10 @@ def baseline(sink: Sink, sender: str, message: bytes, count: int) -> float:
     log(f"  baseline: {count:,} x {len(message):,} bytes ...")
     elapsed = asyncio.run(_bare_loop(sink.port, sender, message, count))
     received = sink.count - before
-    log(f"  baseline: {count:,} sent in {elapsed:.2f} s ({_rate(count, elapsed):,.0f} msg/s); "
-        f"sink received {received:,}")
+    log(
+        f"  baseline: {count:,} sent in {elapsed:.2f} s ({_rate(count, elapsed):,.0f} msg/s); "
+        f"sink received {received:,}"
+    )
     if received != count:
         log(f"  WARNING: baseline sent {count:,}, sink counted {received:,}")
     return elapsed
@@ -320,12 +387,15 @@ class BackendResult:
     def as_dict(self) -> dict[str, Any]:
         if self.skipped:
             return {"skipped": self.skipped}
-        return {"median": self.medians(),
-                "runs": [{**asdict(s), **s.rates()} for s in self.samples]}
+        return {
+            "median": self.medians(),
+            "runs": [{**asdict(s), **s.rates()} for s in self.samples],
+        }
 
 
-def run_backend(backend: str, roster: Path, args: argparse.Namespace,
-                workdir: Path) -> BackendResult:
+def run_backend(
+    backend: str, roster: Path, args: argparse.Namespace, workdir: Path
+) -> BackendResult:
     result = BackendResult(backend)
     if backend == "postgres":
         problem = postgres_problem(args.pg_url)
@@ -359,8 +429,12 @@ def print_table(result: BackendResult, people: int) -> None:
         return
     samples = result.samples
     first = samples[0]
-    print(f"\n{result.backend}: {people:,} people, {first.queued:,} messages queued and sent, "
-          f"{first.message_bytes:,}-byte message, median of {len(samples)} run(s)")
+    loads = [x for s in samples for x in (s.load_before, s.load_after) if x >= 0]
+    load = f", load average {min(loads)}-{max(loads)}" if loads else ""
+    print(
+        f"\n{result.backend}: {people:,} people, {first.queued:,} messages queued and sent, "
+        f"{first.message_bytes:,}-byte message, median of {len(samples)} run(s){load}"
+    )
     width = max(len(v) for v in LABELS.values())
     runs = [s.rates() for s in samples]
     header = f"  {'':<{width}}  {'median':>10}"
@@ -378,17 +452,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--people", type=int, default=100_000, help="roster size (default 100000)")
     p.add_argument("--repeat", type=int, default=3, help="runs per backend (default 3)")
-    p.add_argument("--backends", default=",".join(BACKENDS),
-                   help="comma-separated: sqlite,postgres (default both)")
-    p.add_argument("--pg-url", default=PG_ADMIN_URL,
-                   help=f"PostgreSQL admin URL (default {PG_ADMIN_URL})")
+    p.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="comma-separated: sqlite,postgres (default both)",
+    )
+    p.add_argument(
+        "--pg-url", default=PG_ADMIN_URL, help=f"PostgreSQL admin URL (default {PG_ADMIN_URL})"
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
-        p.error(f"--backends: unknown {', '.join(unknown) or '(none given)'}; "
-                f"choose from {', '.join(BACKENDS)}")
+        p.error(
+            f"--backends: unknown {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(BACKENDS)}"
+        )
     if args.people < 1 or args.repeat < 1:
         p.error("--people and --repeat must be at least 1")
     args.backends = backends
@@ -405,16 +485,28 @@ def main(argv: list[str] | None = None) -> int:
         roster = workdir / "roster.csv"
         t0 = time.perf_counter()
         write_sample_roster(roster, count=args.people, seed=1)
-        log(f"roster: {args.people:,} people written to {roster} in "
-            f"{time.perf_counter() - t0:.1f} s")
+        log(
+            f"roster: {args.people:,} people written to {roster} in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         for backend in args.backends:
             results.append(run_backend(backend, roster, args, workdir))
     total = time.perf_counter() - started
     log(f"done in {total:.0f} s")
     if args.json:
-        print(json.dumps({"people": args.people, "repeat": args.repeat, "now": NOW.isoformat(),
-                          "python": sys.version.split()[0], "total_s": round(total, 1),
-                          "backends": {r.backend: r.as_dict() for r in results}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "people": args.people,
+                    "repeat": args.repeat,
+                    "now": NOW.isoformat(),
+                    "python": sys.version.split()[0],
+                    "total_s": round(total, 1),
+                    "backends": {r.backend: r.as_dict() for r in results},
+                },
+                indent=2,
+            )
+        )
     else:
         for r in results:
             print_table(r, args.people)
