@@ -329,6 +329,8 @@ class Dispatcher:
         results: list[outbox.Result],
     ) -> None:
         while (job := await jobs.get()) is not None:
+            if self._lease_running_out(job.claimed):
+                continue  # another worker may take it now; sending it too would duplicate it
             if self.stopping.is_set() or await self._is_paused(job.claimed):
                 results.append(self._released(job.claimed))
                 continue
@@ -337,6 +339,13 @@ class Dispatcher:
                 results.append(await self._send_one(connection, job))
             if self.observe_send is not None:
                 self.observe_send(time.perf_counter() - started)
+
+    def _lease_running_out(self, claimed: outbox.Claimed) -> bool:
+        """A claimed message waits in the pipeline; never start sending it near its lease's end
+        (a tenth of the lease is kept for the send itself)."""
+        if claimed.lease_until is None:
+            return False
+        return self.clock.wall() >= claimed.lease_until - self.config.lease / 10
 
     async def _is_paused(self, claimed: outbox.Claimed) -> bool:
         """Checked before each message (from a cache at most a second old): a pause stops a

@@ -68,6 +68,7 @@ class Claimed:
     context: dict[str, Any]
     attempts: int
     lease_token: str
+    lease_until: dt.datetime | None = None  # wall time: past it, another worker may send it
 
 
 def claim(
@@ -119,7 +120,11 @@ def claim(
         )
     )
     rows = conn.execute(stmt).all()
-    return sorted((Claimed(**r._mapping, lease_token=token) for r in rows), key=lambda c: c.id)
+    until = wall + lease
+    return sorted(
+        (Claimed(**r._mapping, lease_token=token, lease_until=until) for r in rows),
+        key=lambda c: c.id,
+    )
 
 
 def _not_paused() -> Any:
