@@ -370,3 +370,57 @@ def test_relays_share_the_traffic_and_a_fallback_takes_over(
     finally:
         second.stop()
         spare.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_replicas_share_the_rate_limit(runtime: Runtime, smtp: SmtpServer, tmp_path: Path) -> None:
+    rate, total = 20, 160
+    pilot(runtime, tmp_path, total)
+    window: deque[float] = deque()
+    lock = threading.Lock()
+    over = {"n": 0}
+
+    def data(_addr: str) -> str | None:
+        with lock:  # the relay counts every sender together, per rolling second
+            now = time.monotonic()
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) >= rate:
+                over["n"] += 1
+                return "451 4.7.1 rate limit exceeded"
+            window.append(now)
+        return None
+
+    smtp.behaviour = Behaviour(data=data)
+    launch(runtime)
+    replicas = [
+        Runtime(
+            runtime.settings.model_copy(
+                update={
+                    "worker_name": f"replica-{i}",
+                    "rate_per_second": rate,
+                    "smtp_connections": 2,
+                }
+            ),
+            runtime.clock,
+        )
+        for i in range(2)
+    ]
+    # Both announce themselves before either sends, as replicas that run all day would have.
+    for rt in replicas:
+        rt.dispatcher()._senders_alive()
+    threads = [
+        threading.Thread(target=lambda rt=rt: asyncio.run(rt.dispatcher().run_once()))
+        for rt in replicas
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for rt in replicas:
+        rt.close()
+    assert over["n"] == 0
+    assert len(smtp.received) == total
+    arrivals = sorted(r.at for r in smtp.received)
+    achieved = (total - rate) / (arrivals[-1] - arrivals[0])
+    assert 0.8 * rate <= achieved <= rate * 1.05, achieved

@@ -43,7 +43,9 @@ class RateLimiter:
     """Shared by every connection of a process; `acquire` before each message."""
 
     def __init__(self, limits: Limits, now: Callable[[], float] = time.monotonic) -> None:
-        self._windows = [(span, cap, deque[float]()) for span, cap in limits.windows()]
+        self._base = limits.windows()
+        self._windows = [(span, cap, deque[float]()) for span, cap in self._base]
+        self.share = 1
         self._now = now
         self._lock = asyncio.Lock()
         self._in_flight = 0
@@ -52,6 +54,21 @@ class RateLimiter:
     @property
     def active(self) -> bool:
         return bool(self._windows)
+
+    def set_share(self, senders: int) -> None:
+        """Keep 1/senders of each limit: with every replica doing the same, the deployment as a
+        whole stays under the relay's limit in any rolling window."""
+        senders = max(1, senders)
+        if senders == self.share:
+            return
+        self.share = senders
+        windows = []
+        for (span, cap), (_, _, log) in zip(self._base, self._windows, strict=True):
+            if cap >= senders:
+                windows.append((span, cap // senders, log))
+            else:  # fewer messages than senders per window: stretch the window instead
+                windows.append((span * senders / cap, 1, log))
+        self._windows = windows
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

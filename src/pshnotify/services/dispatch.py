@@ -35,6 +35,9 @@ from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram, load_program_by_id
 from pshnotify.store.schema import enrollments, people, programs, waves
 
+# How long a sender counts as alive for sharing the rate limits after its last claim.
+SENDER_HEARTBEAT = dt.timedelta(seconds=15)
+
 # Adds data read at send time to a message's context (the nightly report's rows, say).
 Enricher = Callable[[Engine, StoredProgram, outbox.Claimed], dict[str, Any]]
 
@@ -111,6 +114,8 @@ class Dispatcher:
             senders_done.set()
             await recorder
             await asyncio.gather(*(c.close() for c in self.connections))
+            if self.limiter.active:
+                await asyncio.to_thread(self._leave)
         return report
 
     async def _producer(
@@ -122,6 +127,8 @@ class Dispatcher:
     ) -> None:
         try:
             while not self.stopping.is_set():
+                if self.limiter.active:
+                    self.limiter.set_share(await asyncio.to_thread(self._senders_alive))
                 batch = await asyncio.to_thread(self._claim)
                 if not batch:
                     break
@@ -187,6 +194,19 @@ class Dispatcher:
             hint="stop the other process, or use PostgreSQL (PSHNOTIFY_DATABASE_URL) to run "
             "several",
         )
+
+    def _senders_alive(self) -> int:
+        """Announce this sender (a short lease) and count the live ones sharing the relay."""
+        wall = self.clock.wall()
+        with self.engine.begin() as conn:
+            locks.acquire(
+                conn, f"sender:{self.config.worker}", self.config.worker, wall, SENDER_HEARTBEAT
+            )
+            return locks.live(conn, "sender:", wall)
+
+    def _leave(self) -> None:
+        with self.engine.begin() as conn:
+            locks.release(conn, f"sender:{self.config.worker}", self.config.worker)
 
     def _claim(self) -> list[outbox.Claimed]:
         with self.engine.begin() as conn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from pshnotify.store.schema import locks
 from pshnotify.store.sql import insert_ignoring_duplicates
@@ -40,3 +40,13 @@ def release(conn: Connection, name: str, owner: str) -> None:
         .where(locks.c.name == name, locks.c.owner == owner)
         .values(lease_until=dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
     )
+
+
+def live(conn: Connection, prefix: str, wall: dt.datetime) -> int:
+    """How many leases named `prefix...` are still running."""
+    q = (
+        select(func.count())
+        .select_from(locks)
+        .where(locks.c.name.startswith(prefix), locks.c.lease_until >= wall)
+    )
+    return int(conn.scalar(q) or 0)
