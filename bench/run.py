@@ -25,6 +25,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import resource
 import socket
 import statistics
 import sys
@@ -108,6 +109,10 @@ class Sink:
 
     def stop(self) -> None:
         self._controller.stop()
+
+
+# Connections for both senders (--connections); a list so parse_args can set it.
+CONNECTIONS = [1]
 
 
 def _free_port() -> int:
@@ -209,6 +214,7 @@ def bench_settings(url: str, sink: Sink) -> Settings:
         "smtp_host": SINK_HOST,
         "smtp_port": sink.port,
         "message_id_domain": "bench.invalid",
+        "smtp_connections": CONNECTIONS[0],
         "_env_file": None,  # no .env: only these values (and PSHNOTIFY_* variables) count
     }
     return Settings(**values)
@@ -295,6 +301,12 @@ def drain(rt: Runtime, sink: Sink, expected: int) -> tuple[int, float]:
     elapsed = time.perf_counter() - t0
     received = sink.count - before
     sent = report.outcomes.get("sent", 0)
+    first, last = progress.first_and_last(10_000)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log(
+        f"  drain: first 10,000 at {first:,.0f} msg/s, last 10,000 at {last:,.0f} msg/s "
+        f"(claims stay flat if these match); peak RSS of the process {peak_mb:,.0f} MB"
+    )
     log(
         f"  drain: {sent:,} sent in {elapsed:.2f} s ({_rate(sent, elapsed):,.0f} msg/s); "
         f"outcomes {dict(report.outcomes)}; sink received {received:,}"
@@ -314,10 +326,21 @@ class _Progress:
         self.label, self.total, self.every = label, total, every
         self.done = 0
         self.start = self.last = time.perf_counter()
+        self.marks: list[tuple[int, float]] = [(0, self.start)]
+
+    def first_and_last(self, span: int) -> tuple[float, float]:
+        """Rates over the first and the last `span` messages claimed."""
+        if len(self.marks) < 2:
+            return 0.0, 0.0
+        head = next((m for m in self.marks if m[0] >= span), self.marks[-1])
+        end = self.marks[-1]
+        tail = next((m for m in reversed(self.marks) if m[0] <= end[0] - span), self.marks[0])
+        return (_rate(head[0], head[1] - self.start), _rate(end[0] - tail[0], end[1] - tail[1]))
 
     def __call__(self, n: int) -> None:
         self.done += n
         now = time.perf_counter()
+        self.marks.append((self.done, now))
         if now - self.last >= self.every:
             self.last = now
             log(
@@ -350,7 +373,7 @@ def baseline(sink: Sink, sender: str, message: bytes, count: int) -> float:
     """Seconds for a bare aiosmtplib loop to send `count` copies of `message` on one connection."""
     before = sink.count
     log(f"  baseline: {count:,} x {len(message):,} bytes ...")
-    elapsed = asyncio.run(_bare_loop(sink.port, sender, message, count))
+    elapsed = asyncio.run(_bare_loops(sink.port, sender, message, count, CONNECTIONS[0]))
     received = sink.count - before
     log(
         f"  baseline: {count:,} sent in {elapsed:.2f} s ({_rate(count, elapsed):,.0f} msg/s); "
@@ -359,6 +382,14 @@ def baseline(sink: Sink, sender: str, message: bytes, count: int) -> float:
     if received != count:
         log(f"  WARNING: baseline sent {count:,}, sink counted {received:,}")
     return elapsed
+
+
+async def _bare_loops(port: int, sender: str, message: bytes, count: int, n: int) -> float:
+    """`n` bare loops at once, one connection each, sharing `count` messages."""
+    t0 = time.perf_counter()
+    shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
+    await asyncio.gather(*(_bare_loop(port, sender, message, k) for k in shares))
+    return time.perf_counter() - t0
 
 
 async def _bare_loop(port: int, sender: str, message: bytes, count: int) -> float:
@@ -461,6 +492,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pg-url", default=PG_ADMIN_URL, help=f"PostgreSQL admin URL (default {PG_ADMIN_URL})"
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="SMTP connections for the pipeline and for the bare loops (default 1)",
+    )
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
@@ -477,6 +514,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    CONNECTIONS[0] = args.connections
     os.chdir(ROOT)  # the settings' relative paths (program file, templates) are the repo's
     started = time.perf_counter()
     results: list[BackendResult] = []
