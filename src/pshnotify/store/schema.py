@@ -224,19 +224,9 @@ locks = Table(
     metadata,
     # A named lease: who holds it and until when. Used to keep SQLite to one dispatching
     # process, and for once-per-deployment work on PostgreSQL.
-    Column("name", String(64), primary_key=True),
+    Column("name", String(300), primary_key=True),
     Column("owner", Text, nullable=False),
     Column("lease_until", UTCDateTime, nullable=False),
-)
-
-rate_buckets = Table(
-    "rate_buckets",
-    metadata,
-    # Messages handed to the relay per window ("s:<epoch second>", "m:<epoch minute>",
-    # "d:<date>"), shared by every replica so the deployment as a whole keeps the relay's limit.
-    Column("window", String(32), primary_key=True),
-    Column("used", Integer, nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False),
 )
 
 audit_log = Table(
