@@ -172,31 +172,25 @@ def exempt(
         )
 
 
+WaveArg = Annotated[str | None, typer.Argument(help="A wave key; none: the whole program.")]
+
+
+def _pause(wave: str | None, program: str | None, now: str | None, paused: bool) -> str:
+    from pshnotify.services.pause import set_paused
+
+    with handle_errors():
+        rt = make_runtime(now)
+        return set_paused(rt.engine, rt.program(program), wave, paused, rt.clock, actor=rt.actor)
+
+
 @app.command()
-def pause(
-    wave: Annotated[str | None, typer.Argument(help="A wave key; none: the whole program.")] = None,
-    program: ProgramOpt = None,
-    now: NowOpt = None,
-) -> None:
+def pause(wave: WaveArg = None, program: ProgramOpt = None, now: NowOpt = None) -> None:
     """Stop sending a wave (or the program); messages in flight finish. Audited."""
-    from pshnotify.services.pause import set_paused
-
-    with handle_errors():
-        rt = make_runtime(now)
-        what = set_paused(rt.engine, rt.program(program), wave, True, rt.clock, actor=rt.actor)
-        out.print(f"paused {what}: nothing more of it is sent until `pshnotify resume`")
+    what = _pause(wave, program, now, True)
+    out.print(f"paused {what}: nothing more of it is sent until `pshnotify resume`")
 
 
 @app.command()
-def resume(
-    wave: Annotated[str | None, typer.Argument(help="A wave key; none: the whole program.")] = None,
-    program: ProgramOpt = None,
-    now: NowOpt = None,
-) -> None:
+def resume(wave: WaveArg = None, program: ProgramOpt = None, now: NowOpt = None) -> None:
     """Send again; what came due meanwhile goes out under the catch-up rules. Audited."""
-    from pshnotify.services.pause import set_paused
-
-    with handle_errors():
-        rt = make_runtime(now)
-        what = set_paused(rt.engine, rt.program(program), wave, False, rt.clock, actor=rt.actor)
-        out.print(f"resumed {what}")
+    out.print(f"resumed {_pause(wave, program, now, False)}")

@@ -91,12 +91,13 @@ def candidates(conn: Connection, program_id: int, wave: str) -> list[Any]:
 
 def preview_launch(engine: Engine, stored: StoredProgram, wave: str, clock: Clock) -> LaunchSummary:
     with engine.connect() as conn:
-        return _summarise(conn, stored, wave, clock.now())
+        return _summarise(conn, stored, wave, clock.now())[0]
 
 
 def _summarise(
     conn: Connection, stored: StoredProgram, wave_key: str, now: dt.datetime
-) -> LaunchSummary:
+) -> tuple[LaunchSummary, list[Any]]:
+    """The summary, and the people who get the launch email now (read once, used twice)."""
     program = stored.program
     try:
         wave = program.wave(wave_key)
@@ -130,11 +131,12 @@ def _summarise(
             s.operator_exempt += 1
         elif completed:
             s.completed += 1
-    s.to_queue = len(candidates(conn, stored.id, wave_key))
+    people = candidates(conn, stored.id, wave_key)
+    s.to_queue = len(people)
     required = s.members - sum(s.not_required.values()) - s.operator_exempt - s.completed
     s.already_queued = required - s.to_queue
     s.due_at = next_sending_instant(now, program.sending, program.tz)
-    return s
+    return s, people
 
 
 def launch_wave(
@@ -150,13 +152,13 @@ def launch_wave(
     """Queue the launch emails in one transaction; running it again queues nothing twice."""
     now = clock.now()
     with engine.begin() as conn:
-        summary = _summarise(conn, stored, wave, now)
+        summary, people = _summarise(conn, stored, wave, now)
         if summary.window == "over" and not force:
             raise ConflictError(
                 f"wave {wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
                 hint="pass --force to launch it anyway (for example, for late joiners)",
             )
-        summary.queued = queue_launch_emails(conn, stored, wave, now, message_id_domain)
+        summary.queued = queue_launch_emails(conn, stored, wave, people, now, message_id_domain)
         if stored.program.cadence.invite_encouraged:
             _wake_encouraged(conn, stored.id, wave, now)
         program_repo.mark_launched(conn, stored.id, wave, now, actor)
@@ -173,7 +175,12 @@ def launch_wave(
 
 
 def queue_launch_emails(
-    conn: Connection, stored: StoredProgram, wave: str, now: dt.datetime, message_id_domain: str
+    conn: Connection,
+    stored: StoredProgram,
+    wave: str,
+    people: list[Any],
+    now: dt.datetime,
+    message_id_domain: str,
 ) -> int:
     program = stored.program
     due = next_sending_instant(now, program.sending, program.tz)
@@ -191,7 +198,7 @@ def queue_launch_emails(
             "context": {},
             "due_at": due,
         }
-        for pid, ext, email, name in candidates(conn, stored.id, wave)
+        for pid, ext, email, name in people
     ]
     return outbox.queue(conn, rows, now)
 
