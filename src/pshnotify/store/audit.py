@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from pshnotify.store.schema import audit_log
 
@@ -30,12 +30,3 @@ def record(
             details=details or {},
         )
     )
-
-
-def entries(
-    conn: Connection, program_id: int | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    q = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-    if program_id is not None:
-        q = q.where(audit_log.c.program_id == program_id)
-    return [dict(r._mapping) for r in conn.execute(q)]

@@ -253,22 +253,6 @@ def _update_params(r: Result) -> dict[str, Any]:
     }
 
 
-def release(conn: Connection, claimed: list[Claimed], now: dt.datetime) -> None:
-    """Give claims back untouched (a shutdown before sending them)."""
-    for c in claimed:
-        conn.execute(
-            update(messages)
-            .where(messages.c.id == c.id, messages.c.lease_token == c.lease_token)
-            .values(
-                state=State.QUEUED.value if c.attempts == 0 else State.RETRY.value,
-                lease_owner=None,
-                lease_token=None,
-                lease_until=None,
-                updated_at=now,
-            )
-        )
-
-
 def cancel_pending(
     conn: Connection,
     *,
@@ -303,8 +287,3 @@ def count_by_state(conn: Connection, program_id: int) -> dict[tuple[str | None, 
         .group_by(messages.c.wave_key, messages.c.state)
     )
     return {(w, s): int(n) for w, s, n in conn.execute(q)}
-
-
-def message_rows(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
-    rows = conn.execute(select(messages).where(messages.c.id.in_(ids)).order_by(messages.c.id))
-    return [dict(r._mapping) for r in rows]

@@ -144,11 +144,3 @@ def mark_launch_sent(conn: Connection, sent: list[tuple[int, int, dt.datetime]])
         .values(launch_sent_at=bindparam("b_at"), next_action_at=bindparam("b_at"))
     )
     conn.execute(stmt, [{"b_program": p, "b_person": pid, "b_at": at} for p, pid, at in sent])
-
-
-def wake(conn: Connection, enrollment_ids: list[int], now: dt.datetime) -> None:
-    """Ask the scheduler to look at these people on its next pass."""
-    for part in chunks(enrollment_ids, _CHUNK):
-        conn.execute(
-            update(enrollments).where(enrollments.c.id.in_(part)).values(next_action_at=now)
-        )
