@@ -1,21 +1,26 @@
-"""Throughput benchmark: roster import, wave launch and SMTP dispatch, per database backend.
+"""Throughput benchmark: import, launch, drain and rate limit, per database backend.
 
-For each backend (a fresh SQLite file, or a fresh PostgreSQL schema) and each repeat:
+For each backend (a fresh SQLite file, or a fresh PostgreSQL schema) and each repeat, in a
+fresh process of its own (so its peak memory is its own):
 
-1. import a generated roster (`--people` rows) with `import_roster`        -> rows/s
-2. launch every wave of the seed program with `launch_wave(force=True)`    -> queued rows/s
-3. drain the outbox with the real dispatcher into a counting SMTP sink     -> messages/s
-4. baseline: a bare aiosmtplib loop over one connection sending the same
-   number of identical, prebuilt messages to the same kind of sink          -> messages/s
+1. import a generated roster of `--people` rows, everyone required in one wave  -> rows/s
+2. launch that wave with `launch_wave`                                          -> rows/s
+3. drain the outbox with the real dispatcher over `--connections` connections
+   into a sink that only counts (aiosmtpd, in a process of its own)             -> msg/s,
+   the drain rate over the first and the last 10,000 claimed, peak RSS
+4. baseline, same run: a bare aiosmtplib loop per connection sending the same
+   number of copies of one prebuilt message to the same sink                    -> msg/s, ratio
+5. rate: a fresh database of `--rate` x `--rate-seconds` people, drained with
+   PSHNOTIFY_RATE_PER_SECOND=`--rate` into a sink that answers 451 above that
+   rate in any rolling second                                                   -> msg/s, 451s
 
-Medians over `--repeat` runs are printed as a table per backend (or as JSON with `--json`);
-the ratio is the median of each run's pipeline/baseline ratio. Each run starts from an empty
-database. Progress goes to stderr. PSHNOTIFY_* variables other than the ones set here (batch
-size, say) still apply, as they would to `pshnotify run`.
+Medians over `--repeat` runs are printed per backend beside the issue's targets (or as JSON
+with `--json`); a ratio's median is the median of each run's ratio. Progress goes to stderr.
+PSHNOTIFY_* variables other than the ones set here (batch size, say) still apply, as they
+would to `pshnotify run`.
 
-Run it with the project's virtualenv:
-
-    .venv/bin/python bench/run.py [--people N] [--repeat R] [--backends sqlite,postgres] [--json]
+    .venv/bin/python bench/run.py [--people N] [--repeat R] [--backends sqlite,postgres]
+                                  [--connections C] [--rate R] [--json]
 """
 
 from __future__ import annotations
@@ -24,26 +29,26 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import multiprocessing as mp
 import os
 import resource
-import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
 from pshnotify.clock import FixedClock
-from pshnotify.demo.sample_roster import write_sample_roster
+from pshnotify.demo.sample_roster import COLUMNS, sample_people
 from pshnotify.domain.delivery import Kind
 from pshnotify.mail.compose import compose, envelope_for
 from pshnotify.mail.kinds import Recipient, launch_context
@@ -53,83 +58,43 @@ from pshnotify.services.roster import import_roster
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.programs import StoredProgram
+from smtp_sink import HOST as SINK_HOST
+from smtp_sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM_FILE = Path("config/program.toml")
 TEMPLATES_DIR = Path("templates/email")
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-# A Monday inside the seed program's working hours: launch emails are due at once.
+# A Monday inside the seed program's working hours and the pilot wave's window.
 NOW = dt.datetime(2023, 9, 11, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
+WAVE = "pilot"
 ACTOR = "bench"
-SINK_HOST = "127.0.0.1"
 BASELINE_RECIPIENT = "baseline.person@example.edu"
 BACKENDS = ("sqlite", "postgres")
-METRICS = (
-    "import_rows_per_s",
-    "launch_rows_per_s",
-    "pipeline_msg_per_s",
-    "baseline_msg_per_s",
-    "ratio",
-)
+SPAN = 10_000  # the claim-flatness window: first and last this many messages
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# -- the SMTP sink --------------------------------------------------------------------------------
-class _CountingHandler:
-    """Accept everything, keep nothing: only count the messages."""
+def write_roster(path: Path, count: int) -> None:
+    """The sample roster's names and departments, everyone required in the one wave."""
+    import csv
 
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.count += 1  # only the sink's own event-loop thread writes it
-        return "250 OK"
-
-
-class Sink:
-    """An aiosmtpd server on a free loopback port, run in a thread by its Controller."""
-
-    def __init__(self) -> None:
-        self.handler = _CountingHandler()
-        self.port = _free_port()
-        # server_hostname: otherwise every session calls socket.getfqdn() for its greeting.
-        self._controller = Controller(
-            self.handler, hostname=SINK_HOST, port=self.port, server_hostname="sink.bench.invalid"
-        )
-
-    @property
-    def count(self) -> int:
-        return self.handler.count
-
-    def start(self) -> None:
-        self._controller.start()
-
-    def stop(self) -> None:
-        self._controller.stop()
-
-
-# Connections for both senders (--connections); a list so parse_args can set it.
-CONNECTIONS = [1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((SINK_HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextmanager
-def running_sink() -> Iterator[Sink]:
-    sink = Sink()
-    sink.start()
-    try:
-        yield sink
-    finally:
-        sink.stop()
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in sample_people(count, seed=1):
+            row.update(
+                role="staff",
+                paid="yes",
+                start_date="2010-01-04",
+                program_year="",
+                affiliation="",
+                wave=WAVE,
+            )
+            writer.writerow(row)
 
 
 # -- databases ------------------------------------------------------------------------------------
@@ -173,7 +138,7 @@ def fresh_database(backend: str, workdir: Path, run: int, admin_url: str) -> Ite
         admin.dispose()
 
 
-# -- one measurement ------------------------------------------------------------------------------
+# -- one run --------------------------------------------------------------------------------------
 @dataclass
 class Sample:
     """One repeat on one backend."""
@@ -186,38 +151,63 @@ class Sample:
     launch_s: float
     pipeline_s: float
     baseline_s: float
-    queued_by_wave: dict[str, int] = field(default_factory=dict)
+    first_span_msg_per_s: float
+    last_span_msg_per_s: float
+    peak_rss_mb: float
+    rate_limit: int
+    rate_sent: int
+    rate_s: float
+    rate_refused: int
     load_before: float = -1.0
     load_after: float = -1.0
 
     def rates(self) -> dict[str, float]:
         pipeline = _rate(self.sent, self.pipeline_s)
         baseline = _rate(self.sent, self.baseline_s)
+        first, last = self.first_span_msg_per_s, self.last_span_msg_per_s
+        achieved = _rate(self.rate_sent, self.rate_s)
         return {
             "import_rows_per_s": _rate(self.imported, self.import_s),
             "launch_rows_per_s": _rate(self.queued, self.launch_s),
+            "launch_s": self.launch_s,
             "pipeline_msg_per_s": pipeline,
             "baseline_msg_per_s": baseline,
             "ratio": pipeline / baseline if baseline else 0.0,
+            "last_vs_first_span": last / first if first else 0.0,
+            "peak_rss_mb": self.peak_rss_mb,
+            "rate_msg_per_s": achieved,
+            "rate_vs_limit": achieved / self.rate_limit if self.rate_limit else 0.0,
+            "rate_4xx": float(self.rate_refused),
         }
 
 
-def _rate(count: int, seconds: float) -> float:
+LABELS = {
+    "import_rows_per_s": ("roster import rows/s", None),
+    "launch_rows_per_s": ("launch rows/s", ">= 50,000"),
+    "launch_s": ("launch seconds", "<= 2"),
+    "pipeline_msg_per_s": ("drain msg/s (pipeline)", None),
+    "baseline_msg_per_s": ("bare aiosmtplib loop msg/s", None),
+    "ratio": ("ratio drain / bare loop", ">= 0.75"),
+    "last_vs_first_span": ("last 10k / first 10k rate", ">= 0.80"),
+    "peak_rss_mb": ("peak RSS MB (whole run)", "< 300"),
+    "rate_msg_per_s": ("rate-limited msg/s", None),
+    "rate_vs_limit": ("achieved / configured rate", "0.95 - 1.05"),
+    "rate_4xx": ("451s from the limiting sink", "0"),
+}
+METRICS = tuple(LABELS)  # in print order
+CHECKS = {
+    "launch_rows_per_s": lambda v: v >= 50_000,
+    "launch_s": lambda v: v <= 2,
+    "ratio": lambda v: v >= 0.75,
+    "last_vs_first_span": lambda v: v >= 0.8,
+    "peak_rss_mb": lambda v: v < 300,
+    "rate_vs_limit": lambda v: 0.95 <= v <= 1.05,
+    "rate_4xx": lambda v: v == 0,
+}
+
+
+def _rate(count: float, seconds: float) -> float:
     return count / seconds if seconds > 0 else 0.0
-
-
-def bench_settings(url: str, sink: Sink) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": url,
-        "program_file": PROGRAM_FILE,
-        "templates_dir": TEMPLATES_DIR,
-        "smtp_host": SINK_HOST,
-        "smtp_port": sink.port,
-        "message_id_domain": "bench.invalid",
-        "smtp_connections": CONNECTIONS[0],
-        "_env_file": None,  # no .env: only these values (and PSHNOTIFY_* variables) count
-    }
-    return Settings(**values)
 
 
 def _load() -> float:
@@ -228,101 +218,150 @@ def _load() -> float:
         return -1.0
 
 
-def measure(url: str, roster: Path, sink: Sink) -> Sample:
+def bench_settings(url: str, port: int, connections: int, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": url,
+        "program_file": PROGRAM_FILE,
+        "templates_dir": TEMPLATES_DIR,
+        "smtp_host": SINK_HOST,
+        "smtp_port": port,
+        "message_id_domain": "bench.invalid",
+        "smtp_connections": connections,
+        "_env_file": None,  # no .env: only these values (and PSHNOTIFY_* variables) count
+        **extra,
+    }
+    return Settings(**values)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    backend: str
+    run: int
+    roster: Path
+    rate_roster: Path
+    workdir: Path
+    pg_url: str
+    connections: int
+    rate: int
+
+
+def measure(spec: RunSpec) -> Sample:
+    """One whole run, in a process of its own (see main)."""
+    os.chdir(ROOT)
     load_before = _load()
     log(f"  load average {load_before} on {os.cpu_count()} CPUs")
-    settings = bench_settings(url, sink)
-    rt = Runtime(settings, FixedClock(NOW))
-    try:
-        migrate.upgrade(rt.engine)
-        stored = rt.program(None)
-
-        log("  import ...")
-        t0 = time.perf_counter()
-        report = import_roster(rt.engine, stored, roster, rt.clock, actor=ACTOR)
-        import_s = time.perf_counter() - t0
-        log(
-            f"  import: {report.rows:,} rows in {import_s:.2f} s "
-            f"({_rate(report.rows, import_s):,.0f} rows/s)"
-        )
-
-        by_wave: dict[str, int] = {}
-        t0 = time.perf_counter()
-        for wave in stored.program.waves:
-            t1 = time.perf_counter()
-            done = launch_wave(
-                rt.engine,
-                stored,
-                wave.key,
-                rt.clock,
-                actor=ACTOR,
-                message_id_domain=settings.message_id_domain,
-                force=True,
-            )
-            by_wave[wave.key] = done.queued
+    with (
+        fresh_database(spec.backend, spec.workdir, spec.run, spec.pg_url) as url,
+        Sink() as sink,
+    ):
+        rt = Runtime(bench_settings(url, sink.port, spec.connections), FixedClock(NOW))
+        try:
+            migrate.upgrade(rt.engine)
+            stored = rt.program(None)
+            imported, import_s = timed_import(rt, stored, spec.roster)
+            queued, launch_s = timed_launch(rt, stored)
+            sent, pipeline_s, progress = drain(rt, sink, queued)
+            first, last = progress.first_and_last(SPAN)
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             log(
-                f"    launch {wave.key}: {done.queued:,} queued in {time.perf_counter() - t1:.2f} s"
+                f"  drain: first {SPAN:,} at {first:,.0f} msg/s, last {SPAN:,} at {last:,.0f} "
+                f"msg/s; peak RSS {peak_mb:,.0f} MB"
             )
-        launch_s = time.perf_counter() - t0
-        queued = sum(by_wave.values())
-        log(
-            f"  launch: {queued:,} rows queued in {launch_s:.2f} s "
-            f"({_rate(queued, launch_s):,.0f} rows/s) {by_wave}"
-        )
+            message = sample_message(rt, stored)
+            sender = str(stored.program.program.sender.address)
+            baseline_s = baseline(sink, sender, message, sent, spec.connections)
+        finally:
+            rt.close()
+    with (
+        fresh_database(spec.backend, spec.workdir, spec.run + 1000, spec.pg_url) as url,
+        Sink(per_second=spec.rate) as sink,
+    ):
+        settings = bench_settings(url, sink.port, spec.connections, rate_per_second=spec.rate)
+        rt = Runtime(settings, FixedClock(NOW))
+        try:
+            migrate.upgrade(rt.engine)
+            stored = rt.program(None)
+            timed_import(rt, stored, spec.rate_roster)
+            rate_queued, _ = timed_launch(rt, stored)
+            rate_sent, rate_s, _ = drain(rt, sink, rate_queued, label="rate")
+            log(
+                f"  rate: {_rate(rate_sent, rate_s):,.1f} msg/s against a limit of "
+                f"{spec.rate}/s; the sink answered 451 {sink.refused:,} times"
+            )
+            refused = sink.refused
+        finally:
+            rt.close()
+    return Sample(
+        imported=imported,
+        queued=queued,
+        sent=sent,
+        message_bytes=len(message),
+        import_s=import_s,
+        launch_s=launch_s,
+        pipeline_s=pipeline_s,
+        baseline_s=baseline_s,
+        first_span_msg_per_s=first,
+        last_span_msg_per_s=last,
+        peak_rss_mb=peak_mb,
+        rate_limit=spec.rate,
+        rate_sent=rate_sent,
+        rate_s=rate_s,
+        rate_refused=refused,
+        load_before=load_before,
+        load_after=_load(),
+    )
 
-        sent, pipeline_s = drain(rt, sink, queued)
-        message = sample_message(rt, stored)
-        baseline_s = baseline(sink, str(stored.program.program.sender.address), message, sent)
-        return Sample(
-            imported=report.rows,
-            queued=queued,
-            sent=sent,
-            message_bytes=len(message),
-            import_s=import_s,
-            launch_s=launch_s,
-            pipeline_s=pipeline_s,
-            baseline_s=baseline_s,
-            queued_by_wave=by_wave,
-            load_before=load_before,
-            load_after=_load(),
-        )
-    finally:
-        rt.engine.dispose()
+
+def timed_import(rt: Runtime, stored: StoredProgram, roster: Path) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    report = import_roster(rt.engine, stored, roster, rt.clock, actor=ACTOR)
+    elapsed = time.perf_counter() - t0
+    log(f"  import: {report.rows:,} rows in {elapsed:.2f} s ({_rate(report.rows, elapsed):,.0f}/s)")
+    return report.rows, elapsed
 
 
-def drain(rt: Runtime, sink: Sink, expected: int) -> tuple[int, float]:
+def timed_launch(rt: Runtime, stored: StoredProgram) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    done = launch_wave(
+        rt.engine,
+        stored,
+        WAVE,
+        rt.clock,
+        actor=ACTOR,
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    elapsed = time.perf_counter() - t0
+    rate = _rate(done.queued, elapsed)
+    log(f"  launch: {done.queued:,} queued in {elapsed:.2f} s ({rate:,.0f}/s)")
+    return done.queued, elapsed
+
+
+def drain(
+    rt: Runtime, sink: Sink, expected: int, label: str = "drain"
+) -> tuple[int, float, _Progress]:
     """Run the real dispatcher until nothing is due; returns (messages sent, seconds)."""
     dispatcher = rt.dispatcher()
     before = sink.count
-    progress = _Progress("drain", expected)
-    log(f"  drain: {expected:,} messages (batch size {rt.settings.batch_size}) ...")
+    progress = _Progress(label, expected)
+    log(f"  {label}: {expected:,} messages over {len(dispatcher.connections)} connections ...")
     t0 = time.perf_counter()
     report = asyncio.run(dispatcher.run_once(on_progress=progress))
     elapsed = time.perf_counter() - t0
     received = sink.count - before
     sent = report.outcomes.get("sent", 0)
-    first, last = progress.first_and_last(10_000)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     log(
-        f"  drain: first 10,000 at {first:,.0f} msg/s, last 10,000 at {last:,.0f} msg/s "
-        f"(claims stay flat if these match); peak RSS of the process {peak_mb:,.0f} MB"
-    )
-    log(
-        f"  drain: {sent:,} sent in {elapsed:.2f} s ({_rate(sent, elapsed):,.0f} msg/s); "
+        f"  {label}: {sent:,} sent in {elapsed:.2f} s ({_rate(sent, elapsed):,.0f} msg/s); "
         f"outcomes {dict(report.outcomes)}; sink received {received:,}"
     )
     if sent != expected or received != sent:
-        log(
-            f"  WARNING: expected {expected:,} sent, dispatcher says {sent:,}, "
-            f"sink counted {received:,}"
-        )
-    return sent, elapsed
+        log(f"  WARNING: expected {expected:,}, dispatcher sent {sent:,}, sink got {received:,}")
+    return sent, elapsed, progress
 
 
 class _Progress:
     """A dispatcher progress callback that logs a line at most every `every` seconds."""
 
-    def __init__(self, label: str, total: int, every: float = 5.0) -> None:
+    def __init__(self, label: str, total: int, every: float = 10.0) -> None:
         self.label, self.total, self.every = label, total, every
         self.done = 0
         self.start = self.last = time.perf_counter()
@@ -352,9 +391,8 @@ class _Progress:
 def sample_message(rt: Runtime, stored: StoredProgram) -> bytes:
     """One real launch email, rendered and composed the way the dispatcher does it."""
     program = stored.program
-    wave = program.waves[0].key
     person = Recipient("E000001", "Zoë Brontë", BASELINE_RECIPIENT, "Human Resources")
-    content = rt.templates().render(Kind.LAUNCH.value, launch_context(program, wave, person))
+    content = rt.templates().render(Kind.LAUNCH.value, launch_context(program, WAVE, person))
     return compose(
         envelope_for(
             program,
@@ -362,38 +400,33 @@ def sample_message(rt: Runtime, stored: StoredProgram) -> bytes:
             to_address=person.email,
             message_id=f"<{uuid.uuid4().hex}@bench.invalid>",
             date=rt.clock.now(),
-            wave=wave,
+            wave=WAVE,
             kind=Kind.LAUNCH.value,
         ),
         content,
     )
 
 
-def baseline(sink: Sink, sender: str, message: bytes, count: int) -> float:
-    """Seconds for a bare aiosmtplib loop to send `count` copies of `message` on one connection."""
+def baseline(sink: Sink, sender: str, message: bytes, count: int, connections: int) -> float:
+    """Seconds for bare aiosmtplib loops (one per connection) to send `count` copies."""
     before = sink.count
-    log(f"  baseline: {count:,} x {len(message):,} bytes ...")
-    elapsed = asyncio.run(_bare_loops(sink.port, sender, message, count, CONNECTIONS[0]))
+    log(f"  bare loop: {count:,} x {len(message):,} bytes over {connections} connections ...")
+    elapsed = asyncio.run(_bare_loops(sink.port, sender, message, count, connections))
     received = sink.count - before
-    log(
-        f"  baseline: {count:,} sent in {elapsed:.2f} s ({_rate(count, elapsed):,.0f} msg/s); "
-        f"sink received {received:,}"
-    )
+    log(f"  bare loop: {count:,} sent in {elapsed:.2f} s ({_rate(count, elapsed):,.0f} msg/s)")
     if received != count:
-        log(f"  WARNING: baseline sent {count:,}, sink counted {received:,}")
+        log(f"  WARNING: the bare loop sent {count:,}, the sink counted {received:,}")
     return elapsed
 
 
 async def _bare_loops(port: int, sender: str, message: bytes, count: int, n: int) -> float:
-    """`n` bare loops at once, one connection each, sharing `count` messages."""
     t0 = time.perf_counter()
     shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
     await asyncio.gather(*(_bare_loop(port, sender, message, k) for k in shares))
     return time.perf_counter() - t0
 
 
-async def _bare_loop(port: int, sender: str, message: bytes, count: int) -> float:
-    t0 = time.perf_counter()
+async def _bare_loop(port: int, sender: str, message: bytes, count: int) -> None:
     smtp = aiosmtplib.SMTP(hostname=SINK_HOST, port=port, timeout=60)
     await smtp.connect()
     try:
@@ -401,7 +434,6 @@ async def _bare_loop(port: int, sender: str, message: bytes, count: int) -> floa
             await smtp.sendmail(sender, [BASELINE_RECIPIENT], message)
     finally:
         await smtp.quit()
-    return time.perf_counter() - t0
 
 
 # -- runs, medians, output ------------------------------------------------------------------------
@@ -424,9 +456,7 @@ class BackendResult:
         }
 
 
-def run_backend(
-    backend: str, roster: Path, args: argparse.Namespace, workdir: Path
-) -> BackendResult:
+def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> BackendResult:
     result = BackendResult(backend)
     if backend == "postgres":
         problem = postgres_problem(args.pg_url)
@@ -436,25 +466,31 @@ def run_backend(
             return result
     for run in range(1, args.repeat + 1):
         log(f"[{backend}] run {run}/{args.repeat}")
-        with fresh_database(backend, workdir, run, args.pg_url) as url, running_sink() as sink:
-            result.samples.append(measure(url, roster, sink))
+        spec = RunSpec(
+            backend,
+            run,
+            workdir / "roster.csv",
+            workdir / "rate-roster.csv",
+            workdir,
+            args.pg_url,
+            args.connections,
+            args.rate,
+        )
+        # A fresh process per run: its peak RSS is that run's, and no run warms the next.
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            result.samples.append(pool.submit(measure, spec).result())
     return result
 
 
 def _fmt(value: float, metric: str) -> str:
-    return f"{value:.3f}" if metric == "ratio" else f"{value:,.0f}"
+    if metric in ("ratio", "last_vs_first_span", "rate_vs_limit"):
+        return f"{value:.3f}"
+    if metric == "launch_s":
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
 
 
-LABELS = {
-    "import_rows_per_s": "import rows/s",
-    "launch_rows_per_s": "launch rows/s",
-    "pipeline_msg_per_s": "pipeline msg/s",
-    "baseline_msg_per_s": "baseline msg/s",
-    "ratio": "ratio pipeline/baseline",
-}
-
-
-def print_table(result: BackendResult, people: int) -> None:
+def print_table(result: BackendResult, args: argparse.Namespace) -> None:
     if result.skipped:
         print(f"\n{result.backend}: skipped ({result.skipped})")
         return
@@ -463,20 +499,19 @@ def print_table(result: BackendResult, people: int) -> None:
     loads = [x for s in samples for x in (s.load_before, s.load_after) if x >= 0]
     load = f", load average {min(loads)}-{max(loads)}" if loads else ""
     print(
-        f"\n{result.backend}: {people:,} people, {first.queued:,} messages queued and sent, "
-        f"{first.message_bytes:,}-byte message, median of {len(samples)} run(s){load}"
+        f"\n{result.backend}: {first.imported:,} people, {first.queued:,} launch emails over "
+        f"{args.connections} connections ({first.message_bytes:,} bytes each); rate phase "
+        f"{args.rate}/s; median of {len(samples)} run(s){load}"
     )
-    width = max(len(v) for v in LABELS.values())
+    width = max(len(v[0]) for v in LABELS.values())
     runs = [s.rates() for s in samples]
-    header = f"  {'':<{width}}  {'median':>10}"
-    if len(runs) > 1:
-        header += "   runs"
-    print(header)
+    print(f"  {'':<{width}}  {'median':>10}  {'target':<12} {'met':<4} runs")
     for metric, value in result.medians().items():
-        line = f"  {LABELS[metric]:<{width}}  {_fmt(value, metric):>10}"
-        if len(runs) > 1:
-            line += "   " + " / ".join(_fmt(r[metric], metric) for r in runs)
-        print(line)
+        label, target = LABELS[metric]
+        check = CHECKS.get(metric)
+        met = "" if check is None else ("yes" if check(value) else "NO")
+        each = " / ".join(_fmt(r[metric], metric) for r in runs)
+        print(f"  {label:<{width}}  {_fmt(value, metric):>10}  {target or '':<12} {met:<4} {each}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -495,8 +530,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--connections",
         type=int,
-        default=1,
-        help="SMTP connections for the pipeline and for the bare loops (default 1)",
+        default=8,
+        help="SMTP connections for the drain and for the bare loops (default 8)",
+    )
+    p.add_argument("--rate", type=int, default=500, help="rate phase limit, msg/s (default 500)")
+    p.add_argument(
+        "--rate-seconds", type=int, default=20, help="rate phase length at the limit (default 20)"
     )
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -506,29 +545,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"--backends: unknown {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(BACKENDS)}"
         )
-    if args.people < 1 or args.repeat < 1:
-        p.error("--people and --repeat must be at least 1")
+    if min(args.people, args.repeat, args.connections, args.rate, args.rate_seconds) < 1:
+        p.error("--people, --repeat, --connections, --rate and --rate-seconds must be at least 1")
     args.backends = backends
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    CONNECTIONS[0] = args.connections
     os.chdir(ROOT)  # the settings' relative paths (program file, templates) are the repo's
     started = time.perf_counter()
     results: list[BackendResult] = []
     with tempfile.TemporaryDirectory(prefix="pshnotify-bench-") as tmp:
         workdir = Path(tmp)
-        roster = workdir / "roster.csv"
-        t0 = time.perf_counter()
-        write_sample_roster(roster, count=args.people, seed=1)
-        log(
-            f"roster: {args.people:,} people written to {roster} in "
-            f"{time.perf_counter() - t0:.1f} s"
-        )
+        write_roster(workdir / "roster.csv", args.people)
+        write_roster(workdir / "rate-roster.csv", args.rate * args.rate_seconds)
         for backend in args.backends:
-            results.append(run_backend(backend, roster, args, workdir))
+            results.append(run_backend(backend, args, workdir))
     total = time.perf_counter() - started
     log(f"done in {total:.0f} s")
     if args.json:
@@ -537,8 +570,11 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "people": args.people,
                     "repeat": args.repeat,
+                    "connections": args.connections,
+                    "rate": args.rate,
                     "now": NOW.isoformat(),
                     "python": sys.version.split()[0],
+                    "cpus": os.cpu_count(),
                     "total_s": round(total, 1),
                     "backends": {r.backend: r.as_dict() for r in results},
                 },
@@ -547,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         for r in results:
-            print_table(r, args.people)
+            print_table(r, args)
     return 0
 
 

