@@ -40,6 +40,12 @@ class LaunchSummary:
     window: str = "open"  # before | open | over
     first_launch: bool = True
 
+    @property
+    def required(self) -> int:
+        """Members who must take the training now: the launch email's audience."""
+        left_out = sum(self.not_required.values()) + self.operator_exempt + self.completed
+        return self.members - left_out
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "wave": self.wave,
@@ -95,7 +101,10 @@ def _count_to_queue(conn: Connection, program_id: int, wave: str) -> int:
 
 def preview_launch(engine: Engine, stored: StoredProgram, wave: str, clock: Clock) -> LaunchSummary:
     with engine.connect() as conn:
-        return _summarise(conn, stored, wave, clock.now())
+        summary = _summarise(conn, stored, wave, clock.now())
+        summary.to_queue = _count_to_queue(conn, stored.id, wave)
+        summary.already_queued = summary.required - summary.to_queue
+        return summary
 
 
 def _summarise(
@@ -144,9 +153,6 @@ def _summarise(
             s.operator_exempt += n
         elif completed:
             s.completed += n
-    s.to_queue = _count_to_queue(conn, stored.id, wave_key)
-    required = s.members - sum(s.not_required.values()) - s.operator_exempt - s.completed
-    s.already_queued = required - s.to_queue
     s.due_at = next_sending_instant(now, program.sending, program.tz)
     return s
 
@@ -164,13 +170,15 @@ def launch_wave(
     """Queue the launch emails in one transaction; running it again queues nothing twice."""
     now = clock.now()
     with engine.begin() as conn:
-        summary = _summarise(conn, stored, wave, now)
+        summary = _summarise(conn, stored, wave, now)  # to_queue: what the insert queues
         if summary.window == "over" and not force:
             raise ConflictError(
                 f"wave {wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
                 hint="pass --force to launch it anyway (for example, for late joiners)",
             )
         summary.queued = queue_launch_emails(conn, stored, wave, now, message_id_domain)
+        summary.to_queue = summary.queued
+        summary.already_queued = summary.required - summary.queued
         if stored.program.cadence.invite_encouraged:
             _wake_encouraged(conn, stored.id, wave, now)
         program_repo.mark_launched(conn, stored.id, wave, now, actor)
