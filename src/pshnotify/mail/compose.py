@@ -68,7 +68,9 @@ def _encoded_words(value: str) -> str:
 
     For display names, which differ for every message: the C base64 codec, not `Header`.
     """
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for char in value:
         n = len(char.encode("utf-8"))
         if size + n > _WORD_BYTES:

@@ -8,6 +8,7 @@ connection's writes to know which side of the line a fault fell on.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from aiosmtplib import (
     SMTPRecipientRefused,
     SMTPResponseException,
     SMTPSenderRefused,
+    SMTPStatus,
 )
 
 from pshnotify.domain.delivery import Outcome, classify
@@ -124,8 +126,11 @@ class SmtpConnection:
         assert smtp is not None
         self._body_written = False
         try:
-            await smtp.mail(sender)
-            await smtp.rcpt(recipient)
+            if smtp.is_ehlo_or_helo_needed or not (_plain(sender) and _plain(recipient)):
+                await smtp.mail(sender)  # the library's path: EHLO first, SMTPUTF8, quoting
+                await smtp.rcpt(recipient)
+            else:
+                await _mail_rcpt(smtp, sender, recipient)
             response = await smtp.data(data, timeout=self.config.data_timeout)
         except (SMTPSenderRefused, SMTPRecipientRefused, SMTPDataError) as exc:
             await self._after_refusal(exc.code)
@@ -157,6 +162,26 @@ class SmtpConnection:
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
             smtp.close()
+
+
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
+def _plain(address: str) -> bool:
+    return _PLAIN_ADDRESS.fullmatch(address) is not None
+
+
+async def _mail_rcpt(smtp: aiosmtplib.SMTP, sender: str, recipient: str) -> None:
+    """MAIL and RCPT for plain ASCII addresses, as `mail()` and `rcpt()` send them but without
+    their address parsing (`email.utils.parseaddr`, about 20 us a call: a tenth of a message's
+    CPU). The roster checked every address on the way in; anything else takes the library's
+    path."""
+    reply = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+    if reply.code != SMTPStatus.completed:
+        raise SMTPSenderRefused(reply.code, reply.message, sender)
+    reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+    if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        raise SMTPRecipientRefused(reply.code, reply.message, recipient)
 
 
 def _refusal(code: int, text: str) -> Exception:

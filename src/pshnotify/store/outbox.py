@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Connection, Integer, Text, and_, bindparam, exists, func, or_, select, update
@@ -85,6 +85,10 @@ class Claimed:
     lease_until: dt.datetime | None = None  # wall time: past it, another worker may send it
 
 
+# Claimed's fields read from the row, in order (the lease fields come from the claim itself).
+_CLAIMED_COLUMNS = [f.name for f in fields(Claimed) if not f.name.startswith("lease_")]
+
+
 def claim(
     conn: Connection,
     *,
@@ -100,18 +104,30 @@ def claim(
     Due means queued/retry with due_at <= now (business time), or claimed by a worker whose
     lease ran out (wall time: leases measure liveness, not the rehearsal's calendar).
     """
-    due = or_(
-        and_(messages.c.state.in_([s.value for s in PENDING]), messages.c.due_at <= now),
+    # One ordered, limited index range per state, not one query with an OR: SQLite (and
+    # PostgreSQL's bitmap OR) then gathered and sorted every due row for each batch, so a
+    # claim cost grew with the queue (12 ms per 200 at 20,000 due; 60 at 100,000).
+    # Abandoned leases first, then retries (older), then new messages.
+    groups = [
         and_(messages.c.state == State.CLAIMED.value, messages.c.lease_until < wall),
-    )
-    pick = select(messages.c.id).where(due, _not_paused()).order_by(messages.c.id).limit(limit)
-    if program_ids is not None:
-        pick = pick.where(messages.c.program_id.in_(program_ids))
-    pick = pick.with_for_update(skip_locked=True)
+        and_(messages.c.state == State.RETRY.value, messages.c.due_at <= now),
+        and_(messages.c.state == State.QUEUED.value, messages.c.due_at <= now),
+    ]
+    ids: list[int] = []
+    for group in groups:
+        pick = select(messages.c.id).where(group, _not_paused())
+        if program_ids is not None:
+            pick = pick.where(messages.c.program_id.in_(program_ids))
+        pick = pick.order_by(messages.c.id).limit(limit - len(ids))
+        ids += conn.scalars(pick.with_for_update(skip_locked=True))
+        if len(ids) >= limit:
+            break
+    if not ids:
+        return []
     token = str(uuid.uuid4())
     stmt = (
         update(messages)
-        .where(messages.c.id.in_(pick.scalar_subquery()))
+        .where(messages.c.id.in_(ids))
         .values(
             state=State.CLAIMED.value,
             lease_owner=owner,
@@ -119,24 +135,14 @@ def claim(
             lease_until=wall + lease,
             updated_at=now,
         )
-        .returning(
-            messages.c.id,
-            messages.c.program_id,
-            messages.c.person_id,
-            messages.c.kind,
-            messages.c.wave_key,
-            messages.c.step,
-            messages.c.message_id,
-            messages.c.recipient_email,
-            messages.c.recipient_name,
-            messages.c.context,
-            messages.c.attempts,
-        )
+        .returning(*(messages.c[name] for name in _CLAIMED_COLUMNS))
     )
     rows = conn.execute(stmt).all()
     until = wall + lease
+    # Positional, in _CLAIMED_COLUMNS order: building from each row's mapping cost a fifth
+    # of the claim.
     return sorted(
-        (Claimed(**r._mapping, lease_token=token, lease_until=until) for r in rows),
+        (Claimed(*r, token, until) for r in rows),  # type: ignore[call-arg]
         key=lambda c: c.id,
     )
 
