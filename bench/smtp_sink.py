@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import time
 from collections import deque
 from typing import Any
@@ -73,6 +74,15 @@ class Sink:
     @property
     def refused(self) -> int:
         return int(self._refused.value)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the sink process has used (Linux /proc; NaN elsewhere)."""
+        try:
+            with open(f"/proc/{self._process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __enter__(self) -> Sink:
         self._process.start()

@@ -24,6 +24,8 @@ class Received:
     data: bytes
     session: int
     at: float = 0.0  # time.monotonic() on arrival
+    tls: str | None = None  # the TLS version it came over ("TLSv1.3"), None if in clear
+    login: str | None = None  # the AUTH user name, None if the client did not log in
 
     def message(self) -> EmailMessage:
         msg = email.message_from_bytes(self.data, policy=email.policy.default)
@@ -83,12 +85,16 @@ class _Handler:
             if self.server.behaviour.close_after(rcpt):
                 asyncio.get_running_loop().call_soon(server.transport.close)
             return reply
+        ssl_object = server.transport.get_extra_info("ssl_object")
+        login = getattr(getattr(session, "auth_data", None), "login", None)
         received = Received(
             envelope.mail_from,
             list(envelope.rcpt_tos),
             envelope.original_content or envelope.content,
             id(session),
             time.monotonic(),
+            tls=ssl_object.version() if ssl_object is not None else None,
+            login=login.decode() if isinstance(login, bytes) else login,
         )
         with self.server.lock:
             self.server.received.append(received)
@@ -105,13 +111,17 @@ class SmtpServer:
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # More aiosmtpd Controller/SMTP options (ssl_context=, tls_context=, authenticator=, ...).
+    options: dict[str, Any] = field(default_factory=dict)
     _controller: Controller | None = None
 
     def start(self) -> None:
         with socket.socket() as s:
             s.bind((self.host, 0))
             self.port = s.getsockname()[1]
-        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port)
+        self._controller = Controller(
+            _Handler(self), hostname=self.host, port=self.port, **self.options
+        )
         self._controller.start()
 
     def stop(self) -> None:

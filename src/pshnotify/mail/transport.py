@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +41,7 @@ class SmtpConfig:
     port: int
     tls: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or traceback
     timeout: float = 60.0
     ca_file: Path | None = None
     # Leave room for a slow relay's reply after the data: a timeout there is an unknown.
