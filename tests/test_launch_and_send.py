@@ -222,6 +222,54 @@ def test_a_dropped_connection_after_the_data_is_an_unknown_outcome(
     assert outcomes == ["unknown", "sent"]
 
 
+def test_deferrals_give_up_at_the_configured_age_not_only_the_count(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path, PILOT[:1])
+    runtime.settings.max_attempts = 100  # the age, not the count, must end it
+    runtime.settings.retry_max_age_hours = 3
+    smtp.behaviour = Behaviour(data=lambda _a: "451 4.3.0 mailbox busy")
+    launch(runtime)
+    first = clock.now()
+    rounds = 0
+    while (outcomes := send(runtime)) != {"failed": 1}:
+        assert outcomes in ({"retry": 1}, {}), outcomes
+        clock.advance(dt.timedelta(minutes=30))
+        rounds += 1
+        assert rounds < 20, "still retrying long after the age limit"
+    with runtime.engine.connect() as conn:
+        row = conn.execute(
+            select(messages.c.state, messages.c.last_reply, messages.c.attempts)
+        ).one()
+    assert row.state == "failed"
+    assert "mailbox busy" in row.last_reply and "gave up after" in row.last_reply
+    assert 2 <= row.attempts < 100
+    assert clock.now() - first >= dt.timedelta(hours=3)
+    assert smtp.messages() == []
+
+
+def test_the_hold_policy_keeps_an_unknown_outcome_for_the_operator(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path, PILOT[:1])
+    runtime.settings.unknown_policy = "hold"
+    dropped = {"n": 0}
+
+    def drop(_addr: str) -> bool:
+        dropped["n"] += 1
+        return dropped["n"] == 1
+
+    smtp.behaviour = Behaviour(drop_after_data=drop)
+    launch(runtime)
+    assert send(runtime) == {"unknown": 1}
+    clock.advance(dt.timedelta(hours=6))
+    assert send(runtime) == {}  # held: never resent on its own
+    assert len(smtp.messages()) == 1  # the relay did take it once
+    with runtime.engine.connect() as conn:
+        state = conn.scalar(select(messages.c.state))
+    assert state == "unknown"
+
+
 def test_a_relay_that_is_down_loses_nothing(
     runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
 ) -> None:

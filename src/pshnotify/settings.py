@@ -71,7 +71,14 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(default=200, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=1)
+    # A message deferred (4xx, connection faults) is retried with backoff until either limit,
+    # then failed; the age counts from its first attempt.
     max_attempts: int = Field(default=8, ge=1)
+    retry_max_age_hours: float = Field(default=48.0, gt=0)
+    # No reply after the data's final dot: the relay may have the message. "resend" sends it
+    # again with the same Message-ID (a duplicate at worst, which the Message-ID lets a reader
+    # recognise); "hold" leaves it `unknown` for an operator (`pshnotify messages retry`).
+    unknown_policy: Literal["resend", "hold"] = "resend"
     worker_name: str | None = None
 
     @field_validator("message_id_domain")

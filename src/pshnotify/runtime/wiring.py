@@ -147,6 +147,8 @@ class Runtime:
             batch_size=s.batch_size,
             lease=dt.timedelta(seconds=s.lease_seconds),
             max_attempts=s.max_attempts,
+            max_age=dt.timedelta(hours=s.retry_max_age_hours),
+            unknown_policy=s.unknown_policy,
         )
         connections = self.smtp_connections()
         return Dispatcher(

@@ -52,6 +52,7 @@ class DispatchConfig:
     batch_size: int = 200
     lease: dt.timedelta = dt.timedelta(minutes=5)
     max_attempts: int = 8
+    max_age: dt.timedelta = dt.timedelta(hours=48)  # from the first attempt
     unknown_policy: str = "resend"  # resend (same Message-ID) | hold
 
 
@@ -465,8 +466,10 @@ class Dispatcher:
         attempt: int,
     ) -> outbox.Result:
         now = self.clock.now()
-        if attempt >= self.config.max_attempts:
+        first = c.first_attempt_at or started
+        if attempt >= self.config.max_attempts or now - first >= self.config.max_age:
             final = State.UNKNOWN if outcome == Outcome.UNKNOWN else State.FAILED
+            hours = (now - first).total_seconds() / 3600
             return outbox.Result(
                 c,
                 final,
@@ -474,7 +477,7 @@ class Dispatcher:
                 started,
                 now,
                 code=code,
-                reply=f"{reply} (gave up after {attempt} attempts)",
+                reply=f"{reply} (gave up after {attempt} attempts over {hours:.1f} h)",
             )
         return outbox.Result(
             c,

@@ -81,6 +81,7 @@ class Claimed:
     recipient_name: str
     context: dict[str, Any]
     attempts: int
+    first_attempt_at: dt.datetime | None
     lease_token: str
     lease_until: dt.datetime | None = None  # wall time: past it, another worker may send it
 
@@ -204,6 +205,9 @@ def record(
             last_reply=bindparam("b_reply"),
             attempts=messages.c.attempts + bindparam("b_tried", type_=Integer),
             sent_at=func.coalesce(bindparam("b_sent_at", type_=UTCDateTime), messages.c.sent_at),
+            first_attempt_at=func.coalesce(
+                messages.c.first_attempt_at, bindparam("b_tried_at", type_=UTCDateTime)
+            ),
             due_at=func.coalesce(bindparam("b_due_at", type_=UTCDateTime), messages.c.due_at),
             reason=func.coalesce(bindparam("b_reason", type_=Text), messages.c.reason),
         )
@@ -254,6 +258,7 @@ def _update_params(r: Result) -> dict[str, Any]:
         "b_reply": r.reply,
         "b_tried": 1 if r.attempted else 0,
         "b_sent_at": r.finished_at if r.state == State.SENT else None,
+        "b_tried_at": r.started_at if r.attempted else None,
         "b_due_at": r.due_at,
         "b_reason": r.reason,
     }

@@ -164,6 +164,7 @@ messages = Table(
     Column("lease_token", String(36)),
     Column("lease_until", UTCDateTime),
     Column("sent_at", UTCDateTime),
+    Column("first_attempt_at", UTCDateTime),  # retries give up after an age (0004)
     Column("last_code", Integer),
     Column("last_reply", Text),
     Column("reason", Text),
