@@ -242,7 +242,8 @@ def test_deferrals_give_up_at_the_configured_age_not_only_the_count(
             select(messages.c.state, messages.c.last_reply, messages.c.attempts)
         ).one()
     assert row.state == "failed"
-    assert "mailbox busy" in row.last_reply and "gave up after" in row.last_reply
+    assert "mailbox busy" in row.last_reply
+    assert "gave up after" in row.last_reply
     assert 2 <= row.attempts < 100
     assert clock.now() - first >= dt.timedelta(hours=3)
     assert smtp.messages() == []
@@ -268,6 +269,29 @@ def test_the_hold_policy_keeps_an_unknown_outcome_for_the_operator(
     with runtime.engine.connect() as conn:
         state = conn.scalar(select(messages.c.state))
     assert state == "unknown"
+
+
+def test_a_drain_that_runs_past_five_stops_and_resumes_at_nine(
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path, PILOT[:3])
+    clock.set(dt.datetime(2023, 9, 12, 16, 59, 30, tzinfo=NY))  # a Tuesday, 30 s before 17:00
+    launch(runtime)
+
+    def slow_first(_addr: str) -> str | None:
+        clock.advance(dt.timedelta(minutes=1))  # the first send takes us past five o'clock
+        return None
+
+    smtp.behaviour = Behaviour(data=slow_first)
+    assert send(runtime) == {"sent": 1, "queued": 2}
+    assert len(smtp.messages()) == 1
+    with runtime.engine.connect() as conn:
+        due = set(conn.scalars(select(messages.c.due_at).where(messages.c.state == "queued")))
+    assert due == {dt.datetime(2023, 9, 13, 9, 0, tzinfo=NY)}
+    smtp.behaviour = Behaviour()
+    assert send(runtime) == {}  # still evening
+    clock.set(dt.datetime(2023, 9, 13, 9, 0, tzinfo=NY))
+    assert send(runtime) == {"sent": 2}
 
 
 def test_a_relay_that_is_down_loses_nothing(

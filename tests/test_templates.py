@@ -55,6 +55,23 @@ def test_templates_run_in_a_sandbox(tmp_path: Path) -> None:
         )
 
 
+def test_an_edited_template_is_seen_by_the_next_command_and_by_a_running_sender(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = copy_templates(tmp_path)
+    subject = directory / "launch" / "subject.txt"
+    context = launch_context(SEED, "pilot", Recipient("X", "N", "n@example.org", "D"))
+    running = Templates(directory)
+    first = running.render("launch", context).subject
+    subject.write_text("Edited: {{ program.name }}\n")
+    assert Templates(directory).render("launch", context).subject.startswith("Edited: ")
+    subject.write_text("Edited again: {{ program.name }}, a longer line\n")
+    monkeypatch.setattr("pshnotify.mail.render.RELOAD_CHECK_SECONDS", 0.0)
+    again = running.render("launch", context).subject
+    assert again.startswith("Edited again: ")
+    assert again != first
+
+
 def test_no_value_can_add_a_header() -> None:
     envelope = Envelope(
         from_name="PSH",

@@ -97,6 +97,7 @@ class Dispatcher:
         self._paused: set[tuple[int, str | None]] = set()
         self._paused_at = float("-inf")
         self._programs: dict[int, StoredProgram] = {}
+        self._openings: dict[tuple[int, dt.datetime], dt.datetime] = {}
         self.stopping = asyncio.Event()
 
     async def run_once(self, on_progress: Callable[[int], None] | None = None) -> DispatchReport:
@@ -372,6 +373,10 @@ class Dispatcher:
             if self.stopping.is_set() or await self._is_paused(job.claimed):
                 results.append(self._released(job.claimed))
                 continue
+            opening = self._closed_until(job.claimed)
+            if opening is not None:  # claimed just before the end of working hours
+                results.append(self._released(job.claimed, due_at=opening))
+                continue
             async with self.limiter.slot():
                 started = time.perf_counter()
                 results.append(await self._send_one(connection, job))
@@ -410,10 +415,29 @@ class Dispatcher:
             }
         return found
 
-    def _released(self, claimed: outbox.Claimed) -> outbox.Result:
+    def _released(
+        self, claimed: outbox.Claimed, due_at: dt.datetime | None = None
+    ) -> outbox.Result:
         now = self.clock.now()
         state = State.QUEUED if claimed.attempts == 0 else State.RETRY
-        return outbox.Result(claimed, state, "released", now, now, due_at=None, attempted=False)
+        return outbox.Result(claimed, state, "released", now, now, due_at=due_at, attempted=False)
+
+    def _closed_until(self, claimed: outbox.Claimed) -> dt.datetime | None:
+        """When working hours reopen, if they have closed since this message was claimed (a
+        long drain that started at 16:55); None while they are open. Worked out once a minute
+        per program, not per message."""
+        if not _holds_to_working_hours(claimed.kind):
+            return None
+        now = self.clock.now()
+        minute = now.replace(second=0, microsecond=0)
+        key = (claimed.program_id, minute)
+        if key not in self._openings:
+            if len(self._openings) > 64:
+                self._openings.clear()  # the minutes gone by
+            program = self._program(claimed.program_id).program
+            self._openings[key] = next_sending_instant(minute, program.sending, program.tz)
+        opening = self._openings[key]
+        return opening if opening > now else None
 
     async def _send_one(self, connection: SmtpConnection, job: _Job) -> outbox.Result:
         c = job.claimed
