@@ -15,6 +15,8 @@ from pshnotify.clock import FixedClock
 from pshnotify.domain.errors import ConflictError
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.launch import launch_wave, preview_launch
+from pshnotify.services.messages import retry_messages
+from pshnotify.services.pause import set_paused
 from pshnotify.services.roster import import_roster
 from pshnotify.store.schema import attempts, audit_log, messages
 from tests.conftest import NY
@@ -269,6 +271,16 @@ def test_the_hold_policy_keeps_an_unknown_outcome_for_the_operator(
     with runtime.engine.connect() as conn:
         state = conn.scalar(select(messages.c.state))
     assert state == "unknown"
+    clock.advance(dt.timedelta(days=7))  # long past the retry age: the operator's retry is new
+    stored = runtime.program(None)
+    assert retry_messages(runtime.engine, stored, runtime.clock, actor="op", state="unknown") == 1
+    smtp.behaviour = Behaviour(data=lambda _a: "451 4.3.0 busy")
+    assert send(runtime) == {"retry": 1}  # a fresh count and age, not given up at once
+    smtp.behaviour = Behaviour()
+    clock.advance(dt.timedelta(minutes=10))  # past the first backoff, inside working hours
+    assert send(runtime) == {"sent": 1}
+    ids = {m["Message-ID"] for m in smtp.messages()}
+    assert len(ids) == 1  # the same Message-ID both times
 
 
 def test_a_drain_that_runs_past_five_stops_and_resumes_at_nine(
@@ -292,6 +304,23 @@ def test_a_drain_that_runs_past_five_stops_and_resumes_at_nine(
     assert send(runtime) == {}  # still evening
     clock.set(dt.datetime(2023, 9, 13, 9, 0, tzinfo=NY))
     assert send(runtime) == {"sent": 2}
+
+
+def test_a_pause_that_comes_while_a_message_waits_for_its_rate_slot_holds_it(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path, PILOT[:2])
+    runtime.settings.rate_per_second = 0.5  # the second message waits 2 s for its slot
+    launch(runtime)
+    stored = runtime.program(None)
+
+    def pause_after_first(_addr: str) -> str | None:
+        set_paused(runtime.engine, stored, None, True, runtime.clock, actor="op")
+        return None
+
+    smtp.behaviour = Behaviour(data=pause_after_first)
+    assert send(runtime) == {"sent": 1, "queued": 1}
+    assert len(smtp.messages()) == 1
 
 
 def test_a_relay_that_is_down_loses_nothing(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from jinja2.exceptions import SecurityError
@@ -70,6 +74,43 @@ def test_an_edited_template_is_seen_by_the_next_command_and_by_a_running_sender(
     again = running.render("launch", context).subject
     assert again.startswith("Edited again: ")
     assert again != first
+
+
+def _envelope(date: dt.datetime) -> Envelope:
+    return Envelope(
+        from_name="PSH",
+        from_address="psh@example.edu",
+        reply_to=None,
+        to_name="Ada",
+        to_address="ada@example.edu",
+        message_id="<m1@test.invalid>",
+        date=date,
+        program="p",
+        wave="pilot",
+        kind="launch",
+    )
+
+
+def test_the_date_header_keeps_each_programs_zone() -> None:
+    instant = dt.datetime(2023, 9, 11, 14, 0, tzinfo=dt.UTC)
+    content = Rendered("Hi", "text", "<p>html</p>")
+    ny = compose(_envelope(instant.astimezone(ZoneInfo("America/New_York"))), content)
+    london = compose(_envelope(instant.astimezone(ZoneInfo("Europe/London"))), content)
+    assert b"Date: Mon, 11 Sep 2023 10:00:00 -0400" in ny
+    assert b"Date: Mon, 11 Sep 2023 15:00:00 +0100" in london
+
+
+def test_plain_ascii_goes_as_is_and_anything_else_is_encoded() -> None:
+    date = dt.datetime(2023, 9, 11, 14, 0, tzinfo=dt.UTC)
+    plain = compose(_envelope(date), Rendered("Hi", "Dear Ada,\n.\nBye", "<p>x</p>"))
+    assert b"Content-Transfer-Encoding: 7bit" in plain
+    for text in ("Zo\u00eb", "form\x0cfeed", "x" * 1200, "--=_psh_0123456789abcdef01234567"):
+        raw = compose(_envelope(date), Rendered("Hi", text, "<p>x</p>"))
+        part = BytesParser(policy=policy.default).parsebytes(raw).get_body(("plain",))
+        assert part is not None
+        assert part["Content-Transfer-Encoding"] == "quoted-printable", text[:20]
+        assert part.get_content().rstrip("\r\n") == text
+        assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
 
 
 def test_no_value_can_add_a_header() -> None:

@@ -72,9 +72,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=1)
     # A message deferred (4xx, connection faults) is retried with backoff until either limit,
-    # then failed; the age counts from its first attempt.
+    # then failed; the age counts from its first attempt, nights and weekends included (96 h:
+    # a Friday-evening deferral still gets Monday's tries). `messages retry` starts it afresh.
     max_attempts: int = Field(default=8, ge=1)
-    retry_max_age_hours: float = Field(default=48.0, gt=0)
+    retry_max_age_hours: float = Field(default=96.0, gt=0)
     # No reply after the data's final dot: the relay may have the message. "resend" sends it
     # again with the same Message-ID (a duplicate at worst, which the Message-ID lets a reader
     # recognise); "hold" leaves it `unknown` for an operator (`pshnotify messages retry`).

@@ -27,6 +27,8 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _ATOM_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ .]*$")
 CRLF = "\r\n"
 _MAX_LINE = 998  # RFC 5322
+_CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BOUNDARY_MARK = "=_psh_"
 _WORD_BYTES = 45  # 60 base64 characters: an encoded word of 72, under RFC 2047's 75
 
 
@@ -104,8 +106,14 @@ def _address(name: str, address: str, what: str) -> str:
     return f"{phrase} <{address}>"
 
 
-@lru_cache(maxsize=16)
 def _date(when: dt.datetime) -> str:
+    # Keyed by the offset too: aware datetimes compare by instant, and two programs in two
+    # zones sending in the same second must not share one string.
+    return _formatted_date(when, when.utcoffset())
+
+
+@lru_cache(maxsize=16)
+def _formatted_date(when: dt.datetime, _offset: dt.timedelta | None) -> str:
     # Cached by the second: a drain builds hundreds of messages a second.
     return format_datetime(when)
 
@@ -120,16 +128,21 @@ def _qp(text: str) -> str:
     return encoded.decode("ascii").replace("\n", CRLF)
 
 
-def _short_lines(text: str) -> bool:
-    return len(text) <= _MAX_LINE or max(map(len, text.splitlines())) <= _MAX_LINE
+def _plain_7bit(text: str) -> bool:
+    """Can this text go as is? ASCII, no control character but tab and line ends, lines of at
+    most 998 characters, and never our boundary marker (with quoted-printable, "=_" cannot
+    occur in a part, so no line of it can be taken for a boundary)."""
+    if not text.isascii() or _CONTROL_IN_BODY.search(text) or _BOUNDARY_MARK in text:
+        return False
+    return len(text) <= _MAX_LINE or max(map(len, text.split("\n"))) <= _MAX_LINE
 
 
 def _part(subtype: str, text: str) -> str:
     """A text part: as is (7bit) when it is ASCII in short lines, else quoted-printable (which
     costs about 10 us a part)."""
-    if text.isascii() and _short_lines(text):
-        encoding, body = "7bit", text.replace("\r\n", "\n").replace("\r", "\n")
-        body = body.replace("\n", CRLF)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _plain_7bit(text):
+        encoding, body = "7bit", text.replace("\n", CRLF)
     else:
         encoding, body = "quoted-printable", _qp(text)
     return (
@@ -152,7 +165,7 @@ def _attachment(a: Attachment) -> str:
 
 def _boundary(message_id: str, salt: str) -> str:
     # Derived, not random: the same message rebuilt for a retry is byte-for-byte the same body.
-    return "=_psh_" + hashlib.sha256(f"{message_id}{salt}".encode()).hexdigest()[:24]
+    return _BOUNDARY_MARK + hashlib.sha256(f"{message_id}{salt}".encode()).hexdigest()[:24]
 
 
 def _multipart(subtype: str, boundary: str, parts: Sequence[str]) -> str:

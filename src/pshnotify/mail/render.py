@@ -45,29 +45,32 @@ class _Loaded:
 _ENVIRONMENTS: dict[Path, _Loaded] = {}
 
 
+def _environment(directory: Path) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(directory), followlinks=True),
+        undefined=StrictUndefined,
+        autoescape=lambda name: bool(name and name.endswith(".html")),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        # Jinja's own reload check stats every file a render touches, layout and includes too
+        # (7 stats a launch email); `Templates._reload_if_edited` looks once a second instead.
+        auto_reload=False,
+    )
+
+
 def _loaded(directory: Path) -> _Loaded:
     """One environment per folder per process: compiled templates are reused across senders
     and commands run in one process."""
     key = directory.resolve()
     if key not in _ENVIRONMENTS:
-        env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(directory)),
-            undefined=StrictUndefined,
-            autoescape=lambda name: bool(name and name.endswith(".html")),
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            # Jinja's own reload check stats every file a render touches, layout and includes
-            # too (7 stats a launch email); `_reload_if_edited` looks once a second instead.
-            auto_reload=False,
-        )
-        _ENVIRONMENTS[key] = _Loaded(env)
+        _ENVIRONMENTS[key] = _Loaded(_environment(directory))
     return _ENVIRONMENTS[key]
 
 
 def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
     found = []
-    for root, _dirs, files in os.walk(directory):
+    for root, _dirs, files in os.walk(directory, followlinks=True):
         for name in files:
             path = os.path.join(root, name)
             with contextlib.suppress(OSError):
@@ -80,7 +83,6 @@ class Templates:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._loaded = _loaded(directory)
-        self.env = self._loaded.env
         self._reload_if_edited(force=True)
 
     def _reload_if_edited(self, force: bool = False) -> None:
@@ -92,9 +94,14 @@ class Templates:
         loaded.checked_at = now
         stamp = _stamp(self.directory)
         if stamp != loaded.stamp:
-            if loaded.env.cache is not None:
-                loaded.env.cache.clear()
+            # A fresh environment, not a cleared cache: a render under way in another thread
+            # could put an old template back into a cache it shares.
+            loaded.env = _environment(self.directory)
             loaded.stamp = stamp
+
+    @property
+    def env(self) -> ImmutableSandboxedEnvironment:
+        return self._loaded.env
 
     def kinds(self) -> list[str]:
         if not self.directory.is_dir():
@@ -105,12 +112,13 @@ class Templates:
 
     def render(self, kind: str, context: Mapping[str, Any]) -> Rendered:
         self._reload_if_edited()
-        subject = self.env.get_template(f"{kind}/subject.txt").render(context)
+        env = self.env  # one environment for the three parts, even if a reload comes between
+        subject = env.get_template(f"{kind}/subject.txt").render(context)
         subject = " ".join(subject.split())
         if not subject or _CONTROL.search(subject):
             raise ValueError(f"{kind}/subject.txt rendered an empty or unsafe subject")
-        text = self.env.get_template(f"{kind}/body.txt").render(context)
-        html = self.env.get_template(f"{kind}/body.html").render(context)
+        text = env.get_template(f"{kind}/body.txt").render(context)
+        html = env.get_template(f"{kind}/body.html").render(context)
         return Rendered(subject, text, html)
 
     def check(self, samples: Iterable[tuple[str, Mapping[str, Any]]]) -> None:

@@ -52,7 +52,7 @@ class DispatchConfig:
     batch_size: int = 200
     lease: dt.timedelta = dt.timedelta(minutes=5)
     max_attempts: int = 8
-    max_age: dt.timedelta = dt.timedelta(hours=48)  # from the first attempt
+    max_age: dt.timedelta = dt.timedelta(hours=96)  # from the first attempt
     unknown_policy: str = "resend"  # resend (same Message-ID) | hold
 
 
@@ -260,6 +260,8 @@ class Dispatcher:
             .join(enrollments, enrollments.c.person_id == people.c.id)
             .where(people.c.id.in_(ids))
         )
+        for program_id in {c.program_id for c in batch}:
+            self._program(program_id)  # loaded here, in a thread, not on the loop
         with self.engine.connect() as conn:
             return {(r.program_id, r.id): r for r in conn.execute(q)}
 
@@ -368,20 +370,31 @@ class Dispatcher:
         results: list[outbox.Result],
     ) -> None:
         while (job := await jobs.get()) is not None:
-            if self._lease_running_out(job.claimed):
-                continue  # another worker may take it now; sending it too would duplicate it
-            if self.stopping.is_set() or await self._is_paused(job.claimed):
-                results.append(self._released(job.claimed))
-                continue
-            opening = self._closed_until(job.claimed)
-            if opening is not None:  # claimed just before the end of working hours
-                results.append(self._released(job.claimed, due_at=opening))
+            if await self._held_back(job.claimed, results):
                 continue
             async with self.limiter.slot():
+                # Waiting for a slot can take a minute or more (a per-minute or per-day limit):
+                # look again, so a pause, the end of working hours or an expiring lease that
+                # came meanwhile still holds the message back.
+                if await self._held_back(job.claimed, results):
+                    continue
                 started = time.perf_counter()
                 results.append(await self._send_one(connection, job))
             if self.observe_send is not None:
                 self.observe_send(time.perf_counter() - started)
+
+    async def _held_back(self, claimed: outbox.Claimed, results: list[outbox.Result]) -> bool:
+        """Should this claimed message not be sent now? Records why, when there is a why."""
+        if self._lease_running_out(claimed):
+            return True  # another worker may take it now; sending it too would duplicate it
+        if self.stopping.is_set() or await self._is_paused(claimed):
+            results.append(self._released(claimed))
+            return True
+        opening = self._closed_until(claimed)
+        if opening is not None:  # claimed just before the end of working hours
+            results.append(self._released(claimed, due_at=opening))
+            return True
+        return False
 
     def _lease_running_out(self, claimed: outbox.Claimed) -> bool:
         """A claimed message waits in the pipeline; never start sending it near its lease's end

@@ -82,7 +82,14 @@ def retry_messages(
         .where(
             messages.c.program_id == stored.id, messages.c.state.in_([s.value for s in RETRYABLE])
         )
-        .values(state=State.QUEUED.value, due_at=now, reason=None, updated_at=now)
+        .values(
+            state=State.QUEUED.value,
+            due_at=now,
+            reason=None,
+            updated_at=now,
+            attempts=0,  # an operator's retry starts the count and the age afresh
+            first_attempt_at=None,
+        )
     )
     if ids:
         stmt = stmt.where(messages.c.id.in_(ids))

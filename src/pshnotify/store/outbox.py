@@ -143,7 +143,7 @@ def claim(
     # Positional, in _CLAIMED_COLUMNS order: building from each row's mapping cost a fifth
     # of the claim.
     return sorted(
-        (Claimed(*r, token, until) for r in rows),  # type: ignore[call-arg]
+        (Claimed(*r, lease_token=token, lease_until=until) for r in rows),  # type: ignore[misc]
         key=lambda c: c.id,
     )
 
