@@ -317,8 +317,7 @@ def measure(spec: RunSpec) -> Sample:
             rate_s = watch.steady_seconds()
             log(
                 f"  rate: {_rate(0.8 * rate_sent, rate_s):,.1f} msg/s (steady state, 10% to 90% of "
-                f"the "
-                f"messages) against a limit of {spec.rate}/s; the sink answered 451 "
+                f"the messages) against a limit of {spec.rate}/s; the sink answered 451 "
                 f"{sink.refused:,} times"
             )
             refused = sink.refused
