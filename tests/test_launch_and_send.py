@@ -201,17 +201,22 @@ def test_refusals_fail_deferrals_retry_with_the_same_message_id(
     ]
 
 
+def drop_the_first_after_data() -> Behaviour:
+    """A relay that takes the first message's data and drops the connection before replying."""
+    dropped = {"n": 0}
+
+    def drop(_addr: str) -> bool:
+        dropped["n"] += 1
+        return dropped["n"] == 1
+
+    return Behaviour(drop_after_data=drop)
+
+
 def test_a_dropped_connection_after_the_data_is_an_unknown_outcome(
     runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     setup_pilot(runtime, tmp_path, PILOT[:1])
-    dropped = {"n": 0}
-
-    def drop(addr: str) -> bool:
-        dropped["n"] += 1
-        return dropped["n"] == 1
-
-    smtp.behaviour = Behaviour(drop_after_data=drop)
+    smtp.behaviour = drop_the_first_after_data()
     launch(runtime)
     assert send(runtime) == {"retry": 1}
     clock.advance(dt.timedelta(hours=2))
@@ -256,13 +261,7 @@ def test_the_hold_policy_keeps_an_unknown_outcome_for_the_operator(
 ) -> None:
     setup_pilot(runtime, tmp_path, PILOT[:1])
     runtime.settings.unknown_policy = "hold"
-    dropped = {"n": 0}
-
-    def drop(_addr: str) -> bool:
-        dropped["n"] += 1
-        return dropped["n"] == 1
-
-    smtp.behaviour = Behaviour(drop_after_data=drop)
+    smtp.behaviour = drop_the_first_after_data()
     launch(runtime)
     assert send(runtime) == {"unknown": 1}
     clock.advance(dt.timedelta(hours=6))
