@@ -31,7 +31,6 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -303,6 +302,7 @@ def measure(spec: RunSpec) -> Sample:
             stored = rt.program(None)
             imported, import_s = timed_import(rt, stored, spec.roster)
             queued, launch_s = timed_launch(rt, stored)
+            before_drain_mb = peak_rss_mb()  # import and launch
             reset_peak_rss()
             cpu, sink_cpu = time.process_time(), sink.cpu_seconds()
             sent, pipeline_s, progress = drain(rt, sink, queued)
@@ -310,7 +310,8 @@ def measure(spec: RunSpec) -> Sample:
             pipeline_cpu = _per_message(time.process_time() - cpu, sent)
             pipeline_sink_cpu = _per_message(sink.cpu_seconds() - sink_cpu, sent)
             first, last = progress.first_and_last(SPAN)
-            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            # Not ru_maxrss: on Linux the reset above resets it too.
+            peak_mb = max(before_drain_mb, drain_peak_mb)
             log(
                 f"  drain: first {SPAN:,} at {first:,.0f} msg/s, last {SPAN:,} at {last:,.0f} "
                 f"msg/s; peak RSS {drain_peak_mb:,.0f} MB during the drain, {peak_mb:,.0f} MB "
