@@ -11,6 +11,7 @@ password) reach the connection the service uses.
 from __future__ import annotations
 
 import asyncio
+import gc
 import datetime as dt
 import ssl
 from collections.abc import Iterator
@@ -43,6 +44,14 @@ DATA = (
 )
 Tls = Literal["starttls", "tls"]
 USER, PASSWORD = "pshnotify", "s3cret-relay-Pa55word"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_sockets() -> Iterator[None]:
+    """A refused handshake or login must not leave its socket open: collect now, so an unclosed
+    transport's ResourceWarning fails the test that leaked it, not a later one."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")

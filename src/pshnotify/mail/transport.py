@@ -8,6 +8,7 @@ connection's writes to know which side of the line a fault fell on.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from pshnotify.domain.errors import (
 )
 
 _END_OF_DATA = b"\r\n.\r\n"
+_CLOSE_GRACE = 0.05  # seconds
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class SmtpConnection:
                 await smtp.connect()
             except (TimeoutError, SMTPException, OSError) as exc:
                 problems.append(f"cannot connect to {cfg.host}:{cfg.port}: {exc}")
+                # aiosmtplib has closed it; after STARTTLS that is a TLS shutdown, which needs
+                # the loop for a moment (else a `run --once` can end with the socket still open).
+                await asyncio.sleep(_CLOSE_GRACE)
                 continue
             self._watch_writes(smtp)
             self._smtp, self.config = smtp, cfg
