@@ -38,6 +38,9 @@ from pshnotify.store.schema import enrollments, people, programs, waves
 # How long a sender counts as alive for sharing the rate limits after its last claim.
 SENDER_HEARTBEAT = dt.timedelta(seconds=15)
 
+# A wait for a rate-limit slot longer than this (seconds) checks the message again.
+_SLOT_WAIT_RECHECK = 0.1
+
 # Messages built between two turns of the event loop (about 1 ms of work).
 _BUILD_SLICE = 2
 
@@ -372,11 +375,13 @@ class Dispatcher:
         while (job := await jobs.get()) is not None:
             if await self._held_back(job.claimed, results):
                 continue
+            asked = time.monotonic()
             async with self.limiter.slot():
                 # Waiting for a slot can take a minute or more (a per-minute or per-day limit):
-                # look again, so a pause, the end of working hours or an expiring lease that
-                # came meanwhile still holds the message back.
-                if await self._held_back(job.claimed, results):
+                # after a wait, look again, so a pause, the end of working hours or an expiring
+                # lease that came meanwhile still holds the message back.
+                waited = time.monotonic() - asked > _SLOT_WAIT_RECHECK
+                if waited and await self._held_back(job.claimed, results):
                     continue
                 started = time.perf_counter()
                 results.append(await self._send_one(connection, job))
