@@ -11,8 +11,8 @@ password) reach the connection the service uses.
 from __future__ import annotations
 
 import asyncio
-import gc
 import datetime as dt
+import gc
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
