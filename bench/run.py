@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -80,8 +81,6 @@ def log(message: str) -> None:
 
 def write_roster(path: Path, count: int) -> None:
     """The sample roster's names and departments, everyone required in the one wave."""
-    import csv
-
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()

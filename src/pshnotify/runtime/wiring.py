@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import getpass
 import os
@@ -114,17 +115,18 @@ class Runtime:
     def smtp_connections(self) -> list[SmtpConnection]:
         """Connections spread over the relays by share; every one may fall back."""
         s = self.settings
-        relays = [(self.smtp_config(), s.smtp_share, False)] + [
+        primary = self.smtp_config()
+        # Further relays differ in address and credentials; timeouts, CA file and the
+        # per-connection limit are the deployment's.
+        relays = [(primary, s.smtp_share, False)] + [
             (
-                SmtpConfig(
+                dataclasses.replace(
+                    primary,
                     host=r.host,
                     port=r.port,
                     tls=r.tls,
                     username=r.username,
                     password=r.password.get_secret_value() if r.password else None,
-                    timeout=s.smtp_timeout,
-                    ca_file=s.smtp_ca_file,
-                    messages_per_connection=s.smtp_messages_per_connection,
                 ),
                 r.share,
                 r.fallback,
