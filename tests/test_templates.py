@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, UndefinedError
 
 from pshnotify.domain.errors import InputError
 from pshnotify.mail.compose import Envelope, HeaderInjectionError, compose
@@ -58,6 +58,26 @@ def test_templates_run_in_a_sandbox(tmp_path: Path) -> None:
         Templates(directory).render(
             "launch", launch_context(SEED, "pilot", Recipient("X", "N", "n@example.org", "D"))
         )
+
+
+def test_dotted_names_on_the_context_keep_jinjas_meaning(tmp_path: Path) -> None:
+    """The fast lookup of `a.b` on a dict must not open what the sandbox closes, nor change
+    what a name means."""
+    directory = copy_templates(tmp_path)
+    body = directory / "launch" / "body.txt"
+    context = launch_context(SEED, "pilot", Recipient("X", "Ann Lee", "n@example.org", "D"))
+
+    def render(source: str) -> str:
+        body.write_text(source)
+        return Templates(directory).render("launch", context).text
+
+    assert render("{{ person.name }}|{{ person['email'] }}") == "Ann Lee|n@example.org"
+    # dict's own names are still dict's: `items` is the method, not a key
+    assert render("{{ person.items() | list | length }}") == "3"
+    with pytest.raises(SecurityError):  # a method that changes the dict
+        render("{{ person.update({'name': 'x'}) }}")
+    with pytest.raises(UndefinedError):  # a misspelt key is an error, not an empty string
+        render("{{ person.nmae }}")
 
 
 def test_an_edited_template_is_seen_by_the_next_command_and_by_a_running_sender(

@@ -44,9 +44,30 @@ class _Loaded:
 
 _ENVIRONMENTS: dict[Path, _Loaded] = {}
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with `a.b` on a plain dict (every context we pass is plain
+    dicts) looked up as the key it means without first failing as an attribute.
+
+    Jinja tries `getattr(obj, "b")` before `obj["b"]`: on a dict that raises and catches an
+    AttributeError for every `{{ person.name }}`, a third of a launch email's render time.
+    The result is the same: a name that is one of dict's own attributes (`items`, `keys`...)
+    still goes the usual way, and item access is what the sandbox allows on a dict anyway.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
 
 def _environment(directory: Path) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    return _Sandbox(
         loader=FileSystemLoader(str(directory), followlinks=True),
         undefined=StrictUndefined,
         autoescape=lambda name: bool(name and name.endswith(".html")),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,8 @@ from pshnotify.domain.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from pshnotify.mail.compose import compose, envelope_for
-from pshnotify.mail.kinds import KindInput, Recipient, attachments_for, context_for
+from pshnotify.mail.build import BuildSpec, build_or_fault
+from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
@@ -142,7 +143,7 @@ class Dispatcher:
                     break
                 report.claimed += len(batch)
                 rows = await asyncio.to_thread(self._people, batch)
-                for item in await self._build(batch, rows):
+                async for item in self._build(batch, rows):
                     if isinstance(item, outbox.Result):
                         results.append(item)
                     else:
@@ -271,24 +272,35 @@ class Dispatcher:
     # -- building and sending ------------------------------------------------------------------
     async def _build(
         self, batch: list[outbox.Claimed], rows: dict[tuple[int, int], Any]
-    ) -> list[_Job | outbox.Result]:
-        """Render and compose a claimed batch on the event loop, a few messages at a time.
+    ) -> AsyncIterator[_Job | outbox.Result]:
+        """Decide and build a claimed batch, yielding each message's job or final result.
 
-        Not in a thread: a building thread and the loop take turns holding the GIL every 5 ms,
-        and while the builder holds it no reply is read and every connection idles. Kinds that
-        read the database to build (the officers' report) still build in a thread.
+        Built on the event loop a few messages at a time: not in a thread, where a builder and
+        the loop take turns holding the GIL every 5 ms, and while the builder holds it no reply
+        is read. Kinds that read the database to build (the officers' report) build in a
+        thread.
         """
-        out: list[_Job | outbox.Result] = list(self._superseded(batch))
-        skipped = {r.message.id for r in out if isinstance(r, outbox.Result)}
-        todo = [c for c in batch if c.id not in skipped]
-        for i, c in enumerate(todo):
-            if c.kind in self.enrichers:
-                out.append(await asyncio.to_thread(self._prepare, c, rows))
+        superseded = self._superseded(batch)
+        for r in superseded:
+            yield r
+        skipped = {r.message.id for r in superseded}
+        now = self.clock.now()
+        todo: list[tuple[outbox.Claimed, BuildSpec]] = []
+        for c in batch:
+            if c.id in skipped:
                 continue
-            out.append(self._prepare(c, rows))
+            decided = self._decide(c, rows, now)
+            if isinstance(decided, outbox.Result):
+                yield decided
+            elif c.kind in self.enrichers:
+                yield await asyncio.to_thread(self._enrich_and_build, c, decided)
+            else:
+                todo.append((c, decided))
+        for i, (c, spec) in enumerate(todo):
+            program = self._program(c.program_id).program
+            yield self._job(c, build_or_fault(self.templates, program, spec))
             if i % _BUILD_SLICE == _BUILD_SLICE - 1:
                 await asyncio.sleep(0)  # let the connections read their replies
-        return out
 
     def _superseded(self, batch: list[outbox.Claimed]) -> list[outbox.Result]:
         """Several reminders for one person in one batch (after a pause, say): send the last."""
@@ -313,10 +325,10 @@ class Dispatcher:
             if c.kind == "reminder" and latest[(c.program_id, c.person_id)].id != c.id
         ]
 
-    def _prepare(
-        self, claimed: outbox.Claimed, rows: dict[tuple[int, int], Any]
-    ) -> _Job | outbox.Result:
-        now = self.clock.now()
+    def _decide(
+        self, claimed: outbox.Claimed, rows: dict[tuple[int, int], Any], now: dt.datetime
+    ) -> BuildSpec | outbox.Result:
+        """Skip a message that can no longer matter; else what it is built from."""
         stored = self._program(claimed.program_id)
         row = rows.get((claimed.program_id, claimed.person_id or -1))
         skip = _skip_reason(claimed, row) or _past_deadline(stored, claimed, row, now)
@@ -324,47 +336,42 @@ class Dispatcher:
             return outbox.Result(
                 claimed, State.SKIPPED, "skipped", now, now, reason=skip, attempted=False
             )
-        program = stored.program
         person = (
             Recipient(row.external_id, row.name, row.email, row.department)
             if row
             else Recipient("", claimed.recipient_name, claimed.recipient_email, "")
         )
-        try:
-            extra = dict(claimed.context)
-            enrich = self.enrichers.get(claimed.kind)
-            if enrich is not None:
-                extra.update(enrich(self.engine, stored, claimed))
-            data = KindInput(
-                program, claimed.wave_key, person, row.extended_until if row else None, extra
-            )
-            content = self.templates.render(claimed.kind, context_for(claimed.kind, data))
-            message = compose(
-                envelope_for(
-                    program,
-                    to_name=claimed.recipient_name,
-                    to_address=claimed.recipient_email,
-                    message_id=claimed.message_id,
-                    date=now,
-                    wave=claimed.wave_key,
-                    kind=claimed.kind,
-                ),
-                content,
-                attachments_for(claimed.kind, data),
-            )
-        except Exception as exc:  # a template or data fault: keep it visible, never resend
-            return outbox.Result(
-                claimed,
-                State.FAILED,
-                "render",
-                now,
-                now,
-                reply=f"could not build the message: {exc}",
-                attempted=False,
-            )
-        return _Job(
-            claimed, self.config.envelope_from or str(program.program.sender.address), message
+        return BuildSpec(
+            kind=claimed.kind,
+            wave_key=claimed.wave_key,
+            person=person,
+            to_name=claimed.recipient_name,
+            to_address=claimed.recipient_email,
+            message_id=claimed.message_id,
+            date=now,
+            deadline=row.extended_until if row else None,
+            extra=claimed.context,
         )
+
+    def _enrich_and_build(self, claimed: outbox.Claimed, spec: BuildSpec) -> _Job | outbox.Result:
+        stored = self._program(claimed.program_id)
+        try:
+            extra = {**spec.extra, **self.enrichers[claimed.kind](self.engine, stored, claimed)}
+        except Exception as exc:  # a data fault: keep it visible, never resend
+            return self._job(claimed, f"could not build the message: {exc}")
+        spec = dataclasses.replace(spec, extra=extra)
+        return self._job(claimed, build_or_fault(self.templates, stored.program, spec))
+
+    def _job(self, claimed: outbox.Claimed, data: bytes | str) -> _Job | outbox.Result:
+        if isinstance(data, str):  # a template or data fault: keep it visible, never resend
+            now = self.clock.now()
+            return outbox.Result(
+                claimed, State.FAILED, "render", now, now, reply=data, attempted=False
+            )
+        sender = self.config.envelope_from or str(
+            self._program(claimed.program_id).program.program.sender.address
+        )
+        return _Job(claimed, sender, data)
 
     async def _sender(
         self,
