@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             except KeyError:
                 pass
         return super().getattr(obj, attribute)
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain dict, not Jinja's ChainMap over the environment's:
+        every render and include builds its context from them (iterating a ChainMap there
+        cost a tenth of a render). Equivalent here: this environment's globals never change
+        after it is made (an edited template gets a new environment)."""
+        return {**self.globals, **(d or {})}
 
 
 def _environment(directory: Path) -> ImmutableSandboxedEnvironment:
