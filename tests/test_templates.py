@@ -76,6 +76,9 @@ def test_dotted_names_on_the_context_keep_jinjas_meaning(tmp_path: Path) -> None
     assert render("{{ person.items() | list | length }}") == "3"
     with pytest.raises(SecurityError):  # a method that changes the dict
         render("{{ person.update({'name': 'x'}) }}")
+    with pytest.raises(SecurityError):  # nor the program's parts, which messages share
+        render("{{ options.append(1) }}{{ program.update({'name': 'x'}) }}")
+    assert render("{{ options | length }} {{ program.name }}") == f"3 {SEED.program.name}"
     with pytest.raises(UndefinedError):  # a misspelt key is an error, not an empty string
         render("{{ person.nmae }}")
 

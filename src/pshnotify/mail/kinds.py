@@ -94,12 +94,40 @@ def sample_contexts(
 
 
 # -- the kinds ------------------------------------------------------------------------------------
+# The parts of a context that depend on the program (and wave and deadline) only, made once
+# and shared by every message that uses them: a drain renders thousands of messages from a
+# handful of such parts. Safe to share: templates run in Jinja's immutable sandbox, which
+# cannot change a dict or list, and each context's top level is a dict of its own.
+_SHARED: dict[tuple[int, str | None, dt.date | None], tuple[Program, dict[str, Any]]] = {}
+
+
+def _shared(
+    program: Program,
+    wave_key: str | None,
+    deadline: dt.date | None,
+    make: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    key = (id(program), wave_key, deadline)
+    hit = _SHARED.get(key)
+    if hit is None or hit[0] is not program:  # an id can be reused once a program is gone
+        if len(_SHARED) >= 256:
+            _SHARED.clear()
+        hit = _SHARED[key] = (program, make())
+    return hit[1]
+
+
 def common_context(program: Program, person: Recipient) -> dict[str, Any]:
+    return {
+        "person": {"name": person.name, "email": person.email, "department": person.department},
+        **_shared(program, None, None, lambda: _program_part(program)),
+    }
+
+
+def _program_part(program: Program) -> dict[str, Any]:
     info = program.program
     help_contact = program.contact("help")
     reporting = program.contact("reporting")
     return {
-        "person": {"name": person.name, "email": person.email, "department": person.department},
         "program": {
             "key": info.key,
             "name": info.name,
@@ -131,13 +159,19 @@ def _contact(c: Any) -> dict[str, str]:
 
 def wave_context(data: KindInput) -> dict[str, Any]:
     """Launch, invitation, reminder and overdue all speak of the person's wave and deadline."""
-    program = data.program
     if data.wave_key is None:
         raise ValueError("this kind needs a wave")
-    wave = program.wave(data.wave_key)
-    last_day = data.deadline or wave.closes
+    program, wave_key, deadline = data.program, data.wave_key, data.deadline
     return {
         **common_context(program, data.person),
+        **_shared(program, wave_key, deadline, lambda: _wave_part(program, wave_key, deadline)),
+    }
+
+
+def _wave_part(program: Program, wave_key: str, deadline: dt.date | None) -> dict[str, Any]:
+    wave = program.wave(wave_key)
+    last_day = deadline or wave.closes
+    return {
         "wave": {
             "key": wave.key,
             "title": wave.title,
@@ -148,7 +182,7 @@ def wave_context(data: KindInput) -> dict[str, Any]:
         },
         "deadline": human_date(last_day),
         "deadline_date": last_day.isoformat(),
-        "extended": data.deadline is not None and data.deadline != wave.closes,
+        "extended": deadline is not None and deadline != wave.closes,
     }
 
 

@@ -84,6 +84,10 @@ def _environment(directory: Path) -> ImmutableSandboxedEnvironment:
         # Jinja's own reload check stats every file a render touches, layout and includes too
         # (7 stats a launch email); `Templates._reload_if_edited` looks once a second instead.
         auto_reload=False,
+        # An unbounded plain dict, not the 400-entry LRU whose every hit takes a lock and moves
+        # the name in a deque (6 hits a launch email): the templates are a few dozen files, and
+        # an edit replaces the whole environment.
+        cache_size=-1,
     )
 
 
