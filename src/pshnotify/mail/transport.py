@@ -2,8 +2,8 @@
 
 The line that matters is the message's final dot. A fault before it means the relay cannot
 have the message (transient: send again). A fault after it, with no reply, means it may have
-(outcome unknown). aiosmtplib's `data()` does both halves in one call, so we watch the
-connection's writes to know which side of the line a fault fell on.
+(outcome unknown). We send DATA and the message ourselves (`_data`), so we know which side
+of the line a fault fell on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import aiosmtplib
 from aiosmtplib import (
@@ -23,6 +23,7 @@ from aiosmtplib import (
     SMTPRecipientRefused,
     SMTPResponseException,
     SMTPSenderRefused,
+    SMTPServerDisconnected,
     SMTPStatus,
 )
 
@@ -33,7 +34,7 @@ from pshnotify.domain.errors import (
     TransientDeliveryError,
 )
 
-_END_OF_DATA = b"\r\n.\r\n"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _CLOSE_GRACE = 0.05  # seconds
 
 
@@ -95,22 +96,10 @@ class SmtpConnection:
                 # the loop for a moment (else a `run --once` can end with the socket still open).
                 await asyncio.sleep(_CLOSE_GRACE)
                 continue
-            self._watch_writes(smtp)
             self._smtp, self.config = smtp, cfg
             self.sent_on_connection = 0
             return
         raise TransientDeliveryError(None, "; ".join(problems))
-
-    def _watch_writes(self, smtp: aiosmtplib.SMTP) -> None:
-        protocol: Any = smtp.protocol
-        original = protocol.write
-
-        def write(data: bytes) -> None:
-            original(data)
-            if data.endswith(_END_OF_DATA):
-                self._body_written = True
-
-        protocol.write = write
 
     async def close(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -136,7 +125,7 @@ class SmtpConnection:
                 await smtp.rcpt(recipient)
             else:
                 await _mail_rcpt(smtp, sender, recipient)
-            response = await smtp.data(data, timeout=self.config.data_timeout)
+            response = await self._data(smtp, data)
         except (SMTPSenderRefused, SMTPRecipientRefused, SMTPDataError) as exc:
             await self._after_refusal(exc.code)
             raise _refusal(exc.code, exc.message) from exc
@@ -151,6 +140,28 @@ class SmtpConnection:
             raise TransientDeliveryError(None, f"connection lost before the data: {exc}") from exc
         self.sent_on_connection += 1
         return Reply(response.code, response.message)
+
+    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA, then the message and its final dot; notes when the message has been written.
+
+        Not aiosmtplib's `data()`: it runs two regular expressions over every message (line
+        ends, leading dots), 75 us for a 4 KB launch email, which `_as_data` does in 4 us for
+        the CRLF-only messages `compose` makes.
+        """
+        reply = await smtp.execute_command(b"DATA", timeout=self.config.timeout)
+        if reply.code != SMTPStatus.start_input:
+            raise SMTPDataError(reply.code, reply.message)
+        protocol = smtp.protocol
+        if protocol is None:
+            raise SMTPServerDisconnected("Connection lost")
+        # No await between the write and read_response(): the reply cannot come in between
+        # (aiosmtplib drops data that arrives while no reply is awaited).
+        protocol.write(_as_data(data))
+        self._body_written = True
+        response = await protocol.read_response(timeout=self.config.data_timeout)
+        if response.code != SMTPStatus.completed:
+            raise SMTPDataError(response.code, response.message)
+        return response
 
     async def _after_refusal(self, code: int) -> None:
         """After a refusal the transaction must be reset; 421 means the relay is closing."""
@@ -187,6 +198,20 @@ async def _mail_rcpt(smtp: aiosmtplib.SMTP, sender: str, recipient: str) -> None
     reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
     if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
         raise SMTPRecipientRefused(reply.code, reply.message, recipient)
+
+
+def _as_data(message: bytes) -> bytes:
+    """The message as DATA carries it (RFC 5321 4.5.2): CRLF line ends, a dot at the start of
+    a line doubled, and the final dot."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\r") != crlf or message.count(b"\n") != crlf:
+        message = _LINE_END.sub(b"\r\n", message)  # not ours: normalise it
+    message = message.replace(b"\r\n.", b"\r\n..")
+    if message.startswith(b"."):
+        message = b"." + message
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return message + b".\r\n"
 
 
 def _refusal(code: int, text: str) -> Exception:
