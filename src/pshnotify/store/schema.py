@@ -7,6 +7,7 @@ statements, and the measured ORM `add_all` path is ~9x slower than Core `execute
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -63,6 +64,36 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if stored.tzinfo is None:
             return stored.replace(tzinfo=dt.UTC)
         return stored.astimezone(dt.UTC)
+
+    # On SQLite the value is text: SQLAlchemy formats and parses it in Python, field by field,
+    # about 6 us a value (a sent message writes nine). These do the same in one C call each,
+    # in SQLAlchemy's own format ("2023-09-11 14:00:00.000000"), which SQL compares as text.
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return _sqlite_text
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        fallback = super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> dt.datetime | None:
+            if isinstance(value, str):
+                return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+            return fallback(value) if fallback else value
+
+        return process
+
+
+def _sqlite_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise ValueError("a naive datetime or a non-datetime passed to the database")
+    if value.tzinfo is not dt.UTC:
+        value = value.astimezone(dt.UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _created() -> Column[Any]:
