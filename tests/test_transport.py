@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from pshnotify.domain.errors import OutcomeUnknownError
 from pshnotify.mail.transport import SmtpConfig, SmtpConnection
 from tests.smtp_server import SmtpServer
 
@@ -52,3 +53,26 @@ def test_one_connection_carries_many_messages(smtp: SmtpServer) -> None:
     messages = [HEAD + f"message {i}\r\n.{i}\r\n".encode() for i in range(50)]
     assert deliver(smtp, *messages) == messages
     assert smtp.connections == 1
+
+
+def send_one(smtp: SmtpServer, config: SmtpConfig) -> None:
+    async def one() -> None:
+        conn = SmtpConnection(config)
+        try:
+            await conn.send(SENDER, RECIPIENT, HEAD + b"hello\r\n")
+        finally:
+            await conn.close()
+
+    asyncio.run(one())
+
+
+def test_the_reply_to_the_data_has_its_own_longer_limit(smtp: SmtpServer) -> None:
+    smtp.behaviour.delay = 0.6  # the relay takes its time over the data, as filtering relays do
+    send_one(smtp, SmtpConfig(smtp.host, smtp.port, timeout=0.3, data_timeout=5))
+    assert len(smtp.received) == 1
+
+
+def test_no_reply_to_the_data_in_time_is_an_unknown_outcome(smtp: SmtpServer) -> None:
+    smtp.behaviour.delay = 1.0
+    with pytest.raises(OutcomeUnknownError):
+        send_one(smtp, SmtpConfig(smtp.host, smtp.port, timeout=5, data_timeout=0.3))

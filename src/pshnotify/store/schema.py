@@ -91,9 +91,8 @@ def _sqlite_text(value: Any) -> str | None:
         return None
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
         raise ValueError("a naive datetime or a non-datetime passed to the database")
-    if value.tzinfo is not dt.UTC:
-        value = value.astimezone(dt.UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+    utc: dt.datetime = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
+    return utc.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _created() -> Column[Any]:
