@@ -382,6 +382,9 @@ class Dispatcher:
         while (job := await jobs.get()) is not None:
             if await self._held_back(job.claimed, results):
                 continue
+            if not self.limiter.active:  # no limits configured: no slot to wait for
+                await self._send_timed(connection, job, results)
+                continue
             asked = time.monotonic()
             async with self.limiter.slot():
                 # Waiting for a slot can take a minute or more (a per-minute or per-day limit):
@@ -390,10 +393,15 @@ class Dispatcher:
                 waited = time.monotonic() - asked > _SLOT_WAIT_RECHECK
                 if waited and await self._held_back(job.claimed, results):
                     continue
-                started = time.perf_counter()
-                results.append(await self._send_one(connection, job))
-            if self.observe_send is not None:
-                self.observe_send(time.perf_counter() - started)
+                await self._send_timed(connection, job, results)
+
+    async def _send_timed(
+        self, connection: SmtpConnection, job: _Job, results: list[outbox.Result]
+    ) -> None:
+        started = time.perf_counter()
+        results.append(await self._send_one(connection, job))
+        if self.observe_send is not None:
+            self.observe_send(time.perf_counter() - started)
 
     async def _held_back(self, claimed: outbox.Claimed, results: list[outbox.Result]) -> bool:
         """Should this claimed message not be sent now? Records why, when there is a why."""
