@@ -1,7 +1,7 @@
 """One message from its parts: the kind's context, the templates, the MIME composition.
 
 `BuildSpec` holds everything a message needs besides the program and the templates, as plain
-values, so that it can be built here or in a building process (`build_pool`) alike.
+values: the dispatcher decides what to send and makes one, and this module builds from it.
 """
 
 from __future__ import annotations
@@ -54,4 +54,8 @@ def build_or_fault(templates: Templates, program: Program, spec: BuildSpec) -> b
     try:
         return build(templates, program, spec)
     except Exception as exc:  # a template or data fault
-        return f"could not build the message: {exc}"
+        return build_fault(exc)
+
+
+def build_fault(exc: Exception) -> str:
+    return f"could not build the message: {exc}"

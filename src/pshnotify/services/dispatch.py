@@ -25,7 +25,7 @@ from pshnotify.domain.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from pshnotify.mail.build import BuildSpec, build_or_fault
+from pshnotify.mail.build import BuildSpec, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
@@ -358,7 +358,7 @@ class Dispatcher:
         try:
             extra = {**spec.extra, **self.enrichers[claimed.kind](self.engine, stored, claimed)}
         except Exception as exc:  # a data fault: keep it visible, never resend
-            return self._job(claimed, f"could not build the message: {exc}")
+            return self._job(claimed, build_fault(exc))
         spec = dataclasses.replace(spec, extra=extra)
         return self._job(claimed, build_or_fault(self.templates, stored.program, spec))
 

@@ -71,7 +71,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        return _sqlite_text
+
+        def process(value: Any) -> str | None:
+            naive = self.process_bind_param(value, dialect)
+            return None if naive is None else naive.isoformat(" ", "microseconds")
+
+        return process
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
@@ -84,15 +89,6 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return fallback(value) if fallback else value
 
         return process
-
-
-def _sqlite_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, dt.datetime) or value.tzinfo is None:
-        raise ValueError("a naive datetime or a non-datetime passed to the database")
-    utc: dt.datetime = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
-    return utc.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _created() -> Column[Any]:
