@@ -9,7 +9,8 @@ fresh process of its own (so its peak memory is its own):
    into a sink that only counts (aiosmtpd, in a process of its own)             -> msg/s,
    the drain rate over the first and the last 10,000 claimed, peak RSS
 4. baseline, same run: a bare aiosmtplib loop per connection sending the same
-   number of copies of one prebuilt message to the same sink                    -> msg/s, ratio
+   number of copies of one prebuilt message to the same sink, half of them just
+   before the drain and half just after (the machine's speed drifts)            -> msg/s, ratio
 5. rate: a fresh database of `--rate` x `--rate-seconds` people, drained with
    PSHNOTIFY_RATE_PER_SECOND=`--rate` into a sink that answers 451 above that
    rate in any rolling second                                                   -> msg/s, 451s
@@ -150,6 +151,7 @@ class Sample:
     launch_s: float
     pipeline_s: float
     baseline_s: float
+    baseline_sent: int  # the bare loops: half before the drain, half after
     first_span_msg_per_s: float
     last_span_msg_per_s: float
     # CPU milliseconds per message: where the time goes, in this process and in the sink's.
@@ -170,7 +172,7 @@ class Sample:
     def rates(self) -> dict[str, float]:
         pipeline = _rate(self.sent, self.pipeline_s)
         steady = 0.8 * self.rate_sent  # rate_s spans the 10% to the 90% mark
-        baseline = _rate(self.sent, self.baseline_s)
+        baseline = _rate(self.baseline_sent, self.baseline_s)
         first, last = self.first_span_msg_per_s, self.last_span_msg_per_s
         achieved = _rate(steady, self.rate_s)
         return {
@@ -326,14 +328,24 @@ def measure(spec: RunSpec) -> Sample:
             imported, import_s = timed_import(rt, stored, spec.roster)
             queued, launch_s = timed_launch(rt, stored)
             before_drain_mb = peak_rss_mb()  # import and launch
+            # The bare loops send half their messages just before the drain and half just
+            # after it: this machine's speed drifts by a third over a minute, and a baseline
+            # taken on one side of the drain only carried that drift into the ratio.
+            message = sample_message(rt, stored)
+            sender = str(stored.program.program.sender.address)
+            before_half = queued // 2
+            cpu, sink_cpu = time.process_time(), sink.cpu_seconds()
+            baseline_s = baseline(sink, sender, message, before_half, spec.connections)
+            baseline_cpu_s = time.process_time() - cpu
+            baseline_sink_cpu_s = sink.cpu_seconds() - sink_cpu
             reset_peak_rss()
             cpu, sink_cpu = time.process_time(), sink.cpu_seconds()
             server_cpu = server_cpu_seconds(spec.backend)
             sent, pipeline_s, progress = drain(rt, sink, queued)
-            pipeline_server_cpu = _per_message(server_cpu_seconds(spec.backend) - server_cpu, sent)
             drain_peak_mb = peak_rss_mb()
             pipeline_cpu = _per_message(time.process_time() - cpu, sent)
             pipeline_sink_cpu = _per_message(sink.cpu_seconds() - sink_cpu, sent)
+            pipeline_server_cpu = _per_message(server_cpu_seconds(spec.backend) - server_cpu, sent)
             first, last = progress.first_and_last(SPAN)
             # Not ru_maxrss: on Linux the reset above resets it too.
             peak_mb = max(before_drain_mb, drain_peak_mb)
@@ -342,15 +354,20 @@ def measure(spec: RunSpec) -> Sample:
                 f"msg/s; peak RSS {drain_peak_mb:,.0f} MB during the drain, {peak_mb:,.0f} MB "
                 "over the whole run"
             )
-            message = sample_message(rt, stored)
-            sender = str(stored.program.program.sender.address)
             cpu, sink_cpu = time.process_time(), sink.cpu_seconds()
-            baseline_s = baseline(sink, sender, message, sent, spec.connections)
-            baseline_cpu = _per_message(time.process_time() - cpu, sent)
-            baseline_sink_cpu = _per_message(sink.cpu_seconds() - sink_cpu, sent)
+            baseline_s += baseline(sink, sender, message, queued - before_half, spec.connections)
+            baseline_cpu = _per_message(baseline_cpu_s + time.process_time() - cpu, queued)
+            baseline_sink_cpu = _per_message(
+                baseline_sink_cpu_s + sink.cpu_seconds() - sink_cpu, queued
+            )
+            log(
+                f"  bare loops: {queued:,} sent in {baseline_s:.2f} s "
+                f"({_rate(queued, baseline_s):,.0f} msg/s), half before the drain, half after"
+            )
             log(
                 f"  CPU ms/msg: drain {pipeline_cpu:.3f} here + {pipeline_sink_cpu:.3f} in the "
-                f"sink + {pipeline_server_cpu:.3f} in the database server; bare loop {baseline_cpu:.3f} + {baseline_sink_cpu:.3f}"
+                f"sink + {pipeline_server_cpu:.3f} in the database server; bare loop "
+                f"{baseline_cpu:.3f} + {baseline_sink_cpu:.3f}"
             )
         finally:
             rt.close()
@@ -385,6 +402,7 @@ def measure(spec: RunSpec) -> Sample:
         launch_s=launch_s,
         pipeline_s=pipeline_s,
         baseline_s=baseline_s,
+        baseline_sent=queued,
         first_span_msg_per_s=first,
         last_span_msg_per_s=last,
         pipeline_cpu_ms=pipeline_cpu,

@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from pshnotify.clock import FixedClock
 from pshnotify.domain.errors import ConflictError
@@ -18,7 +18,7 @@ from pshnotify.services.launch import launch_wave, preview_launch
 from pshnotify.services.messages import retry_messages
 from pshnotify.services.pause import set_paused
 from pshnotify.services.roster import import_roster
-from pshnotify.store.schema import attempts, audit_log, messages
+from pshnotify.store.schema import attempts, audit_log, messages, people
 from tests.conftest import NY
 from tests.smtp_server import Behaviour, SmtpServer
 from tests.test_roster_import import GOOD, HEADER, write
@@ -345,6 +345,26 @@ def test_people_no_longer_required_are_skipped_not_sent(
     with runtime.engine.connect() as conn:
         states = dict(conn.execute(select(messages.c.recipient_email, messages.c.state)).all())
     assert states["jose@example.edu"] == "cancelled"
+
+
+def test_a_message_whose_person_was_deleted_by_hand_is_skipped_not_sent(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """messages carry no foreign keys (migration 0006): a person removed from the database
+    behind pshnotify's back leaves a message that must end visibly, not go out."""
+    setup_pilot(runtime, tmp_path)
+    assert launch(runtime) == 3  # the unpaid one is not required
+    with runtime.engine.begin() as conn:
+        conn.execute(delete(people).where(people.c.external_id == "H2"))
+    assert send(runtime) == {"sent": 2, "skipped": 1}
+    assert "jose@example.edu" not in by_recipient(smtp)
+    with runtime.engine.connect() as conn:
+        row = conn.execute(
+            select(messages.c.state, messages.c.reason).where(
+                messages.c.recipient_email == "jose@example.edu"
+            )
+        ).one()
+    assert tuple(row) == ("skipped", "person no longer enrolled")
 
 
 def test_good_roster_other_waves_do_not_leak_into_the_pilot(

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, Integer, select
 
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import next_sending_instant
@@ -35,6 +35,7 @@ from pshnotify.store import people as people_repo
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram, load_program_by_id
 from pshnotify.store.schema import enrollments, people, programs, waves
+from pshnotify.store.sql import among
 
 # How long a sender counts as alive for sharing the rate limits after its last claim.
 SENDER_HEARTBEAT = dt.timedelta(seconds=15)
@@ -138,11 +139,10 @@ class Dispatcher:
             while not self.stopping.is_set():
                 if self.limiter.active:
                     self.limiter.set_share(await asyncio.to_thread(self._senders_alive))
-                batch = await asyncio.to_thread(self._claim)
+                batch, rows = await asyncio.to_thread(self._claim)
                 if not batch:
                     break
                 report.claimed += len(batch)
-                rows = await asyncio.to_thread(self._people, batch)
                 async for item in self._build(batch, rows):
                     if isinstance(item, outbox.Result):
                         results.append(item)
@@ -218,9 +218,10 @@ class Dispatcher:
         with self.engine.begin() as conn:
             locks.release(conn, f"sender:{self.config.worker}", self.config.worker)
 
-    def _claim(self) -> list[outbox.Claimed]:
+    def _claim(self) -> tuple[list[outbox.Claimed], dict[tuple[int, int], Any]]:
+        """A batch under a new lease, and its people's rows, read in the same transaction."""
         with self.engine.begin() as conn:
-            return outbox.claim(
+            batch = outbox.claim(
                 conn,
                 now=self.clock.now(),
                 wall=self.clock.wall(),
@@ -228,6 +229,10 @@ class Dispatcher:
                 lease=self.config.lease,
                 limit=self.config.batch_size,
             )
+            rows = self._people(conn, batch) if batch else {}
+        for program_id in {c.program_id for c in batch}:
+            self._program(program_id)  # loaded here, in a thread, not on the loop
+        return batch, rows
 
     def _record(self, results: list[outbox.Result]) -> None:
         with self.engine.begin() as conn:
@@ -246,8 +251,9 @@ class Dispatcher:
                 self._programs[program_id] = load_program_by_id(conn, program_id)
         return self._programs[program_id]
 
-    def _people(self, batch: list[outbox.Claimed]) -> dict[tuple[int, int], Any]:
-        ids = {c.person_id for c in batch if c.person_id is not None}
+    def _people(self, conn: Connection, batch: list[outbox.Claimed]) -> dict[tuple[int, int], Any]:
+        """What decides whether each message still matters, and whom it greets."""
+        ids = sorted({c.person_id for c in batch if c.person_id is not None})
         q = (
             select(
                 people.c.id,
@@ -262,12 +268,9 @@ class Dispatcher:
                 enrollments.c.removed_at,
             )
             .join(enrollments, enrollments.c.person_id == people.c.id)
-            .where(people.c.id.in_(ids))
+            .where(among(conn, people.c.id, ids, Integer()))
         )
-        for program_id in {c.program_id for c in batch}:
-            self._program(program_id)  # loaded here, in a thread, not on the loop
-        with self.engine.connect() as conn:
-            return {(r.program_id, r.id): r for r in conn.execute(q)}
+        return {(r.program_id, r.id): r for r in conn.execute(q)}
 
     # -- building and sending ------------------------------------------------------------------
     async def _build(

@@ -62,6 +62,7 @@ def run_pass(
             for job in nightly:
                 if queued := job(conn, stored, now, message_id_domain):
                     report.queued["report"] += queued
+    outbox.refresh_statistics(engine, sum(report.queued.values()))
     return report
 
 

@@ -6,10 +6,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
-from pshnotify.store.schema import enrollments, people
-from pshnotify.store.sql import chunks
+from pshnotify.store.schema import UTCDateTime, enrollments, people
+from pshnotify.store.sql import chunks, is_postgresql, unnest_rows
 
 PERSON_FIELDS = (
     "email",
@@ -135,12 +135,20 @@ def mark_launch_sent(conn: Connection, sent: list[tuple[int, int, dt.datetime]])
     """Record when each person's launch email was accepted, and wake the scheduler for them."""
     if not sent:
         return
-    stmt = (
-        update(enrollments)
-        .where(
-            enrollments.c.program_id == bindparam("b_program"),
-            enrollments.c.person_id == bindparam("b_person"),
+    e = enrollments
+    if is_postgresql(conn):  # one statement for the batch (see unnest_rows)
+        v = unnest_rows(
+            "s", [("program", Integer()), ("person", Integer()), ("at", UTCDateTime())], sent
         )
+        conn.execute(
+            update(e)
+            .where(e.c.program_id == v.c.program, e.c.person_id == v.c.person)
+            .values(launch_sent_at=v.c.at, next_action_at=v.c.at)
+        )
+        return
+    stmt = (
+        update(e)
+        .where(e.c.program_id == bindparam("b_program"), e.c.person_id == bindparam("b_person"))
         .values(launch_sent_at=bindparam("b_at"), next_action_at=bindparam("b_at"))
     )
     conn.execute(stmt, [{"b_program": p, "b_person": pid, "b_at": at} for p, pid, at in sent])

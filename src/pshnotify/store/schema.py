@@ -91,6 +91,16 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return process
 
 
+def _machine_key(length: int) -> Any:
+    """A key compared only for equality and uniqueness: on PostgreSQL, byte order ("C").
+
+    Under the database's default collation every comparison in the key's unique index went
+    through the locale's strcoll; with "C" it is a memcmp. Measured on a 100,000-person launch
+    (two such indexes), the insert took about a fifth less time. SQLite compares bytes already.
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 def _created() -> Column[Any]:
     return Column("created_at", UTCDateTime, nullable=False)
 
@@ -172,14 +182,16 @@ messages = Table(
     "messages",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("program_id", ForeignKey("programs.id", ondelete="CASCADE"), nullable=False),
-    Column("person_id", ForeignKey("people.id", ondelete="SET NULL")),
+    # Ids without foreign-key constraints: a trigger and a row lock per queued message were a
+    # third of a launch's time; why that is safe is in migration 0006.
+    Column("program_id", Integer, nullable=False),
+    Column("person_id", Integer),
     Column("kind", String(16), nullable=False),
     Column("wave_key", String(64)),
     Column("step", String(32), nullable=False, server_default=""),
     # program:wave:person:kind:step, from stable ids only: a second copy is a UNIQUE violation.
-    Column("idempotency_key", String(400), nullable=False, unique=True),
-    Column("message_id", String(255), nullable=False, unique=True),
+    Column("idempotency_key", _machine_key(400), nullable=False, unique=True),
+    Column("message_id", _machine_key(255), nullable=False, unique=True),
     Column("recipient_email", Text, nullable=False),
     Column("recipient_name", Text, nullable=False),
     Column("context", JSON, nullable=False),
