@@ -31,8 +31,9 @@ def unnest_rows(
     unnest().
 
     A batch then costs one statement with a parameter per column, where an executemany sends
-    and executes a statement per row: measured on the outcome writes of a drain, that halved
-    the client's and the server's work per message. Columns are named and typed as given.
+    and executes a statement per row: measured on a drain's outcome writes (20,000 messages,
+    batches of 200), the client's CPU went from 90 to 59 us a message. Columns are named and
+    typed as given.
     """
     arrays = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     params = [
