@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from pshnotify.clock import FixedClock
 from pshnotify.domain.errors import ConflictError
@@ -435,3 +435,23 @@ def test_replicas_share_the_rate_limit(runtime: Runtime, smtp: SmtpServer, tmp_p
     arrivals = sorted(r.at for r in smtp.received)
     achieved = (total - rate) / (arrivals[-1] - arrivals[0])
     assert 0.8 * rate <= achieved <= rate * 1.05, achieved
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_large_launch_tells_postgresql_how_big_the_queue_is(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Without fresh statistics the planner took the new queue for nearly empty and sorted all
+    of it for every claim of 200 (23.6 ms at 16,000 queued, against 0.9 ms from the index):
+    a bulk queue renews them itself, whether autovacuum runs or not."""
+    pilot(runtime, tmp_path, 1500)
+
+    def known_rows() -> float:
+        with runtime.engine.connect() as conn:
+            return float(
+                conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'messages'::regclass"))
+            )
+
+    assert known_rows() <= 0  # never analysed (-1), or analysed empty
+    assert launch(runtime) == 1500
+    assert known_rows() == 1500
