@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
 from pshnotify.store.schema import UTCDateTime, enrollments, people
-from pshnotify.store.sql import chunks, is_postgresql, unnest_rows
+from pshnotify.store.sql import chunks, is_postgresql, json_rows
 
 PERSON_FIELDS = (
     "email",
@@ -136,8 +136,8 @@ def mark_launch_sent(conn: Connection, sent: list[tuple[int, int, dt.datetime]])
     if not sent:
         return
     e = enrollments
-    if is_postgresql(conn):  # one statement for the batch (see unnest_rows)
-        v = unnest_rows(
+    if is_postgresql(conn):  # one statement for the batch (see json_rows)
+        v = json_rows(
             "s", [("program", Integer()), ("person", Integer()), ("at", UTCDateTime())], sent
         )
         conn.execute(

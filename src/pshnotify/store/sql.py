@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, any_, bindparam, column, func
+from sqlalchemy import Connection, DateTime, Table, any_, bindparam, column, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeEngine
 
@@ -24,27 +25,42 @@ def is_postgresql(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def unnest_rows(
+def json_rows(
     name: str, columns: Sequence[tuple[str, TypeEngine[Any]]], rows: Sequence[Sequence[Any]]
 ) -> Any:
-    """PostgreSQL only: `rows` as a FROM item, one array parameter per column, read back with
-    unnest().
+    """PostgreSQL only: `rows` as a FROM item, sent as one JSON parameter and read back with
+    jsonb_to_recordset(), its columns named and typed as given.
 
-    A batch then costs one statement with a parameter per column, where an executemany sends
-    and executes a statement per row: measured on a drain's outcome writes (20,000 messages,
-    batches of 200), the client's CPU went from 90 to 59 us a message. Columns are named and
-    typed as given.
+    A batch then costs one statement and one parameter, where an executemany sends and runs
+    a statement per row. One JSON document, not an array per column: psycopg dumps arrays
+    element by element in Python, two regular expressions per text element, which measured
+    57 us a message over a drain's outcome writes; `json.dumps` does the whole batch in C.
+    Times are sent as naive UTC, as `UTCDateTime` stores them.
     """
-    arrays = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
-    params = [
-        bindparam(f"{name}_{col}", value=list(values), type_=postgresql.ARRAY(type_))
-        for (col, type_), values in zip(columns, arrays, strict=True)
-    ]
+    names = [col for col, _ in columns]
+    times = [i for i, (_, type_) in enumerate(columns) if _is_time(type_)]
+    data = []
+    for row in rows:
+        item = dict(zip(names, row, strict=True))
+        for i in times:
+            if row[i] is not None:
+                item[names[i]] = _naive_utc_text(row[i])
+        data.append(item)
     return (
-        func.unnest(*params)
+        func.jsonb_to_recordset(bindparam(f"{name}_rows", value=data, type_=postgresql.JSONB))
         .table_valued(*(column(col, type_) for col, type_ in columns))
-        .render_derived(name=name)
+        .render_derived(name=name, with_types=True)
     )
+
+
+def _is_time(type_: TypeEngine[Any]) -> bool:
+    return isinstance(type_, DateTime) or isinstance(getattr(type_, "impl", None), DateTime)
+
+
+def _naive_utc_text(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime passed to the database")
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat()
 
 
 def among(conn: Connection, col: Any, values: Sequence[Any], type_: TypeEngine[Any]) -> Any:
