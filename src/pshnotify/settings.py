@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            from pshnotify.web.signing import parse_secret
+            from pshnotify.ingest.webhook_signing import parse_secret
 
             try:
                 parse_secret(value.get_secret_value())

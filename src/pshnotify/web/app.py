@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
+from pshnotify.ingest import webhook_signing as signing
 from pshnotify.ingest.completions_csv import parse_completed_at
 from pshnotify.services.completions import (
     CompletionOutcome,
@@ -47,7 +48,7 @@ from pshnotify.services.completions import (
 )
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
-from pshnotify.web import signing, xapi
+from pshnotify.web import xapi
 
 log = logging.getLogger(__name__)
 
