@@ -180,6 +180,31 @@ def _queue_reminders(runtime: Runtime, external_id: str, days: tuple[int, ...]) 
         outbox.queue(conn, rows, now)
 
 
+def test_a_back_filled_completion_matched_later_still_emails_nobody(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    setup_pilot(runtime, tmp_path)
+    assert complete(runtime, "H9", confirm=False).outcome == "unmatched"  # --no-confirmations
+    assert complete(runtime, "H8").outcome == "unmatched"  # an ordinary one, for contrast
+    joiners = [
+        "H9,hedy@example.edu,Hedy Lamarr,Human Resources,staff,,2001-01-01,,,,",
+        "H8,ida@example.edu,Ida Rhodes,Human Resources,staff,,2001-01-01,,,,",
+    ]
+    report = import_roster(
+        runtime.engine,
+        runtime.program(None),
+        write(tmp_path, [HEADER, *joiners], "joiners.csv"),
+        runtime.clock,
+        actor="op",
+        merge=True,
+        message_id_domain=runtime.settings.message_id_domain,
+    )
+    assert report.matched_completions == 2  # both are complete now
+    send(runtime)
+    confirmed = [m["To"].addresses[0].addr_spec for m in of_kind(smtp, "confirmation")]
+    assert confirmed == ["ida@example.edu"]
+
+
 def test_unmatched_completions_are_kept_and_matched_after_the_roster_names_them(
     runtime: Runtime, smtp: SmtpServer, tmp_path: Path
 ) -> None:

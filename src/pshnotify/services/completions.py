@@ -163,6 +163,7 @@ def record_completion(
             dedupe_key=dedupe_key,
             note=note,
             recorded_at=now,
+            confirm=confirm,
         )
         .returning(completions.c.id)
     ).first()
@@ -335,6 +336,7 @@ def match_unmatched(
             completions.c.person_ref,
             completions.c.option,
             completions.c.completed_at,
+            completions.c.confirm,
         )
         .where(completions.c.program_id == stored.id, completions.c.person_id.is_(None))
         .order_by(completions.c.completed_at, completions.c.id)
@@ -347,7 +349,9 @@ def match_unmatched(
         conn.execute(
             update(completions).where(completions.c.id == row.id).values(person_id=person.person_id)
         )
-        _apply(conn, stored, person, row.option, row.completed_at, now, message_id_domain, confirm)
+        # A completion imported with --no-confirmations stays silent when it matches later.
+        wanted = confirm and row.confirm
+        _apply(conn, stored, person, row.option, row.completed_at, now, message_id_domain, wanted)
         matched += 1
     return matched
 

@@ -243,6 +243,8 @@ completions = Table(
     Column("dedupe_key", String(400), nullable=False),
     Column("note", Text),
     Column("recorded_at", UTCDateTime, nullable=False),
+    # False when it arrived with --no-confirmations: matched later, it still emails nobody.
+    Column("confirm", Boolean, nullable=False, server_default=text("true")),
     UniqueConstraint("program_id", "dedupe_key"),
     Index(None, "person_id"),
 )
