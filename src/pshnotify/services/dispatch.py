@@ -252,8 +252,13 @@ class Dispatcher:
         return self._programs[program_id]
 
     def _people(self, conn: Connection, batch: list[outbox.Claimed]) -> dict[tuple[int, int], Any]:
-        """What decides whether each message still matters, and whom it greets."""
+        """What decides whether each message still matters, and whom it greets.
+
+        Read through enrollments' (program_id, person_id) key: without the program in the
+        WHERE, PostgreSQL read all 100,000 enrollments for every batch of 200 (45 ms).
+        """
         ids = sorted({c.person_id for c in batch if c.person_id is not None})
+        program_ids = sorted({c.program_id for c in batch})
         q = (
             select(
                 people.c.id,
@@ -268,7 +273,10 @@ class Dispatcher:
                 enrollments.c.removed_at,
             )
             .join(enrollments, enrollments.c.person_id == people.c.id)
-            .where(among(conn, people.c.id, ids, Integer()))
+            .where(
+                among(conn, enrollments.c.program_id, program_ids, Integer()),
+                among(conn, enrollments.c.person_id, ids, Integer()),
+            )
         )
         return {(r.program_id, r.id): r for r in conn.execute(q)}
 
