@@ -28,6 +28,7 @@ from pshnotify.domain.errors import TransientDeliveryError
 from pshnotify.mail.transport import Reply, SmtpConfig, SmtpConnection
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.settings import Settings
+from tests.conftest import NY, PROGRAM_FILE, TEMPLATES
 from tests.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -223,3 +224,55 @@ def test_the_settings_reach_the_connection(
     assert asyncio.run(one()).code == 250
     assert_delivered_over_tls(auth_relay, login=USER)
     runtime.close()
+
+
+def test_a_refused_login_stops_the_drain_and_spends_no_attempts(
+    auth_relay: SmtpServer, ca_file: Path, tmp_path: Path
+) -> None:
+    """A wrong password is a setting to fix, not a fault of any message: nothing is marked
+    retried or failed, and the messages go out once the login is accepted."""
+    from sqlalchemy import select
+
+    from pshnotify.store import migrate
+    from pshnotify.store.schema import messages
+    from tests.test_launch_and_send import launch, setup_pilot
+
+    wrong = "wrong-Pa55word-do-not-print"
+
+    def runtime(password: str) -> Runtime:
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path / 'pshnotify.db'}",
+            program_file=PROGRAM_FILE,
+            templates_dir=TEMPLATES,
+            message_id_domain="test.pshnotify.invalid",
+            smtp_host=auth_relay.host,
+            smtp_port=auth_relay.port,
+            smtp_tls="starttls",
+            smtp_ca_file=ca_file,
+            smtp_username=USER,
+            smtp_password=password,
+            smtp_timeout=5.0,
+            _env_file=None,
+        )
+        return Runtime(settings, FixedClock(dt.datetime(2023, 9, 11, 10, 0, tzinfo=NY)))
+
+    rt = runtime(wrong)
+    migrate.upgrade(rt.engine)
+    setup_pilot(rt, tmp_path)
+    assert launch(rt) == 3
+    report = asyncio.run(rt.dispatcher().run_once())
+    assert report.problem is not None
+    assert "535" in report.problem
+    assert "PSHNOTIFY_SMTP_PASSWORD" in report.problem
+    assert wrong not in report.problem
+    assert set(report.outcomes) <= {"queued"}  # released, not retried or failed
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(messages.c.state, messages.c.attempts)).all()
+    assert sorted(tuple(r) for r in rows) == [("queued", 0)] * 3
+    assert auth_relay.received == []
+    rt.engine.dispose()
+
+    fixed = runtime(PASSWORD)
+    report = asyncio.run(fixed.dispatcher().run_once())
+    assert (report.problem, dict(report.outcomes)) == (None, {"sent": 3})
+    fixed.engine.dispose()

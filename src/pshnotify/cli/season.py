@@ -14,6 +14,7 @@ from pshnotify.cli.common import (
     NowOpt,
     ProgramOpt,
     app,
+    err,
     handle_errors,
     make_runtime,
     out,
@@ -68,10 +69,15 @@ def _once(rt: Runtime, as_json: bool) -> None:
         print_json(
             {"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **sent.as_dict()}
         )
+        if sent.problem:
+            raise typer.Exit(1)
         return
     made = ", ".join(f"{n} {k}" for k, n in sorted(queued.queued.items())) or "nothing new"
     parts = ", ".join(f"{n} {s}" for s, n in sorted(sent.outcomes.items())) or "nothing due"
     out.print(f"queued: {made}; sent: {parts}")
+    if sent.problem:
+        err.print(f"[red]stopped:[/red] {sent.problem}")
+        raise typer.Exit(1)
 
 
 def _serve(rt: Runtime, interval: float, log: Any) -> None:

@@ -39,6 +39,11 @@ class TransientDeliveryError(Exception):
         super().__init__(f"{code} {reply}" if code else reply)
 
 
+class RelayLoginError(TransientDeliveryError):
+    """Every relay refused our login (AUTH 535 and the like): a setting to fix, not a fault of
+    any message. The dispatcher stops and leaves its messages queued, their attempts unspent."""
+
+
 class PermanentDeliveryError(Exception):
     """The relay refused the message for good (5xx); never resend it."""
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 import aiosmtplib
 from aiosmtplib import (
+    SMTPAuthenticationError,
     SMTPDataError,
     SMTPException,
     SMTPRecipientRefused,
@@ -31,6 +32,7 @@ from pshnotify.domain.delivery import Outcome, classify
 from pshnotify.domain.errors import (
     OutcomeUnknownError,
     PermanentDeliveryError,
+    RelayLoginError,
     TransientDeliveryError,
 )
 
@@ -86,11 +88,13 @@ class SmtpConnection:
         if self._smtp is not None and self._smtp.is_connected:
             return
         problems = []
+        refused_login = False
         for cfg in self._relays:  # the primary first, then each fallback
             smtp = self._client(cfg)
             try:
                 await smtp.connect()
             except (TimeoutError, SMTPException, OSError) as exc:
+                refused_login = refused_login or isinstance(exc, SMTPAuthenticationError)
                 problems.append(f"cannot connect to {cfg.host}:{cfg.port}: {exc}")
                 # aiosmtplib has closed it; after STARTTLS that is a TLS shutdown, which needs
                 # the loop for a moment (else a `run --once` can end with the socket still open).
@@ -99,6 +103,8 @@ class SmtpConnection:
             self._smtp, self.config = smtp, cfg
             self.sent_on_connection = 0
             return
+        if refused_login:
+            raise RelayLoginError(None, "; ".join(problems))
         raise TransientDeliveryError(None, "; ".join(problems))
 
     async def close(self) -> None:

@@ -92,6 +92,8 @@ class Daemon:
         except Exception:
             self.log.exception("pass failed; the next pass retries")
             return
+        if sent.problem:
+            self.log.error(sent.problem)
         if queued.queued or queued.skipped or sent.claimed:
             self.log.info(
                 "pass",

@@ -23,6 +23,7 @@ from pshnotify.domain.errors import (
     ConflictError,
     OutcomeUnknownError,
     PermanentDeliveryError,
+    RelayLoginError,
     TransientDeliveryError,
 )
 from pshnotify.mail.build import BuildSpec, build_fault, build_or_fault
@@ -65,9 +66,16 @@ class DispatchConfig:
 class DispatchReport:
     claimed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    problem: str | None = None  # why the drain stopped early: a setting to fix
 
     def as_dict(self) -> dict[str, Any]:
-        return {"claimed": self.claimed, "outcomes": dict(sorted(self.outcomes.items()))}
+        out: dict[str, Any] = {
+            "claimed": self.claimed,
+            "outcomes": dict(sorted(self.outcomes.items())),
+        }
+        if self.problem:
+            out["problem"] = self.problem
+        return out
 
 
 @dataclass
@@ -104,11 +112,13 @@ class Dispatcher:
         self._programs: dict[int, StoredProgram] = {}
         self._openings: dict[tuple[int, dt.datetime], dt.datetime] = {}
         self.stopping = asyncio.Event()
+        self.problem: str | None = None  # set when every relay refused our login
 
     async def run_once(self, on_progress: Callable[[int], None] | None = None) -> DispatchReport:
         """Drain everything due, as a pipeline: while the connections send one batch, the next
         is claimed and built, and finished results are recorded every ~100 ms."""
         report = DispatchReport()
+        self.problem = None
         await asyncio.to_thread(self._single_dispatcher)
         jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=2 * self.config.batch_size)
         results: list[outbox.Result] = []
@@ -126,6 +136,7 @@ class Dispatcher:
             await asyncio.gather(*(c.close() for c in self.connections))
             if self.limiter.active:
                 await asyncio.to_thread(self._leave)
+        report.problem = self.problem
         return report
 
     async def _producer(
@@ -136,7 +147,7 @@ class Dispatcher:
         on_progress: Callable[[int], None] | None,
     ) -> None:
         try:
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and self.problem is None:
                 if self.limiter.active:
                     self.limiter.set_share(await asyncio.to_thread(self._senders_alive))
                 batch, rows = await asyncio.to_thread(self._claim)
@@ -418,7 +429,7 @@ class Dispatcher:
         """Should this claimed message not be sent now? Records why, when there is a why."""
         if self._lease_running_out(claimed):
             return True  # another worker may take it now; sending it too would duplicate it
-        if self.stopping.is_set() or await self._is_paused(claimed):
+        if self.stopping.is_set() or self.problem or await self._is_paused(claimed):
             results.append(self._released(claimed))
             return True
         opening = self._closed_until(claimed)
@@ -499,6 +510,13 @@ class Dispatcher:
                 code=exc.code,
                 reply=exc.reply,
             )
+        except RelayLoginError as exc:
+            # Not this message's fault: stop, and keep it (and the rest) for the next pass.
+            self.problem = (
+                f"the relay refused our login ({exc.reply}); check PSHNOTIFY_SMTP_USERNAME and "
+                "PSHNOTIFY_SMTP_PASSWORD: nothing more is sent until it accepts them"
+            )
+            return self._released(c)
         except TransientDeliveryError as exc:
             return self._retry(c, started, Outcome.TRANSIENT, exc.code, exc.reply, attempt)
         except OutcomeUnknownError as exc:
