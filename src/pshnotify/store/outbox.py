@@ -32,11 +32,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from pshnotify.domain.delivery import PENDING, State
+from pshnotify.store.db import is_postgresql
 from pshnotify.store.schema import UTCDateTime, attempts, messages, programs, waves
 from pshnotify.store.sql import (
     chunks,
     insert_ignoring_duplicates,
-    is_postgresql,
     json_rows,
 )
 
@@ -62,7 +62,7 @@ def queue(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> int
         for r in rows
     ]
     stmt = insert_ignoring_duplicates(conn, messages)
-    if conn.dialect.name == "postgresql":
+    if is_postgresql(conn):
         scope = _scope(rows)
         before = _count(conn, scope)
         for part in chunks(full, _CHUNK):
@@ -89,7 +89,7 @@ def refresh_statistics(engine: Engine, added: int) -> None:
     ANALYZE samples at most 30,000 rows (60 ms measured at 20,000), in its own transaction so
     that its lock waits for no queueing transaction.
     """
-    if added < STATISTICS_AFTER or engine.dialect.name != "postgresql":
+    if added < STATISTICS_AFTER or not is_postgresql(engine):
         return
     with engine.begin() as conn:
         conn.execute(text("ANALYZE messages"))

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
+from pshnotify.store.db import is_postgresql
 from pshnotify.store.schema import UTCDateTime, enrollments, people
-from pshnotify.store.sql import chunks, is_postgresql, json_rows
+from pshnotify.store.sql import chunks, json_rows
 
 PERSON_FIELDS = (
     "email",

@@ -39,6 +39,13 @@ metadata = MetaData(
 )
 
 
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """An aware datetime as the naive UTC the database stores; a naive one is a bug."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime passed to the database")
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
 
@@ -50,12 +57,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime passed to the database")
-        aware: dt.datetime = value
-        return aware.astimezone(dt.UTC).replace(tzinfo=None)
+        return None if value is None else naive_utc(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:

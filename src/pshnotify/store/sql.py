@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,19 +9,18 @@ from sqlalchemy import Connection, DateTime, Table, any_, bindparam, column, fun
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeEngine
 
+from pshnotify.store.db import is_postgresql
+from pshnotify.store.schema import naive_utc
+
 
 def insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING for the connection's backend."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if is_postgresql(conn) else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
 
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def is_postgresql(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
 
 
 def json_rows(
@@ -44,7 +42,7 @@ def json_rows(
         item = dict(zip(names, row, strict=True))
         for i in times:
             if row[i] is not None:
-                item[names[i]] = _naive_utc_text(row[i])
+                item[names[i]] = naive_utc(row[i]).isoformat()
         data.append(item)
     return (
         func.jsonb_to_recordset(bindparam(f"{name}_rows", value=data, type_=postgresql.JSONB))
@@ -55,12 +53,6 @@ def json_rows(
 
 def _is_time(type_: TypeEngine[Any]) -> bool:
     return isinstance(type_, DateTime) or isinstance(getattr(type_, "impl", None), DateTime)
-
-
-def _naive_utc_text(value: dt.datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime passed to the database")
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat()
 
 
 def among(conn: Connection, col: Any, values: Sequence[Any], type_: TypeEngine[Any]) -> Any:
