@@ -198,20 +198,28 @@ def test_auth_with_a_wrong_password_fails_and_does_not_show_it(
     assert auth_relay.received == []
 
 
-def test_the_settings_reach_the_connection(
-    auth_relay: SmtpServer, ca_file: Path, tmp_path: Path
-) -> None:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
-        smtp_host=auth_relay.host,
-        smtp_port=auth_relay.port,
+def auth_settings(relay: SmtpServer, ca_file: Path, db: Path, password: str) -> Settings:
+    """Settings for the STARTTLS + AUTH relay, with the shipped program and templates."""
+    return Settings(
+        database_url=f"sqlite:///{db}",
+        program_file=PROGRAM_FILE,
+        templates_dir=TEMPLATES,
+        message_id_domain="test.pshnotify.invalid",
+        smtp_host=relay.host,
+        smtp_port=relay.port,
         smtp_tls="starttls",
         smtp_ca_file=ca_file,
         smtp_username=USER,
-        smtp_password=PASSWORD,
+        smtp_password=password,
         smtp_timeout=5.0,
         _env_file=None,
     )
+
+
+def test_the_settings_reach_the_connection(
+    auth_relay: SmtpServer, ca_file: Path, tmp_path: Path
+) -> None:
+    settings = auth_settings(auth_relay, ca_file, tmp_path / "unused.db", PASSWORD)
     runtime = Runtime(settings, FixedClock(dt.datetime(2023, 9, 11, 9, 30, tzinfo=dt.UTC)))
     conn = runtime.smtp_connections()[0]
 
@@ -240,20 +248,7 @@ def test_a_refused_login_stops_the_drain_and_spends_no_attempts(
     wrong = "wrong-Pa55word-do-not-print"
 
     def runtime(password: str) -> Runtime:
-        settings = Settings(
-            database_url=f"sqlite:///{tmp_path / 'pshnotify.db'}",
-            program_file=PROGRAM_FILE,
-            templates_dir=TEMPLATES,
-            message_id_domain="test.pshnotify.invalid",
-            smtp_host=auth_relay.host,
-            smtp_port=auth_relay.port,
-            smtp_tls="starttls",
-            smtp_ca_file=ca_file,
-            smtp_username=USER,
-            smtp_password=password,
-            smtp_timeout=5.0,
-            _env_file=None,
-        )
+        settings = auth_settings(auth_relay, ca_file, tmp_path / "pshnotify.db", password)
         return Runtime(settings, FixedClock(dt.datetime(2023, 9, 11, 10, 0, tzinfo=NY)))
 
     rt = runtime(wrong)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import os
 import socket
 import time
@@ -33,7 +34,7 @@ from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
 from pshnotify.store import locks, outbox
 from pshnotify.store import people as people_repo
-from pshnotify.store.db import is_sqlite
+from pshnotify.store.db import is_postgresql, is_sqlite
 from pshnotify.store.programs import StoredProgram, load_program_by_id
 from pshnotify.store.schema import enrollments, people, programs, waves
 from pshnotify.store.sql import among
@@ -263,33 +264,13 @@ class Dispatcher:
         return self._programs[program_id]
 
     def _people(self, conn: Connection, batch: list[outbox.Claimed]) -> dict[tuple[int, int], Any]:
-        """What decides whether each message still matters, and whom it greets.
-
-        Read through enrollments' (program_id, person_id) key: without the program in the
-        WHERE, PostgreSQL read all 100,000 enrollments for every batch of 200 (45 ms).
-        """
-        ids = sorted({c.person_id for c in batch if c.person_id is not None})
-        program_ids = sorted({c.program_id for c in batch})
-        q = (
-            select(
-                people.c.id,
-                people.c.external_id,
-                people.c.name,
-                people.c.email,
-                people.c.department,
-                enrollments.c.program_id,
-                enrollments.c.extended_until,
-                enrollments.c.completed_at,
-                enrollments.c.exempted_reason,
-                enrollments.c.removed_at,
-            )
-            .join(enrollments, enrollments.c.person_id == people.c.id)
-            .where(
-                among(conn, enrollments.c.program_id, program_ids, Integer()),
-                among(conn, enrollments.c.person_id, ids, Integer()),
-            )
-        )
-        return {(r.program_id, r.id): r for r in conn.execute(q)}
+        """What decides whether each message still matters, and whom it greets."""
+        params = {
+            "p_programs": sorted({c.program_id for c in batch}),
+            "p_people": sorted({c.person_id for c in batch if c.person_id is not None}),
+        }
+        q = _people_query(on_postgresql=is_postgresql(conn))
+        return {(r.program_id, r.id): r for r in conn.execute(q, params)}
 
     # -- building and sending ------------------------------------------------------------------
     async def _build(
@@ -575,6 +556,32 @@ class Dispatcher:
             reply=reply,
             due_at=self._retry_at(c, now + backoff(attempt)),
         )
+
+
+@functools.cache
+def _people_query(*, on_postgresql: bool) -> Any:
+    """Read through enrollments' (program_id, person_id) key: without the program in the WHERE,
+    PostgreSQL read all 100,000 enrollments for every batch of 200 (45 ms). Built once, like
+    the claim's statements."""
+    return (
+        select(
+            people.c.id,
+            people.c.external_id,
+            people.c.name,
+            people.c.email,
+            people.c.department,
+            enrollments.c.program_id,
+            enrollments.c.extended_until,
+            enrollments.c.completed_at,
+            enrollments.c.exempted_reason,
+            enrollments.c.removed_at,
+        )
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .where(
+            among(enrollments.c.program_id, "p_programs", Integer(), on_postgresql=on_postgresql),
+            among(enrollments.c.person_id, "p_people", Integer(), on_postgresql=on_postgresql),
+        )
+    )
 
 
 def _alive(owner: str) -> bool:

@@ -20,7 +20,6 @@ from sqlalchemy import (
     Integer,
     Text,
     and_,
-    any_,
     bindparam,
     exists,
     func,
@@ -29,12 +28,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from pshnotify.domain.delivery import PENDING, State
 from pshnotify.store.db import is_postgresql
 from pshnotify.store.schema import UTCDateTime, attempts, messages, programs, waves
 from pshnotify.store.sql import (
+    among,
     chunks,
     insert_ignoring_duplicates,
     json_rows,
@@ -203,14 +202,9 @@ def _picks(*, with_programs: bool) -> list[Any]:
 
 @functools.cache
 def _claim_update(*, postgresql: bool) -> Any:
-    ids = (
-        messages.c.id == any_(bindparam("c_ids", type_=ARRAY(Integer)))
-        if postgresql  # one array parameter, not one per id
-        else messages.c.id.in_(bindparam("c_ids", expanding=True))
-    )
     return (
         update(messages)
-        .where(ids)
+        .where(among(messages.c.id, "c_ids", Integer(), on_postgresql=postgresql))
         .values(
             state=State.CLAIMED.value,
             lease_owner=bindparam("c_owner", type_=Text),

@@ -55,8 +55,10 @@ def _is_time(type_: TypeEngine[Any]) -> bool:
     return isinstance(type_, DateTime) or isinstance(getattr(type_, "impl", None), DateTime)
 
 
-def among(conn: Connection, col: Any, values: Sequence[Any], type_: TypeEngine[Any]) -> Any:
-    """`col IN values`; on PostgreSQL `col = ANY(array)`, one parameter instead of one each."""
-    if is_postgresql(conn):
-        return col == any_(bindparam(None, value=list(values), type_=postgresql.ARRAY(type_)))
-    return col.in_(values)
+def among(col: Any, name: str, type_: TypeEngine[Any], *, on_postgresql: bool) -> Any:
+    """`col IN :name`, the values passed as parameter `name` at execution; on PostgreSQL
+    `col = ANY(:name)`, one array parameter instead of one per value. Takes no values, so a
+    statement built with it can be built once and reused."""
+    if on_postgresql:
+        return col == any_(bindparam(name, type_=postgresql.ARRAY(type_)))
+    return col.in_(bindparam(name, expanding=True))
