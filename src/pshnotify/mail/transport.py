@@ -38,6 +38,7 @@ from pshnotify.domain.errors import (
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _CLOSE_GRACE = 0.05  # seconds
+_CLOSE_WAIT_STEPS = 100  # of _CLOSE_GRACE / 5: at most a second for a closing connection
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,17 @@ class SmtpConnection:
         smtp, self._smtp = self._smtp, None
         if smtp is None or not smtp.is_connected:
             return
+        protocol = smtp.protocol
         try:
             await smtp.quit()
         except (TimeoutError, SMTPException, OSError):
             smtp.close()
+        # quit() only starts closing; over TLS the shutdown needs the loop a little longer, and
+        # a caller that ends its loop at once (`run --once`) would leave the socket open.
+        for _ in range(_CLOSE_WAIT_STEPS):
+            if protocol is None or protocol.transport is None:  # connection_lost has run
+                return
+            await asyncio.sleep(_CLOSE_GRACE / 5)
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Reply:
         """Send one message; raise Transient/Permanent/OutcomeUnknown errors on failure."""
