@@ -14,8 +14,9 @@ from pshnotify.clock import Clock
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
-from pshnotify.store import audit, outbox
+from pshnotify.store import audit
 from pshnotify.store import programs as program_repo
+from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import UTCDateTime, enrollments, messages, people
 from pshnotify.store.sql import insert_ignoring_duplicates
@@ -191,7 +192,7 @@ def launch_wave(
             subject=wave,
             details={**summary.as_dict(), "force": force},
         )
-    outbox.refresh_statistics(engine, summary.queued)
+    refresh_statistics(engine, summary.queued, "messages")
     return summary
 
 

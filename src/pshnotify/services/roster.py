@@ -18,7 +18,7 @@ from pshnotify.services.completions import match_unmatched
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store import people as repo
-from pshnotify.store.db import transaction
+from pshnotify.store.db import refresh_statistics, transaction
 from pshnotify.store.programs import StoredProgram
 
 
@@ -90,6 +90,9 @@ def import_roster(
             subject=str(path),
             details=report.as_dict(),
         )
+    if not dry_run:
+        changed = report.added + report.updated + report.removed
+        refresh_statistics(engine, changed, "people", "enrollments")
     return report
 
 

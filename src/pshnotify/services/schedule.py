@@ -22,6 +22,7 @@ from pshnotify.domain.delivery import State, idempotency_key
 from pshnotify.services.programs import all_programs
 from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
+from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
 
@@ -62,7 +63,7 @@ def run_pass(
             for job in nightly:
                 if queued := job(conn, stored, now, message_id_domain):
                     report.queued["report"] += queued
-    outbox.refresh_statistics(engine, sum(report.queued.values()))
+    refresh_statistics(engine, sum(report.queued.values()), "messages")
     return report
 
 

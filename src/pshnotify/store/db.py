@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 
@@ -30,6 +30,31 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 def is_postgresql(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+# After a bulk change of this many rows, PostgreSQL's statistics of the tables are renewed.
+STATISTICS_AFTER = 1000
+
+
+def refresh_statistics(engine: Engine, changed: int, *tables: str) -> None:
+    """Renew PostgreSQL's statistics of `tables` after a bulk change of `changed` rows (its docs
+    advise ANALYZE after a bulk load). Call it after the changing transaction has committed.
+
+    The planner's choices come from them, and stale ones cost far more than the ANALYZE
+    (which samples at most 30,000 rows: 60 ms measured at 20,000):
+    - after a launch, statistics that still say the queue is empty made every claim of 200
+      gather and sort all queued rows: 23.6 ms at 16,000 queued, against 0.9 ms;
+    - after a roster import into never-analysed tables, the planner expected 73 enrollments in
+      the program and read the dispatcher's 200 people of a batch by scanning all 100,000 of
+      them: 9.0 ms a batch, against 0.27 ms.
+    Autovacuum renews them within a minute where it runs, and never where it is off. Each
+    ANALYZE runs in its own transaction so that its lock waits for no writer.
+    """
+    if changed < STATISTICS_AFTER or not is_postgresql(engine):
+        return
+    for table in tables:
+        with engine.begin() as conn:
+            conn.execute(text(f"ANALYZE {table}"))
 
 
 def make_engine(url: str) -> Engine:

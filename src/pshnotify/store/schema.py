@@ -212,6 +212,11 @@ messages = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # (state, id) rather than (state, due_at, id): measured 5x faster claims on SQLite.
     Index(None, "state", "id"),
+    # PostgreSQL's way to the oldest queued messages for the claim (migration 0008 says why;
+    # SQLite's planner takes (state, id) for it whatever its statistics say).
+    Index("ix_messages_queued", "id", postgresql_where=text("state = 'queued'")).ddl_if(
+        dialect="postgresql"
+    ),
     Index(None, "program_id", "kind", "state"),
     Index(None, "person_id"),
 )
