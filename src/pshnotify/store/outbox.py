@@ -179,10 +179,10 @@ def _picks(*, with_programs: bool) -> list[Any]:
 
 
 def _in_state(state: State) -> Any:
-    """The state written into the SQL, not bound: a planner proves from it that the partial
-    index of queued messages holds every row the pick wants, which a parameter would hide from
-    PostgreSQL's generic plans (used after a few executions of a prepared statement) and from
-    SQLite's."""
+    """The state written into the SQL, not bound: PostgreSQL's planner proves from it that the
+    partial index of queued messages (migration 0008) holds every row the pick wants, which a
+    parameter would hide from its generic plans (used after a few executions of a prepared
+    statement)."""
     return messages.c.state == literal_column(f"'{state.value}'")
 
 
