@@ -24,7 +24,7 @@ demo: $(STAMP)
 	@bash scripts/demo.sh "$(DEMO_NOW)" "$(DEMO_PORT)"
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
