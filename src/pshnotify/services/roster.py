@@ -162,6 +162,7 @@ def _person_values(r: RosterRow) -> dict[str, Any]:
         "program_year": r.program_year,
         "affiliation": r.affiliation,
         "admin_officer": r.admin_officer,
+        "timezone": r.timezone,
         "extra": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.extra.items()},
     }
 
