@@ -7,6 +7,7 @@ Database work runs in worker threads; the event loop (shared with the daemon) ne
 Routes:
     POST /webhooks/completions   Standard Webhooks signed JSON {person, option, completed_at}
     POST /xapi/statements        HTTP Basic; one xAPI statement or a list ("completed" only)
+    POST /webhooks/bounces       Standard Webhooks signed bounce events (web/bounces.py)
     GET  /healthz                liveness for a load balancer or monitor
 """
 
@@ -112,6 +113,9 @@ def create_app(
     ]
     if metrics is not None:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
+    from pshnotify.web.bounces import bounce_routes  # it uses this module's request helpers
+
+    routes += bounce_routes(engine, clock, settings)
     return Starlette(routes=routes, exception_handlers={HttpError: _http_error})
 
 
