@@ -260,6 +260,7 @@ class Runtime:
         if not self.http_enabled():
             return []
         from pshnotify.web import create_app, serve
+        from pshnotify.web.bounds import HttpLimits
 
         app = create_app(
             self.engine,
@@ -268,7 +269,8 @@ class Runtime:
             self._cached_program_loader(),
             metrics=self.metrics.render if s.metrics else None,
         )
-        return [serve(app, s.http_host, s.http_port, stop)]
+        limits = HttpLimits(s.http_max_connections, s.http_read_timeout, s.http_keep_alive)
+        return [serve(app, s.http_host, s.http_port, stop, limits=limits)]
 
     def _cached_program_loader(self) -> Callable[[str | None], StoredProgram]:
         """Requests read the stored program at most every 30 s, not once per request."""
