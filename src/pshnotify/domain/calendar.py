@@ -6,8 +6,6 @@ import datetime as dt
 from functools import cache
 from zoneinfo import ZoneInfo
 
-from babel.dates import get_timezone_name
-
 from pshnotify.domain.program import Sending
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -54,6 +52,8 @@ def spoken_zone(tz: ZoneInfo) -> str:
     for Europe/Berlin (CLDR's generic names, through Babel); 'UTC' for UTC."""
     if tz.key in ("UTC", "Etc/UTC", "Etc/UCT", "GMT", "Etc/GMT"):
         return "UTC"
+    from babel.dates import get_timezone_name  # 0.4 s of locale data: only when an email needs it
+
     name = str(get_timezone_name(tz, "long", locale="en_US", zone_variant="generic"))
     return tz.key if name.startswith("Unknown") else name
 
