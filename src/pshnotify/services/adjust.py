@@ -9,12 +9,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 
 from pshnotify.clock import Clock
+from pshnotify.domain.delivery import Kind
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.store import audit, outbox
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
-
-_PENDING_KINDS = ["launch", "invitation", "reminder", "overdue"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def extend(
             person_ids=[row.person_id],
             reason="deadline extended",
             now=now,
-            kinds=["reminder", "overdue"],
+            kinds=[Kind.REMINDER.value, Kind.OVERDUE.value],
         )
         conn.execute(
             update(enrollments)
@@ -112,7 +111,7 @@ def exempt(
             person_ids=[row.person_id],
             reason=f"exempted: {reason}",
             now=now,
-            kinds=_PENDING_KINDS,
+            kinds=Kind.asking(),
         )
         conn.execute(
             update(enrollments)
