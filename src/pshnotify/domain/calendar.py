@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import cache
 from zoneinfo import ZoneInfo
+
+from babel.dates import get_timezone_name
 
 from pshnotify.domain.program import Sending
 
@@ -33,6 +36,26 @@ def next_sending_instant(at: dt.datetime, sending: Sending, tz: ZoneInfo) -> dt.
 def human_date(day: dt.date) -> str:
     """'Monday, September 11, 2023', without depending on the host's locale."""
     return f"{_WEEKDAYS[day.weekday()]}, {_MONTHS[day.month - 1]} {day.day}, {day.year}"
+
+
+def human_time(at: dt.time) -> str:
+    """'11:59 p.m.', '9:00 a.m.': how an email states a time of day."""
+    hour = at.hour % 12 or 12
+    return f"{hour}:{at.minute:02d} {'a.m.' if at.hour < 12 else 'p.m.'}"
+
+
+# A window or deadline ends at local midnight after its last day: people say "11:59 p.m.".
+LAST_MINUTE = dt.time(23, 59)
+
+
+@cache
+def spoken_zone(tz: ZoneInfo) -> str:
+    """The zone as people say it: 'Eastern Time' for America/New_York, 'Central European Time'
+    for Europe/Berlin (CLDR's generic names, through Babel); 'UTC' for UTC."""
+    if tz.key in ("UTC", "Etc/UTC", "Etc/UCT", "GMT", "Etc/GMT"):
+        return "UTC"
+    name = str(get_timezone_name(tz, "long", locale="en_US", zone_variant="generic"))
+    return tz.key if name.startswith("Unknown") else name
 
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
