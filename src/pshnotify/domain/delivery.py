@@ -1,6 +1,7 @@
 """Delivery states and what an SMTP reply means for a message.
 
 queued -> claimed (lease) -> sent | retry (at) | failed (reply kept) | unknown
+sent -> bounced (a delivery report came back: class, status and diagnostic in `bounces`)
 queued/retry -> cancelled (reason) | skipped (reason)
 """
 
@@ -15,6 +16,7 @@ class State(StrEnum):
     QUEUED = "queued"
     CLAIMED = "claimed"
     SENT = "sent"
+    BOUNCED = "bounced"
     RETRY = "retry"
     FAILED = "failed"
     UNKNOWN = "unknown"
@@ -23,7 +25,7 @@ class State(StrEnum):
 
 
 PENDING = (State.QUEUED, State.RETRY)
-FINAL = (State.SENT, State.FAILED, State.UNKNOWN, State.CANCELLED, State.SKIPPED)
+FINAL = (State.SENT, State.BOUNCED, State.FAILED, State.UNKNOWN, State.CANCELLED, State.SKIPPED)
 
 
 class Outcome(StrEnum):

@@ -11,9 +11,12 @@ from sqlalchemy import Connection, Engine, select, update
 from pshnotify.clock import Clock
 from pshnotify.domain.delivery import Kind
 from pshnotify.domain.errors import InputError, NotFoundError
+from pshnotify.domain.text import text_problem
 from pshnotify.store import audit, outbox
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
+
+MAX_REASON = 500  # an exemption's reason, shown in reports
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ def exempt(
     reason = " ".join(reason.split())
     if not reason:
         raise InputError(["--reason: give the reason the reports will show"])
+    if problem := text_problem(reason, MAX_REASON):
+        raise InputError([f"--reason: {problem}"])
     now = clock.now()
     with engine.begin() as conn:
         row = find_enrollment(conn, stored, person_ref)

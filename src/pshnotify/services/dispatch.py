@@ -61,6 +61,8 @@ class DispatchConfig:
     max_attempts: int = 8
     max_age: dt.timedelta = dt.timedelta(hours=96)  # from the first attempt
     unknown_policy: str = "resend"  # resend (same Message-ID) | hold
+    # A per-message envelope sender (VERP, services.bounces) from the message's row id.
+    bounce_sender: Callable[[int], str] | None = None
 
     @property
     def retry_rules(self) -> policy.RetryRules:
@@ -372,6 +374,8 @@ class Dispatcher:
         sender = self.config.envelope_from or str(
             self._program(claimed.program_id).program.program.sender.address
         )
+        if self.config.bounce_sender is not None:
+            sender = self.config.bounce_sender(claimed.id)
         return _Job(claimed, sender, data)
 
     async def _sender(
