@@ -131,10 +131,67 @@ class Hours(_Model):
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
+# A closure longer than this is a typo (a year written wrong), not an institute holiday.
+_LONGEST_CLOSURE = dt.timedelta(days=366)
+
+
+class Closure(_Model):
+    """Days the institute is closed, inclusive: one date, or `{ from = DATE, to = DATE }`."""
+
+    first: dt.date = Field(alias="from")
+    last: dt.date = Field(alias="to")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_date(cls, value: object) -> object:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return {"from": value, "to": value}
+        if isinstance(value, Mapping):
+            return value
+        raise ValueError(
+            "expected a date (2023-11-23, unquoted) or an inclusive range "
+            f"{{ from = 2023-12-25, to = 2024-01-01 }}; got {value!r}"
+        )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Closure:
+        if self.last < self.first:
+            raise ValueError(f"'to' ({self.last}) is before 'from' ({self.first})")
+        if self.last - self.first > _LONGEST_CLOSURE:
+            raise ValueError(f"{self.first} to {self.last} is longer than a year; check the years")
+        return self
+
+
 class Sending(_Model):
     working_hours: Hours = Hours()
     working_days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
     report_time: dt.time = dt.time(6)
+    # Institute closures: no launch, reminder, invitation, overdue or escalation email goes
+    # out on them (in the recipient's own zone); a step due on one moves to the next working
+    # day. Confirmations go out at once; the officers' report runs unless told otherwise.
+    closed_dates: tuple[Closure, ...] = ()
+    reports_on_closed_dates: bool = True
+
+    @cached_property
+    def closed(self) -> frozenset[dt.date]:
+        days: set[dt.date] = set()
+        for c in self.closed_dates:
+            days.update(c.first + dt.timedelta(days=n) for n in range((c.last - c.first).days + 1))
+        return frozenset(days)
+
+    def is_closed(self, day: dt.date) -> bool:
+        return day in self.closed
+
+    def reports_on(self, night: dt.date) -> bool:
+        """Does the officers' nightly report run on this local date?"""
+        return self.reports_on_closed_dates or night not in self.closed
+
+    def is_working_day(self, day: dt.date) -> bool:
+        """A working weekday and not a closure."""
+        return _WEEKDAYS[day.weekday()] in self.working_days and day not in self.closed
+
+
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class RosterSpec(_Model):
@@ -157,6 +214,7 @@ class Program(_Model):
     def _consistent(self) -> Program:
         _unique("options", [o.key for o in self.options])
         _unique("waves", [w.key for w in self.waves])
+        _unique_activities(self.options)
         keys = {w.key for w in self.waves}
         for i, m in enumerate(self.membership):
             if m.wave not in keys:
@@ -235,16 +293,44 @@ def _unique(section: str, keys: list[str]) -> None:
         seen.add(k)
 
 
+def _unique_activities(options: tuple[TrainingOption, ...]) -> None:
+    """An xAPI statement names its activity: one IRI must mean one option, or a completion
+    would be credited to whichever option happened to come last."""
+    seen: dict[str, str] = {}
+    for i, option in enumerate(options):
+        for iri in option.activity_ids:
+            if iri in seen:
+                raise ValueError(
+                    f"options[{i}].activity_ids: {iri!r} is already an activity of option "
+                    f"{seen[iri]!r}; each activity IRI may belong to one option"
+                )
+            seen[iri] = option.key
+
+
+# A program file is a few kilobytes; its tables nest three levels deep. Beyond these it is
+# not a program file (and a deeply nested one would exhaust the parser's recursion).
+MAX_PROGRAM_BYTES = 1024 * 1024
+MAX_NESTING = 32
+
+
 @lru_cache(maxsize=32)
 def parse_program(text: str, source: str) -> Program:
     """Parse and validate program TOML; `source` names the file in every error.
 
     Cached: a Program is immutable, and the daemon and the tests re-read the same text often.
     """
+    if len(text) > MAX_PROGRAM_BYTES:
+        raise InputError(
+            [f"{source}: larger than {MAX_PROGRAM_BYTES // 1024} KB; not a program file"]
+        )
+    if _nesting(text) > MAX_NESTING:
+        raise InputError([f"{source}: nested more than {MAX_NESTING} levels deep"])
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError([f"{source}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise InputError([f"{source}: nested too deeply"]) from None
     try:
         return Program.model_validate(data)
     except ValidationError as exc:
@@ -273,12 +359,34 @@ def _problems(source: str, exc: ValidationError) -> list[str]:
     ]
 
 
+def _nesting(text: str) -> int:
+    """An upper bound of the depth of brackets and braces (strings not excluded: a bound is
+    all it must be, and a real program file stays far below the limit either way)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def load_program(path: Path) -> tuple[Program, str]:
     """Read a program file; returns the model and the text it came from."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open("rb") as f:
+            raw = f.read(MAX_PROGRAM_BYTES + 1)
     except OSError as exc:
         raise InputError([f"{path}: cannot read the program file: {exc.strerror}"]) from None
+    if len(raw) > MAX_PROGRAM_BYTES:
+        raise InputError(
+            [f"{path}: larger than {MAX_PROGRAM_BYTES // 1024} KB; not a program file"]
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError([f"{path}: not UTF-8 text; save the program file as UTF-8"]) from None
     return parse_program(text, str(path)), text
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, func, select
 
+from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
@@ -148,7 +149,13 @@ def _launch_sent_by_message(conn: Connection, program_id: int, person_ids: set[i
 
 
 def _owes(r: Row[Any]) -> bool:
-    return r.completed_at is None and not r.exempted_reason and r.status == "required"
+    return policy.owes_training(
+        policy.Standing(
+            status=r.status,
+            exempted_reason=r.exempted_reason or None,
+            completed=r.completed_at is not None,
+        )
+    )
 
 
 def _row(program: Program, r: Row[Any], today: dt.date, launch_sent: bool) -> ReportRow:
@@ -324,11 +331,14 @@ class OfficerWindow:
 def report_night(program: Program, now: dt.datetime) -> dt.date | None:
     """Today's local date once the local report time has come; None before it.
 
-    Only today's night is ever returned: a pass after downtime sends this night's report, and
+    Only today's night is ever returned (and not a closure when
+    `reports_on_closed_dates = false`): a pass after downtime sends this night's report, and
     never back-fills the nights it missed (they would be stale on arrival).
     """
     local = now.astimezone(program.tz)
     at = dt.datetime.combine(local.date(), program.sending.report_time, program.tz)
+    if not program.sending.reports_on(local.date()):
+        return None  # a closure, and the program says no report then
     return local.date() if now >= at else None
 
 
