@@ -116,22 +116,22 @@ def test_seed_waves_match_the_published_schedule() -> None:
         (
             "{ from = 2023-11-23, to = 2023-11-24 }",
             "{ from = 2023-11-24, to = 2023-11-23 }",
-            "sending.closed_dates[1]: 'to' (2023-11-23) is before 'from' (2023-11-24)",
+            "sending.closed_dates #2: 'to' (2023-11-23) is before 'from' (2023-11-24)",
         ),
         (
             "2023-11-10,",
             '"2023-11-10",',
-            "sending.closed_dates[0]: expected a date (2023-11-23, unquoted) or an inclusive",
+            "sending.closed_dates #1: expected a date (2023-11-23, unquoted) or an inclusive",
         ),
         (
             "{ from = 2023-12-25, to = 2024-01-01 }",
             "{ from = 2023-12-25, until = 2024-01-01 }",
-            "sending.closed_dates[2].until: unknown key",
+            "sending.closed_dates #3, until: unknown key",
         ),
         (
             "{ from = 2023-12-25, to = 2024-01-01 }",
             "{ from = 2023-12-25, to = 2025-01-01 }",
-            "sending.closed_dates[2]: 2023-12-25 to 2025-01-01 is longer than a year",
+            "sending.closed_dates #3: 2023-12-25 to 2025-01-01 is longer than a year",
         ),
     ],
 )

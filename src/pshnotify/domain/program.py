@@ -390,6 +390,9 @@ def load_program(path: Path) -> tuple[Program, str]:
     return parse_program(text, str(path)), text
 
 
+_TABLE_ARRAYS = frozenset({"options", "waves", "membership", "eligibility", "program.contacts"})
+
+
 def _item(table: str, index: int) -> str:
     """An item of an array of tables as the file shows it: `[[membership]] #2` (counted from 1,
     in the order of the file)."""
@@ -400,8 +403,9 @@ def _where(loc: tuple[Any, ...]) -> str:
     """`[[eligibility]] #2, when.program_year.ge` for ('eligibility', 1, 'when', ...)."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out = f"{_item(out, part)}, " if out else f"#{part + 1}"
+        if isinstance(part, int):  # an item: [[waves]] #2, or closed_dates #2 in a list
+            name = _item(out, part) if out in _TABLE_ARRAYS else f"{out} #{part + 1}"
+            out = f"{name}, " if out else f"#{part + 1}"
         elif part in ("function-after", "function-before") or str(part).startswith("function-"):
             continue
         else:
