@@ -32,7 +32,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
@@ -91,17 +92,21 @@ def create_app(
     settings: Settings,
     load_program: ProgramLoader,
     metrics: Callable[[], bytes] | None = None,
+    console: ASGIApp | None = None,
 ) -> Starlette:
     """The completions app. A malformed webhook secret stops the start (InputError) rather
-    than failing every delivery later; a missing one only turns its endpoint off (503)."""
+    than failing every delivery later; a missing one only turns its endpoint off (503).
+    `console` (the web console) answers every other path."""
     endpoints = _Endpoints(engine, clock, settings, load_program, _webhook_key(settings))
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/webhooks/completions", endpoints.webhook, methods=["POST"]),
         Route("/xapi/statements", endpoints.xapi_statements, methods=["POST"]),
         Route("/healthz", endpoints.health, methods=["GET"]),
     ]
     if metrics is not None:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
+    if console is not None:
+        routes.append(Mount("/", app=console))
     return Starlette(routes=routes, exception_handlers={HttpError: _http_error})
 
 
