@@ -198,7 +198,8 @@ def _days(n: str) -> str:
     return f"{n} day" if n == "1" else f"{n} days"
 
 
-def _why_recorded(state: str, due: dt.datetime, reason: str | None, reply: str | None) -> str:
+def _why_recorded(state: str, reason: str | None, reply: str | None) -> str:
+    """Why a recorded message is where it is; its time is shown beside it."""
     if state == State.SENT:
         return f"accepted by the relay: {reply}" if reply else "accepted by the relay"
     if state in (State.SKIPPED, State.CANCELLED):
@@ -206,12 +207,12 @@ def _why_recorded(state: str, due: dt.datetime, reason: str | None, reply: str |
     if state == State.FAILED:
         return f"refused by the relay: {reply}" if reply else "refused by the relay"
     if state == State.RETRY:
-        return f"deferred by the relay, tried again from {due.isoformat()}: {reply or ''}"
+        return f"deferred by the relay ({reply or 'no reply'}); tried again then"
     if state == State.UNKNOWN:
         return "no reply after the data: the relay may have it"
     if state == State.CLAIMED:
         return "being sent now"
-    return f"waiting to go out from {due.isoformat()}"
+    return "waiting for the sender (due then, in working hours)"
 
 
 def person_view(
@@ -326,7 +327,7 @@ def _recorded(conn: Connection, program_id: int, person_pk: int) -> list[Entry]:
                 m.step,
                 m.state,
                 describe_step(m.kind, m.step),
-                _why_recorded(m.state, m.due_at, m.reason, reply),
+                _why_recorded(m.state, m.reason, reply),
                 m.message_id,
                 by_message.get(m.id, []),
             )

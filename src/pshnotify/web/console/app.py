@@ -157,8 +157,8 @@ class Console:
             session = self.codec.load(request)
             user: User | None = None
             try:
-                form = await self._form(request, session)
                 user = await self._user(request, session)
+                form = await self._form(request, session)
                 if not user.is_operator:
                     raise PageError(403, "Read-only", ["Your account can read, not act."])
                 stored = await self._program()
@@ -639,7 +639,7 @@ class WaveCard:
     title: str
     opens: str
     closes: str
-    launched_at: str | None
+    launched_at: dt.datetime | None
     paused: bool
     people: charts.Bar
     messages: charts.Bar
@@ -671,7 +671,7 @@ def _wave_card(key: str, w: dict[str, Any]) -> WaveCard:
         w.get("title", key),
         w.get("opens", ""),
         w.get("closes", ""),
-        w.get("launched_at"),
+        dt.datetime.fromisoformat(w["launched_at"]) if w.get("launched_at") else None,
         bool(w.get("paused")),
         people,
         messages,

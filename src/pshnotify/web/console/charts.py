@@ -72,7 +72,6 @@ class Timeline:
 
 
 LEFT, ROW, TOP = 250.0, 26.0, 24.0
-LABEL_CHARS = 34  # a longer title is cut (the full one is in the tooltip)
 
 
 def timeline(
