@@ -28,9 +28,11 @@ class Throttle(Protocol):
 @dataclass
 class FailureWindow:
     """At most `limit` failures per key within `window` seconds; a key with `limit` failures
-    waits until the oldest of them leaves the window."""
+    waits until the oldest of them leaves the window. A key is "kind:value"; `limits` gives a
+    kind its own limit (an address may be a whole office behind one NAT: more tries)."""
 
     limit: int = 5
+    limits: dict[str, int] = field(default_factory=lambda: {"address": 30})
     window: float = 900.0
     clock: Callable[[], float] = time.monotonic
     max_keys: int = 100_000  # memory bound under a spray of logins; oldest keys go first
@@ -41,7 +43,7 @@ class FailureWindow:
         wait = 0.0
         for key in keys:
             q = self._trim(key, now)
-            if q is not None and len(q) >= self.limit:
+            if q is not None and len(q) >= self._limit(key):
                 wait = max(wait, q[0] + self.window - now)
         return wait
 
@@ -52,12 +54,15 @@ class FailureWindow:
             if q is None:
                 if len(self._failures) >= self.max_keys:
                     self._failures.pop(next(iter(self._failures)))
-                q = self._failures[key] = deque(maxlen=self.limit)
+                q = self._failures[key] = deque(maxlen=self._limit(key))
             q.append(now)
 
     def succeeded(self, keys: Iterable[str]) -> None:
         for key in keys:
             self._failures.pop(key, None)
+
+    def _limit(self, key: str) -> int:
+        return self.limits.get(key.partition(":")[0], self.limit)
 
     def _trim(self, key: str, now: float) -> deque[float] | None:
         q = self._failures.get(key)
