@@ -142,3 +142,21 @@ def test_late_joiner_gets_a_launch_in_working_hours_and_invitations_when_enabled
         wave_key="pilot", status="encouraged", steps_queued=frozenset({"invitation"})
     )
     assert decide(inviting, local(2023, 9, 11), again, local(2023, 9, 20)).queue == []
+
+
+def test_a_step_on_a_closure_moves_to_the_next_working_day_never_past_the_deadline() -> None:
+    # Grad wave launched Thursday 2023-11-16: +7 is Thanksgiving (closed), so Friday (closed
+    # too), so Monday 11-27; +14 is Thursday 11-30, also "1 day before" the 12-01 close.
+    got = steps("grad", local(2023, 11, 16))
+    assert ("after:7", "Mon 2023-11-27 09:00") in got
+    assert not any(when.startswith(("Thu 2023-11-23", "Fri 2023-11-24")) for _, when in got)
+    # Veterans Day (Friday 11-10) moves to Monday 11-13.
+    got = steps("grad", local(2023, 11, 3))
+    assert ("after:7", "Mon 2023-11-13 09:00") in got
+    # A deadline of Wednesday 12-27, in the winter break: "1 day before" (Tuesday, closed)
+    # would move past the deadline, so it is dropped, not sent late.
+    # "3 days before" is Sunday 12-24, and the next working day is 2024-01-02: dropped too.
+    assert steps("vpr", local(2023, 11, 20), until=dt.date(2023, 12, 27)) == [
+        ("after:7", "Mon 2023-11-27 09:00"),
+        ("after:14", "Mon 2023-12-04 09:00"),
+    ]

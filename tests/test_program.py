@@ -105,6 +105,26 @@ def test_seed_waves_match_the_published_schedule() -> None:
         ("[cadence]", "[cadense]", "cadense: unknown key"),
         ('key = "psh-2023-2024"', 'key = "psh 2023"', "program.key"),
         ("[[options]]", "[[options]", "not valid TOML"),
+        (
+            "{ from = 2023-11-23, to = 2023-11-24 }",
+            "{ from = 2023-11-24, to = 2023-11-23 }",
+            "sending.closed_dates[1]: 'to' (2023-11-23) is before 'from' (2023-11-24)",
+        ),
+        (
+            "2023-11-10,",
+            '"2023-11-10",',
+            "sending.closed_dates[0]: expected a date (2023-11-23, unquoted) or an inclusive",
+        ),
+        (
+            "{ from = 2023-12-25, to = 2024-01-01 }",
+            "{ from = 2023-12-25, until = 2024-01-01 }",
+            "sending.closed_dates[2].until: unknown key",
+        ),
+        (
+            "{ from = 2023-12-25, to = 2024-01-01 }",
+            "{ from = 2023-12-25, to = 2025-01-01 }",
+            "sending.closed_dates[2]: 2023-12-25 to 2025-01-01 is longer than a year",
+        ),
     ],
 )
 def test_a_bad_program_file_names_the_file_and_the_key(old: str, new: str, expected: str) -> None:
@@ -140,3 +160,25 @@ extra_columns = { grade = "integer" }
     )
     assert program.assess(person(affiliation="", grade=4)).reason == "required"
     assert program.assess(person(affiliation="X", grade=5)).reason == "required"
+
+
+def test_the_shipped_program_closes_on_the_institute_holidays_in_its_windows() -> None:
+    closed = SEED.sending.closed
+    for day in (
+        dt.date(2023, 11, 10),  # Veterans Day (observed), in the grad window
+        dt.date(2023, 11, 23),  # Thanksgiving, grad and vpr
+        dt.date(2023, 11, 24),
+        dt.date(2023, 12, 27),  # winter break, a range
+        dt.date(2024, 1, 15),  # Martin Luther King Jr. Day, schools
+        dt.date(2024, 2, 19),  # Presidents Day, schools
+    ):
+        assert day in closed
+        assert not SEED.sending.is_working_day(day)
+    assert dt.date(2023, 11, 22) not in closed
+    assert SEED.sending.is_working_day(dt.date(2023, 11, 22))
+    assert SEED.sending.reports_on(dt.date(2023, 11, 23))  # the nightly report still runs
+    quiet = parse_program(
+        SEED_TEXT.replace("reports_on_closed_dates = true", "reports_on_closed_dates = false"), "x"
+    )
+    assert not quiet.sending.reports_on(dt.date(2023, 11, 23))
+    assert quiet.sending.reports_on(dt.date(2023, 11, 22))

@@ -105,6 +105,31 @@ def test_reimport_updates_by_id_and_matches_email_without_case(
     assert tuple(row) == ("ada@example.edu", "schools")
 
 
+def test_each_person_keeps_their_own_time_zone_and_an_empty_cell_means_the_programs(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    stored = runtime.program(None)
+    lines = [
+        HEADER + ",timezone",
+        GOOD[0] + ",Asia/Singapore",
+        GOOD[1] + ",Australia/Sydney",
+        *(g + "," for g in GOOD[2:]),
+    ]
+    import_roster(runtime.engine, stored, write(tmp_path, lines), runtime.clock, actor="op")
+    moved = [GOOD[0] + ",Europe/Berlin", *(g + "," for g in GOOD[1:])]
+    report = import_roster(
+        runtime.engine,
+        stored,
+        write(tmp_path, [HEADER + ",timezone", *moved], "r2.csv"),
+        runtime.clock,
+        actor="op",
+    )
+    assert (report.updated, report.unchanged) == (2, 6)  # P1 moved, P2's zone now empty
+    with runtime.engine.connect() as conn:
+        zones = dict(conn.execute(select(people.c.external_id, people.c.timezone)).all())
+    assert zones == {"P1": "Europe/Berlin", **{f"P{n}": None for n in range(2, 9)}}
+
+
 def test_dry_run_counts_and_changes_nothing(runtime: Runtime, tmp_path: Path) -> None:
     stored = runtime.program(None)
     before = snapshot(runtime.engine)
@@ -191,6 +216,25 @@ BAD_CASES = [
         "empty required value",
         [HEADER, GOOD[0].replace("P1,", ",", 1), *GOOD[1:]],
         ["roster.csv:2: id: is empty; a value is required"],
+    ),
+    (
+        "unknown time zone",
+        [HEADER + ",timezone", *(g + "," for g in GOOD[:2]), GOOD[2] + ",Asia/Singapur"],
+        ["roster.csv:4: timezone: unknown time zone 'Asia/Singapur' (expected an IANA name like"],
+    ),
+    (
+        "time zone in the wrong case, or a path",
+        [
+            HEADER + ",timezone",
+            GOOD[0] + ",europe/berlin",
+            GOOD[1] + ",../../../etc/passwd",
+            *(g + "," for g in GOOD[2:]),
+        ],
+        [
+            "roster.csv:2: timezone: unknown time zone 'europe/berlin' (did you mean "
+            "'Europe/Berlin'?)",
+            "roster.csv:3: timezone: unknown time zone '../../../etc/passwd'",
+        ],
     ),
     (
         "wrong field count",

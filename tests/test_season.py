@@ -67,15 +67,17 @@ def write_roster(path: Path, rows: list[dict[str, str]]) -> Path:
 
 # -- the oracle ---------------------------------------------------------------------------------
 def next_working_day(d: dt.date) -> dt.date:
-    while d.weekday() >= 5:
+    """Weekends and the institute's closures (the seed's holidays) move to the next day."""
+    while d.weekday() >= 5 or d in SEED.sending.closed:
         d += dt.timedelta(days=1)
     return d
 
 
 def expected_reminders(launch: dt.date, deadline: dt.date, until: dt.date | None) -> list[dt.date]:
-    """Reminders 7 and 14 days after launch, 3 and 1 before the deadline; weekends move to
-    Monday unless past the deadline; none in the 3 days after launch; one per day; none on or
-    after `until` (completion or exemption day: it happens after the 09:00 send)."""
+    """Reminders 7 and 14 days after launch, 3 and 1 before the deadline; weekends and closures
+    move to the next working day unless past the deadline; none in the 3 days after launch;
+    one per day; none on or after `until` (completion or exemption day: it happens after the
+    09:00 send)."""
     raw = [
         launch + dt.timedelta(days=7),
         launch + dt.timedelta(days=14),

@@ -134,6 +134,8 @@ def roster_import(
                 progress=advance,
                 message_id_domain=rt.settings.message_id_domain,
             )
+        for warning in report.warnings:
+            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         if as_json:
             print_json(report.as_dict())
             return

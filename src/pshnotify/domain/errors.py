@@ -45,12 +45,14 @@ class RelayLoginError(TransientDeliveryError):
 
 
 class PermanentDeliveryError(Exception):
-    """The relay refused the message for good (5xx); never resend it."""
+    """The relay refused the message for good (5xx), or it cannot be sent through this relay
+    at all (code None: an address that needs SMTPUTF8 the relay does not offer); never resend
+    it."""
 
-    def __init__(self, code: int, reply: str) -> None:
+    def __init__(self, code: int | None, reply: str) -> None:
         self.code = code
         self.reply = reply
-        super().__init__(f"{code} {reply}")
+        super().__init__(f"{code} {reply}" if code else reply)
 
 
 class OutcomeUnknownError(Exception):

@@ -131,10 +131,67 @@ class Hours(_Model):
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
+# A closure longer than this is a typo (a year written wrong), not an institute holiday.
+_LONGEST_CLOSURE = dt.timedelta(days=366)
+
+
+class Closure(_Model):
+    """Days the institute is closed, inclusive: one date, or `{ from = DATE, to = DATE }`."""
+
+    first: dt.date = Field(alias="from")
+    last: dt.date = Field(alias="to")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_date(cls, value: object) -> object:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return {"from": value, "to": value}
+        if isinstance(value, Mapping):
+            return value
+        raise ValueError(
+            "expected a date (2023-11-23, unquoted) or an inclusive range "
+            f"{{ from = 2023-12-25, to = 2024-01-01 }}; got {value!r}"
+        )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Closure:
+        if self.last < self.first:
+            raise ValueError(f"'to' ({self.last}) is before 'from' ({self.first})")
+        if self.last - self.first > _LONGEST_CLOSURE:
+            raise ValueError(f"{self.first} to {self.last} is longer than a year; check the years")
+        return self
+
+
 class Sending(_Model):
     working_hours: Hours = Hours()
     working_days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
     report_time: dt.time = dt.time(6)
+    # Institute closures: no launch, reminder, invitation, overdue or escalation email goes
+    # out on them (in the recipient's own zone); a step due on one moves to the next working
+    # day. Confirmations go out at once; the officers' report runs unless told otherwise.
+    closed_dates: tuple[Closure, ...] = ()
+    reports_on_closed_dates: bool = True
+
+    @cached_property
+    def closed(self) -> frozenset[dt.date]:
+        days: set[dt.date] = set()
+        for c in self.closed_dates:
+            days.update(c.first + dt.timedelta(days=n) for n in range((c.last - c.first).days + 1))
+        return frozenset(days)
+
+    def is_closed(self, day: dt.date) -> bool:
+        return day in self.closed
+
+    def reports_on(self, night: dt.date) -> bool:
+        """Does the officers' nightly report run on this local date?"""
+        return self.reports_on_closed_dates or night not in self.closed
+
+    def is_working_day(self, day: dt.date) -> bool:
+        """A working weekday and not a closure."""
+        return _WEEKDAYS[day.weekday()] in self.working_days and day not in self.closed
+
+
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class RosterSpec(_Model):

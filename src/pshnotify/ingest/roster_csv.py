@@ -7,7 +7,9 @@ Errors read `FILE:LINE: field: problem`, LINE being the physical line where the 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,15 @@ from pshnotify.domain.program import Program
 from pshnotify.ingest.csvfile import CsvRecords, ProgressFn, read_text
 
 REQUIRED = ("id", "email", "name", "department", "role")
-OPTIONAL = ("paid", "start_date", "program_year", "affiliation", "admin_officer", "wave")
+OPTIONAL = (
+    "paid",
+    "start_date",
+    "program_year",
+    "affiliation",
+    "admin_officer",
+    "wave",
+    "timezone",
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
@@ -38,6 +48,7 @@ class RosterRow:
     affiliation: str | None = None
     admin_officer: str | None = None
     wave: str | None = None
+    timezone: str | None = None  # IANA name; None: the program's zone
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -145,6 +156,7 @@ class _RosterReader:
                 "wave",
                 f"unknown wave {wave!r} (expected one of {', '.join(sorted(self.wave_keys))})",
             )
+        timezone = self._zone(line, clean.get("timezone", ""))
         extra = {c: self._typed(line, c, clean.get(c, ""), t) for c, t in self.extra_types.items()}
         if len(self.errors) > before:
             return None
@@ -161,6 +173,7 @@ class _RosterReader:
             affiliation=clean.get("affiliation") or None,
             admin_officer=officer,
             wave=wave,
+            timezone=timezone,
             extra=extra,
         )
 
@@ -204,6 +217,16 @@ class _RosterReader:
             self.error(line, fld, f"invalid address {value!r}: {exc}")
             return None
 
+    def _zone(self, line: int, value: str) -> str | None:
+        if not value:
+            return None
+        if value in _zone_names():
+            return value
+        near = _zone_names_folded().get(value.casefold())
+        hint = f"did you mean {near!r}?" if near else "expected an IANA name like 'Europe/Berlin'"
+        self.error(line, "timezone", f"unknown time zone {value!r} ({hint})")
+        return None
+
     def _bool(self, line: int, fld: str, value: str, default: bool) -> bool | None:
         low = value.lower()
         if not low:
@@ -241,6 +264,19 @@ class _RosterReader:
         if kind == "boolean":
             return self._bool(line, fld, value, default=False) if value else None
         return value or None
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The IANA names this machine's zone database lists (read once, about 20 ms). Anything
+    else is refused, so a path or a made-up name never reaches `ZoneInfo`; Debian's list also
+    holds the host's own "localtime", which names no place."""
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules", "Factory"}
+
+
+@functools.cache
+def _zone_names_folded() -> dict[str, str]:
+    return {name.casefold(): name for name in _zone_names()}
 
 
 def _bad_date() -> dt.date:

@@ -20,6 +20,7 @@ from email.utils import format_datetime
 from functools import lru_cache
 
 from pshnotify.domain.program import Program
+from pshnotify.mail.address import wire_address
 from pshnotify.mail.kinds import Attachment
 from pshnotify.mail.render import Rendered
 
@@ -29,6 +30,7 @@ CRLF = "\r\n"
 _MAX_LINE = 998  # RFC 5322
 _CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BOUNDARY_MARK = "=_psh_"
+_PLAIN_NAME_MAX = 60  # a longer name is folded (as encoded words) rather than sent on one line
 _WORD_BYTES = 45  # 60 base64 characters: an encoded word of 72, under RFC 2047's 75
 
 
@@ -89,21 +91,44 @@ def _encoded_words(value: str) -> str:
 @lru_cache(maxsize=64)
 def _sender(name: str, address: str, what: str) -> str:
     """The program's own addresses: the same for every message."""
-    return _address(name, address, what)
+    return _address(name, wire_address(address).address, what)
 
 
 def _address(name: str, address: str, what: str) -> str:
+    """`Name <address>`; the address as it travels (`wire_address`). A name too long for one
+    header line goes as encoded words, folded between them (RFC 5322 2.2.3)."""
     _safe(address, what)
     if "@" not in address or any(c in address for c in ' <>,;"'):
         raise HeaderInjectionError(f"{what} is not a plain address")
     _safe(name, what)
     if not name:
         return address
-    if name.isascii():
+    if name.isascii() and (len(name) <= _PLAIN_NAME_MAX or _foldable(name)):
         phrase = name if _ATOM_SAFE.match(name) and "." not in name else _quoted(name)
+        if len(phrase) > _PLAIN_NAME_MAX:
+            phrase = _folded(phrase)
     else:
         phrase = _encoded_words(name)
     return f"{phrase} <{address}>"
+
+
+def _foldable(name: str) -> bool:
+    return "  " not in name and all(len(w) <= _PLAIN_NAME_MAX for w in name.split(" "))
+
+
+def _folded(phrase: str) -> str:
+    """Fold at spaces into lines of at most about 76 characters: a space becomes CRLF and the
+    space, which unfolding (RFC 5322 2.2.3) turns back into the space alone."""
+    lines: list[str] = []
+    line = ""
+    for word in phrase.split(" "):
+        if line and len(line) + 1 + len(word) > _PLAIN_NAME_MAX + 16:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return f"{CRLF} ".join(lines)
 
 
 def _date(when: dt.datetime) -> str:
@@ -174,9 +199,10 @@ def _multipart(subtype: str, boundary: str, parts: Sequence[str]) -> str:
 
 
 def compose(env: Envelope, content: Rendered, attachments: Sequence[Attachment] = ()) -> bytes:
+    to = wire_address(env.to_address)
     headers = [
         ("From", _sender(env.from_name, env.from_address, "From")),
-        ("To", _address(env.to_name, env.to_address, "To")),
+        ("To", _address(env.to_name, to.address, "To")),
     ]
     if env.reply_to:
         headers.append(("Reply-To", _sender("", env.reply_to, "Reply-To")))
@@ -208,7 +234,8 @@ def compose(env: Envelope, content: Rendered, attachments: Sequence[Attachment] 
         body = alternative
         headers.append(("Content-Type", f'multipart/alternative; boundary="{alt}"'))
     head = "".join(f"{name}: {value}{CRLF}" for name, value in headers)
-    return f"{head}{CRLF}{body}".encode("ascii")
+    # A non-ASCII local part travels with SMTPUTF8, its header in UTF-8 (RFC 6532).
+    return f"{head}{CRLF}{body}".encode("utf-8" if to.smtputf8 else "ascii")
 
 
 def envelope_for(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pshnotify.domain.calendar import human_date
+from pshnotify.domain.calendar import LAST_MINUTE, human_date, human_time, spoken_zone
 from pshnotify.domain.program import Program
 
 
@@ -149,7 +149,8 @@ def _program_part(program: Program) -> dict[str, Any]:
             }
             for o in program.options
         ],
-        "timezone": info.timezone,
+        "timezone": info.timezone,  # the IANA key, for templates that want it
+        "zone": spoken_zone(program.tz),  # "Eastern Time": what an email says
     }
 
 
@@ -181,6 +182,8 @@ def _wave_part(program: Program, wave_key: str, deadline: dt.date | None) -> dic
             "closes_date": wave.closes.isoformat(),
         },
         "deadline": human_date(last_day),
+        # the window ends at local midnight after its last day
+        "deadline_time": human_time(LAST_MINUTE),
         "deadline_date": last_day.isoformat(),
         "extended": deadline is not None and deadline != wave.closes,
     }

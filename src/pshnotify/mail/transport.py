@@ -35,6 +35,7 @@ from pshnotify.domain.errors import (
     RelayLoginError,
     TransientDeliveryError,
 )
+from pshnotify.mail.address import NEEDS_SMTPUTF8, wire_address
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _CLOSE_GRACE = 0.05  # seconds
@@ -133,12 +134,20 @@ class SmtpConnection:
         smtp = self._smtp
         assert smtp is not None
         self._body_written = False
+        to, sender_wire = wire_address(recipient), wire_address(sender)
+        smtputf8 = to.smtputf8 or sender_wire.smtputf8
+        sender, recipient = sender_wire.address, to.address
+        if smtputf8:
+            await self._check_smtputf8(smtp)
         try:
             # One deadline for the transaction, moved on for the reply to the data, instead of
             # aiosmtplib's wait_for() per command (a timer and two futures each, four times).
             async with asyncio.timeout(self.config.timeout) as deadline:
-                if smtp.is_ehlo_or_helo_needed or not (_plain(sender) and _plain(recipient)):
-                    # the library's path: EHLO first, SMTPUTF8, quoting
+                if smtputf8:
+                    await smtp.mail(sender, options=["SMTPUTF8"], encoding="utf-8", timeout=None)
+                    await smtp.rcpt(recipient, encoding="utf-8", timeout=None)
+                elif smtp.is_ehlo_or_helo_needed or not (_plain(sender) and _plain(recipient)):
+                    # the library's path: EHLO first, quoting
                     await smtp.mail(sender, timeout=None)
                     await smtp.rcpt(recipient, timeout=None)
                 else:
@@ -158,6 +167,17 @@ class SmtpConnection:
             raise TransientDeliveryError(None, f"connection lost before the data: {exc}") from exc
         self.sent_on_connection += 1
         return Reply(response.code, response.message)
+
+    async def _check_smtputf8(self, smtp: aiosmtplib.SMTP) -> None:
+        """A non-ASCII local part can only go through a relay that offers SMTPUTF8."""
+        try:
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+        except (TimeoutError, SMTPException, OSError) as exc:
+            await self._drop()
+            raise TransientDeliveryError(None, f"connection lost before the data: {exc}") from exc
+        if not smtp.supports_extension("smtputf8"):
+            raise PermanentDeliveryError(None, NEEDS_SMTPUTF8)
 
     async def _data(
         self, smtp: aiosmtplib.SMTP, data: bytes, deadline: asyncio.Timeout

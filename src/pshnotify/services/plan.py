@@ -102,7 +102,9 @@ def _plan_reports(
             continue
         night = max(first + dt.timedelta(days=1), today)
         while night <= w.last_deadline + dt.timedelta(days=1):
-            if (w.address.lower(), night.isoformat()) not in done:
+            if (w.address.lower(), night.isoformat()) not in done and (
+                program.sending.reports_on(night)
+            ):
                 days[night]["report"] += 1
             night += dt.timedelta(days=1)
 

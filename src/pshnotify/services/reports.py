@@ -332,11 +332,14 @@ class OfficerWindow:
 def report_night(program: Program, now: dt.datetime) -> dt.date | None:
     """Today's local date once the local report time has come; None before it.
 
-    Only today's night is ever returned: a pass after downtime sends this night's report, and
+    Only today's night is ever returned (and not a closure when
+    `reports_on_closed_dates = false`): a pass after downtime sends this night's report, and
     never back-fills the nights it missed (they would be stale on arrival).
     """
     local = now.astimezone(program.tz)
     at = dt.datetime.combine(local.date(), program.sending.report_time, program.tz)
+    if not program.sending.reports_on(local.date()):
+        return None  # a closure, and the program says no report then
     return local.date() if now >= at else None
 
 

@@ -35,6 +35,7 @@ class RosterReport:
     dry_run: bool = False
     by_wave: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)  # imported, but worth a look
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class RosterReport:
             "dry_run": self.dry_run,
             "by_wave": dict(sorted(self.by_wave.items())),
             "by_reason": dict(sorted(self.by_reason.items())),
+            "warnings": self.warnings,
         }
 
 
@@ -73,6 +75,12 @@ def import_roster(
     rows = read_roster(path, program, progress)
     decisions = _decide(program, rows, str(path))
     report = RosterReport(file=str(path), rows=len(rows), dry_run=dry_run)
+    report.warnings = [
+        f"{path}:{r.line}: email: {r.email!r} has a non-ASCII local part; it can only be "
+        "delivered through a relay that offers SMTPUTF8 (otherwise its messages end failed)"
+        for r in rows
+        if not r.email.isascii() and not r.email.rpartition("@")[0].isascii()
+    ]
     now = clock.now()
     with transaction(engine, dry_run=dry_run) as conn:
         _check_email_owners(conn, rows, str(path))
@@ -147,6 +155,7 @@ def _person_values(r: RosterRow) -> dict[str, Any]:
         "program_year": r.program_year,
         "affiliation": r.affiliation,
         "admin_officer": r.admin_officer,
+        "timezone": r.timezone,
         "extra": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.extra.items()},
     }
 

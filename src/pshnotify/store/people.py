@@ -23,6 +23,7 @@ PERSON_FIELDS = (
     "program_year",
     "affiliation",
     "admin_officer",
+    "timezone",
     "extra",
 )
 ENROLLMENT_FIELDS = ("wave_key", "wave_override", "status", "reason")

@@ -148,6 +148,7 @@ people = Table(
     Column("program_year", Integer),
     Column("affiliation", Text),
     Column("admin_officer", Text),
+    Column("timezone", Text),  # IANA name; NULL: the program's zone (0009)
     Column("extra", JSON, nullable=False),
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),
