@@ -54,8 +54,8 @@ def completions_import(
 
     with handle_errors():
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
         stored = rt.program(program)
+        rehearsal_note(rt, now, stored.program.tz)
         report = import_completions(
             rt.engine,
             stored,
@@ -171,8 +171,8 @@ def complete(
 
     with handle_errors():
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
         stored = rt.program(program)
+        rehearsal_note(rt, now, stored.program.tz)
         when = None
         if at is not None:
             try:

@@ -43,7 +43,6 @@ from pshnotify.store.sql import insert_ignoring_duplicates
 SOURCES = ("import", "webhook", "xapi", "operator")
 ALTERNATIVE = "alternative"  # an operator-approved alternative to the program's options
 # What a completion makes moot. Confirmations and reports are not the person's reminders.
-STOPPED_KINDS = [Kind.LAUNCH.value, Kind.REMINDER.value, Kind.OVERDUE.value, Kind.INVITATION.value]
 # A learning system's clock may run a little ahead of ours; more than this is a wrong date.
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 _MAX_KEY = 400  # completions.dedupe_key
@@ -235,7 +234,7 @@ def _apply(
         person_ids=[person.person_id],
         reason="completed",
         now=now,
-        kinds=STOPPED_KINDS,
+        kinds=Kind.asking(),
     )
     queued = False
     # Someone who left the roster is recorded as complete but not written to.

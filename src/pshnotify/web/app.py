@@ -34,7 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
@@ -111,11 +112,13 @@ def create_app(
     settings: Settings,
     load_program: ProgramLoader,
     metrics: Callable[[], bytes] | None = None,
+    console: ASGIApp | None = None,
 ) -> Starlette:
     """The completions app. A malformed webhook secret stops the start (InputError) rather
-    than failing every delivery later; a missing one only turns its endpoint off (503)."""
+    than failing every delivery later; a missing one only turns its endpoint off (503).
+    `console` (the web console) answers every other path."""
     endpoints = _Endpoints(engine, clock, settings, load_program, _webhook_key(settings))
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/webhooks/completions", endpoints.webhook, methods=["POST"]),
         Route("/xapi/statements", endpoints.xapi_statements, methods=["POST"]),
         Route("/healthz", endpoints.health, methods=["GET"]),
@@ -125,6 +128,8 @@ def create_app(
     from pshnotify.web.bounces import bounce_routes  # it uses this module's request helpers
 
     routes += bounce_routes(engine, clock, settings)
+    if console is not None:  # last: it answers every other path
+        routes.append(Mount("/", app=console))
     throttle = FailureThrottle(limit=settings.http_auth_failures, window=60.0)
     return Starlette(
         routes=routes,
