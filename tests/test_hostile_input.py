@@ -243,8 +243,7 @@ def test_a_hostile_program_file_is_refused_with_its_name(
     expected = {
         deep: f"{deep}: nested more than 32 levels deep",
         big: f"{big}: larger than 1024 KB; not a program file",
-        twice: f"{twice}: (top level): options[2].activity_ids: '{iri_b}' is already an "
-        "activity of option 'B'",
+        twice: f"{twice}: options[2].activity_ids: '{iri_b}' is already an activity of option 'B'",
     }
     for path, message in expected.items():
         checked = cli(env, "program", "check", str(path))
