@@ -42,6 +42,7 @@ class Kind(StrEnum):
     INVITATION = "invitation"
     CONFIRMATION = "confirmation"
     REPORT = "report"
+    EXTENSION = "extension"  # an extension's confirmation, with the deadline's calendar event
 
 
 def classify(code: int | None) -> Outcome:

@@ -340,7 +340,7 @@ class Dispatcher:
                 claimed, State.SKIPPED, "skipped", now, now, reason=skip, attempted=False
             )
         person = (
-            Recipient(row.external_id, row.name, row.email, row.department)
+            Recipient(row.external_id, row.name, row.email, row.department, row.timezone)
             if row
             else Recipient("", claimed.recipient_name, claimed.recipient_email, "")
         )
@@ -572,6 +572,7 @@ def _people_query(*, on_postgresql: bool) -> Any:
             people.c.name,
             people.c.email,
             people.c.department,
+            people.c.timezone,
             enrollments.c.program_id,
             enrollments.c.extended_until,
             enrollments.c.completed_at,
@@ -611,7 +612,8 @@ def _past_deadline(
 
 
 def _holds_to_working_hours(kind: str) -> bool:
-    return kind not in ("confirmation", "report")
+    # An extension's confirmation answers the person's request, like a completion's.
+    return kind not in ("confirmation", "report", "extension")
 
 
 def _skip_reason(claimed: outbox.Claimed, row: Any) -> str | None:
