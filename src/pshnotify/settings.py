@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pshnotify.domain.errors import InputError
@@ -61,6 +69,17 @@ class Settings(BaseSettings):
     envelope_from: str | None = None
     message_id_domain: str = DEFAULT_MESSAGE_ID_DOMAIN
 
+    # Bounces. With BOUNCE_ADDRESS each message's envelope sender is bounces+TOKEN@domain, the
+    # token naming the message under an HMAC keyed by BOUNCE_SECRET (services.bounces).
+    bounce_address: str | None = None
+    bounce_secret: SecretStr | None = None
+    bounce_maildir: Path | None = None  # where the MTA delivers the bounce address
+    bounce_imap_url: str | None = None  # imaps://user@host/INBOX
+    bounce_imap_password: SecretStr | None = None
+    bounce_imap_ca_file: Path | None = None
+    bounce_soft_days: int = Field(default=3, ge=1)  # soft bounces on this many days: marked
+    bounce_webhook_secret: SecretStr | None = None  # else WEBHOOK_SECRET signs bounce events
+
     # The HTTP endpoints for completions (Standard Webhooks and xAPI), served by the daemon.
     metrics: bool = True  # GET /metrics (Prometheus) on the daemon's HTTP port
     http_host: str = "127.0.0.1"
@@ -81,6 +100,25 @@ class Settings(BaseSettings):
     # recognise); "hold" leaves it `unknown` for an operator (`pshnotify messages retry`).
     unknown_policy: Literal["resend", "hold"] = "resend"
     worker_name: str | None = None
+    # AUTH over a connection without TLS sends the password as readable as this file: only to
+    # a relay on this machine, unless the operator says the network in between is trusted.
+    smtp_allow_plain_auth: bool = False
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> Settings:
+        relays = [("PSHNOTIFY_SMTP_TLS", self.smtp_host, self.smtp_tls, self.smtp_password)] + [
+            (f"PSHNOTIFY_SMTP_RELAYS[{i}].tls", r.host, r.tls, r.password)
+            for i, r in enumerate(self.smtp_relays)
+        ]
+        for name, host, tls, password in relays:
+            in_clear = tls == "none" and password is not None and not is_loopback(host)
+            if in_clear and not self.smtp_allow_plain_auth:
+                raise ValueError(
+                    f"{name}: none would send the SMTP password in clear to {host}; use "
+                    "starttls or tls, or set PSHNOTIFY_SMTP_ALLOW_PLAIN_AUTH=true if the "
+                    "network to the relay is trusted"
+                )
+        return self
 
     @field_validator("message_id_domain")
     @classmethod
@@ -101,13 +139,58 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("bounce_imap_url")
+    @classmethod
+    def _imap_url(cls, value: str | None) -> str | None:
+        if value:
+            from pshnotify.bounces.sources import parse_imap_url
+
+            parse_imap_url(value)
+        return value or None
+
+    @field_validator("bounce_webhook_secret")
+    @classmethod
+    def _bounce_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return cls._webhook_secret(value)
+
+    @model_validator(mode="after")
+    def _bounce_settings(self) -> Settings:
+        if self.bounce_address:
+            from pshnotify.bounces.verp import Verp
+
+            secret = self.bounce_secret.get_secret_value() if self.bounce_secret else ""
+            try:
+                Verp(self.bounce_address, secret.encode())
+            except ValueError as exc:
+                raise ValueError(f"PSHNOTIFY_BOUNCE_ADDRESS / _SECRET: {exc}") from None
+        if self.bounce_imap_url and self.bounce_imap_password is None:
+            raise ValueError("PSHNOTIFY_BOUNCE_IMAP_PASSWORD: required with BOUNCE_IMAP_URL")
+        return self
+
     def safe_summary(self) -> dict[str, object]:
         """What may be printed or logged: everything but the secret."""
-        secrets = ("smtp_password", "webhook_secret", "xapi_password")
+        secrets = (
+            "smtp_password",
+            "webhook_secret",
+            "xapi_password",
+            "bounce_secret",
+            "bounce_imap_password",
+            "bounce_webhook_secret",
+        )
         data = self.model_dump(exclude=set(secrets))
         for name in secrets:
             data[name] = "set" if getattr(self, name) else "not set"
         return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address: traffic to it never leaves the machine."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -117,7 +200,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
             msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(f"{name}: {msg}")
+            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {msg}" if err["loc"] else msg)  # a check across settings
         raise InputError(problems, hint="fix the environment variable or .env file") from None

@@ -6,6 +6,7 @@ Each module registers its commands on the shared Typer app in `common`.
 from __future__ import annotations
 
 from pshnotify.cli import (  # noqa: F401 - each module registers its commands
+    bounces,
     campaign,
     completions,
     demo,

@@ -1,6 +1,7 @@
 """Delivery states and what an SMTP reply means for a message.
 
 queued -> claimed (lease) -> sent | retry (at) | failed (reply kept) | unknown
+sent -> bounced (a delivery report came back: class, status and diagnostic in `bounces`)
 queued/retry -> cancelled (reason) | skipped (reason)
 """
 
@@ -15,6 +16,7 @@ class State(StrEnum):
     QUEUED = "queued"
     CLAIMED = "claimed"
     SENT = "sent"
+    BOUNCED = "bounced"
     RETRY = "retry"
     FAILED = "failed"
     UNKNOWN = "unknown"
@@ -23,7 +25,7 @@ class State(StrEnum):
 
 
 PENDING = (State.QUEUED, State.RETRY)
-FINAL = (State.SENT, State.FAILED, State.UNKNOWN, State.CANCELLED, State.SKIPPED)
+FINAL = (State.SENT, State.BOUNCED, State.FAILED, State.UNKNOWN, State.CANCELLED, State.SKIPPED)
 
 
 class Outcome(StrEnum):
@@ -36,6 +38,8 @@ class Outcome(StrEnum):
 
 
 class Kind(StrEnum):
+    """An email kind, and the groups it belongs to (asked here, never listed elsewhere)."""
+
     LAUNCH = "launch"
     REMINDER = "reminder"
     OVERDUE = "overdue"
@@ -43,6 +47,37 @@ class Kind(StrEnum):
     CONFIRMATION = "confirmation"
     REPORT = "report"
     EXTENSION = "extension"  # an extension's confirmation, with the deadline's calendar event
+
+    @property
+    def stops_on_completion(self) -> bool:
+        """Asks the person to take the training: pointless once they have (or are exempt,
+        removed or no longer required). The scheduler's cadence queues exactly these."""
+        return self in _ASKING
+
+    @property
+    def held_to_working_hours(self) -> bool:
+        """Sent only in working hours (a confirmation, an extension's confirmation or an
+        officer's report answers something that just happened, so it goes at once)."""
+        return self not in (Kind.CONFIRMATION, Kind.REPORT, Kind.EXTENSION)
+
+    @property
+    def ends_at_deadline(self) -> bool:
+        """Pointless once the person's deadline has passed (a reminder of it)."""
+        return self is Kind.REMINDER
+
+    @property
+    def per_person(self) -> bool:
+        """Written to one enrolled person (an officer's report is written to an officer)."""
+        return self is not Kind.REPORT
+
+    @classmethod
+    def asking(cls) -> list[str]:
+        """The values of the kinds that stop on completion (for SQL filters)."""
+        return [k.value for k in cls if k.stops_on_completion]
+
+
+# An extension's confirmation too: a new deadline means nothing to someone complete or exempt.
+_ASKING = frozenset({Kind.LAUNCH, Kind.INVITATION, Kind.REMINDER, Kind.OVERDUE, Kind.EXTENSION})
 
 
 def classify(code: int | None) -> Outcome:

@@ -215,7 +215,13 @@ def compose(env: Envelope, content: Rendered, attachments: Sequence[Attachment] 
     ]
     if env.wave:
         headers.append(("X-Pshnotify-Wave", _safe(env.wave, "wave key")))
-    headers += [("X-Pshnotify-Kind", _safe(env.kind, "kind")), ("MIME-Version", "1.0")]
+    headers += [
+        ("X-Pshnotify-Kind", _safe(env.kind, "kind")),
+        # RFC 3834: auto-responders should not answer; Exchange's own header says the same.
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("MIME-Version", "1.0"),
+    ]
     alt = _boundary(env.message_id, "alt")
     alternative = _multipart(
         "alternative", alt, [_part("plain", content.text), _part("html", content.html)]

@@ -25,6 +25,10 @@ async def one_pass(
     rt: Runtime, dispatcher: Dispatcher, nightly: Sequence[NightlyJob] = ()
 ) -> tuple[PassReport, DispatchReport]:
     """Exactly what the daemon does at one instant (`run --once` is this, once)."""
+    try:  # first: a bounce read now stops what is due to a dead address
+        await asyncio.to_thread(rt.scan_bounces)
+    except Exception:  # a mailbox that is down must not stop the sending
+        logging.getLogger(__name__).exception("bounce scan failed; the next pass tries again")
     queued = await asyncio.to_thread(
         run_pass, rt.engine, rt.clock, rt.settings.message_id_domain, nightly
     )

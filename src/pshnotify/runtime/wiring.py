@@ -15,8 +15,11 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 import pshnotify.mail.report_kind  # noqa: F401 - registers the report kind
+from pshnotify.bounces.sources import ImapSource, MaildirSource, Source, parse_imap_url
+from pshnotify.bounces.verp import Verp
 from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
 from pshnotify.mail.kinds import sample_contexts
@@ -24,13 +27,14 @@ from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConfig, SmtpConnection
 from pshnotify.runtime.metrics import Metrics
+from pshnotify.services.bounce_scan import ScanConfig, ScanReport, scan
 from pshnotify.services.dispatch import DispatchConfig, Dispatcher
 from pshnotify.services.programs import all_programs, select_program
 from pshnotify.services.reports import queue_nightly_reports, report_enricher
 from pshnotify.services.schedule import NightlyJob
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
-from pshnotify.store.db import make_engine
+from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
 from pshnotify.store.programs import StoredProgram
 
 
@@ -58,7 +62,24 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        """The database, reached once before any work: a wrong or unreachable URL is bad
+        input naming the variable (exit 2), not a traceback from the first query."""
+        hint = "set PSHNOTIFY_DATABASE_URL to a database this machine can reach"
+        try:
+            engine = make_engine(self.settings.database_url)
+        except DatabaseUrlError as exc:
+            raise InputError([f"PSHNOTIFY_DATABASE_URL: {exc}"], hint=hint) from None
+        try:
+            with engine.connect():
+                pass
+        except DBAPIError as exc:
+            engine.dispose()
+            first = str(exc.orig or exc).strip().splitlines() or ["no reason given"]
+            where = display_url(self.settings.database_url)
+            raise InputError(
+                [f"PSHNOTIFY_DATABASE_URL: cannot connect to {where}: {first[0]}"], hint=hint
+            ) from None
+        return engine
 
     @cached_property
     def actor(self) -> str:
@@ -151,6 +172,7 @@ class Runtime:
             max_attempts=s.max_attempts,
             max_age=dt.timedelta(hours=s.retry_max_age_hours),
             unknown_policy=s.unknown_policy,
+            bounce_sender=self.verp.sender_for if self.verp else None,
         )
         connections = self.smtp_connections()
         return Dispatcher(
@@ -163,6 +185,39 @@ class Runtime:
             observe_send=self.metrics.send_seconds.observe,
             enrichers={"report": report_enricher},
         )
+
+    @cached_property
+    def verp(self) -> Verp | None:
+        s = self.settings
+        if not s.bounce_address or s.bounce_secret is None:
+            return None
+        return Verp(s.bounce_address, s.bounce_secret.get_secret_value().encode())
+
+    def bounce_sources(self) -> list[Source]:
+        """The configured bounce mailboxes, opened (an IMAP login happens here)."""
+        s = self.settings
+        sources: list[Source] = []
+        if s.bounce_maildir is not None:
+            sources.append(MaildirSource(s.bounce_maildir))
+        if s.bounce_imap_url and s.bounce_imap_password is not None:
+            address = parse_imap_url(s.bounce_imap_url)
+            password = s.bounce_imap_password.get_secret_value()
+            sources.append(ImapSource(address, password, s.bounce_imap_ca_file))
+        return sources
+
+    def scan_config(self) -> ScanConfig:
+        return ScanConfig(verp=self.verp, soft_days=self.settings.bounce_soft_days)
+
+    def scan_bounces(self) -> ScanReport | None:
+        """The daemon's poll of the bounce mailboxes (None when none is configured)."""
+        if not (self.settings.bounce_maildir or self.settings.bounce_imap_url):
+            return None
+        sources = self.bounce_sources()
+        try:
+            return scan(self.engine, self.clock, sources, self.scan_config())
+        finally:
+            for source in sources:
+                source.close()
 
     def program_keys(self) -> list[str]:
         return [p.key for p in all_programs(self.engine)]

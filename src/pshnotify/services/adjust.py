@@ -9,15 +9,17 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, update
 
 from pshnotify.clock import Clock
-from pshnotify.domain.delivery import idempotency_key
+from pshnotify.domain import policy
+from pshnotify.domain.delivery import Kind, idempotency_key
 from pshnotify.domain.errors import InputError, NotFoundError
+from pshnotify.domain.text import text_problem
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
 
-_PENDING_KINDS = ["launch", "invitation", "reminder", "overdue", "extension"]
-_EXTENSION = "extension"  # the confirmation of an extension, with the deadline's .ics
+MAX_REASON = 500  # an exemption's reason, shown in reports
+_EXTENSION = Kind.EXTENSION.value  # the confirmation of an extension, with its .ics
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def extend(
             person_ids=[row.person_id],
             reason="deadline extended",
             now=now,
-            kinds=["reminder", "overdue"],
+            kinds=[Kind.REMINDER.value, Kind.OVERDUE.value],
         )
         conn.execute(
             update(enrollments)
@@ -123,7 +125,13 @@ def _queue_extension_email(
     """The person hears of their new deadline at once (not held to working hours: it answers
     their request). Each extension is its own message, numbered: the number is the calendar
     event's SEQUENCE, so the latest extension's event replaces the earlier ones'."""
-    if row.status != "required" or row.removed_at or row.exempted_reason or row.completed_at:
+    standing = policy.Standing(
+        status=row.status,
+        removed=row.removed_at is not None,
+        exempted_reason=row.exempted_reason,
+        completed=row.completed_at is not None,
+    )
+    if not policy.owes_training(standing):
         return False  # nothing is asked of them: no email about a deadline
     earlier = conn.scalar(
         select(func.count()).where(
@@ -163,6 +171,8 @@ def exempt(
     reason = " ".join(reason.split())
     if not reason:
         raise InputError(["--reason: give the reason the reports will show"])
+    if problem := text_problem(reason, MAX_REASON):
+        raise InputError([f"--reason: {problem}"])
     now = clock.now()
     with engine.begin() as conn:
         row = find_enrollment(conn, stored, person_ref)
@@ -172,7 +182,7 @@ def exempt(
             person_ids=[row.person_id],
             reason=f"exempted: {reason}",
             now=now,
-            kinds=_PENDING_KINDS,
+            kinds=Kind.asking(),
         )
         conn.execute(
             update(enrollments)

@@ -14,6 +14,7 @@ from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError
 from pshnotify.ingest.csvfile import ProgressFn
 from pshnotify.ingest.roster_csv import RosterRow, read_roster
+from pshnotify.services import bounces
 from pshnotify.services.completions import match_unmatched
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
@@ -32,6 +33,7 @@ class RosterReport:
     removed: int = 0
     cancelled_messages: int = 0
     matched_completions: int = 0
+    cleared_undeliverable: int = 0
     dry_run: bool = False
     by_wave: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
@@ -47,6 +49,7 @@ class RosterReport:
             "removed": self.removed,
             "cancelled_messages": self.cancelled_messages,
             "matched_completions": self.matched_completions,
+            "cleared_undeliverable": self.cleared_undeliverable,
             "dry_run": self.dry_run,
             "by_wave": dict(sorted(self.by_wave.items())),
             "by_reason": dict(sorted(self.by_reason.items())),
@@ -84,9 +87,13 @@ def import_roster(
     now = clock.now()
     with transaction(engine, dry_run=dry_run) as conn:
         _check_email_owners(conn, rows, str(path))
-        _apply_people(conn, rows, report, now)
+        readdressed = _apply_people(conn, rows, report, now)
         ids = repo.person_ids(conn)
         _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge)
+        # A new address clears an undeliverable mark; the launch email goes to it.
+        report.cleared_undeliverable = bounces.readdressed(
+            conn, stored, readdressed, now, actor=actor, message_id_domain=message_id_domain
+        )
         # A completion that arrived before its person did is matched now.
         report.matched_completions = match_unmatched(conn, stored, now, message_id_domain)
         audit.record(
@@ -160,9 +167,13 @@ def _person_values(r: RosterRow) -> dict[str, Any]:
     }
 
 
-def _apply_people(conn: Any, rows: list[RosterRow], report: RosterReport, now: dt.datetime) -> None:
+def _apply_people(
+    conn: Any, rows: list[RosterRow], report: RosterReport, now: dt.datetime
+) -> list[int]:
+    """Insert and update people; returns the ids of those whose address changed."""
     existing = repo.existing_people(conn)
-    new, changed = [], []
+    new, changed, readdressed = [], [], []
+    email_at = repo.PERSON_FIELDS.index("email_key")
     for r in rows:
         values = _person_values(r)
         old = existing.get(r.external_id)
@@ -170,10 +181,13 @@ def _apply_people(conn: Any, rows: list[RosterRow], report: RosterReport, now: d
             new.append({"external_id": r.external_id, **values})
         elif old.values != tuple(values[f] for f in repo.PERSON_FIELDS):
             changed.append({"id": old.id, **values})
+            if old.values[email_at] != r.email_key:
+                readdressed.append(old.id)
     repo.insert_people(conn, new, now)
     repo.update_people(conn, changed, now)
     report.added, report.updated = len(new), len(changed)
     report.unchanged = len(rows) - len(new) - len(changed)
+    return readdressed
 
 
 def _apply_enrollments(

@@ -289,3 +289,55 @@ audit_log = Table(
     Column("subject", Text),
     Column("details", JSON, nullable=False),
 )
+
+bounces = Table(
+    "bounces",
+    metadata,
+    # One failed recipient of one bounce (or one webhook event), matched to our message when
+    # its VERP token or its Message-ID and recipient say which; the rest are kept unmatched.
+    Column("id", Integer, primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("source", String(16), nullable=False),  # maildir | imap | file | webhook
+    # The bounce's identity (its Message-ID or content digest, and the recipient): a second
+    # scan of the same mail, or the same webhook event twice, is a UNIQUE violation.
+    Column("dedupe_key", _machine_key(400), nullable=False, unique=True),
+    Column("message_row_id", Integer),  # messages.id (no foreign key, as messages' own, 0006)
+    Column("program_id", Integer),
+    Column("person_id", Integer),
+    Column("recipient", Text, nullable=False),
+    Column("class", String(16), nullable=False),  # hard | soft | blocked | complaint | delayed
+    Column("status", String(16)),  # the RFC 3463 code, when the report gives one
+    Column("diagnostic", Text, nullable=False),
+    Index(None, "person_id"),
+)
+
+undeliverable = Table(
+    "undeliverable",
+    metadata,
+    # A person's address that bounced (hard once, or soft on several days): nothing more is sent
+    # to it until a roster import brings a new address or an operator says it is fine.
+    Column("person_id", ForeignKey("people.id", ondelete="CASCADE"), primary_key=True),
+    Column("email_key", String(320), nullable=False),  # the address that failed
+    Column("since", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("bounce_id", Integer),
+    # Cleared (a new address, or `pshnotify address ok`): the row stays, so soft bounces are
+    # counted afresh from here and the console can say when and by whom.
+    Column("cleared_at", UTCDateTime),
+    Column("cleared_by", Text),
+)
+
+unrecognised_bounces = Table(
+    "unrecognised_bounces",
+    metadata,
+    # Mail at the bounce address that pshnotify could not read: kept (moved to a folder of its
+    # own, never deleted) and listed for a person by `pshnotify bounces unrecognised`.
+    Column("id", Integer, primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("location", Text, nullable=False),  # where the mail now is
+    Column("dedupe_key", _machine_key(400), nullable=False, unique=True),
+    Column("sender", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+)

@@ -7,6 +7,7 @@ Database work runs in worker threads; the event loop (shared with the daemon) ne
 Routes:
     POST /webhooks/completions   Standard Webhooks signed JSON {person, option, completed_at}
     POST /xapi/statements        HTTP Basic; one xAPI statement or a list ("completed" only)
+    POST /webhooks/bounces       Standard Webhooks signed bounce events (web/bounces.py)
     GET  /healthz                liveness for a load balancer or monitor
 """
 
@@ -36,6 +37,8 @@ from starlette.routing import Route
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
+from pshnotify.domain.text import text_problem
+from pshnotify.ingest import completions_csv
 from pshnotify.ingest import webhook_signing as signing
 from pshnotify.ingest.completions_csv import parse_completed_at
 from pshnotify.services.completions import (
@@ -58,6 +61,14 @@ ProgramLoader = Callable[[str | None], StoredProgram]
 MAX_BODY = 1024 * 1024  # a completion is a few hundred bytes; a batch of statements, more
 _REALM = 'Basic realm="pshnotify xAPI", charset="UTF-8"'
 _XAPI_FIELDS = {"person": "actor.mbox", "option": "object.id", "completed_at": "timestamp"}
+# The same limits as the completions file's columns (a program key is 64 at most).
+_WEBHOOK_LIMITS = {
+    "person": completions_csv.MAX_REF,
+    "option": completions_csv.MAX_OPTION,
+    "completed_at": completions_csv.MAX_INSTANT,
+    "program": 64,
+    "note": completions_csv.MAX_NOTE,
+}
 
 
 class HttpError(Exception):
@@ -102,6 +113,9 @@ def create_app(
     ]
     if metrics is not None:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
+    from pshnotify.web.bounces import bounce_routes  # it uses this module's request helpers
+
+    routes += bounce_routes(engine, clock, settings)
     return Starlette(routes=routes, exception_handlers={HttpError: _http_error})
 
 
@@ -167,6 +181,7 @@ class _Endpoints:
             completed_at=completed_at,
             source="webhook",
             now=now,
+            note=req.note,
         )
         if problems:
             raise HttpError(400, "bad completion", [f"{f}: {p}" for f, p in problems])
@@ -316,6 +331,9 @@ def _webhook_payload(data: Any) -> _WebhookCompletion:
             return None
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{name}: expected a non-empty string")
+            return None
+        if problem := text_problem(value, _WEBHOOK_LIMITS[name]):
+            problems.append(f"{name}: {problem}")
             return None
         return value.strip()
 
