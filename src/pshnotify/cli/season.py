@@ -18,6 +18,7 @@ from pshnotify.cli.common import (
     err,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
@@ -47,8 +48,8 @@ def run(
         if log_format not in ("text", "json"):
             raise InputError([f"--log-format: expected text or json, got {log_format!r}"])
         rt = make_runtime(now, moving=not once)
-        rehearsal_note(rt, now)
-        rt.program(None)  # checks the program file and keeps the stored copy in step
+        # checks the program file and keeps the stored copy in step
+        rehearsal_note(rt, now, rt.program(None).program.tz)
         if once:
             _once(rt, as_json)
             return
@@ -127,7 +128,12 @@ def plan(
             print_json(data)
             return
         kinds = [k for k in KINDS if data["totals"].get(k)]
-        table = Table("date", *kinds, title=f"plan for {data['program']} from {data['now'][:16]}")
+        table = Table(
+            "date",
+            *kinds,
+            title=f"plan for {data['program']} from "
+            f"{local_time(dt.datetime.fromisoformat(data['now']), stored.program.tz)}",
+        )
         for day in data["days"]:
             when = dt.date.fromisoformat(day["date"]).strftime("%a %Y-%m-%d")
             table.add_row(when, *(str(day.get(k, "")) for k in kinds))
