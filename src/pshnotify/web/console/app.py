@@ -34,6 +34,7 @@ from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.services import lookup, progress
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page
+from pshnotify.services.bounces import address_ok
 from pshnotify.services.completions import ALTERNATIVE, complete_by_operator
 from pshnotify.services.launch import launch_wave, preview_launch
 from pshnotify.services.reports import department_csv
@@ -125,6 +126,7 @@ class Console:
             Route("/people/{id:path}/extend", a(self.extend), methods=["POST"]),
             Route("/people/{id:path}/exempt", a(self.exempt), methods=["POST"]),
             Route("/people/{id:path}/complete", a(self.complete), methods=["POST"]),
+            Route("/people/{id:path}/address-ok", a(self.address_ok), methods=["POST"]),
             Route("/people/{id:path}", p(self.person), methods=["GET"]),
             Route("/departments", p(self.departments)),
             Route("/departments/report.csv", p(self.report_csv)),
@@ -352,7 +354,7 @@ class Console:
         if not call.user.is_operator:
             return RedirectResponse("/departments", 303)
         stored, now = call.stored, self.clock.now()
-        status, per_day = await run_in_threadpool(self._dashboard_data, stored, now)
+        status, per_day, marked = await run_in_threadpool(self._dashboard_data, stored, now)
         program = stored.program
         today = now.astimezone(program.tz).date()
         waves = [
@@ -365,7 +367,8 @@ class Console:
             call,
             "dashboard.html",
             status=status,
-            cards=[_wave_card(key, status["waves"][key]) for key, *_ in waves],
+            cards=[_wave_card(key, status["waves"][key], marked.get(key, 0)) for key, *_ in waves],
+            undeliverable=sum(marked.values()),
             timeline=charts.timeline(waves, today),
             daily=charts.daily(per_day, opens, closes, today),
             completed_total=sum(per_day.values()),
@@ -373,9 +376,11 @@ class Console:
 
     def _dashboard_data(
         self, stored: StoredProgram, now: dt.datetime
-    ) -> tuple[dict[str, Any], dict[dt.date, int]]:
-        return program_status(self.engine, stored, now), progress.completions_per_day(
-            self.engine, stored
+    ) -> tuple[dict[str, Any], dict[dt.date, int], dict[str, int]]:
+        return (
+            program_status(self.engine, stored, now),
+            progress.completions_per_day(self.engine, stored),
+            progress.undeliverable_by_wave(self.engine, stored),
         )
 
     def _wave_of(self, call: _Call) -> str:
@@ -390,19 +395,20 @@ class Console:
         page = _page_number(call.request)
         stored, now = call.stored, self.clock.now()
 
-        def read() -> tuple[Any, Any, Any]:
+        def read() -> tuple[Any, Any, Any, int]:
             return (
                 program_status(self.engine, stored, now)["waves"][key],
                 preview_launch(self.engine, stored, key, self.clock),
-                lookup.find_people(self.engine, stored, query=q, wave=key, page=page),
+                lookup.find_people(self.engine, stored, now, query=q, wave=key, page=page),
+                progress.undeliverable_by_wave(self.engine, stored).get(key, 0),
             )
 
-        status, dry_run, members = await run_in_threadpool(read)
+        status, dry_run, members, marked = await run_in_threadpool(read)
         return self.render(
             call,
             "wave.html",
             wave=stored.program.wave(key),
-            card=_wave_card(key, status),
+            card=_wave_card(key, status, marked),
             dry_run=dry_run,
             can_launch=dry_run.to_queue > 0,
             members=members,
@@ -411,8 +417,13 @@ class Console:
 
     async def wave_progress(self, call: _Call) -> Response:
         key = self._wave_of(call)
-        status = await run_in_threadpool(program_status, self.engine, call.stored, self.clock.now())
-        return self.render(call, "_progress.html", card=_wave_card(key, status["waves"][key]))
+
+        def read() -> WaveCard:
+            status = program_status(self.engine, call.stored, self.clock.now())
+            marked = progress.undeliverable_by_wave(self.engine, call.stored).get(key, 0)
+            return _wave_card(key, status["waves"][key], marked)
+
+        return self.render(call, "_progress.html", card=await run_in_threadpool(read))
 
     async def launch_confirm(self, call: _Call) -> Response:
         key = self._wave_of(call)
@@ -445,7 +456,12 @@ class Console:
         page = _page_number(call.request)
         found = await run_in_threadpool(
             lambda: lookup.find_people(
-                self.engine, call.stored, query=q, departments=_scope(call.user), page=page
+                self.engine,
+                call.stored,
+                self.clock.now(),
+                query=q,
+                departments=_scope(call.user),
+                page=page,
             )
         )
         return self.render(call, "people.html", found=found, q=q)
@@ -596,6 +612,23 @@ class Console:
 
         return await self._person_action(call, work)
 
+    async def address_ok(self, call: _Call, _form: FormData) -> Response:
+        def work(person_id: str) -> str:
+            done = address_ok(
+                self.engine,
+                call.stored,
+                person_id,
+                self.clock,
+                actor=call.user.login,
+                message_id_domain=self.settings.message_id_domain,
+            )
+            if not done.was_marked:
+                return f"{done.email} was not marked undeliverable; nothing changed."
+            again = "; the launch email goes out again" if done.launch_requeued else ""
+            return f"{done.email} is marked as working again{again}."
+
+        return await self._person_action(call, work)
+
 
 # -- helpers --------------------------------------------------------------------------------------
 def _scope(user: User) -> Sequence[str] | None:
@@ -646,15 +679,17 @@ class WaveCard:
     not_required: dict[str, int]
 
 
-def _wave_card(key: str, w: dict[str, Any]) -> WaveCard:
-    """One wave's progress bars from `status`'s numbers (the CLI's `status`, drawn)."""
+def _wave_card(key: str, w: dict[str, Any], undeliverable: int = 0) -> WaveCard:
+    """One wave's progress bars from `status`'s numbers (the CLI's `status`, drawn); the
+    undeliverable are those who still owe the training and cannot be reached."""
     ppl, msg = w["people"], w["messages"]
     exempt_n = sum(ppl["not_required"].values())
     people = charts.stacked(
         "people",
         [
             ("complete", "complete", ppl["completed"]),
-            ("pending", "pending", ppl["required"] - ppl["completed"]),
+            ("pending", "pending", ppl["required"] - ppl["completed"] - undeliverable),
+            ("undeliverable", "undeliverable", undeliverable),
             ("exempt", "exempt / not required", exempt_n),
         ],
     )
@@ -663,7 +698,7 @@ def _wave_card(key: str, w: dict[str, Any]) -> WaveCard:
         [
             ("delivered", "delivered", msg["sent"]),
             ("waiting", "waiting", msg["queued"] + msg["claimed"] + msg["retry"]),
-            ("failed", "failed", msg["failed"] + msg["unknown"]),
+            ("failed", "failed or bounced", msg["failed"] + msg["unknown"] + msg.get("bounced", 0)),
         ],
     )
     return WaveCard(
