@@ -32,6 +32,7 @@ from pshnotify.services.lookup import PER_PAGE, Page, in_departments, standing
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, undeliverable
+from pshnotify.store.sql import chunks
 
 SHOWS = ("overdue", "pending", "complete", "exempt", "unreachable")
 # Messages whose failure means the person did not hear from us (a report's is the officer's).
@@ -89,22 +90,30 @@ def _unreachable(program_id: int) -> Any:
 
 def undeliverable_by_wave(engine: Engine, stored: StoredProgram) -> dict[str, int]:
     """Per wave, the people who still owe the training and whose address is marked
-    undeliverable: nothing reaches them until the roster or an operator fixes it."""
-    q = (
-        select(enrollments.c.wave_key, func.count())
-        .select_from(
-            undeliverable.join(enrollments, enrollments.c.person_id == undeliverable.c.person_id)
-        )
-        .where(
-            enrollments.c.program_id == stored.id,
-            enrollments.c.removed_at.is_(None),
-            undeliverable.c.cleared_at.is_(None),
-            _owes(),
-        )
-        .group_by(enrollments.c.wave_key)
-    )
+    undeliverable: nothing reaches them until the roster or an operator fixes it.
+
+    The marks are read first (few, and none at all in most programs), then their enrollments:
+    a join let SQLite walk all 100,000 enrollments to probe the marks (62 ms with none)."""
+    out: Counter[str] = Counter()
     with engine.connect() as conn:
-        return {w: int(n) for w, n in conn.execute(q)}
+        marked = list(
+            conn.scalars(
+                select(undeliverable.c.person_id).where(undeliverable.c.cleared_at.is_(None))
+            )
+        )
+        for part in chunks(marked, 500):
+            q = (
+                select(enrollments.c.wave_key, func.count())
+                .where(
+                    enrollments.c.program_id == stored.id,
+                    enrollments.c.person_id.in_(part),
+                    enrollments.c.removed_at.is_(None),
+                    _owes(),
+                )
+                .group_by(enrollments.c.wave_key)
+            )
+            out.update({w: int(n) for w, n in conn.execute(q)})
+    return dict(out)
 
 
 def _show_condition(show: str, program: Program, program_id: int, today: dt.date) -> Any:
