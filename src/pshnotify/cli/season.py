@@ -162,11 +162,23 @@ def extend(
             raise InputError([f"--until: expected YYYY-MM-DD, got {until!r}"]) from None
         rt = make_runtime(now)
         done = do_extend(
-            rt.engine, rt.program(program), person, day, rt.clock, actor=rt.actor, note=note
+            rt.engine,
+            rt.program(program),
+            person,
+            day,
+            rt.clock,
+            actor=rt.actor,
+            note=note,
+            message_id_domain=rt.settings.message_id_domain,
+        )
+        told = (
+            "; a confirmation with the updated calendar event is queued"
+            if done.detail["confirmation_queued"]
+            else ""
         )
         out.print(
             f"{done.person} ({done.wave}): deadline {done.detail['previous']} -> "
-            f"{done.detail['until']}"
+            f"{done.detail['until']}{told}"
         )
 
 
