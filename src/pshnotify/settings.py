@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None  # "whsec_" + base64, as Standard Webhooks issues
     xapi_username: str | None = None
     xapi_password: SecretStr | None = None
+    # The HTTP side's bounds (web/bounds.py, web/throttle.py).
+    http_max_connections: int = Field(default=100, ge=1, le=10_000)
+    http_read_timeout: float = Field(default=10.0, gt=0, le=300)  # a request's headers + body
+    http_keep_alive: float = Field(default=5.0, gt=0, le=300)
+    http_auth_failures: int = Field(default=10, ge=1)  # per client address per minute
 
     # The web console (served on HTTP_HOST/_PORT with the endpoints above).
     console: bool = True

@@ -263,8 +263,19 @@ class Runtime:
         if not self.http_enabled():
             return []
         from pshnotify.web import serve
+        from pshnotify.web.bounds import HttpLimits
 
-        return [serve(self.http_app(), s.http_host, s.http_port, stop, on_listening=on_listening)]
+        limits = HttpLimits(s.http_max_connections, s.http_read_timeout, s.http_keep_alive)
+        return [
+            serve(
+                self.http_app(),
+                s.http_host,
+                s.http_port,
+                stop,
+                on_listening=on_listening,
+                limits=limits,
+            )
+        ]
 
     def http_app(self) -> Any:
         from pshnotify.web import create_app
