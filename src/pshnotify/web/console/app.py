@@ -36,7 +36,12 @@ from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page
 from pshnotify.services.bounces import address_ok
 from pshnotify.services.completions import ALTERNATIVE, complete_by_operator
-from pshnotify.services.launch import launch_wave, preview_launch
+from pshnotify.services.launch import (
+    cancel_launch,
+    launch_wave,
+    preview_launch,
+    schedule_launch,
+)
 from pshnotify.services.reports import department_csv
 from pshnotify.services.status import program_status
 from pshnotify.services.users import User, authenticate, get_user, note_sign_in
@@ -44,7 +49,7 @@ from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web.console import charts
 from pshnotify.web.console.session import CSRF_FIELD, Session, SessionCodec
-from pshnotify.web.console.throttle import FailureWindow, Throttle
+from pshnotify.web.console.throttle import SignInThrottle
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -95,12 +100,12 @@ class Console:
         settings: Settings,
         load_program: ProgramLoader,
         secret: bytes,
-        throttle: Throttle | None = None,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self.engine, self.clock, self.settings = engine, clock, settings
         self.load_program = load_program
         self.codec = SessionCodec(secret, int(settings.web_session_hours * 3600))
-        self.throttle: Throttle = throttle or FailureWindow()
+        self.throttle = throttle or SignInThrottle()
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.web_trusted_proxies]
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -122,6 +127,8 @@ class Console:
             Route("/waves/{key}/progress", p(self.wave_progress, operator=True)),
             Route("/waves/{key}/launch", p(self.launch_confirm, operator=True), methods=["GET"]),
             Route("/waves/{key}/launch", a(self.launch), methods=["POST"]),
+            Route("/waves/{key}/schedule", a(self.schedule), methods=["POST"]),
+            Route("/waves/{key}/unschedule", a(self.unschedule), methods=["POST"]),
             Route("/people", p(self.people)),
             Route("/people/{id:path}/extend", a(self.extend), methods=["POST"]),
             Route("/people/{id:path}/exempt", a(self.exempt), methods=["POST"]),
@@ -305,7 +312,6 @@ class Console:
         password = str(form.get("password", ""))
         next_path = _safe_next(str(form.get("next", "")))
         client = request.client.host if request.client else "?"
-        keys = [f"login:{username}", f"address:{client}"]
 
         def again(error: str, status: int) -> Response:
             return self.render(
@@ -319,22 +325,22 @@ class Console:
                 username=username,
             )
 
-        wait = self.throttle.retry_after(keys)
-        if wait > 0:
+        wait = self.throttle.retry_after(username, client)
+        if wait is not None:
+            self.throttle.refused(username, client)
             minutes = max(1, round(wait / 60))
             response = again(
                 f"Too many failed sign-ins. Try again in {minutes} minute"
                 f"{'s' if minutes > 1 else ''}.",
                 429,
             )
-            response.headers["Retry-After"] = str(int(wait) + 1)
+            response.headers["Retry-After"] = str(wait)
             return self._finish(request, session, response)
         user = await run_in_threadpool(authenticate, self.engine, username, password)
         if user is None:
-            self.throttle.failed(keys)
+            self.throttle.failed(username, client)
             log.warning("console sign-in failed for %r from %s", username, client)
             return self._finish(request, session, again("Wrong login or password.", 401))
-        self.throttle.succeeded([f"login:{username}"])
         session.sign_in(user.login)
         await run_in_threadpool(note_sign_in, self.engine, user.login, client, self.clock)
         return self._finish(request, session, RedirectResponse(next_path, 303))
@@ -449,6 +455,47 @@ class Console:
             raise PageError(409, "Not launched", [str(exc), _web_hint(exc.hint)]) from None
         when = _local(done.due_at, call.stored.program.tz)
         message = f"Queued {done.queued:,} launch emails for {key}, to go out from {when}."
+        return self._done(call, message, f"/waves/{quote(key)}")
+
+    async def schedule(self, call: _Call, form: FormData) -> Response:
+        key = self._wave_of(call)
+        raw = str(form.get("at", "")).strip()
+        tz = call.stored.program.tz
+        try:
+            at = dt.datetime.fromisoformat(raw).replace(tzinfo=tz)
+        except ValueError:
+            raise PageError(
+                400, "Not scheduled", [f"at: expected a date and time, got {raw!r}"]
+            ) from None
+        force = form.get("force") == "yes"
+        try:
+            done = await run_in_threadpool(
+                lambda: schedule_launch(
+                    self.engine,
+                    call.stored,
+                    key,
+                    at,
+                    self.clock,
+                    actor=call.user.login,
+                    force=force,
+                )
+            )
+        except ConflictError as exc:
+            raise PageError(409, "Not scheduled", [str(exc), _web_hint(exc.hint)]) from None
+        message = f"The launch of {key} is scheduled for {_local(done.at, tz)}."
+        return self._done(call, message, f"/waves/{quote(key)}")
+
+    async def unschedule(self, call: _Call, _form: FormData) -> Response:
+        key = self._wave_of(call)
+        try:
+            done = await run_in_threadpool(
+                lambda: cancel_launch(
+                    self.engine, call.stored, key, self.clock, actor=call.user.login
+                )
+            )
+        except ConflictError as exc:
+            raise PageError(409, "Nothing withdrawn", [str(exc)]) from None
+        message = "The scheduled launch is withdrawn." if done.changed else "Nothing was scheduled."
         return self._done(call, message, f"/waves/{quote(key)}")
 
     async def people(self, call: _Call) -> Response:
@@ -673,6 +720,7 @@ class WaveCard:
     opens: str
     closes: str
     launched_at: dt.datetime | None
+    launch_at: dt.datetime | None  # a scheduled launch, not yet begun
     paused: bool
     people: charts.Bar
     messages: charts.Bar
@@ -707,6 +755,7 @@ def _wave_card(key: str, w: dict[str, Any], undeliverable: int = 0) -> WaveCard:
         w.get("opens", ""),
         w.get("closes", ""),
         dt.datetime.fromisoformat(w["launched_at"]) if w.get("launched_at") else None,
+        dt.datetime.fromisoformat(w["launch_at"]) if w.get("launch_at") else None,
         bool(w.get("paused")),
         people,
         messages,
