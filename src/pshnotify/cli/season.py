@@ -139,6 +139,9 @@ def plan(
             table.add_row(when, *(str(day.get(k, "")) for k in kinds))
         table.add_row(Text("total", "bold"), *(str(data["totals"][k]) for k in kinds))
         out.print(table)
+        for key, at in data.get("scheduled_launches", {}).items():
+            when = local_time(dt.datetime.fromisoformat(at), stored.program.tz)
+            out.print(f"{key}: launch scheduled for {when} (`launch {key} --cancel` withdraws it)")
 
 
 @app.command()
