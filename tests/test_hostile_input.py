@@ -405,7 +405,7 @@ def test_roster_fields_have_limits_named_by_file_and_line(
     assert checked.returncode == 2
     errors = [line for line in checked.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: {roster}:2: name: is longer than 200 characters (100000)",
+        f"error: {roster}:2: name: is longer than 2000 characters (100000)",
         f"error: {roster}:3: id: is longer than 128 characters (200)",
         f"error: {roster}:4: program_year: expected a number from 0 to 99, got "
         "'99999999999999999999999'",

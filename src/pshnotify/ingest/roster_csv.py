@@ -36,7 +36,7 @@ LIMITS = {
     "id": 128,
     "email": 320,
     "admin_officer": 320,
-    "name": 200,
+    "name": 2000,  # long names are folded in headers (a 1,214-character one is tested)
     "department": 200,
     "role": 64,
     "affiliation": 200,
