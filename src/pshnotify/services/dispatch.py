@@ -27,7 +27,7 @@ from pshnotify.domain.errors import (
     RelayLoginError,
     TransientDeliveryError,
 )
-from pshnotify.mail.build import BuildSpec, build_fault, build_or_fault
+from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
@@ -422,6 +422,8 @@ class Dispatcher:
         return self._job(claimed, build_or_fault(self.templates, stored.program, spec))
 
     def _job(self, claimed: outbox.Claimed, data: bytes | str) -> _Job | outbox.Result:
+        if isinstance(data, PassingFault):  # out of descriptors, a full disk: try again later
+            return self._after(claimed, self.clock.now(), Outcome.TRANSIENT, None, data)
         if isinstance(data, str):  # a template or data fault: keep it visible, never resend
             now = self.clock.now()
             return outbox.Result(
