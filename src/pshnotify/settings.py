@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # recognise); "hold" leaves it `unknown` for an operator (`pshnotify messages retry`).
     unknown_policy: Literal["resend", "hold"] = "resend"
     worker_name: str | None = None
+    # How long `run --once` waits for a database that went away (the daemon waits as long as
+    # it takes, logging when it goes and when it returns).
+    db_retry_seconds: float = Field(default=60.0, ge=0)
     # AUTH over a connection without TLS sends the password as readable as this file: only to
     # a relay on this machine, unless the operator says the network in between is trusted.
     smtp_allow_plain_auth: bool = False

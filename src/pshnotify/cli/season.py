@@ -71,7 +71,7 @@ def _once(rt: Runtime, as_json: bool) -> None:
         print_json(
             {"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **sent.as_dict()}
         )
-        if sent.problem:
+        if sent.problem or sent.all_failed:
             raise typer.Exit(1)
         return
     made = ", ".join(f"{n} {k}" for k, n in sorted(queued.queued.items())) or "nothing new"
@@ -80,6 +80,17 @@ def _once(rt: Runtime, as_json: bool) -> None:
     if sent.problem:
         err.print(label("stopped:", "red", sent.problem))
         raise typer.Exit(1)
+    if sent.all_failed:
+        err.print(label("failed:", "red", _all_failed(sent)))
+        raise typer.Exit(1)
+
+
+def _all_failed(sent: Any) -> str:
+    tried = ", ".join(f"{n} {o}" for o, n in sorted(sent.attempts.items()))
+    return (
+        f"every attempt of this pass failed ({tried}); the relay accepted nothing. "
+        "next: pshnotify messages list --state retry (the relay's replies)"
+    )
 
 
 def _serve(rt: Runtime, interval: float, log: Any) -> None:

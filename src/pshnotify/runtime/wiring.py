@@ -36,6 +36,7 @@ from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
 from pshnotify.store.programs import StoredProgram
+from pshnotify.store.retry import Guard
 
 
 def actor_name() -> str:
@@ -162,7 +163,12 @@ class Runtime:
             SmtpConnection(shared[i % len(shared)], fallbacks) for i in range(s.smtp_connections)
         ]
 
-    def dispatcher(self) -> Dispatcher:
+    def db_guard(self, *, daemon: bool = False) -> Guard:
+        """How database calls are retried: the daemon waits as long as it takes (until a stop);
+        a command gives up after PSHNOTIFY_DB_RETRY_SECONDS."""
+        return Guard(give_up_after=None if daemon else self.settings.db_retry_seconds)
+
+    def dispatcher(self, guard: Guard | None = None) -> Dispatcher:
         s = self.settings
         config = DispatchConfig(
             worker=self.worker,
@@ -184,6 +190,7 @@ class Runtime:
             limiter=self._limiter,
             observe_send=self.metrics.send_seconds.observe,
             enrichers={"report": report_enricher},
+            guard=guard or self.db_guard(),
         )
 
     @cached_property

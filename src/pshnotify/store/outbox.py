@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     exists,
     func,
     literal_column,
@@ -102,7 +103,7 @@ class Claimed:
     attempts: int
     first_attempt_at: dt.datetime | None
     lease_token: str
-    lease_until: dt.datetime | None = None  # wall time: past it, another worker may send it
+    lease_until: dt.datetime | None = None  # the database's time: past it, another may send it
 
 
 # Claimed's fields read from the row, in order (the lease fields come from the claim itself).
@@ -122,7 +123,8 @@ def claim(
     """Take up to `limit` due messages under a new lease (SKIP LOCKED on PostgreSQL).
 
     Due means queued/retry with due_at <= now (business time), or claimed by a worker whose
-    lease ran out (wall time: leases measure liveness, not the rehearsal's calendar).
+    lease ran out by `wall`: the database server's clock (`db.server_time`), since leases
+    measure liveness, not the rehearsal's calendar, and replicas' clocks differ.
     """
     ids: list[int] = []
     for pick in _picks(with_programs=program_ids is not None):
@@ -213,6 +215,31 @@ def _not_paused() -> Any:
         programs.c.id == messages.c.program_id, programs.c.paused.is_(True)
     )
     return and_(~wave_paused, ~program_paused)
+
+
+def claim_owners(conn: Connection) -> set[str]:
+    """Who holds claims now (read at a sender's start, through the (state, id) index)."""
+    q = select(messages.c.lease_owner).where(_in_state(State.CLAIMED)).distinct()
+    return {owner for owner in conn.scalars(q) if owner}
+
+
+def take_back(conn: Connection, owners: list[str], now: dt.datetime) -> int:
+    """Hand back the claims of processes known to be gone, at once rather than when their
+    leases run out: queued again (or retry, once attempted), under no lease."""
+    if not owners:
+        return 0
+    stmt = (
+        update(messages)
+        .where(_in_state(State.CLAIMED), messages.c.lease_owner.in_(owners))
+        .values(
+            state=case((messages.c.attempts == 0, State.QUEUED.value), else_=State.RETRY.value),
+            lease_owner=None,
+            lease_token=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    return int(conn.execute(stmt).rowcount)
 
 
 @dataclass(frozen=True)
