@@ -25,6 +25,7 @@ from pshnotify.cli.common import (
 )
 from pshnotify.domain.errors import InputError
 from pshnotify.runtime.wiring import Runtime
+from pshnotify.store.retry import DatabaseUnavailableError
 
 
 @app.command()
@@ -66,7 +67,12 @@ def _once(rt: Runtime, as_json: bool) -> None:
         finally:
             await dispatcher.release()
 
-    queued, sent = asyncio.run(once())
+    try:
+        queued, sent = asyncio.run(once())
+    except DatabaseUnavailableError as exc:
+        err.print(label("stopped:", "red", str(exc)), soft_wrap=True)
+        err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
+        raise typer.Exit(1) from None
     if as_json:
         print_json(
             {"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **sent.as_dict()}

@@ -173,25 +173,25 @@ class Dispatcher:
         report: DispatchReport,
         on_progress: Callable[[int], None] | None,
     ) -> None:
-        try:
-            while not self.stopping.is_set() and self.problem is None:
-                if self.limiter.active:
-                    self.limiter.set_share(await self.guard.call(self.lock.senders_alive))
-                lease_ends = time.monotonic() + self.config.lease.total_seconds()
-                batch, rows = await self.guard.call(self._claim)
-                if not batch:
-                    break
-                report.claimed += len(batch)
-                async for item in self.builder.build(batch, rows, lease_ends):
-                    if isinstance(item, outbox.Result):
-                        ledger.add(item)
-                    else:
-                        await jobs.put(item)
-                if on_progress:
-                    on_progress(len(batch))
-        finally:
-            for _ in self.connections:
-                await jobs.put(None)  # one "no more" per sender
+        # On an error or a cancel the task group stops the senders: no "no more" is owed then
+        # (and a put into a full queue nobody reads would wait forever).
+        while not self.stopping.is_set() and self.problem is None:
+            if self.limiter.active:
+                self.limiter.set_share(await self.guard.call(self.lock.senders_alive))
+            lease_ends = time.monotonic() + self.config.lease.total_seconds()
+            batch, rows = await self.guard.call(self._claim)
+            if not batch:
+                break
+            report.claimed += len(batch)
+            async for item in self.builder.build(batch, rows, lease_ends):
+                if isinstance(item, outbox.Result):
+                    ledger.add(item)
+                else:
+                    await jobs.put(item)
+            if on_progress:
+                on_progress(len(batch))
+        for _ in self.connections:
+            await jobs.put(None)  # one "no more" per sender
 
     async def _sender(
         self,

@@ -78,18 +78,20 @@ class Guard:
         self.stopping = stopping
         self.stop_grace = stop_grace  # once stopping, how long a call still tries
         self.initial, self.longest = initial, longest
-        self.down_since: float | None = None
+        self.down_since: float | None = None  # the first failure of the current outage
+        self._failing: set[str] = set()  # the calls failing now (a read may pass meanwhile)
         self._stop_seen: float | None = None
         self.outages = 0
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in a thread; transient errors are retried with jittered backoff."""
+        name = _name(fn)
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(is_transient),
             wait=tenacity.wait_random_exponential(multiplier=self.initial, max=self.longest),
             stop=self._should_stop,
             sleep=self._sleep,
-            before_sleep=self._failed,
+            before_sleep=lambda state: self._failed(name, state),
             reraise=True,
         )
         try:
@@ -98,16 +100,17 @@ class Guard:
             if is_transient(exc):
                 raise self._gave_up(exc) from exc
             raise
-        self._back()
+        self._back(name)
         return result
 
     def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """The same for code that runs outside the event loop (a command's one-off work)."""
+        name = _name(fn)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             wait=tenacity.wait_random_exponential(multiplier=self.initial, max=self.longest),
             stop=self._should_stop,
-            before_sleep=self._failed,
+            before_sleep=lambda state: self._failed(name, state),
             reraise=True,
         )
         try:
@@ -116,7 +119,7 @@ class Guard:
             if is_transient(exc):
                 raise self._gave_up(exc) from exc
             raise
-        self._back()
+        self._back(name)
         return result
 
     # -- tenacity's hooks ---------------------------------------------------------------------
@@ -141,7 +144,8 @@ class Guard:
             return
         await asyncio.sleep(min(seconds, 0.2))
 
-    def _failed(self, state: tenacity.RetryCallState) -> None:
+    def _failed(self, name: str, state: tenacity.RetryCallState) -> None:
+        self._failing.add(name)
         if self.down_since is not None:
             return
         self.down_since = time.monotonic()
@@ -158,8 +162,10 @@ class Guard:
             waits,
         )
 
-    def _back(self) -> None:
-        if self.down_since is None:
+    def _back(self, name: str) -> None:
+        """Back once every call that failed has passed (a read may pass while writes fail)."""
+        self._failing.discard(name)
+        if self.down_since is None or self._failing:
             return
         gone = time.monotonic() - self.down_since
         self.down_since = None
@@ -168,9 +174,14 @@ class Guard:
     def _gave_up(self, exc: BaseException) -> DatabaseUnavailableError:
         gone = time.monotonic() - (self.down_since or time.monotonic())
         self.down_since = None
+        self._failing.clear()
         return DatabaseUnavailableError(
             f"the database stayed unavailable for {gone:.0f} s: {describe(exc)}; "
             "what was sent and not yet recorded is resent by the next run",
             hint="check the database (PSHNOTIFY_DATABASE_URL), then run again; "
             "PSHNOTIFY_DB_RETRY_SECONDS sets how long `run --once` waits",
         )
+
+
+def _name(fn: Callable[..., object]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
