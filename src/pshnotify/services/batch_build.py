@@ -89,7 +89,7 @@ class Builder:
         if skip:
             return _skipped(claimed, now, skip)
         person = (
-            Recipient(row.external_id, row.name, row.email, row.department)
+            Recipient(row.external_id, row.name, row.email, row.department, row.timezone)
             if row
             else Recipient("", claimed.recipient_name, claimed.recipient_email, "")
         )

@@ -181,6 +181,7 @@ def _batch_people_query(*, on_postgresql: bool) -> Any:
             people.c.name,
             people.c.email,
             people.c.department,
+            people.c.timezone,
             enrollments.c.program_id,
             enrollments.c.status,
             enrollments.c.extended_until,

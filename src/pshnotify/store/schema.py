@@ -341,3 +341,17 @@ unrecognised_bounces = Table(
     Column("subject", Text, nullable=False),
     Column("reason", Text, nullable=False),
 )
+
+users = Table(
+    "users",
+    metadata,
+    # The console's users (`pshnotify user add`): operators act, viewers (department officers)
+    # read their departments only. Passwords are argon2 hashes; nothing else is kept.
+    Column("id", Integer, primary_key=True),
+    Column("login", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),  # operator | viewer
+    Column("departments", JSON, nullable=False),  # a viewer's departments; [] for operators
+    _created(),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
