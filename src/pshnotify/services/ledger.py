@@ -3,20 +3,25 @@
 Postfix marks a delivery done before it starts the next on that connection. Here a
 connection may send message k+1 while k is being recorded, never k+2: before each send it
 waits until at most one of its own results is unwritten (`ready`). Results of all
-connections are written together, as soon as the previous write ends (group commit), so the
-wait is usually nil; a crash at any instant costs at most two copies per connection, whatever
-the rate. While the database cannot be written, the connections wait here: nothing more goes
-out whose outcome could not be recorded, and nothing collected is dropped.
+connections are written together (group commit) when a connection needs its older result
+written to go on, or every `_LONGEST` seconds for the rest: one commit then carries about one
+result per connection, and a crash at any instant costs at most two copies per connection,
+whatever the rate. While the database cannot be written, the connections wait here: nothing
+more goes out whose outcome could not be recorded, and nothing collected is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from pshnotify.store import outbox
 
 Writer = Callable[[list[outbox.Result]], Awaitable[None]]
+
+# Results nobody waits for (skips, releases) are written within this many seconds.
+_LONGEST = 0.1
 
 
 class RecorderFailedError(Exception):
@@ -28,7 +33,7 @@ class Ledger:
         self._write = write
         self._pending: list[tuple[int | None, outbox.Result]] = []
         self._unwritten = [0] * connections  # per connection: its attempts not yet durable
-        self._more = asyncio.Event()
+        self._needed = asyncio.Event()  # a connection waits for a write, or the end came
         self._written = asyncio.Event()
         self._closed = False
         self.failure: BaseException | None = None
@@ -40,7 +45,6 @@ class Ledger:
         self._pending.append((connection, result))
         if connection is not None:
             self._unwritten[connection] += 1
-        self._more.set()
 
     async def ready(self, connection: int) -> None:
         """Return once this connection may send again: at most one result of it unwritten."""
@@ -48,6 +52,7 @@ class Ledger:
             if self.failure is not None:
                 raise RecorderFailedError(str(self.failure)) from self.failure
             self._written.clear()
+            self._needed.set()
             await self._written.wait()
         if self.failure is not None:
             raise RecorderFailedError(str(self.failure)) from self.failure
@@ -55,7 +60,7 @@ class Ledger:
     def close(self) -> None:
         """No more results will come: write what is left, then end."""
         self._closed = True
-        self._more.set()
+        self._needed.set()
 
     @property
     def unwritten(self) -> list[outbox.Result]:
@@ -65,9 +70,10 @@ class Ledger:
         """Write what has come, as soon as the previous write is done, until closed."""
         try:
             while True:
-                await self._more.wait()
-                self._more.clear()
-                while self._pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._needed.wait(), _LONGEST)
+                self._needed.clear()
+                if self._pending:
                     taken = self._pending[:]
                     # Kept in the list until written: a failed write loses nothing.
                     await self._write([r for _, r in taken])
@@ -76,8 +82,10 @@ class Ledger:
                         if connection is not None:
                             self._unwritten[connection] -= 1
                     self._written.set()
-                if self._closed:
+                if self._closed and not self._pending:
                     return
+                if self._closed:
+                    self._needed.set()  # the rest, at once
         except BaseException as exc:
             self.failure = exc
             self._written.set()  # wake the connections: they stop instead of waiting
