@@ -55,17 +55,21 @@ async def attempt(
     try:
         reply = await connection.send(job.sender, c.recipient_email, job.data)
     except PermanentDeliveryError as exc:
-        return _result(c, started, Outcome.PERMANENT, exc.code, exc.reply, program, clock, rules)
+        return outcome_result(
+            c, started, Outcome.PERMANENT, exc.code, exc.reply, program, clock, rules
+        )
     except RelayLoginError as exc:
         raise LoginRefusedError(exc.reply) from exc
     except TransientDeliveryError as exc:
-        return _result(c, started, Outcome.TRANSIENT, exc.code, exc.reply, program, clock, rules)
+        return outcome_result(
+            c, started, Outcome.TRANSIENT, exc.code, exc.reply, program, clock, rules
+        )
     except OutcomeUnknownError as exc:
-        return _result(c, started, Outcome.UNKNOWN, None, exc.reply, program, clock, rules)
-    return _result(c, started, Outcome.SENT, reply.code, reply.text, program, clock, rules)
+        return outcome_result(c, started, Outcome.UNKNOWN, None, exc.reply, program, clock, rules)
+    return outcome_result(c, started, Outcome.SENT, reply.code, reply.text, program, clock, rules)
 
 
-def _result(
+def outcome_result(
     c: outbox.Claimed,
     started: dt.datetime,
     outcome: Outcome,

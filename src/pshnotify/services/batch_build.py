@@ -18,11 +18,12 @@ from sqlalchemy import Engine
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
-from pshnotify.domain.delivery import Kind, State
-from pshnotify.mail.build import BuildSpec, build_fault, build_or_fault
+from pshnotify.domain.delivery import Kind, Outcome, State
+from pshnotify.domain.program import Program
+from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.render import Templates
-from pshnotify.services.attempt import Job
+from pshnotify.services.attempt import Job, outcome_result
 from pshnotify.store import outbox
 from pshnotify.store.programs import ProgramCache, StoredProgram
 from pshnotify.store.retry import Guard, is_transient
@@ -44,6 +45,7 @@ class Builder:
         guard: Guard,
         enrichers: Mapping[str, Enricher],
         envelope_sender: Callable[[outbox.Claimed], str],
+        rules: policy.RetryRules,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -52,9 +54,14 @@ class Builder:
         self.guard = guard
         self.enrichers = dict(enrichers)
         self.envelope_sender = envelope_sender
+        self.rules = rules
 
     async def build(
-        self, batch: list[outbox.Claimed], rows: dict[tuple[int, int], Any], lease_ends: float
+        self,
+        batch: list[outbox.Claimed],
+        rows: dict[tuple[int, int], Any],
+        reminded: outbox.Reminded,
+        lease_ends: float,
     ) -> AsyncIterator[Job | outbox.Result]:
         """Each claimed message's job, or its final result (skipped, or a build fault)."""
         now = self.clock.now()
@@ -64,7 +71,7 @@ class Builder:
             if c.id in stale:
                 yield _skipped(c, now, policy.SUPERSEDED)
                 continue
-            decided = self._decide(c, rows, now)
+            decided = self._decide(c, rows, now, reminded)
             if isinstance(decided, outbox.Result):
                 yield decided
             elif c.kind in self.enrichers:
@@ -78,13 +85,21 @@ class Builder:
                 await asyncio.sleep(0)  # let the connections read their replies
 
     def _decide(
-        self, claimed: outbox.Claimed, rows: dict[tuple[int, int], Any], now: dt.datetime
+        self,
+        claimed: outbox.Claimed,
+        rows: dict[tuple[int, int], Any],
+        now: dt.datetime,
+        reminded: outbox.Reminded,
     ) -> BuildSpec | outbox.Result:
         """Skip a message the policy says no longer goes; else what it is built from."""
         stored = self.programs.get(claimed.program_id)
         row = rows.get((claimed.program_id, claimed.person_id or -1))
         skip = policy.skip_reason(
-            stored.program, Kind(claimed.kind), _standing(claimed, row), now, step=claimed.step
+            stored.program,
+            Kind(claimed.kind),
+            _standing(claimed, row, _days(stored.program, claimed, reminded)),
+            now,
+            step=claimed.step,
         )
         if skip:
             return _skipped(claimed, now, skip)
@@ -121,6 +136,12 @@ class Builder:
     def _job(
         self, claimed: outbox.Claimed, data: bytes | str, lease_ends: float
     ) -> Job | outbox.Result:
+        if isinstance(data, PassingFault):  # out of descriptors, a full disk: try again later
+            now = self.clock.now()
+            program = self.programs.get(claimed.program_id).program
+            return outcome_result(
+                claimed, now, Outcome.TRANSIENT, None, data, program, self.clock, self.rules
+            )
         if isinstance(data, str):  # a template or data fault: keep it visible, never resend
             now = self.clock.now()
             return outbox.Result(
@@ -135,7 +156,25 @@ def _skipped(claimed: outbox.Claimed, now: dt.datetime, reason: str) -> outbox.R
     )
 
 
-def _standing(claimed: outbox.Claimed, row: Any) -> policy.Standing | None:
+def _days(
+    program: Program, claimed: outbox.Claimed, reminded: outbox.Reminded
+) -> frozenset[dt.date]:
+    """Local dates on which another reminder of this person went out, or an earlier-queued
+    one is due: this one, the later, is then skipped."""
+    if claimed.kind != Kind.REMINDER.value or claimed.person_id is None:
+        return frozenset()
+    days = set()
+    for mid, state, due_at, sent_at in reminded.get((claimed.program_id, claimed.person_id), []):
+        if state == State.SENT.value and sent_at is not None:
+            days.add(sent_at.astimezone(program.tz).date())
+        elif state != State.SENT.value and mid < claimed.id:
+            days.add(due_at.astimezone(program.tz).date())
+    return frozenset(days)
+
+
+def _standing(
+    claimed: outbox.Claimed, row: Any, reminded_on: frozenset[dt.date] = frozenset()
+) -> policy.Standing | None:
     """The person's standing from their enrollment row (None: no longer enrolled)."""
     if row is None:
         return None
@@ -146,4 +185,5 @@ def _standing(claimed: outbox.Claimed, row: Any) -> policy.Standing | None:
         completed=row.completed_at is not None,
         wave_key=claimed.wave_key,
         extended_until=row.extended_until,
+        reminded_on=reminded_on,
     )

@@ -75,6 +75,23 @@ class DispatchReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)  # per attempt outcome
     problem: str | None = None  # why the drain stopped early: a setting to fix
+    # Why messages were deferred or failed: the relay's replies (or the connection's fault),
+    # grouped, with the setting to check where the cause is the configuration.
+    replies: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def note(self, result: outbox.Result) -> None:
+        self.outcomes[result.state.value] += 1
+        if result.attempted:
+            self.attempts[result.outcome] += 1
+        if result.state in (State.RETRY, State.FAILED, State.UNKNOWN) and result.reply:
+            reply = f"{result.code or ''} {result.reply}".strip()[:200]
+            self.replies[(result.state.value, reply)] += 1
+
+    def why(self) -> list[dict[str, Any]]:
+        return [
+            {"state": state, "reply": reply, "messages": n, "check": setting_to_check(reply)}
+            for (state, reply), n in self.replies.most_common()
+        ]
 
     @property
     def all_failed(self) -> bool:
@@ -86,9 +103,38 @@ class DispatchReport:
             "claimed": self.claimed,
             "outcomes": dict(sorted(self.outcomes.items())),
         }
+        if self.replies:
+            out["why"] = self.why()
         if self.problem:
             out["problem"] = self.problem
         return out
+
+
+# Replies whose cause is this side's configuration, and the setting to check.
+_SETTINGS = (
+    (
+        "STARTTLS",
+        "PSHNOTIFY_SMTP_TLS: starttls was asked for and the relay does not offer it "
+        "(none for a relay without TLS, tls for implicit TLS on port 465)",
+    ),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "PSHNOTIFY_SMTP_CA_FILE: the relay's certificate is not trusted (give its CA bundle)",
+    ),
+    (
+        "WRONG_VERSION_NUMBER",
+        "PSHNOTIFY_SMTP_TLS: tls (implicit) against a port that speaks "
+        "plain SMTP (use starttls, or port 465)",
+    ),
+    ("Connection refused", "PSHNOTIFY_SMTP_HOST and PSHNOTIFY_SMTP_PORT: nothing listens there"),
+    ("Name or service not known", "PSHNOTIFY_SMTP_HOST: the name does not resolve"),
+)
+
+
+def setting_to_check(reply: str) -> str | None:
+    """The setting to check when a reply shows the cause is our configuration, not the
+    message."""
+    return next((setting for mark, setting in _SETTINGS if mark.lower() in reply.lower()), None)
 
 
 class Dispatcher:
@@ -122,7 +168,14 @@ class Dispatcher:
         self.lock = SenderLock(engine, clock, config.worker, config.lease)
         self.gates = Gates(engine, clock, self.programs, self.guard, config.lease)
         self.builder = Builder(
-            engine, clock, templates, self.programs, self.guard, self.enrichers, self._envelope
+            engine,
+            clock,
+            templates,
+            self.programs,
+            self.guard,
+            self.enrichers,
+            self._envelope,
+            config.retry_rules,
         )
         self.problem: str | None = None  # set when every relay refused our login
 
@@ -179,11 +232,11 @@ class Dispatcher:
             if self.limiter.active:
                 self.limiter.set_share(await self.guard.call(self.lock.senders_alive))
             lease_ends = time.monotonic() + self.config.lease.total_seconds()
-            batch, rows = await self.guard.call(self._claim)
+            batch, rows, reminded = await self.guard.call(self._claim)
             if not batch:
                 break
             report.claimed += len(batch)
-            async for item in self.builder.build(batch, rows, lease_ends):
+            async for item in self.builder.build(batch, rows, reminded, lease_ends):
                 if isinstance(item, outbox.Result):
                     ledger.add(item)
                 else:
@@ -244,7 +297,9 @@ class Dispatcher:
             self.observe_send(time.perf_counter() - started)
 
     # -- database side (through the guard, in a thread: the loop keeps sending meanwhile) ----
-    def _claim(self) -> tuple[list[outbox.Claimed], dict[tuple[int, int], Any]]:
+    def _claim(
+        self,
+    ) -> tuple[list[outbox.Claimed], dict[tuple[int, int], Any], outbox.Reminded]:
         """A batch under a new lease, and its people's rows, read in the same transaction."""
         with self.engine.begin() as conn:
             batch = outbox.claim(
@@ -258,15 +313,14 @@ class Dispatcher:
             people = sorted({c.person_id for c in batch if c.person_id is not None})
             programs = sorted({c.program_id for c in batch})
             rows = people_repo.batch_people(conn, programs, people) if batch else {}
+            reminded = outbox.other_reminders(conn, batch)
         self.programs.load(set(programs))  # here, in a thread, not on the loop
-        return batch, rows
+        return batch, rows, reminded
 
     async def _write(self, results: list[outbox.Result], report: DispatchReport) -> None:
         await self.guard.call(self._record, results)
         for r in results:
-            report.outcomes[r.state.value] += 1
-            if r.attempted:
-                report.attempts[r.outcome] += 1
+            report.note(r)
 
     def _record(self, results: list[outbox.Result]) -> None:
         with self.engine.begin() as conn:
