@@ -505,3 +505,30 @@ def record_event(
         if not claim_receipt(conn, "bounce-webhook", receipt, clock.wall()):
             return None
         return record_bounce(conn, event, now=now, soft_days=soft_days)
+
+
+def undeliverable_reasons(conn: Connection, person_ids: list[int]) -> dict[int, str]:
+    """person id -> why their address is marked, for those of these people who are."""
+    out: dict[int, str] = {}
+    for start in range(0, len(person_ids), 500):
+        part = person_ids[start : start + 500]
+        q = select(undeliverable.c.person_id, undeliverable.c.reason).where(
+            undeliverable.c.person_id.in_(part), undeliverable.c.cleared_at.is_(None)
+        )
+        out.update(dict(conn.execute(q).tuples().all()))
+    return out
+
+
+def undeliverable_by_wave(conn: Connection, program_id: int) -> dict[str, int]:
+    """Enrolled (not removed) people with an address marked undeliverable, per wave."""
+    q = (
+        select(enrollments.c.wave_key, func.count())
+        .join(undeliverable, undeliverable.c.person_id == enrollments.c.person_id)
+        .where(
+            enrollments.c.program_id == program_id,
+            enrollments.c.removed_at.is_(None),
+            undeliverable.c.cleared_at.is_(None),
+        )
+        .group_by(enrollments.c.wave_key)
+    )
+    return {w: int(n) for w, n in conn.execute(q)}

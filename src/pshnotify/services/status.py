@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from pshnotify.domain.delivery import State
+from pshnotify.services.bounces import undeliverable_by_wave
 from pshnotify.services.completions import unmatched_completions
 from pshnotify.services.delivery_stats import delivery_stats
 from pshnotify.store import outbox
@@ -56,6 +57,7 @@ def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> d
             .group_by(messages.c.wave_key)
         )
         launched = {w: int(n) for w, n in conn.execute(launched_q)}
+        undeliverable = undeliverable_by_wave(conn, stored.id)
         by_state = outbox.count_by_state(conn, stored.id)
         states = program_repo.wave_states(conn, stored.id)
         unmatched = unmatched_completions(conn, stored.id)
@@ -75,6 +77,7 @@ def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> d
                 "removed": 0,
                 "launched": launched.get(w.key, 0),
                 "completed": 0,
+                "undeliverable": undeliverable.get(w.key, 0),
             },
             "messages": Counter(),
         }
