@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +100,25 @@ class Settings(BaseSettings):
     # recognise); "hold" leaves it `unknown` for an operator (`pshnotify messages retry`).
     unknown_policy: Literal["resend", "hold"] = "resend"
     worker_name: str | None = None
+    # AUTH over a connection without TLS sends the password as readable as this file: only to
+    # a relay on this machine, unless the operator says the network in between is trusted.
+    smtp_allow_plain_auth: bool = False
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> Settings:
+        relays = [("PSHNOTIFY_SMTP_TLS", self.smtp_host, self.smtp_tls, self.smtp_password)] + [
+            (f"PSHNOTIFY_SMTP_RELAYS[{i}].tls", r.host, r.tls, r.password)
+            for i, r in enumerate(self.smtp_relays)
+        ]
+        for name, host, tls, password in relays:
+            in_clear = tls == "none" and password is not None and not is_loopback(host)
+            if in_clear and not self.smtp_allow_plain_auth:
+                raise ValueError(
+                    f"{name}: none would send the SMTP password in clear to {host}; use "
+                    "starttls or tls, or set PSHNOTIFY_SMTP_ALLOW_PLAIN_AUTH=true if the "
+                    "network to the relay is trusted"
+                )
+        return self
 
     @field_validator("message_id_domain")
     @classmethod
@@ -163,6 +183,16 @@ class Settings(BaseSettings):
         return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address: traffic to it never leaves the machine."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning a bad value into an InputError naming the variable."""
     try:
@@ -170,7 +200,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
             msg = str(err["msg"]).removeprefix("Value error, ")
+            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
             problems.append(f"{name}: {msg}" if err["loc"] else msg)  # a check across settings
         raise InputError(problems, hint="fix the environment variable or .env file") from None

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from pshnotify.cli.common import (
     JsonOpt,
@@ -20,6 +21,7 @@ from pshnotify.cli.common import (
     app,
     err,
     handle_errors,
+    label,
     make_runtime,
     out,
     print_json,
@@ -28,6 +30,7 @@ from pshnotify.cli.common import (
     roster_app,
 )
 from pshnotify.domain.errors import ConflictError, InputError
+from pshnotify.domain.text import visible
 
 
 # -- init / program ------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ def roster_import(
 
 
 @contextmanager
-def _progress(file: Path, label: str) -> Iterator[Callable[[int], None] | None]:
+def _progress(file: Path, what: str) -> Iterator[Callable[[int], None] | None]:
     if not err.is_terminal:
         yield None
         return
@@ -170,14 +173,14 @@ def _progress(file: Path, label: str) -> Iterator[Callable[[int], None] | None]:
         yield None
         return
     with Progress(
-        TextColumn(label),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeRemainingColumn(),
         console=err,
         transient=True,
     ) as bar:
-        task = bar.add_task(label, total=max(total, 1))
+        task = bar.add_task(visible(what), total=max(total, 1))
         yield lambda n: bar.advance(task, n)
 
 
@@ -247,10 +250,10 @@ def _show_launch(s: Any, as_json: bool) -> None:
     if as_json:
         print_json(s.as_dict())
         return
-    out.print(f"[bold]{s.wave}[/bold] - {s.title}: {s.opens} to {s.closes} (window {s.window})")
+    out.print(label(s.wave, "bold", f"- {s.title}: {s.opens} to {s.closes} (window {s.window})"))
     table = Table("", "people")
     table.add_row("members", str(s.members))
-    table.add_row("[green]get the launch email now[/green]", str(s.to_queue))
+    table.add_row(Text("get the launch email now", "green"), str(s.to_queue))
     table.add_row("already queued or sent", str(s.already_queued))
     table.add_row("already complete", str(s.completed))
     table.add_row("exempted by an operator", str(s.operator_exempt))
@@ -258,7 +261,7 @@ def _show_launch(s: Any, as_json: bool) -> None:
         table.add_row(f"not required: {reason}", str(n))
     out.print(table)
     if s.window == "before":
-        out.print(f"[yellow]note:[/yellow] the window opens on {s.opens}")
+        out.print(label("note:", "yellow", f"the window opens on {s.opens}"))
 
 
 # -- preview / run / status ---------------------------------------------------------------------
@@ -300,7 +303,7 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
             print_json(data)
             return
         p = data["program"]
-        out.print(f"[bold]{p['key']}[/bold] - {p['name']} {p['cycle']} ({p['timezone']})")
+        out.print(label(p["key"], "bold", f"- {p['name']} {p['cycle']} ({p['timezone']})"))
         table = Table(
             "wave",
             "window",

@@ -11,9 +11,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from pshnotify.clock import parse_instant
 from pshnotify.domain.errors import ConflictError, InputError
+from pshnotify.domain.text import visible
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.settings import load_settings
 
@@ -32,8 +34,21 @@ app.add_typer(roster_app, name="roster")
 app.add_typer(program_app, name="program")
 app.add_typer(demo_app, name="demo")
 
-out = Console()
-err = Console(stderr=True)
+
+class _PlainConsole(Console):
+    """A console that never reads data as markup: every string printed (or put in a table
+    cell) is shown as written, with control characters made visible (`\\x1b`), so a roster
+    value such as `[/red]` or an ESC sequence cannot break the output or drive the terminal.
+    Styled labels are `Text` objects built by the code (`label`)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs["markup"] = False
+        kwargs["emoji"] = False
+        return super().render_str(visible(text), **kwargs)
+
+
+out = _PlainConsole(markup=False, emoji=False, highlight=False)
+err = _PlainConsole(stderr=True, markup=False, emoji=False, highlight=False)
 
 ProgramOpt = Annotated[
     str | None,
@@ -55,6 +70,11 @@ T = TypeVar("T")
 _OPEN: list[Runtime] = []
 
 
+def label(tag: str, style: str, rest: str) -> Text:
+    """`tag` styled, then `rest` as plain text (data never becomes markup)."""
+    return Text.assemble((tag, style), " ", visible(rest))
+
+
 @contextmanager
 def handle_errors() -> Iterator[None]:
     """Bad input -> exit 2 with every problem listed; a refused action -> exit 1."""
@@ -62,14 +82,14 @@ def handle_errors() -> Iterator[None]:
         yield
     except InputError as exc:
         for line in exc.problems:
-            err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            err.print(label("error:", "red", line), soft_wrap=True)
         if exc.hint:
-            err.print(f"[yellow]next:[/yellow] {exc.hint}", highlight=False, soft_wrap=True)
+            err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
         raise typer.Exit(2) from None
     except ConflictError as exc:
-        err.print(f"[red]refused:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(label("refused:", "red", str(exc)), soft_wrap=True)
         if exc.hint:
-            err.print(f"[yellow]next:[/yellow] {exc.hint}", highlight=False, soft_wrap=True)
+            err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         while _OPEN:
@@ -91,7 +111,7 @@ def make_runtime(now: str | None, moving: bool = False) -> Runtime:
 
 def rehearsal_note(rt: Runtime, now: str | None) -> None:
     if now is not None:
-        err.print(f"[dim]rehearsal: acting as if it were {rt.clock.now().isoformat()}[/dim]")
+        err.print(Text(f"rehearsal: acting as if it were {rt.clock.now().isoformat()}", "dim"))
 
 
 def print_json(data: Any) -> None:

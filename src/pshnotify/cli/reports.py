@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,7 @@ from pshnotify.cli.common import (
     rehearsal_note,
 )
 from pshnotify.domain.errors import InputError
+from pshnotify.domain.text import visible
 
 if TYPE_CHECKING:
     from pshnotify.services.reports import Report
@@ -70,12 +72,15 @@ def report(
             return
         _show(result)
         if csv_file is not None:
-            out.print(Text(f"wrote {len(result.rows)} rows to {csv_file}"))
+            out.print(Text(visible(f"wrote {len(result.rows)} rows to {csv_file}")))
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Names and statuses are personal data: a new file is readable by its owner only."""
     try:
-        path.write_bytes(data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
     except OSError as exc:
         raise InputError([f"--csv: cannot write {path}: {exc.strerror}"]) from None
 
@@ -84,13 +89,13 @@ def _show(result: Report) -> None:
     from pshnotify.mail.report_kind import STATUS_LABELS, detail
 
     # Roster values are data, never rich markup: a name like "[red]x" must print as written.
-    out.print(Text(result.title, style="bold"))
+    out.print(Text(visible(result.title), style="bold"))
     table = Table("department", "id", "name", "wave", "status", "details")
     for row in result.row_dicts():
         table.add_row(
-            *(Text(str(row[k])) for k in ("department", "id", "name", "wave")),
+            *(Text(visible(str(row[k]))) for k in ("department", "id", "name", "wave")),
             Text(STATUS_LABELS.get(row["status"], row["status"])),
-            Text(detail(row)),
+            Text(visible(detail(row))),
         )
     out.print(table)
     s = result.summary

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from pshnotify.cli.common import (
     JsonOpt,
@@ -16,6 +17,7 @@ from pshnotify.cli.common import (
     app,
     err,
     handle_errors,
+    label,
     make_runtime,
     out,
     print_json,
@@ -76,7 +78,7 @@ def _once(rt: Runtime, as_json: bool) -> None:
     parts = ", ".join(f"{n} {s}" for s, n in sorted(sent.outcomes.items())) or "nothing due"
     out.print(f"queued: {made}; sent: {parts}")
     if sent.problem:
-        err.print(f"[red]stopped:[/red] {sent.problem}")
+        err.print(label("stopped:", "red", sent.problem))
         raise typer.Exit(1)
 
 
@@ -129,7 +131,7 @@ def plan(
         for day in data["days"]:
             when = dt.date.fromisoformat(day["date"]).strftime("%a %Y-%m-%d")
             table.add_row(when, *(str(day.get(k, "")) for k in kinds))
-        table.add_row("[bold]total[/bold]", *(str(data["totals"][k]) for k in kinds))
+        table.add_row(Text("total", "bold"), *(str(data["totals"][k]) for k in kinds))
         out.print(table)
 
 

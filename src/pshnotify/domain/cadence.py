@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from pshnotify.domain import policy
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind
 from pshnotify.domain.program import Program
@@ -42,6 +43,18 @@ class PersonState:
     launch_queued: bool = False
     launch_sent_at: dt.datetime | None = None
     steps_queued: frozenset[str] = frozenset()  # reminder/overdue/invitation steps in the outbox
+
+    @property
+    def standing(self) -> policy.Standing:
+        """What `domain.policy` judges this person by."""
+        return policy.Standing(
+            status=self.status,
+            removed=self.removed,
+            exempted_reason="exempted by an operator" if self.exempted else None,
+            completed=self.completed,
+            wave_key=self.wave_key,
+            extended_until=self.extended_until,
+        )
 
 
 @dataclass
@@ -109,19 +122,19 @@ def decide(
     program: Program, wave_launched_at: dt.datetime | None, person: PersonState, now: dt.datetime
 ) -> Decision:
     """What to queue now, what to skip (with why), and when to look at this person again."""
-    if person.removed or person.exempted or person.completed or person.status == "exempt":
-        return Decision()
+    standing = person.standing
+    first = policy.first_message(program, standing)
+    if first is None:
+        return Decision()  # not asked anything (complete, exempt, removed, not invited)
     if wave_launched_at is None:
         return Decision()  # the operator launches a wave; nothing goes out before that
     send_now = next_sending_instant(now, program.sending, program.tz)
-    if person.status == "encouraged":
-        return _invitation(program, person, send_now)
-    closes = program.closes_at(deadline_date(program, person))
+    if first is Kind.INVITATION:
+        return _invitation(person, send_now)
     if not person.launch_queued:
         launch = Planned(send_now, Kind.LAUNCH.value, "0")
-        if now >= closes:
-            return Decision(skip=[(launch, "joined after the deadline")])
-        return Decision(queue=[launch])
+        too_late = policy.late_launch(program, standing, now)
+        return Decision(skip=[(launch, too_late)]) if too_late else Decision(queue=[launch])
     if person.launch_sent_at is None:
         return Decision()  # reminders count from the launch email: wait until it is sent
     pending = [
@@ -132,30 +145,28 @@ def decide(
     due = [p for p in pending if p.due_at <= now]
     later = [p for p in pending if p.due_at > now]
     decision = Decision(next_action_at=min((p.due_at for p in later), default=None))
-    _catch_up(decision, [p for p in due if p.kind == Kind.REMINDER.value], now, closes, send_now)
-    _catch_up(decision, [p for p in due if p.kind == Kind.OVERDUE.value], now, None, send_now)
+    for kind in (Kind.REMINDER, Kind.OVERDUE):
+        skip = policy.skip_reason(program, kind, standing, now)
+        _catch_up(decision, [p for p in due if p.kind == kind.value], skip, send_now)
     return decision
 
 
 def _catch_up(
-    decision: Decision,
-    due: list[Planned],
-    now: dt.datetime,
-    closes: dt.datetime | None,
-    send_now: dt.datetime,
+    decision: Decision, due: list[Planned], skip: str | None, send_now: dt.datetime
 ) -> None:
-    """Of several steps that came due meanwhile, send only the latest; never past a deadline."""
+    """Of several steps that came due meanwhile, send only the latest (unless the policy
+    skips it: a reminder past the deadline)."""
     if not due:
         return
     *stale, latest = sorted(due)
-    decision.skip += [(p, "superseded by a later reminder") for p in stale]
-    if closes is not None and now >= closes:
-        decision.skip.append((latest, "deadline passed"))
+    decision.skip += [(p, policy.SUPERSEDED) for p in stale]
+    if skip is not None:
+        decision.skip.append((latest, skip))
     else:
         decision.queue.append(Planned(max(latest.due_at, send_now), latest.kind, latest.step))
 
 
-def _invitation(program: Program, person: PersonState, send_now: dt.datetime) -> Decision:
-    if not program.cadence.invite_encouraged or "invitation" in person.steps_queued:
+def _invitation(person: PersonState, send_now: dt.datetime) -> Decision:
+    if "invitation" in person.steps_queued:
         return Decision()
     return Decision(queue=[Planned(send_now, Kind.INVITATION.value, "invitation")])

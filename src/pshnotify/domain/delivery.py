@@ -38,12 +38,44 @@ class Outcome(StrEnum):
 
 
 class Kind(StrEnum):
+    """An email kind, and the groups it belongs to (asked here, never listed elsewhere)."""
+
     LAUNCH = "launch"
     REMINDER = "reminder"
     OVERDUE = "overdue"
     INVITATION = "invitation"
     CONFIRMATION = "confirmation"
     REPORT = "report"
+
+    @property
+    def stops_on_completion(self) -> bool:
+        """Asks the person to take the training: pointless once they have (or are exempt,
+        removed or no longer required). The scheduler's cadence queues exactly these."""
+        return self in _ASKING
+
+    @property
+    def held_to_working_hours(self) -> bool:
+        """Sent only in the program's working hours (a confirmation or an officer's report
+        answers something that just happened, so it goes at once)."""
+        return self not in (Kind.CONFIRMATION, Kind.REPORT)
+
+    @property
+    def ends_at_deadline(self) -> bool:
+        """Pointless once the person's deadline has passed (a reminder of it)."""
+        return self is Kind.REMINDER
+
+    @property
+    def per_person(self) -> bool:
+        """Written to one enrolled person (an officer's report is written to an officer)."""
+        return self is not Kind.REPORT
+
+    @classmethod
+    def asking(cls) -> list[str]:
+        """The values of the kinds that stop on completion (for SQL filters)."""
+        return [k.value for k in cls if k.stops_on_completion]
+
+
+_ASKING = frozenset({Kind.LAUNCH, Kind.INVITATION, Kind.REMINDER, Kind.OVERDUE})
 
 
 def classify(code: int | None) -> Outcome:

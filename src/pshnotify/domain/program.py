@@ -245,6 +245,7 @@ class Program(_Model):
     def _consistent(self) -> Program:
         _unique("options", [o.key for o in self.options])
         _unique("waves", [w.key for w in self.waves])
+        _unique_activities(self.options)
         keys = {w.key for w in self.waves}
         for i, m in enumerate(self.membership):
             if m.wave not in keys:
@@ -323,16 +324,44 @@ def _unique(section: str, keys: list[str]) -> None:
         seen.add(k)
 
 
+def _unique_activities(options: tuple[TrainingOption, ...]) -> None:
+    """An xAPI statement names its activity: one IRI must mean one option, or a completion
+    would be credited to whichever option happened to come last."""
+    seen: dict[str, str] = {}
+    for i, option in enumerate(options):
+        for iri in option.activity_ids:
+            if iri in seen:
+                raise ValueError(
+                    f"options[{i}].activity_ids: {iri!r} is already an activity of option "
+                    f"{seen[iri]!r}; each activity IRI may belong to one option"
+                )
+            seen[iri] = option.key
+
+
+# A program file is a few kilobytes; its tables nest three levels deep. Beyond these it is
+# not a program file (and a deeply nested one would exhaust the parser's recursion).
+MAX_PROGRAM_BYTES = 1024 * 1024
+MAX_NESTING = 32
+
+
 @lru_cache(maxsize=32)
 def parse_program(text: str, source: str) -> Program:
     """Parse and validate program TOML; `source` names the file in every error.
 
     Cached: a Program is immutable, and the daemon and the tests re-read the same text often.
     """
+    if len(text) > MAX_PROGRAM_BYTES:
+        raise InputError(
+            [f"{source}: larger than {MAX_PROGRAM_BYTES // 1024} KB; not a program file"]
+        )
+    if _nesting(text) > MAX_NESTING:
+        raise InputError([f"{source}: nested more than {MAX_NESTING} levels deep"])
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError([f"{source}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise InputError([f"{source}: nested too deeply"]) from None
     try:
         return Program.model_validate(data)
     except ValidationError as exc:
@@ -357,12 +386,34 @@ def _problems(source: str, exc: ValidationError) -> list[str]:
     return [f"{source}: {where}: {what}" for where, what in lines.items()]
 
 
+def _nesting(text: str) -> int:
+    """An upper bound of the depth of brackets and braces (strings not excluded: a bound is
+    all it must be, and a real program file stays far below the limit either way)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def load_program(path: Path) -> tuple[Program, str]:
     """Read a program file; returns the model and the text it came from."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open("rb") as f:
+            raw = f.read(MAX_PROGRAM_BYTES + 1)
     except OSError as exc:
         raise InputError([f"{path}: cannot read the program file: {exc.strerror}"]) from None
+    if len(raw) > MAX_PROGRAM_BYTES:
+        raise InputError(
+            [f"{path}: larger than {MAX_PROGRAM_BYTES // 1024} KB; not a program file"]
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError([f"{path}: not UTF-8 text; save the program file as UTF-8"]) from None
     return parse_program(text, str(path)), text
 
 

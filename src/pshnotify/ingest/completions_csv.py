@@ -12,7 +12,6 @@ webhook, xAPI) must read a completion's instant and person the same way.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo
 from email_validator import EmailNotValidError, validate_email
 
 from pshnotify.domain.program import Program
+from pshnotify.domain.text import short, text_problem
 from pshnotify.ingest.csvfile import CsvRecords, read_text
 
 WHO = ("id", "email")
@@ -27,7 +27,14 @@ REQUIRED = ("option", "completed_at")
 OPTIONAL = ("note",)
 COLUMNS = (*WHO, *REQUIRED, *OPTIONAL)
 MAX_REF = 320  # the longest email address; ids are shorter
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+MAX_NOTE = 1000
+MAX_OPTION = 32  # completions.option
+MAX_INSTANT = 40  # the longest ISO-8601 instant anyone writes, with room
+# The years a completion's instant may name: anything else is a typo (and years 1 and 9999
+# overflow when converted to UTC).
+YEARS = (1970, 2999)
+# Each column's limit, checked before anything else so one huge cell is one short error.
+LIMITS = {"id": MAX_REF, "email": MAX_REF, "option": MAX_OPTION, "completed_at": MAX_INSTANT}
 _INSTANT_EXAMPLE = "2023-09-12T14:30:00-04:00"
 
 
@@ -50,11 +57,16 @@ def parse_completed_at(text: str, tz: ZoneInfo) -> dt.datetime:
     in the program's zone, so the confirmation shows the date the person saw.
     """
     value = text.strip()
+    if len(value) > MAX_INSTANT:
+        raise ValueError(f"is longer than {MAX_INSTANT} characters; write {_INSTANT_EXAMPLE}")
+    if not value.isascii():
+        raise ValueError(_instant_problem(value))
     if len(value) == 10:
         try:
             day = dt.date.fromisoformat(value)
         except ValueError:
             raise ValueError(_instant_problem(value)) from None
+        _check_year(day.year, value)
         return dt.datetime.combine(day, dt.time(0), tz).astimezone(dt.UTC)
     try:
         instant = dt.datetime.fromisoformat(value)
@@ -62,13 +74,19 @@ def parse_completed_at(text: str, tz: ZoneInfo) -> dt.datetime:
         raise ValueError(_instant_problem(value)) from None
     if instant.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset; write it like {_INSTANT_EXAMPLE}")
+    _check_year(instant.year, value)
     return instant.astimezone(dt.UTC)
+
+
+def _check_year(year: int, value: str) -> None:
+    if not YEARS[0] <= year <= YEARS[1]:
+        raise ValueError(f"{value!r} is out of range (a year from {YEARS[0]} to {YEARS[1]})")
 
 
 def _instant_problem(value: str) -> str:
     return (
         f"expected an ISO-8601 instant with offset ({_INSTANT_EXAMPLE}) "
-        f"or a date (2023-09-12), got {value!r}"
+        f"or a date (2023-09-12), got {short(value)}"
     )
 
 
@@ -82,11 +100,29 @@ def ref_problem(ref: str) -> str | None:
     """Why a person reference cannot be used, or None."""
     if not ref.strip():
         return "is empty; an id or email is required"
-    if _CONTROL.search(ref):
-        return "contains a line break or control character"
-    if len(ref) > MAX_REF:
-        return f"is longer than {MAX_REF} characters"
+    return text_problem(ref, MAX_REF)
+
+
+def person_problem(ref: str) -> str | None:
+    """`ref_problem`, and a reference that is an email (it has an `@`) must be a valid one."""
+    return ref_problem(ref) or (address_problem(ref.strip()) if "@" in ref else None)
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` is not an email address a roster could hold, or None."""
+    problem = ref_problem(address)
+    if problem:
+        return problem
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"invalid address {short(address)}: {exc}"
     return None
+
+
+def note_problem(note: str | None) -> str | None:
+    """Why a completion's free-text note cannot be stored, or None."""
+    return None if note is None else text_problem(note, MAX_NOTE)
 
 
 def option_problem(program: Program, option: str, *, allow_alternative: bool = False) -> str | None:
@@ -95,7 +131,7 @@ def option_problem(program: Program, option: str, *, allow_alternative: bool = F
     if option in keys or (allow_alternative and option == "alternative"):
         return None
     expected = ", ".join(keys) + (", alternative" if allow_alternative else "")
-    return f"unknown option {option!r} (expected one of {expected})"
+    return f"unknown option {short(option)} (expected one of {expected})"
 
 
 # -- the file --------------------------------------------------------------------------------------
@@ -138,8 +174,8 @@ class _CompletionsReader:
         before = len(self.errors)
         clean = {col: value.strip() for col, value in cells.items()}
         for col, value in clean.items():
-            if _CONTROL.search(value):
-                self.error(line, col, "contains a line break or control character")
+            if problem := text_problem(value, LIMITS.get(col, MAX_NOTE)):
+                self.error(line, col, problem)
         if len(self.errors) > before:
             return None
         ref = self._person(line, clean)
@@ -168,7 +204,7 @@ class _CompletionsReader:
         try:
             return validate_email(address, check_deliverability=False).normalized
         except EmailNotValidError as exc:
-            self.error(line, "email", f"invalid address {address!r}: {exc}")
+            self.error(line, "email", f"invalid address {short(address)}: {exc}")
             return None
 
     def _instant(self, line: int, value: str) -> dt.datetime | None:

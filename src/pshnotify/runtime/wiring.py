@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 import pshnotify.mail.report_kind  # noqa: F401 - registers the report kind
 from pshnotify.bounces.sources import ImapSource, MaildirSource, Source, parse_imap_url
@@ -33,7 +34,7 @@ from pshnotify.services.reports import queue_nightly_reports, report_enricher
 from pshnotify.services.schedule import NightlyJob
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
-from pshnotify.store.db import make_engine
+from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
 from pshnotify.store.programs import StoredProgram
 
 
@@ -61,7 +62,24 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        """The database, reached once before any work: a wrong or unreachable URL is bad
+        input naming the variable (exit 2), not a traceback from the first query."""
+        hint = "set PSHNOTIFY_DATABASE_URL to a database this machine can reach"
+        try:
+            engine = make_engine(self.settings.database_url)
+        except DatabaseUrlError as exc:
+            raise InputError([f"PSHNOTIFY_DATABASE_URL: {exc}"], hint=hint) from None
+        try:
+            with engine.connect():
+                pass
+        except DBAPIError as exc:
+            engine.dispose()
+            first = str(exc.orig or exc).strip().splitlines() or ["no reason given"]
+            where = display_url(self.settings.database_url)
+            raise InputError(
+                [f"PSHNOTIFY_DATABASE_URL: cannot connect to {where}: {first[0]}"], hint=hint
+            ) from None
+        return engine
 
     @cached_property
     def actor(self) -> str:

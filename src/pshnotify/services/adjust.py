@@ -9,12 +9,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 
 from pshnotify.clock import Clock
+from pshnotify.domain.delivery import Kind
 from pshnotify.domain.errors import InputError, NotFoundError
+from pshnotify.domain.text import text_problem
 from pshnotify.store import audit, outbox
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
 
-_PENDING_KINDS = ["launch", "invitation", "reminder", "overdue"]
+MAX_REASON = 500  # an exemption's reason, shown in reports
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def extend(
             person_ids=[row.person_id],
             reason="deadline extended",
             now=now,
-            kinds=["reminder", "overdue"],
+            kinds=[Kind.REMINDER.value, Kind.OVERDUE.value],
         )
         conn.execute(
             update(enrollments)
@@ -103,6 +105,8 @@ def exempt(
     reason = " ".join(reason.split())
     if not reason:
         raise InputError(["--reason: give the reason the reports will show"])
+    if problem := text_problem(reason, MAX_REASON):
+        raise InputError([f"--reason: {problem}"])
     now = clock.now()
     with engine.begin() as conn:
         row = find_enrollment(conn, stored, person_ref)
@@ -112,7 +116,7 @@ def exempt(
             person_ids=[row.person_id],
             reason=f"exempted: {reason}",
             now=now,
-            kinds=_PENDING_KINDS,
+            kinds=Kind.asking(),
         )
         conn.execute(
             update(enrollments)

@@ -28,10 +28,11 @@ from pshnotify.domain.delivery import Kind, idempotency_key
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.ingest.completions_csv import (
     CompletionRow,
+    note_problem,
     option_problem,
+    person_problem,
     person_ref_key,
     read_completions,
-    ref_problem,
 )
 from pshnotify.store import audit, outbox
 from pshnotify.store.db import transaction
@@ -42,7 +43,6 @@ from pshnotify.store.sql import insert_ignoring_duplicates
 SOURCES = ("import", "webhook", "xapi", "operator")
 ALTERNATIVE = "alternative"  # an operator-approved alternative to the program's options
 # What a completion makes moot. Confirmations and reports are not the person's reminders.
-STOPPED_KINDS = [Kind.LAUNCH.value, Kind.REMINDER.value, Kind.OVERDUE.value, Kind.INVITATION.value]
 # A learning system's clock may run a little ahead of ours; more than this is a wrong date.
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 _MAX_KEY = 400  # completions.dedupe_key
@@ -93,13 +93,16 @@ def completion_problems(
     completed_at: dt.datetime,
     source: str,
     now: dt.datetime,
+    note: str | None = None,
 ) -> list[tuple[str, str]]:
     """(field, problem) pairs; each way in words them for its own caller (file line, HTTP)."""
     problems: list[tuple[str, str]] = []
     if source not in SOURCES:
         problems.append(("source", f"unknown source {source!r} (expected {', '.join(SOURCES)})"))
-    if problem := ref_problem(person_ref):
+    if problem := person_problem(person_ref):
         problems.append(("person", problem))
+    if problem := note_problem(note):
+        problems.append(("note", problem))
     if problem := option_problem(stored.program, option, allow_alternative=source == "operator"):
         problems.append(("option", problem))
     if completed_at.tzinfo is None:
@@ -147,10 +150,20 @@ def record_completion(
         completed_at=completed_at,
         source=source,
         now=now,
+        note=note,
     )
     if problems:
         raise InputError([f"{fld}: {problem}" for fld, problem in problems])
     person = find_enrolled(conn, stored.id, person_ref)
+    if person is not None:
+        seen = _same_completion(conn, stored.id, person, option, completed_at)
+        if seen is not None:  # the same completion named the other way (id / email)
+            result = CompletionResult(CompletionOutcome.DUPLICATE, person.external_id)
+            if source == "operator":
+                _audit_operator(
+                    conn, stored, person_ref, option, completed_at, note, now, actor, result
+                )
+            return result
     inserted = conn.execute(
         insert_ignoring_duplicates(conn, completions)
         .values(
@@ -209,7 +222,7 @@ def _apply(
         person_ids=[person.person_id],
         reason="completed",
         now=now,
-        kinds=STOPPED_KINDS,
+        kinds=Kind.asking(),
     )
     queued = False
     # Someone who left the roster is recorded as complete but not written to.
@@ -305,6 +318,20 @@ def find_enrolled(conn: Connection, program_id: int, person_ref: str) -> _Enroll
         row.enrollment_id,
         row.wave_key,
         row.removed_at is not None,
+    )
+
+
+def _same_completion(
+    conn: Connection, program_id: int, person: _Enrolled, option: str, completed_at: dt.datetime
+) -> str | None:
+    """The key of a completion already stored for this person, option and instant under any of
+    the person's names (roster id or email), or None. A sender may name a person by id once and
+    by email the next time; it is still one completion."""
+    keys = {completion_key(ref, option, completed_at) for ref in (person.external_id, person.email)}
+    return conn.scalar(
+        select(completions.c.dedupe_key).where(
+            completions.c.program_id == program_id, completions.c.dedupe_key.in_(sorted(keys))
+        )
     )
 
 

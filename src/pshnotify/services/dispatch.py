@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Integer, select
 
 from pshnotify.clock import Clock
-from pshnotify.domain.calendar import next_sending_instant
-from pshnotify.domain.delivery import Outcome, State, backoff
+from pshnotify.domain import policy
+from pshnotify.domain.delivery import Kind, Outcome, State
 from pshnotify.domain.errors import (
     ConflictError,
     OutcomeUnknownError,
@@ -63,6 +63,10 @@ class DispatchConfig:
     unknown_policy: str = "resend"  # resend (same Message-ID) | hold
     # A per-message envelope sender (VERP, services.bounces) from the message's row id.
     bounce_sender: Callable[[int], str] | None = None
+
+    @property
+    def retry_rules(self) -> policy.RetryRules:
+        return policy.RetryRules(self.max_attempts, self.max_age, self.unknown_policy)
 
 
 @dataclass
@@ -254,7 +258,9 @@ class Dispatcher:
             launched = [
                 (r.message.program_id, r.message.person_id, r.finished_at)
                 for r in written
-                if r.state == State.SENT and r.message.kind == "launch" and r.message.person_id
+                if r.state == State.SENT
+                and r.message.kind == Kind.LAUNCH.value
+                and r.message.person_id
             ]
             # The cadence counts from each person's own launch email: start it now.
             people_repo.mark_launch_sent(conn, launched)
@@ -308,26 +314,16 @@ class Dispatcher:
                 await asyncio.sleep(0)  # let the connections read their replies
 
     def _superseded(self, batch: list[outbox.Claimed]) -> list[outbox.Result]:
-        """Several reminders for one person in one batch (after a pause, say): send the last."""
-        latest: dict[tuple[int, int | None], outbox.Claimed] = {}
-        for c in batch:
-            if c.kind == "reminder":
-                key = (c.program_id, c.person_id)
-                if key not in latest or c.id > latest[key].id:
-                    latest[key] = c
+        """Stale messages in this batch, as the policy sees them (several reminders for one
+        person after a pause, say)."""
+        stale = policy.superseded(((c.program_id, c.person_id), Kind(c.kind), c.id) for c in batch)
         now = self.clock.now()
         return [
             outbox.Result(
-                c,
-                State.SKIPPED,
-                "skipped",
-                now,
-                now,
-                reason="superseded by a later reminder",
-                attempted=False,
+                c, State.SKIPPED, "skipped", now, now, reason=policy.SUPERSEDED, attempted=False
             )
             for c in batch
-            if c.kind == "reminder" and latest[(c.program_id, c.person_id)].id != c.id
+            if c.id in stale
         ]
 
     def _decide(
@@ -336,7 +332,9 @@ class Dispatcher:
         """Skip a message that can no longer matter; else what it is built from."""
         stored = self._program(claimed.program_id)
         row = rows.get((claimed.program_id, claimed.person_id or -1))
-        skip = _skip_reason(claimed, row) or _past_deadline(stored, claimed, row, now)
+        skip = policy.skip_reason(
+            stored.program, Kind(claimed.kind), _standing(claimed, row), now, step=claimed.step
+        )
         if skip:
             return outbox.Result(
                 claimed, State.SKIPPED, "skipped", now, now, reason=skip, attempted=False
@@ -459,14 +457,14 @@ class Dispatcher:
         self, claimed: outbox.Claimed, due_at: dt.datetime | None = None
     ) -> outbox.Result:
         now = self.clock.now()
-        state = State.QUEUED if claimed.attempts == 0 else State.RETRY
+        state = policy.released(claimed.attempts)
         return outbox.Result(claimed, state, "released", now, now, due_at=due_at, attempted=False)
 
     def _closed_until(self, claimed: outbox.Claimed) -> dt.datetime | None:
         """When working hours reopen, if they have closed since this message was claimed (a
         long drain that started at 16:55); None while they are open. Worked out once a minute
         per program, not per message."""
-        if not _holds_to_working_hours(claimed.kind):
+        if not Kind(claimed.kind).held_to_working_hours:
             return None
         now = self.clock.now()
         minute = now.replace(second=0, microsecond=0)
@@ -475,26 +473,18 @@ class Dispatcher:
             if len(self._openings) > 64:
                 self._openings.clear()  # the minutes gone by
             program = self._program(claimed.program_id).program
-            self._openings[key] = next_sending_instant(minute, program.sending, program.tz)
+            self._openings[key] = policy.held_until(program, Kind(claimed.kind), minute) or minute
         opening = self._openings[key]
         return opening if opening > now else None
 
     async def _send_one(self, connection: SmtpConnection, job: _Job) -> outbox.Result:
         c = job.claimed
         started = self.clock.now()
-        attempt = c.attempts + 1
+        code: int | None = None
         try:
             reply = await connection.send(job.sender, c.recipient_email, job.data)
         except PermanentDeliveryError as exc:
-            return outbox.Result(
-                c,
-                State.FAILED,
-                Outcome.PERMANENT,
-                started,
-                self.clock.now(),
-                code=exc.code,
-                reply=exc.reply,
-            )
+            return self._after(c, started, Outcome.PERMANENT, exc.code, exc.reply)
         except RelayLoginError as exc:
             # Not this message's fault: stop, and keep it (and the rest) for the next pass.
             self.problem = (
@@ -503,62 +493,35 @@ class Dispatcher:
             )
             return self._released(c)
         except TransientDeliveryError as exc:
-            return self._retry(c, started, Outcome.TRANSIENT, exc.code, exc.reply, attempt)
+            return self._after(c, started, Outcome.TRANSIENT, exc.code, exc.reply)
         except OutcomeUnknownError as exc:
-            if self.config.unknown_policy == "resend":
-                return self._retry(c, started, Outcome.UNKNOWN, None, exc.reply, attempt)
-            return outbox.Result(
-                c, State.UNKNOWN, Outcome.UNKNOWN, started, self.clock.now(), reply=exc.reply
-            )
-        return outbox.Result(
-            c,
-            State.SENT,
-            Outcome.SENT,
-            started,
-            self.clock.now(),
-            code=reply.code,
-            reply=reply.text,
-        )
+            return self._after(c, started, Outcome.UNKNOWN, code, exc.reply)
+        return self._after(c, started, Outcome.SENT, reply.code, reply.text)
 
-    def _retry_at(self, c: outbox.Claimed, at: dt.datetime) -> dt.datetime:
-        """A deferred reminder waits for working hours like the first try did."""
-        if not _holds_to_working_hours(c.kind):
-            return at
-        program = self._program(c.program_id).program
-        return next_sending_instant(at, program.sending, program.tz)
-
-    def _retry(
+    def _after(
         self,
         c: outbox.Claimed,
         started: dt.datetime,
         outcome: Outcome,
         code: int | None,
         reply: str,
-        attempt: int,
     ) -> outbox.Result:
+        """The result of one attempt, in the state the policy gives its outcome."""
         now = self.clock.now()
-        first = c.first_attempt_at or started
-        if attempt >= self.config.max_attempts or now - first >= self.config.max_age:
-            final = State.UNKNOWN if outcome == Outcome.UNKNOWN else State.FAILED
-            hours = (now - first).total_seconds() / 3600
-            return outbox.Result(
-                c,
-                final,
-                outcome,
-                started,
-                now,
-                code=code,
-                reply=f"{reply} (gave up after {attempt} attempts over {hours:.1f} h)",
-            )
-        return outbox.Result(
-            c,
-            State.RETRY,
+        attempt = c.attempts + 1
+        step = policy.after_attempt(
+            self._program(c.program_id).program,
+            Kind(c.kind),
             outcome,
-            started,
-            now,
-            code=code,
-            reply=reply,
-            due_at=self._retry_at(c, now + backoff(attempt)),
+            attempt=attempt,
+            first_attempt_at=c.first_attempt_at or started,
+            now=now,
+            rules=self.config.retry_rules,
+        )
+        if step.note:
+            reply = f"{reply} ({step.note})"
+        return outbox.Result(
+            c, step.state, outcome, started, now, code=code, reply=reply, due_at=step.due_at
         )
 
 
@@ -577,6 +540,7 @@ def _people_query(*, on_postgresql: bool) -> Any:
             people.c.email,
             people.c.department,
             enrollments.c.program_id,
+            enrollments.c.status,
             enrollments.c.extended_until,
             enrollments.c.completed_at,
             enrollments.c.exempted_reason,
@@ -604,30 +568,15 @@ def _alive(owner: str) -> bool:
     return True
 
 
-def _past_deadline(
-    stored: StoredProgram, claimed: outbox.Claimed, row: Any, now: dt.datetime
-) -> str | None:
-    if claimed.kind != "reminder" or row is None or claimed.wave_key is None:
-        return None
-    program = stored.program
-    deadline = row.extended_until or program.wave(claimed.wave_key).closes
-    return "deadline passed" if now >= program.closes_at(deadline) else None
-
-
-def _holds_to_working_hours(kind: str) -> bool:
-    return kind not in ("confirmation", "report")
-
-
-def _skip_reason(claimed: outbox.Claimed, row: Any) -> str | None:
-    """A message that can no longer matter is not sent (reports and confirmations aside)."""
-    if claimed.person_id is None or claimed.kind in ("confirmation", "report"):
-        return None
+def _standing(claimed: outbox.Claimed, row: Any) -> policy.Standing | None:
+    """The person's standing from their enrollment row (None: no longer enrolled)."""
     if row is None:
-        return "person no longer enrolled"
-    if row.removed_at is not None:
-        return "removed from the roster"
-    if row.exempted_reason:
-        return f"exempted: {row.exempted_reason}"
-    if row.completed_at is not None:
-        return "already complete"
-    return None
+        return None
+    return policy.Standing(
+        status=row.status,
+        removed=row.removed_at is not None,
+        exempted_reason=row.exempted_reason or None,
+        completed=row.completed_at is not None,
+        wave_key=claimed.wave_key,
+        extended_until=row.extended_until,
+    )

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Engine, String, and_, cast, func, literal, select, update
 
 from pshnotify.clock import Clock
+from pshnotify.domain import policy
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
@@ -66,14 +67,19 @@ class LaunchSummary:
         }
 
 
+# Each of `policy.OWING`'s facts about an enrollment, as SQL.
+_FACTS: dict[str, Any] = {
+    "status": enrollments.c.status,
+    "removed": enrollments.c.removed_at.is_not(None),
+    "exempted": enrollments.c.exempted_reason.is_not(None),
+    "completed": enrollments.c.completed_at.is_not(None),
+}
+
+
 def _eligible() -> Any:
-    """Required, present, not exempted by an operator, not complete."""
-    return and_(
-        enrollments.c.status == "required",
-        enrollments.c.removed_at.is_(None),
-        enrollments.c.exempted_reason.is_(None),
-        enrollments.c.completed_at.is_(None),
-    )
+    """The launch email's audience as `domain.policy` defines it (required, present, not
+    exempted by an operator, not complete), in SQL."""
+    return and_(*(_FACTS[name] == value for name, value in policy.OWING.items()))
 
 
 def _count_to_queue(conn: Connection, program_id: int, wave: str) -> int:

@@ -15,16 +15,17 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from pshnotify.clock import Clock
+from pshnotify.domain import policy
 from pshnotify.domain.cadence import PersonState, Planned, decide, timeline
 from pshnotify.domain.calendar import next_sending_instant
-from pshnotify.domain.delivery import PENDING
+from pshnotify.domain.delivery import PENDING, Kind
 from pshnotify.domain.program import Program
 from pshnotify.services.reports import officer_windows
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages
 
-KINDS = ("launch", "invitation", "reminder", "overdue", "confirmation", "report")
+KINDS = tuple(k.value for k in Kind)
 
 
 def build_plan(
@@ -58,7 +59,7 @@ def build_plan(
 def _reported(conn: Any, program_id: int) -> set[tuple[str, str]]:
     """(officer, night) of every report already in the outbox."""
     q = select(messages.c.recipient_email, messages.c.step).where(
-        messages.c.program_id == program_id, messages.c.kind == "report"
+        messages.c.program_id == program_id, messages.c.kind == Kind.REPORT.value
     )
     return {(r.lower(), step) for r, step in conn.execute(q)}
 
@@ -83,7 +84,7 @@ def _plan_reports(
             if (w.address.lower(), night.isoformat()) not in done and (
                 program.sending.reports_on(night)
             ):
-                days[night]["report"] += 1
+                days[night][Kind.REPORT.value] += 1
             night += dt.timedelta(days=1)
 
 
@@ -99,7 +100,7 @@ def _outbox(
     pending: list[tuple[dt.datetime, str]] = []
     for pid, kind, step, state, due in conn.execute(q):
         if pid is not None:
-            steps.setdefault(pid, set()).add("launch" if kind == "launch" else step)
+            steps.setdefault(pid, set()).add("launch" if kind == Kind.LAUNCH.value else step)
         if state in [s.value for s in PENDING]:
             pending.append((due, kind))
     return steps, pending
@@ -131,30 +132,25 @@ def _future(
         start = dt.datetime.combine(opens, program.sending.working_hours.start, program.tz)
         launched = next_sending_instant(max(start, now), program.sending, program.tz)
         assumed = PersonState(**{**person.__dict__, "launch_queued": True, "launch_sent_at": None})
-        if person.completed or person.exempted:
-            return []
-        if person.status == "required":
+        first = policy.first_message(program, person.standing)
+        if first is Kind.LAUNCH:
             return [
-                Planned(launched, "launch", "0"),
+                Planned(launched, Kind.LAUNCH.value, "0"),
                 *(p for p in timeline(program, assumed, launched) if p.due_at > launched),
             ]
-        if person.status == "encouraged" and program.cadence.invite_encouraged:
-            return [Planned(launched, "invitation", "invitation")]
+        if first is Kind.INVITATION:
+            return [Planned(launched, Kind.INVITATION.value, "invitation")]
         return []
     decision = decide(program, launched, person, max(now, launched))
     out = list(decision.queue)
     launch_at = person.launch_sent_at
     if launch_at is None:
-        queued = [p.due_at for p in out if p.kind == "launch"]
+        queued = [p.due_at for p in out if p.kind == Kind.LAUNCH.value]
         if queued or person.launch_queued:  # goes out on the next pass in working hours
             launch_at = (
                 queued[0] if queued else next_sending_instant(now, program.sending, program.tz)
             )
-    if (
-        launch_at is not None
-        and person.status == "required"
-        and not (person.completed or person.exempted or person.removed)
-    ):
+    if launch_at is not None and policy.owes_training(person.standing):
         queued_steps = person.steps_queued | {p.step for p in out}
         out += [
             p

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, func, select
 
+from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
@@ -148,7 +149,13 @@ def _launch_sent_by_message(conn: Connection, program_id: int, person_ids: set[i
 
 
 def _owes(r: Row[Any]) -> bool:
-    return r.completed_at is None and not r.exempted_reason and r.status == "required"
+    return policy.owes_training(
+        policy.Standing(
+            status=r.status,
+            exempted_reason=r.exempted_reason or None,
+            completed=r.completed_at is not None,
+        )
+    )
 
 
 def _row(program: Program, r: Row[Any], today: dt.date, launch_sent: bool) -> ReportRow:

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.cadence import Decision, PersonState, Planned, decide
-from pshnotify.domain.delivery import State, idempotency_key
+from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.services.programs import all_programs
 from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
@@ -28,7 +28,6 @@ from pshnotify.store.schema import enrollments, messages, people
 
 # Once-a-night work (the officers' reports): (conn, program, now, message-id domain) -> queued.
 NightlyJob = Callable[[Connection, StoredProgram, dt.datetime, str], int]
-SCHEDULED_KINDS = ("launch", "invitation", "reminder", "overdue")
 
 
 @dataclass
@@ -135,7 +134,7 @@ def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> d
     q = select(messages.c.person_id, messages.c.kind, messages.c.step).where(
         messages.c.program_id == program_id,
         messages.c.person_id.in_(person_ids),
-        messages.c.kind.in_(SCHEDULED_KINDS),
+        messages.c.kind.in_(Kind.asking()),
     )
     out: dict[int, set[str]] = {}
     for pid, kind, step in conn.execute(q):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +10,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+
+class DatabaseUrlError(ValueError):
+    """The URL cannot name a database we can open; the message says why (no password)."""
 
 
 def normalize_url(url: str) -> str:
@@ -58,15 +64,45 @@ def refresh_statistics(engine: Engine, changed: int, *tables: str) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    url = normalize_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    """An engine for `url`; raises DatabaseUrlError for a URL that names no usable database.
+
+    A SQLite file holds personal data: it is created 0600 (its -wal and -shm files take the
+    same mode from it) in a folder created 0700. Only the file's own folder is created, and
+    only inside an existing one: a mistyped path is refused, not built.
+    """
+    try:
+        url = normalize_url(url)
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseUrlError(f"not a database URL ({exc})") from None
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
+            _private_sqlite_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"timeout": 30})
         _sqlite_durability(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise DatabaseUrlError(f"cannot use {display_url(url)}: {exc}") from None
+
+
+def _private_sqlite_file(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        if not folder.parent.is_dir():
+            raise DatabaseUrlError(f"the folder {folder} does not exist; create it first")
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise DatabaseUrlError(f"cannot create the folder {folder}: {exc.strerror}") from None
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise DatabaseUrlError(f"cannot open {path}: {exc.strerror}") from None
 
 
 def _sqlite_durability(engine: Engine) -> None:

@@ -37,6 +37,8 @@ from starlette.routing import Route
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
+from pshnotify.domain.text import text_problem
+from pshnotify.ingest import completions_csv
 from pshnotify.ingest import webhook_signing as signing
 from pshnotify.ingest.completions_csv import parse_completed_at
 from pshnotify.services.completions import (
@@ -59,6 +61,14 @@ ProgramLoader = Callable[[str | None], StoredProgram]
 MAX_BODY = 1024 * 1024  # a completion is a few hundred bytes; a batch of statements, more
 _REALM = 'Basic realm="pshnotify xAPI", charset="UTF-8"'
 _XAPI_FIELDS = {"person": "actor.mbox", "option": "object.id", "completed_at": "timestamp"}
+# The same limits as the completions file's columns (a program key is 64 at most).
+_WEBHOOK_LIMITS = {
+    "person": completions_csv.MAX_REF,
+    "option": completions_csv.MAX_OPTION,
+    "completed_at": completions_csv.MAX_INSTANT,
+    "program": 64,
+    "note": completions_csv.MAX_NOTE,
+}
 
 
 class HttpError(Exception):
@@ -171,6 +181,7 @@ class _Endpoints:
             completed_at=completed_at,
             source="webhook",
             now=now,
+            note=req.note,
         )
         if problems:
             raise HttpError(400, "bad completion", [f"{f}: {p}" for f, p in problems])
@@ -320,6 +331,9 @@ def _webhook_payload(data: Any) -> _WebhookCompletion:
             return None
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{name}: expected a non-empty string")
+            return None
+        if problem := text_problem(value, _WEBHOOK_LIMITS[name]):
+            problems.append(f"{name}: {problem}")
             return None
         return value.strip()
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pshnotify.domain.program import Program
-from pshnotify.ingest.completions_csv import parse_completed_at, ref_problem
+from pshnotify.domain.text import short
+from pshnotify.ingest.completions_csv import address_problem, parse_completed_at
 
 COMPLETED = "http://adlnet.gov/expapi/verbs/completed"
 VERSION = "1.0.3"  # the X-Experience-API-Version we answer with
@@ -67,7 +68,8 @@ def _map_one(
     statement_id, receipt = _statement_id(st.get("id"), where, problems)
     verb = _get(st, "verb", "id")
     if verb != COMPLETED:
-        problems.append(f"{where}.verb.id: expected {COMPLETED}, got {verb!r}")
+        shown = short(verb) if isinstance(verb, str) else type(verb).__name__
+        problems.append(f"{where}.verb.id: expected {COMPLETED}, got {shown}")
     person = _person(st, where, problems)
     option = _option(st, where, by_iri, problems)
     when = _when(st, where, program, now, problems)
@@ -91,7 +93,7 @@ def _statement_id(value: Any, where: str, problems: list[str]) -> tuple[str, boo
     try:
         return str(uuid.UUID(str(value))), True
     except ValueError:
-        problems.append(f"{where}.id: expected a UUID, got {value!r}")
+        problems.append(f"{where}.id: expected a UUID, got {short(str(value))}")
         return "", False
 
 
@@ -102,10 +104,11 @@ def _person(st: dict[str, Any], where: str, problems: list[str]) -> str | None:
         return None
     mbox = _get(st, "actor", "mbox")
     if not isinstance(mbox, str) or not mbox.lower().startswith("mailto:"):
-        problems.append(f"{where}.actor.mbox: expected 'mailto:address', got {mbox!r}")
+        shown = short(mbox) if isinstance(mbox, str) else type(mbox).__name__
+        problems.append(f"{where}.actor.mbox: expected 'mailto:address', got {shown}")
         return None
     address = mbox[len("mailto:") :]
-    problem = ref_problem(address) or (None if "@" in address else "is not an email address")
+    problem = address_problem(address)
     if problem:
         problems.append(f"{where}.actor.mbox: {problem}")
         return None
@@ -123,7 +126,7 @@ def _option(
     if option is None:
         known = ", ".join(sorted(by_iri)) or "none: add activity_ids to the program's options"
         problems.append(
-            f"{where}.object.id: activity {iri!r} is not one of the program's options "
+            f"{where}.object.id: activity {short(iri)} is not one of the program's options "
             f"(known: {known})"
         )
     return option
