@@ -4,6 +4,7 @@ are behind; only on days someone is behind, never after a completion, at most on
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from email import message_from_bytes
 from email.utils import parseaddr, parsedate_to_datetime
@@ -51,12 +52,13 @@ def test_digests_come_only_on_days_someone_is_behind_once_a_day_and_never_after_
     roster = write(tmp_path, [HEADER, *ROSTER])
     cli("init", "--now", at(dt.date(2023, 9, 1), 9))
     cli("roster", "import", str(roster), "--now", at(dt.date(2023, 9, 1), 9))
-    plan = cli("plan", "--now", at(dt.date(2023, 9, 11), 8))
     done = tmp_path / "done.csv"
     for day in days(dt.date(2023, 9, 11), dt.date(2023, 10, 13)):
         if day == dt.date(2023, 9, 11):
             cli("launch", "pilot", "--yes", "--now", at(day, 9))
         cli("run", "--once", "--now", at(day, 9))
+        if day == dt.date(2023, 9, 11):
+            plan = cli("plan", "--json", "--now", at(day, 12))
         if day == dt.date(2023, 9, 14):
             done.write_text(f"id,option,completed_at\nE3,A,{day}\n")
             cli("completions", "import", str(done), "--now", at(day, 10))
@@ -83,7 +85,13 @@ def test_digests_come_only_on_days_someone_is_behind_once_a_day_and_never_after_
     officer = digests["ao@example.edu"]
     assert [d for d, _ in officer] == working
     assert all(p == ["E4"] for _, p in officer)
-    assert "escalation" in plan  # plan shows escalations like other messages
+    # `plan` foresaw them from launch day, as if nobody completed: one a working day per
+    # recipient from the day after the second reminder until the stop after the deadline.
+    planned = json.loads(plan)
+    foreseen = {d["date"]: d.get("escalation", 0) for d in planned["days"]}
+    # boss (E1, E2), calm (E3, whose completion on the 14th was not known yet), the officer (E4)
+    assert foreseen["2023-09-26"] == 3
+    assert "2023-09-25" not in foreseen or foreseen["2023-09-25"] == 0
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

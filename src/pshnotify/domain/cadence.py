@@ -43,6 +43,7 @@ class PersonState:
     launch_queued: bool = False
     launch_sent_at: dt.datetime | None = None
     steps_queued: frozenset[str] = frozenset()  # reminder/overdue/invitation steps in the outbox
+    undeliverable: bool = False  # their address is marked: due steps are skipped, saying so
 
     @property
     def standing(self) -> policy.Standing:
@@ -54,6 +55,7 @@ class PersonState:
             completed=self.completed,
             wave_key=self.wave_key,
             extended_until=self.extended_until,
+            undeliverable=self.undeliverable,
         )
 
 

@@ -46,6 +46,7 @@ class Kind(StrEnum):
     INVITATION = "invitation"
     CONFIRMATION = "confirmation"
     REPORT = "report"
+    ESCALATION = "escalation"  # a manager's (or officer's) daily digest of people behind
 
     @property
     def stops_on_completion(self) -> bool:
@@ -57,7 +58,7 @@ class Kind(StrEnum):
     def held_to_working_hours(self) -> bool:
         """Sent only in the program's working hours (a confirmation or an officer's report
         answers something that just happened, so it goes at once)."""
-        return self not in (Kind.CONFIRMATION, Kind.REPORT)
+        return self not in (Kind.CONFIRMATION, Kind.REPORT)  # an escalation waits for them
 
     @property
     def ends_at_deadline(self) -> bool:
@@ -66,8 +67,8 @@ class Kind(StrEnum):
 
     @property
     def per_person(self) -> bool:
-        """Written to one enrolled person (an officer's report is written to an officer)."""
-        return self is not Kind.REPORT
+        """Written to one enrolled person (a report or an escalation: to an officer, a manager)."""
+        return self not in (Kind.REPORT, Kind.ESCALATION)
 
     @classmethod
     def asking(cls) -> list[str]:

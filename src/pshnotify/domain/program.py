@@ -268,6 +268,10 @@ class Program(_Model):
         return self
 
     # -- lookups -------------------------------------------------------------------------------
+    def reason_note(self, reason: str) -> str | None:
+        """The note of the first eligibility rule with this reason code, if it has one."""
+        return next((r.note for r in self.eligibility if r.reason == reason and r.note), None)
+
     @property
     def key(self) -> str:
         return self.program.key

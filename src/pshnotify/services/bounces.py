@@ -330,6 +330,12 @@ def _clear(conn: Connection, person_id: int, now: dt.datetime, by: str) -> None:
         .where(undeliverable.c.person_id == person_id, undeliverable.c.cleared_at.is_(None))
         .values(cleared_at=now, cleared_by=by)
     )
+    # The scheduler looks at them again at once: their next steps go to the address.
+    conn.execute(
+        update(enrollments)
+        .where(enrollments.c.person_id == person_id, enrollments.c.removed_at.is_(None))
+        .values(next_action_at=now)
+    )
 
 
 def readdressed(
@@ -349,7 +355,9 @@ def readdressed(
         mark = _active_mark(conn, pid)
         _clear(conn, pid, now, f"{actor} (roster import: new address)")
         email_key = conn.scalar(select(people.c.email_key).where(people.c.id == pid)) or ""
-        _resend_launch(conn, stored, pid, now, message_id_domain, step=f"readdress:{email_key}")
+        # The step names the new address (hashed: steps are short): once per new address.
+        digest = hashlib.sha256(email_key.encode()).hexdigest()[:16]
+        _resend_launch(conn, stored, pid, now, message_id_domain, step=f"readdress:{digest}")
         audit.record(
             conn,
             at=now,

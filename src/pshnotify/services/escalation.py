@@ -22,16 +22,17 @@ from pshnotify.domain import policy
 from pshnotify.domain.cadence import PersonState, deadline_date, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
+from pshnotify.domain.errors import NothingToSend
 from pshnotify.services.bounces import undeliverable_reasons
 from pshnotify.store import outbox
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, waves
 
-KIND = "escalation"
+KIND = Kind.ESCALATION.value
 
 
-class NobodyBehind(Exception):  # noqa: N818 - a reason, not a fault
+class NobodyBehind(NothingToSend):
     """The digest's people have all caught up since it was queued: skip it."""
 
 
@@ -56,8 +57,13 @@ def escalation_night(stored: StoredProgram, now: dt.datetime) -> dt.date | None:
 
 
 def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behind]:
-    """Everyone of this program who is behind on `today`, with whom to tell."""
+    """Everyone of this program who is behind on `today`, with whom to tell.
+
+    Judged as of the day's report time (reminders sent before it), so every pass of the day
+    reaches the same verdict and the digest is decided once; completions count until it is
+    sent."""
     program = stored.program
+    as_of = dt.datetime.combine(today, program.sending.report_time, program.tz)
     esc = program.escalation
     e = enrollments
     q = (
@@ -87,7 +93,7 @@ def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behi
     found = conn.execute(q).all()
     if not found:
         return []
-    sent = _reminders_sent(conn, stored.id)
+    sent = _reminders_sent(conn, stored.id, as_of)
     dead = undeliverable_reasons(conn, [r.id for r in found])
     out: list[Behind] = []
     for r in found:
@@ -116,11 +122,12 @@ def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behi
     return out
 
 
-def _reminders_sent(conn: Connection, program_id: int) -> Counter[int]:
+def _reminders_sent(conn: Connection, program_id: int, before: dt.datetime) -> Counter[int]:
     q = (
         select(messages.c.person_id, func.count())
         .where(
             messages.c.program_id == program_id,
+            messages.c.sent_at < before,
             messages.c.kind.in_([Kind.REMINDER.value, Kind.OVERDUE.value]),
             messages.c.state.in_([State.SENT.value, State.BOUNCED.value]),
         )

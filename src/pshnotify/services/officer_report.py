@@ -51,7 +51,10 @@ def action_sections(
             "overdue": [_brief(r) for r in overdue],
             "due_soon": [_brief(r) for r in soon],
         },
-        "since": None if since is None else _changes(conn, stored, officer, since, as_of),
+        # Up to the send (a day after the report time at most), not only the report time.
+        "since": None
+        if since is None
+        else _changes(conn, stored, officer, since, as_of + dt.timedelta(days=1)),
         "list_everyone": len(rows) <= list_limit,
     }
 
@@ -129,7 +132,8 @@ def _last_report(
         messages.c.state.in_([State.SENT.value, State.BOUNCED.value]),
         messages.c.step < night.isoformat(),
     )
-    return conn.scalar(q)
+    last: dt.datetime | None = conn.scalar(q)
+    return last
 
 
 def _changes(
