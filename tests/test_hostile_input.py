@@ -18,10 +18,11 @@ from sqlalchemy import func, insert, select
 
 from pshnotify.domain.errors import InputError
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.completions import CompletionOutcome, complete_by_operator
+from pshnotify.services import completions as completions_service
+from pshnotify.services.completions import CompletionOutcome, claim_receipt, complete_by_operator
 from pshnotify.services.roster import import_roster
 from pshnotify.settings import load_settings
-from pshnotify.store.schema import completions
+from pshnotify.store.schema import completions, webhook_receipts
 from tests.conftest import PROGRAM_FILE
 from tests.test_launch_and_send import PILOT
 from tests.test_roster_import import HEADER, write
@@ -242,8 +243,7 @@ def test_a_hostile_program_file_is_refused_with_its_name(
     expected = {
         deep: f"{deep}: nested more than 32 levels deep",
         big: f"{big}: larger than 1024 KB; not a program file",
-        twice: f"{twice}: (top level): options[2].activity_ids: '{iri_b}' is already an "
-        "activity of option 'B'",
+        twice: f"{twice}: options[2].activity_ids: '{iri_b}' is already an activity of option 'B'",
     }
     for path, message in expected.items():
         checked = cli(env, "program", "check", str(path))
@@ -325,3 +325,54 @@ def test_auth_without_tls_is_refused_unless_loopback_or_allowed(
         monkeypatch.setenv("PSHNOTIFY_SMTP_TLS", "none")
         monkeypatch.setenv("PSHNOTIFY_SMTP_HOST", host)
         assert load_settings().smtp_host == host
+
+
+# -- 5: what the endpoints leave behind is bounded and pruned -----------------------------------
+@SQLITE_ONLY
+def test_receipts_are_pruned_and_unmatched_can_be_purged(
+    env: dict[str, str], runtime: Runtime, tmp_path: Path
+) -> None:
+    wall = dt.datetime.now(dt.UTC)
+    with runtime.engine.begin() as conn:
+        for i, age in enumerate((dt.timedelta(hours=3), dt.timedelta(minutes=10))):
+            claim_receipt(conn, "webhook", f"msg_{i}", wall - age)
+    done = tmp_path / "done.csv"
+    done.write_text(
+        "email,option,completed_at\n"
+        "ghost1@example.edu,B,2023-09-01\nghost2@example.edu,B,2023-09-02\n"
+    )
+    first = cli(env, "completions", "import", str(done), "--now", "2023-09-05T10:00:00-04:00")
+    assert first.returncode == 0, first.stderr
+    later = tmp_path / "later.csv"
+    later.write_text("email,option,completed_at\nghost3@example.edu,B,2023-09-10\n")
+    assert cli(env, "completions", "import", str(later), "--now", NOW).returncode == 0
+    assert cli(env, "run", "--once", "--now", NOW).returncode == 0
+    with runtime.engine.connect() as conn:
+        kept = conn.scalars(select(webhook_receipts.c.receipt_id)).all()
+    assert kept == ["msg_1"]  # the three-hour-old receipt is gone
+
+    purged = cli(env, "completions", "unmatched", "--purge-before", "2023-09-06", "--json")
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout)["purged"] == 2
+    left = json.loads(cli(env, "completions", "unmatched", "--json").stdout)
+    assert [r["person_ref"] for r in left] == ["ghost3@example.edu"]
+    bad = cli(env, "completions", "unmatched", "--purge-before", "last week")
+    assert bad.returncode == 2
+    assert "--purge-before: expected a date as YYYY-MM-DD" in bad.stderr
+
+
+def test_unmatched_completions_are_bounded(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(completions_service, "MAX_UNMATCHED", 2)
+    stored = runtime.program(None)
+    done = tmp_path / "done.csv"
+    rows = "".join(f"ghost{i}@example.edu,B,2023-09-0{i + 1}\n" for i in range(3))
+    done.write_text("email,option,completed_at\n" + rows)
+    with pytest.raises(completions_service.UnmatchedFullError) as caught:
+        completions_service.import_completions(
+            runtime.engine, stored, done, runtime.clock, actor="op", message_id_domain="x.invalid"
+        )
+    assert "completions unmatched" in caught.value.hint
+    with runtime.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(completions)) == 0

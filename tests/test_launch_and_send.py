@@ -76,7 +76,12 @@ def test_launch_emails_arrive_as_real_mime(
     assert msg["X-Pshnotify-Wave"] == "pilot"
     assert msg["X-Pshnotify-Kind"] == "launch"
     assert parsedate_to_datetime(msg["Date"]) == dt.datetime(2023, 9, 11, 9, 30, tzinfo=NY)
-    assert msg.get_content_type() == "multipart/alternative"
+    # The text and HTML alternatives, and the deadline as a calendar file beside them.
+    assert msg.get_content_type() == "multipart/mixed"
+    assert [p.get_content_type() for p in msg.iter_parts()] == [
+        "multipart/alternative",
+        "text/calendar",
+    ]
     text_part = msg.get_body(("plain",))
     html_part = msg.get_body(("html",))
     assert text_part is not None

@@ -27,9 +27,13 @@ NOW = at(2023, 9, 20, 10)
 
 def test_kind_groups_are_properties_of_the_kind() -> None:
     asking = {k for k in Kind if k.stops_on_completion}
-    assert asking == {Kind.LAUNCH, Kind.INVITATION, Kind.REMINDER, Kind.OVERDUE}
+    assert asking == {Kind.LAUNCH, Kind.INVITATION, Kind.REMINDER, Kind.OVERDUE, Kind.EXTENSION}
     assert sorted(Kind.asking()) == sorted(k.value for k in asking)
-    assert {k for k in Kind if not k.held_to_working_hours} == {Kind.CONFIRMATION, Kind.REPORT}
+    assert {k for k in Kind if not k.held_to_working_hours} == {
+        Kind.CONFIRMATION,
+        Kind.REPORT,
+        Kind.EXTENSION,  # answers the person's request for more time, like a confirmation
+    }
     assert {k for k in Kind if k.ends_at_deadline} == {Kind.REMINDER}
 
 

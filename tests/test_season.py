@@ -242,6 +242,8 @@ def test_a_whole_season_sends_exactly_the_expected_emails(
         ]
         if pid in completed:
             mails.append(("confirmation", f"{completed[pid]} 10:05"))
+        if pid == extended:  # the extension's confirmation, with the updated calendar event
+            mails.append(("extension", "2023-10-02 10:05"))
         expected[email] = mails
     late_launch = dt.date(2023, 10, 30)
     expected["late.joiner@example.edu"] = [("launch", f"{late_launch} 09:00")] + [

@@ -90,6 +90,22 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None  # "whsec_" + base64, as Standard Webhooks issues
     xapi_username: str | None = None
     xapi_password: SecretStr | None = None
+    # The HTTP side's bounds (web/bounds.py, web/throttle.py).
+    http_max_connections: int = Field(default=100, ge=1, le=10_000)
+    http_read_timeout: float = Field(default=10.0, gt=0, le=300)  # a request's headers + body
+    http_keep_alive: float = Field(default=5.0, gt=0, le=300)
+    http_auth_failures: int = Field(default=10, ge=1)  # per client address per minute
+
+    # The web console (served on HTTP_HOST/_PORT with the endpoints above).
+    console: bool = True
+    # Signs the console's session cookies; unset, a random key per process (sessions end
+    # when it restarts, and replicas behind one address need one key: set it there).
+    web_secret: SecretStr | None = None
+    # Single sign-on behind a reverse proxy: the login is taken from this request header, and
+    # only from the proxies listed (addresses or networks). Off unless both are set.
+    web_trusted_header: str | None = None
+    web_trusted_proxies: list[str] = []
+    web_session_hours: float = Field(default=12.0, gt=0)
 
     batch_size: int = Field(default=200, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=1)
@@ -128,6 +144,18 @@ class Settings(BaseSettings):
     def _domain(cls, value: str) -> str:
         if not value or any(c in value for c in "<>@ \t\r\n"):
             raise ValueError("must be a bare domain such as mail.example.edu")
+        return value
+
+    @field_validator("web_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
     @field_validator("webhook_secret")
@@ -179,6 +207,7 @@ class Settings(BaseSettings):
             "bounce_secret",
             "bounce_imap_password",
             "bounce_webhook_secret",
+            "web_secret",
         )
         data = self.model_dump(exclude=set(secrets))
         for name in secrets:

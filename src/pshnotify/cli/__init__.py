@@ -13,6 +13,8 @@ from pshnotify.cli import (  # noqa: F401 - each module registers its commands
     messages,
     reports,
     season,
+    users,
+    web,
 )
 from pshnotify.cli.common import app
 

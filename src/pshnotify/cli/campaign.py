@@ -20,8 +20,10 @@ from pshnotify.cli.common import (
     ProgramOpt,
     app,
     err,
+    fitted_table,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
@@ -138,7 +140,7 @@ def roster_import(
                 message_id_domain=rt.settings.message_id_domain,
             )
         for warning in report.warnings:
-            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+            err.print(label("warning:", "yellow", warning), soft_wrap=True)
         if as_json:
             print_json(report.as_dict())
             return
@@ -202,8 +204,8 @@ def launch(
 
     with handle_errors():
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
         stored = rt.program(program)
+        rehearsal_note(rt, now, stored.program.tz)
         summary = preview_launch(rt.engine, stored, wave, rt.clock)
         if dry_run or not as_json:
             _show_launch(summary, as_json)
@@ -237,13 +239,9 @@ def launch(
             return
         out.print(
             f"queued {done.queued} launch emails for {wave}, to go out from "
-            f"{_local(done.due_at, stored.program.tz)}"
+            f"{local_time(done.due_at, stored.program.tz)}"
         )
         out.print("next: pshnotify run --once (or keep `pshnotify run` running)")
-
-
-def _local(at: dt.datetime | None, tz: Any) -> str:
-    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if at else "-"
 
 
 def _show_launch(s: Any, as_json: bool) -> None:
@@ -304,34 +302,32 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
             return
         p = data["program"]
         out.print(label(p["key"], "bold", f"- {p['name']} {p['cycle']} ({p['timezone']})"))
-        table = Table(
-            "wave",
-            "window",
-            "launched",
-            "req",
-            "not req",
-            "emailed",
-            "done",
-            "pending",
-            "sent",
-            "failed",
-        )
+        tz = stored.program.tz
+        columns = ["wave", "window", "launched", "req", "not req", "emailed", "done"]
+        columns += ["pending", "sent", "failed"]
+        rows: list[list[str]] = []
         reasons: dict[str, dict[str, int]] = {}
         for key, w in data["waves"].items():
             ppl, msg = w["people"], w["messages"]
             reasons[key] = ppl["not_required"]
-            table.add_row(
-                key,
-                f"{w['opens'][5:]}..{w['closes'][5:]}",
-                (w["launched_at"] or "-")[:10],
-                str(ppl["required"]),
-                str(sum(ppl["not_required"].values())),
-                str(ppl["launched"]),
-                str(ppl["completed"]),
-                str(msg["queued"] + msg["retry"] + msg["claimed"]),
-                str(msg["sent"]),
-                str(msg["failed"] + msg["unknown"]),
+            launched_at = w["launched_at"]
+            rows.append(
+                [
+                    key,
+                    f"{w['opens'][5:]}..{w['closes'][5:]}",
+                    local_time(dt.datetime.fromisoformat(launched_at), tz)[:10]
+                    if launched_at
+                    else "-",
+                    str(ppl["required"]),
+                    str(sum(ppl["not_required"].values())),
+                    str(ppl["launched"]),
+                    str(ppl["completed"]),
+                    str(msg["queued"] + msg["retry"] + msg["claimed"]),
+                    str(msg["sent"]),
+                    str(msg["failed"] + msg["unknown"]),
+                ]
             )
+        table = fitted_table(columns, rows, drop_first=("window", "not req", "launched"))
         out.print(table)
         d = data["delivery"]
         out.print(

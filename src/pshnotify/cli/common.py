@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from pshnotify.clock import parse_instant
@@ -109,10 +111,55 @@ def make_runtime(now: str | None, moving: bool = False) -> Runtime:
     return rt
 
 
-def rehearsal_note(rt: Runtime, now: str | None) -> None:
+def rehearsal_note(rt: Runtime, now: str | None, tz: dt.tzinfo | None = None) -> None:
     if now is not None:
-        err.print(Text(f"rehearsal: acting as if it were {rt.clock.now().isoformat()}", "dim"))
+        at = local_time(rt.clock.now(), tz) if tz else rt.clock.now().isoformat()
+        err.print(Text(f"rehearsal: acting as if it were {at}", "dim"))
+
+
+def local_time(at: dt.datetime | None, tz: dt.tzinfo) -> str:
+    """A time a person reads: in the program's zone, with its abbreviation (2023-09-11 10:05
+    EDT)."""
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if at else "-"
+
+
+def _json_value(value: Any) -> Any:
+    """JSON's times are ISO-8601 with `T` and an offset (naive ones are UTC, as stored)."""
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_value) + "\n")
+
+
+def fitted_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    drop_first: Sequence[str] = (),
+    wrap: str | None = None,
+) -> Table:
+    """A table no wider than the output (80 columns when it is not a terminal): columns
+    named in `drop_first` are left out, in that order, until it fits, and a caption says so;
+    the `wrap` column (free text) wraps onto more lines. No cell or heading is cut short."""
+    widths = {c: max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)}
+    if wrap is not None:
+        widths[wrap] = max(len(wrap), 20)
+    shown = list(columns)
+    dropped: list[str] = []
+    for name in drop_first:
+        if sum(widths[c] + 2 for c in shown) <= out.width:
+            break
+        shown.remove(name)
+        dropped.append(name)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in shown:
+        table.add_column(c, no_wrap=c != wrap, min_width=widths[c] if c == wrap else len(c))
+    for r in rows:
+        table.add_row(*(v for c, v in zip(columns, r, strict=True) if c in shown))
+    if dropped:
+        table.caption = f"not shown, to fit: {', '.join(dropped)} (use --json for all)"
+    return table

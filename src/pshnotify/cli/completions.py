@@ -3,6 +3,7 @@ unmatched. Each command's writes happen in one transaction inside the service it
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,8 +54,8 @@ def completions_import(
 
     with handle_errors():
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
         stored = rt.program(program)
+        rehearsal_note(rt, now, stored.program.tz)
         report = import_completions(
             rt.engine,
             stored,
@@ -83,19 +84,49 @@ def completions_import(
 
 
 @completions_app.command("unmatched")
-def completions_unmatched(program: ProgramOpt = None, as_json: JsonOpt = False) -> None:
-    """Completions whose id or email matches nobody on the roster yet (kept, never dropped)."""
-    from pshnotify.services.completions import unmatched_completions
+def completions_unmatched(
+    program: ProgramOpt = None,
+    as_json: JsonOpt = False,
+    purge_before: Annotated[
+        str | None,
+        typer.Option(
+            "--purge-before",
+            metavar="DATE",
+            help="Delete those recorded before DATE (YYYY-MM-DD, the program's zone); audited.",
+        ),
+    ] = None,
+    now: NowOpt = None,
+) -> None:
+    """Completions whose id or email matches nobody on the roster yet (kept until purged)."""
+    from pshnotify.services.completions import purge_unmatched, unmatched_completions
 
     with handle_errors():
-        rt = make_runtime(None)
+        rt = make_runtime(now)
         stored = rt.program(program)
+        if purge_before is not None:
+            before = _local_midnight(purge_before, stored.program.tz)
+            n = purge_unmatched(rt.engine, stored, before, rt.clock, actor=rt.actor)
+            if as_json:
+                print_json({"purged": n, "before": before.isoformat()})
+            else:
+                out.print(f"purged {n} unmatched completions recorded before {purge_before}")
+            return
         with rt.engine.connect() as conn:
             rows = unmatched_completions(conn, stored.id)
         if as_json:
             print_json(rows)
             return
         _show_unmatched(rows)
+
+
+def _local_midnight(day: str, tz: Any) -> dt.datetime:
+    try:
+        date = dt.date.fromisoformat(day) if len(day) == 10 else None
+    except ValueError:
+        date = None
+    if date is None:
+        raise InputError([f"--purge-before: expected a date as YYYY-MM-DD, got {day!r}"])
+    return dt.datetime.combine(date, dt.time(0), tz)
 
 
 def _show_unmatched(rows: list[dict[str, Any]]) -> None:
@@ -140,8 +171,8 @@ def complete(
 
     with handle_errors():
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
         stored = rt.program(program)
+        rehearsal_note(rt, now, stored.program.tz)
         when = None
         if at is not None:
             try:

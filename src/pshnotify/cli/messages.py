@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from pshnotify.cli.common import (
     JsonOpt,
     NowOpt,
     ProgramOpt,
     app,
+    fitted_table,
     handle_errors,
     make_runtime,
     out,
@@ -45,18 +45,24 @@ def messages(
         if as_json:
             print_json(rows)
             return
-        table = Table("id", "kind", "wave", "to", "state", "tries", "reply / reason")
-        for r in rows:
-            reply = f"{r['last_code'] or ''} {r['last_reply'] or ''}".strip() or r["reason"] or ""
-            table.add_row(
-                str(r["id"]),
-                r["kind"],
-                r["wave_key"] or "-",
-                r["recipient_email"],
-                r["state"],
-                str(r["attempts"]),
-                reply[:60],
-            )
+        columns = ["id", "kind", "wave", "to", "state", "tries", "reply / reason"]
+        table = fitted_table(
+            columns,
+            [
+                [
+                    str(r["id"]),
+                    r["kind"],
+                    r["wave_key"] or "-",
+                    r["recipient_email"],
+                    r["state"],
+                    str(r["attempts"]),
+                    f"{r['last_code'] or ''} {r['last_reply'] or ''}".strip() or r["reason"] or "",
+                ]
+                for r in rows
+            ],
+            drop_first=("wave", "tries", "kind"),
+            wrap="reply / reason",
+        )
         out.print(table)
         if len(rows) == limit:
             out.print(f"(first {limit}; use --limit for more)")

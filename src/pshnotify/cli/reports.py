@@ -59,8 +59,8 @@ def report(
                 ["report: no one selected"], hint="pass --department NAME or --officer EMAIL"
             )
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
         stored = rt.program(program)
+        rehearsal_note(rt, now, stored.program.tz)
         with rt.engine.connect() as conn:
             result = department_report(
                 conn, stored, department=department, officer=officer, now=rt.clock.now()

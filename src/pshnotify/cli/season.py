@@ -18,6 +18,7 @@ from pshnotify.cli.common import (
     err,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
@@ -47,8 +48,8 @@ def run(
         if log_format not in ("text", "json"):
             raise InputError([f"--log-format: expected text or json, got {log_format!r}"])
         rt = make_runtime(now, moving=not once)
-        rehearsal_note(rt, now)
-        rt.program(None)  # checks the program file and keeps the stored copy in step
+        # checks the program file and keeps the stored copy in step
+        rehearsal_note(rt, now, rt.program(None).program.tz)
         if once:
             _once(rt, as_json)
             return
@@ -127,7 +128,12 @@ def plan(
             print_json(data)
             return
         kinds = [k for k in KINDS if data["totals"].get(k)]
-        table = Table("date", *kinds, title=f"plan for {data['program']} from {data['now'][:16]}")
+        table = Table(
+            "date",
+            *kinds,
+            title=f"plan for {data['program']} from "
+            f"{local_time(dt.datetime.fromisoformat(data['now']), stored.program.tz)}",
+        )
         for day in data["days"]:
             when = dt.date.fromisoformat(day["date"]).strftime("%a %Y-%m-%d")
             table.add_row(when, *(str(day.get(k, "")) for k in kinds))
@@ -153,11 +159,23 @@ def extend(
             raise InputError([f"--until: expected YYYY-MM-DD, got {until!r}"]) from None
         rt = make_runtime(now)
         done = do_extend(
-            rt.engine, rt.program(program), person, day, rt.clock, actor=rt.actor, note=note
+            rt.engine,
+            rt.program(program),
+            person,
+            day,
+            rt.clock,
+            actor=rt.actor,
+            note=note,
+            message_id_domain=rt.settings.message_id_domain,
+        )
+        told = (
+            "; a confirmation with the updated calendar event is queued"
+            if done.detail["confirmation_queued"]
+            else ""
         )
         out.print(
             f"{done.person} ({done.wave}): deadline {done.detail['previous']} -> "
-            f"{done.detail['until']}"
+            f"{done.detail['until']}{told}"
         )
 
 

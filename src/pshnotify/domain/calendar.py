@@ -7,8 +7,6 @@ import datetime as dt
 from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
-from babel.dates import get_timezone_name
-
 from pshnotify.domain.program import Sending
 
 # How far ahead to look for a working day: a winter break plus weekends is a fortnight; a year
@@ -76,6 +74,8 @@ def spoken_zone(tz: ZoneInfo) -> str:
     for Europe/Berlin (CLDR's generic names, through Babel); 'UTC' for UTC."""
     if tz.key in ("UTC", "Etc/UTC", "Etc/UCT", "GMT", "Etc/GMT"):
         return "UTC"
+    from babel.dates import get_timezone_name  # 0.4 s of locale data: only when an email needs it
+
     name = str(get_timezone_name(tz, "long", locale="en_US", zone_variant="generic"))
     return tz.key if name.startswith("Unknown") else name
 

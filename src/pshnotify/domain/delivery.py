@@ -46,6 +46,7 @@ class Kind(StrEnum):
     INVITATION = "invitation"
     CONFIRMATION = "confirmation"
     REPORT = "report"
+    EXTENSION = "extension"  # an extension's confirmation, with the deadline's calendar event
     ESCALATION = "escalation"  # a manager's (or officer's) daily digest of people behind
 
     @property
@@ -56,9 +57,10 @@ class Kind(StrEnum):
 
     @property
     def held_to_working_hours(self) -> bool:
-        """Sent only in the program's working hours (a confirmation or an officer's report
-        answers something that just happened, so it goes at once)."""
-        return self not in (Kind.CONFIRMATION, Kind.REPORT)  # an escalation waits for them
+        """Sent only in working hours (a confirmation, an extension's confirmation or an
+        officer's report answers something that just happened, so it goes at once; an
+        escalation digest waits for them)."""
+        return self not in (Kind.CONFIRMATION, Kind.REPORT, Kind.EXTENSION)
 
     @property
     def ends_at_deadline(self) -> bool:
@@ -76,7 +78,8 @@ class Kind(StrEnum):
         return [k.value for k in cls if k.stops_on_completion]
 
 
-_ASKING = frozenset({Kind.LAUNCH, Kind.INVITATION, Kind.REMINDER, Kind.OVERDUE})
+# An extension's confirmation too: a new deadline means nothing to someone complete or exempt.
+_ASKING = frozenset({Kind.LAUNCH, Kind.INVITATION, Kind.REMINDER, Kind.OVERDUE, Kind.EXTENSION})
 
 
 def classify(code: int | None) -> Outcome:

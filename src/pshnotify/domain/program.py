@@ -250,8 +250,8 @@ class Program(_Model):
         for i, m in enumerate(self.membership):
             if m.wave not in keys:
                 raise ValueError(
-                    f"membership[{i}].wave: unknown wave {m.wave!r} "
-                    f"(expected one of {sorted(keys)})"
+                    f'{_item("membership", i)}, wave = "{m.wave}": unknown wave; '
+                    f"expected one of {', '.join(sorted(keys))}"
                 )
         fields = self.field_types
         for section, rules in (("membership", self.membership), ("eligibility", self.eligibility)):
@@ -259,12 +259,12 @@ class Program(_Model):
                 for name, cond in rule.conditions():
                     if name not in fields:
                         raise ValueError(
-                            f"{section}[{i}]: unknown roster field {name!r} "
-                            f"(expected one of {sorted(fields)})"
+                            f"{_item(section, i)}: unknown roster field {name!r}; "
+                            f"expected one of {', '.join(sorted(fields))}"
                         )
                     problem = check_types(cond, fields[name])
                     if problem:
-                        raise ValueError(f"{section}[{i}].{name}: {problem}")
+                        raise ValueError(f"{_item(section, i)}, {name}: {problem}")
         return self
 
     # -- lookups -------------------------------------------------------------------------------
@@ -387,7 +387,11 @@ def _problems(source: str, exc: ValidationError) -> list[str]:
             lines[where] = f"expected {' or '.join(expected[where])}; got {e.get('input')!r}"
         else:
             lines.setdefault(_where(loc), _what(e))
-    return [f"{source}: {where}: {what}" for where, what in lines.items()]
+    # A check of the whole file names its item itself ([[membership]] #2, wave = "pilto").
+    return [
+        f"{source}: {what}" if where == "(top level)" else f"{source}: {where}: {what}"
+        for where, what in lines.items()
+    ]
 
 
 def _nesting(text: str) -> int:
@@ -421,17 +425,28 @@ def load_program(path: Path) -> tuple[Program, str]:
     return parse_program(text, str(path)), text
 
 
+_TABLE_ARRAYS = frozenset({"options", "waves", "membership", "eligibility", "program.contacts"})
+
+
+def _item(table: str, index: int) -> str:
+    """An item of an array of tables as the file shows it: `[[membership]] #2` (counted from 1,
+    in the order of the file)."""
+    return f"[[{table}]] #{index + 1}"
+
+
 def _where(loc: tuple[Any, ...]) -> str:
+    """`[[eligibility]] #2, when.program_year.ge` for ('eligibility', 1, 'when', ...)."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
+        if isinstance(part, int):  # an item: [[waves]] #2, or closed_dates #2 in a list
+            name = _item(out, part) if out in _TABLE_ARRAYS else f"{out} #{part + 1}"
+            out = f"{name}, " if out else f"#{part + 1}"
         elif part in ("function-after", "function-before") or str(part).startswith("function-"):
             continue
         else:
             name = "in" if part == "in_" else "any" if part == "any_of" else str(part)
-            out += f".{name}" if out else name
-    return out or "(top level)"
+            out += f".{name}" if out and not out.endswith(" ") else name
+    return out.removesuffix(", ") or "(top level)"
 
 
 def _what(err: Mapping[str, Any]) -> str:

@@ -30,6 +30,15 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+def _delimiter(text: str) -> str:
+    """Commas, or what spreadsheet programs write in many countries: semicolons or tabs. The
+    header line decides: a header without a comma that has semicolons (or tabs) uses them."""
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    return max((";", "\t"), key=header.count) if (";" in header or "\t" in header) else ","
+
+
 class CsvRecords:
     """Reads the header, then yields (line, {column: value}) for each non-blank record.
 
@@ -39,7 +48,10 @@ class CsvRecords:
     def __init__(self, name: str, text: str) -> None:
         self.name = name
         self.errors: list[str] = []
-        self._reader: Any = csv.reader(io.StringIO(text, newline=""), strict=True)
+        self.delimiter = _delimiter(text)
+        self._reader: Any = csv.reader(
+            io.StringIO(text, newline=""), strict=True, delimiter=self.delimiter
+        )
         self.header = self._read_header()
 
     def error(self, line: int, fld: str, problem: str) -> None:

@@ -32,7 +32,7 @@ class BuildSpec:
 
 def build(templates: Templates, program: Program, spec: BuildSpec) -> bytes:
     """The message's bytes, ready for DATA; raises on a template or data fault."""
-    data = KindInput(program, spec.wave_key, spec.person, spec.deadline, spec.extra)
+    data = KindInput(program, spec.wave_key, spec.person, spec.deadline, spec.extra, spec.date)
     content = templates.render(spec.kind, context_for(spec.kind, data))
     return compose(
         envelope_for(

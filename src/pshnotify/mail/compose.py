@@ -181,8 +181,9 @@ def _attachment(a: Attachment) -> str:
     name = _safe(a.filename, "attachment name").replace('"', "")
     data = base64.encodebytes(a.data).decode("ascii").replace("\n", CRLF)
     charset = '; charset="utf-8"' if a.maintype == "text" else ""
+    params = f"; {_safe(a.params, 'attachment parameters')}" if a.params else ""
     return (
-        f'Content-Type: {a.maintype}/{a.subtype}{charset}; name="{name}"{CRLF}'
+        f'Content-Type: {a.maintype}/{a.subtype}{charset}{params}; name="{name}"{CRLF}'
         f"Content-Transfer-Encoding: base64{CRLF}"
         f'Content-Disposition: attachment; filename="{name}"{CRLF}{CRLF}{data}'
     )

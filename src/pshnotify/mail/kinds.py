@@ -6,13 +6,24 @@ through `context_for`, so a kind cannot render one way when sent and another whe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from pshnotify.domain.calendar import LAST_MINUTE, human_date, human_time, spoken_zone
+from pshnotify.domain.calendar import (
+    LAST_MINUTE,
+    human_date,
+    human_time,
+    place_name,
+    spoken_zone,
+    zone,
+)
 from pshnotify.domain.program import Program
+from pshnotify.mail import ics
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,7 @@ class Recipient:
     name: str
     email: str
     department: str
+    timezone: str | None = None  # the roster's IANA zone; None: the program's
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class KindInput:
     person: Recipient
     deadline: dt.date | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    now: dt.datetime | None = None  # when the message is built (the calendar's DTSTAMP)
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class Attachment:
     maintype: str
     subtype: str
     data: bytes
+    params: str = ""  # more Content-Type parameters ("method=PUBLISH")
 
 
 @dataclass(frozen=True)
@@ -163,10 +177,33 @@ def wave_context(data: KindInput) -> dict[str, Any]:
     if data.wave_key is None:
         raise ValueError("this kind needs a wave")
     program, wave_key, deadline = data.program, data.wave_key, data.deadline
+    part = _shared(program, wave_key, deadline, lambda: _wave_part(program, wave_key, deadline))
     return {
         **common_context(program, data.person),
-        **_shared(program, wave_key, deadline, lambda: _wave_part(program, wave_key, deadline)),
+        **part,
+        "deadline_elsewhere": deadline_elsewhere(
+            program, dt.date.fromisoformat(part["deadline_date"]), data.person.timezone
+        ),
     }
+
+
+def deadline_elsewhere(program: Program, deadline: dt.date, timezone: str | None) -> str:
+    """The deadline's instant on the person's own clock, where it reads differently from the
+    program's: 'Saturday 11:59 a.m. in Singapore'; '' for someone in the program's zone (or
+    one that agrees with it, Toronto for Boston)."""
+    return _elsewhere(program.program.timezone, deadline, timezone or "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _elsewhere(program_zone: str, deadline: dt.date, timezone: str) -> str:
+    home = ZoneInfo(program_zone)
+    theirs = zone(timezone, home)
+    at = dt.datetime.combine(deadline, LAST_MINUTE, home)
+    there = at.astimezone(theirs)
+    if there.replace(tzinfo=None) == at.replace(tzinfo=None):
+        return ""
+    day = there.strftime("%A") if there.date() != deadline else "the same day"
+    return f"{day} {human_time(there.time())} in {place_name(theirs)}"
 
 
 def _wave_part(program: Program, wave_key: str, deadline: dt.date | None) -> dict[str, Any]:
@@ -201,6 +238,33 @@ def reminder_context(data: KindInput) -> dict[str, Any]:
     return ctx
 
 
+def extension_context(data: KindInput) -> dict[str, Any]:
+    """An extension's confirmation: the new deadline it grants (not whatever is latest when
+    it is sent: a second extension sends its own)."""
+    granted = dt.date.fromisoformat(str(data.extra["deadline"]))
+    return wave_context(dataclasses.replace(data, deadline=granted))
+
+
+def deadline_calendar(data: KindInput) -> list[Attachment]:
+    """The deadline as an .ics event; an extension's confirmation updates the same event."""
+    if data.wave_key is None:
+        return []
+    granted = data.extra.get("deadline")
+    deadline = (
+        dt.date.fromisoformat(str(granted))
+        if granted
+        else data.deadline or data.program.wave(data.wave_key).closes
+    )
+    body = ics.deadline_event(
+        data.program,
+        data.person.external_id,
+        deadline,
+        sequence=int(data.extra.get("sequence", 0)),
+        stamp=data.now or data.program.closes_at(deadline),
+    )
+    return [Attachment(ics.FILENAME, "text", "calendar", body, ics.MEDIA_PARAMS)]
+
+
 def confirmation_context(data: KindInput) -> dict[str, Any]:
     program = data.program
     key = str(data.extra["option"])
@@ -217,10 +281,18 @@ def confirmation_context(data: KindInput) -> dict[str, Any]:
     }
 
 
-register("launch", KindSpec(wave_context))
+register("launch", KindSpec(wave_context, attachments=deadline_calendar))
 register("invitation", KindSpec(wave_context))
 register("reminder", KindSpec(reminder_context, sample_extra={"step": "after:7"}))
 register("overdue", KindSpec(wave_context))
+register(
+    "extension",
+    KindSpec(
+        extension_context,
+        sample_extra={"deadline": "2023-10-20", "previous": "2023-10-06", "sequence": 1},
+        attachments=deadline_calendar,
+    ),
+)
 register(
     "confirmation",
     KindSpec(

@@ -17,6 +17,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from pshnotify.runtime.wiring import Runtime
+from pshnotify.services.completions import prune_receipts
 from pshnotify.services.dispatch import Dispatcher, DispatchReport
 from pshnotify.services.schedule import NightlyJob, PassReport, run_pass
 
@@ -33,6 +34,7 @@ async def one_pass(
         run_pass, rt.engine, rt.clock, rt.settings.message_id_domain, nightly
     )
     sent = await dispatcher.run_once()
+    await asyncio.to_thread(prune_receipts, rt.engine, rt.clock.wall())
     return queued, sent
 
 

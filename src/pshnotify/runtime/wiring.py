@@ -236,15 +236,18 @@ class Runtime:
 
     def http_enabled(self) -> bool:
         s = self.settings
-        return bool(s.webhook_secret or s.xapi_password or s.metrics or s.bounce_webhook_secret)
+        return bool(
+            s.console or s.webhook_secret or s.xapi_password or s.metrics or s.bounce_webhook_secret
+        )
 
     def http_summary(self) -> str:
         s = self.settings
         if not self.http_enabled():
-            return "off (set PSHNOTIFY_WEBHOOK_SECRET, PSHNOTIFY_XAPI_PASSWORD or _METRICS)"
+            return "off (set PSHNOTIFY_CONSOLE, _WEBHOOK_SECRET, _XAPI_PASSWORD or _METRICS)"
         parts = [
             p
             for p, on in (
+                ("/ (console)", s.console),
                 ("/metrics", s.metrics),
                 ("/webhooks/completions", s.webhook_secret),
                 ("/webhooks/bounces", s.bounce_webhook_secret or s.webhook_secret),
@@ -263,21 +266,43 @@ class Runtime:
         s = self.settings
         return RateLimiter(Limits(s.rate_per_second, s.rate_per_minute, s.rate_per_day))
 
-    def http_tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
-        """The HTTP endpoints (completions, metrics), served in the daemon's event loop."""
+    def http_tasks(
+        self, stop: asyncio.Event, on_listening: Callable[[str, int], None] | None = None
+    ) -> list[Coroutine[Any, Any, None]]:
+        """The HTTP side (console, completions, metrics), served in the caller's event loop."""
         s = self.settings
         if not self.http_enabled():
             return []
-        from pshnotify.web import create_app, serve
+        from pshnotify.web import serve
+        from pshnotify.web.bounds import HttpLimits
 
-        app = create_app(
+        limits = HttpLimits(s.http_max_connections, s.http_read_timeout, s.http_keep_alive)
+        return [
+            serve(
+                self.http_app(),
+                s.http_host,
+                s.http_port,
+                stop,
+                on_listening=on_listening,
+                limits=limits,
+            )
+        ]
+
+    def http_app(self) -> Any:
+        from pshnotify.web import create_app
+        from pshnotify.web.console import create_console
+
+        s = self.settings
+        loader = self._cached_program_loader()
+        console = create_console(self.engine, self.clock, s, loader) if s.console else None
+        return create_app(
             self.engine,
             self.clock,
             s,
-            self._cached_program_loader(),
+            loader,
             metrics=self.metrics.render if s.metrics else None,
+            console=console,
         )
-        return [serve(app, s.http_host, s.http_port, stop)]
 
     def _cached_program_loader(self) -> Callable[[str | None], StoredProgram]:
         """Requests read the stored program at most every 30 s, not once per request."""

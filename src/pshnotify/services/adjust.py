@@ -6,17 +6,20 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from pshnotify.clock import Clock
-from pshnotify.domain.delivery import Kind
+from pshnotify.domain import policy
+from pshnotify.domain.delivery import Kind, idempotency_key
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.text import text_problem
+from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, people
+from pshnotify.store.schema import enrollments, messages, people
 
 MAX_REASON = 500  # an exemption's reason, shown in reports
+_EXTENSION = Kind.EXTENSION.value  # the confirmation of an extension, with its .ics
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,13 @@ def find_enrollment(conn: Connection, stored: StoredProgram, person_ref: str) ->
             enrollments.c.person_id,
             enrollments.c.wave_key,
             enrollments.c.extended_until,
+            enrollments.c.status,
+            enrollments.c.removed_at,
+            enrollments.c.exempted_reason,
+            enrollments.c.completed_at,
             people.c.external_id,
+            people.c.email,
+            people.c.name,
         )
         .join(people, people.c.id == enrollments.c.person_id)
         .where(enrollments.c.program_id == stored.id)
@@ -56,8 +65,11 @@ def extend(
     *,
     actor: str,
     note: str | None = None,
+    message_id_domain: str = DEFAULT_MESSAGE_ID_DOMAIN,
 ) -> Adjusted:
-    """A new personal deadline; the reminders before the deadline follow it at once."""
+    """A new personal deadline; the reminders before the deadline follow it at once, and the
+    person gets a confirmation carrying the deadline's calendar event (same UID, next
+    SEQUENCE) if they are still asked to take the training."""
     now = clock.now()
     with engine.begin() as conn:
         row = find_enrollment(conn, stored, person_ref)
@@ -85,6 +97,9 @@ def extend(
             "until": until.isoformat(),
             "previous": (row.extended_until or closes).isoformat(),
             "note": note,
+            "confirmation_queued": _queue_extension_email(
+                conn, stored, row, until, (row.extended_until or closes), now, message_id_domain
+            ),
         }
         audit.record(
             conn,
@@ -96,6 +111,57 @@ def extend(
             details=detail,
         )
     return Adjusted(row.external_id, row.wave_key, detail)
+
+
+def _queue_extension_email(
+    conn: Connection,
+    stored: StoredProgram,
+    row: Any,
+    until: dt.date,
+    previous: dt.date,
+    now: dt.datetime,
+    message_id_domain: str,
+) -> bool:
+    """The person hears of their new deadline at once (not held to working hours: it answers
+    their request). Each extension is its own message, numbered: the number is the calendar
+    event's SEQUENCE, so the latest extension's event replaces the earlier ones'."""
+    standing = policy.Standing(
+        status=row.status,
+        removed=row.removed_at is not None,
+        exempted_reason=row.exempted_reason,
+        completed=row.completed_at is not None,
+    )
+    if not policy.owes_training(standing):
+        return False  # nothing is asked of them: no email about a deadline
+    earlier = conn.scalar(
+        select(func.count()).where(
+            messages.c.program_id == stored.id,
+            messages.c.person_id == row.person_id,
+            messages.c.kind == _EXTENSION,
+        )
+    )
+    sequence = int(earlier or 0) + 1
+    step = f"extension:{sequence}"
+    message = {
+        "program_id": stored.id,
+        "person_id": row.person_id,
+        "kind": _EXTENSION,
+        "wave_key": row.wave_key,
+        "step": step,
+        "idempotency_key": idempotency_key(
+            stored.key, row.wave_key, row.external_id, _EXTENSION, step
+        ),
+        "message_id": outbox.new_message_id(message_id_domain),
+        "recipient_email": row.email,
+        "recipient_name": row.name,
+        "context": {
+            "deadline": until.isoformat(),
+            "previous": previous.isoformat(),
+            "sequence": sequence,
+        },
+        "due_at": now,
+    }
+    return outbox.queue(conn, [message], now) == 1
 
 
 def exempt(

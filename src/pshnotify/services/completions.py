@@ -21,11 +21,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.delivery import Kind, idempotency_key
-from pshnotify.domain.errors import InputError, NotFoundError
+from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.ingest.completions_csv import (
     CompletionRow,
     note_problem,
@@ -46,6 +46,17 @@ ALTERNATIVE = "alternative"  # an operator-approved alternative to the program's
 # A learning system's clock may run a little ahead of ours; more than this is a wrong date.
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 _MAX_KEY = 400  # completions.dedupe_key
+# Unmatched completions are kept for review, but not without end: beyond this many in one
+# program a new one is refused until an operator reviews them (`completions unmatched
+# --purge-before`). A real roster gap is a few hundred; a sender inventing people is not.
+MAX_UNMATCHED = 20_000
+# A receipt only has to outlive the window in which a replay could pass the signature check
+# (5 minutes for webhooks); an hour is a dozen times that. Older receipts are deleted.
+RECEIPTS_KEPT = dt.timedelta(hours=1)
+
+
+class UnmatchedFullError(ConflictError):
+    """Too many unmatched completions are waiting for review to keep another."""
 
 
 class CompletionOutcome(StrEnum):
@@ -185,6 +196,7 @@ def record_completion(
             CompletionOutcome.DUPLICATE, _stored_person(conn, stored.id, dedupe_key)
         )
     elif person is None:
+        _check_room_for_unmatched(conn, stored)
         result = CompletionResult(CompletionOutcome.UNMATCHED, None)
     else:
         result = _apply(conn, stored, person, option, completed_at, now, message_id_domain, confirm)
@@ -412,7 +424,58 @@ def unmatched_completions(conn: Connection, program_id: int) -> list[dict[str, A
     ]
 
 
+def _check_room_for_unmatched(conn: Connection, stored: StoredProgram) -> None:
+    waiting = conn.scalar(
+        select(func.count())
+        .select_from(completions)
+        .where(completions.c.program_id == stored.id, completions.c.person_id.is_(None))
+    )
+    if (waiting or 0) > MAX_UNMATCHED:  # the one just inserted is counted: > not >=
+        raise UnmatchedFullError(
+            f"{MAX_UNMATCHED} completions for people not on the roster are waiting; "
+            "no more are kept until they are reviewed",
+            hint="pshnotify completions unmatched, then --purge-before DATE",
+        )
+
+
+def purge_unmatched(
+    engine: Engine, stored: StoredProgram, before: dt.datetime, clock: Clock, *, actor: str
+) -> int:
+    """Delete the unmatched completions recorded before `before` (audited); how many."""
+    now = clock.now()
+    with engine.begin() as conn:
+        deleted = conn.execute(
+            delete(completions).where(
+                completions.c.program_id == stored.id,
+                completions.c.person_id.is_(None),
+                completions.c.recorded_at < before,
+            )
+        ).rowcount
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="completions.purge_unmatched",
+            program_id=stored.id,
+            subject=stored.key,
+            details={"before": before.isoformat(), "deleted": deleted},
+        )
+    return int(deleted)
+
+
 # -- receipts (replay protection for webhooks and xAPI) --------------------------------------------
+def prune_receipts(engine: Engine, wall: dt.datetime) -> int:
+    """Forget receipts older than RECEIPTS_KEPT (the daemon calls this every pass)."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                delete(webhook_receipts).where(
+                    webhook_receipts.c.received_at < wall - RECEIPTS_KEPT
+                )
+            ).rowcount
+        )
+
+
 def claim_receipt(conn: Connection, source: str, receipt_id: str, at: dt.datetime) -> bool:
     """True the first time (source, id) is seen; False for a replay. Same transaction as the
     completion, so a delivery that failed half-way leaves no receipt and may be retried."""

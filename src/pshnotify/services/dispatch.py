@@ -341,7 +341,7 @@ class Dispatcher:
                 claimed, State.SKIPPED, "skipped", now, now, reason=skip, attempted=False
             )
         person = (
-            Recipient(row.external_id, row.name, row.email, row.department)
+            Recipient(row.external_id, row.name, row.email, row.department, row.timezone)
             if row
             else Recipient("", claimed.recipient_name, claimed.recipient_email, "")
         )
@@ -545,6 +545,7 @@ def _people_query(*, on_postgresql: bool) -> Any:
             people.c.name,
             people.c.email,
             people.c.department,
+            people.c.timezone,
             enrollments.c.program_id,
             enrollments.c.status,
             enrollments.c.extended_until,

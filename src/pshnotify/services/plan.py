@@ -12,7 +12,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
@@ -57,6 +57,28 @@ def build_plan(
         for p in _future(program, launched, state, now):
             days[_local_day(program, p.due_at)][p.kind] += 1
     return _render(stored, now, wave, days)
+
+
+def person_plan(
+    conn: Connection, stored: StoredProgram, person_id: int, now: dt.datetime
+) -> list[Planned]:
+    """What the scheduler will queue for one person from now on, if nothing changes: the
+    same answer `build_plan` counts for everyone (the console's person timeline)."""
+    row = conn.execute(
+        select(enrollments).where(
+            enrollments.c.program_id == stored.id,
+            enrollments.c.person_id == person_id,
+            enrollments.c.removed_at.is_(None),
+        )
+    ).first()
+    if row is None:
+        return []
+    q = select(messages.c.kind, messages.c.step).where(
+        messages.c.program_id == stored.id, messages.c.person_id == person_id
+    )
+    steps = {"launch" if kind == "launch" else step for kind, step in conn.execute(q)}
+    state = program_repo.wave_states(conn, stored.id).get(row.wave_key)
+    return _future(stored.program, state.launched_at if state else None, _state(row, steps), now)
 
 
 def _reported(conn: Any, program_id: int) -> set[tuple[str, str]]:

@@ -33,6 +33,7 @@ def preview(
             people.c.name,
             people.c.email,
             people.c.department,
+            people.c.timezone,
             enrollments.c.wave_key,
             enrollments.c.extended_until,
         )
@@ -52,14 +53,11 @@ def preview(
             [f"KIND: no templates for {kind!r} in {templates.directory}"],
             hint=f"kinds: {', '.join(templates.kinds())}",
         )
-    person = Recipient(row.external_id, row.name, row.email, row.department)
-    data = KindInput(
-        program,
-        row.wave_key,
-        person,
-        row.extended_until,
-        dict(KINDS[kind].sample_extra) if kind in KINDS else {},
-    )
+    person = Recipient(row.external_id, row.name, row.email, row.department, row.timezone)
+    extra = dict(KINDS[kind].sample_extra) if kind in KINDS else {}
+    if kind == "extension" and row.extended_until:
+        extra["deadline"] = row.extended_until.isoformat()  # the person's own, not a sample
+    data = KindInput(program, row.wave_key, person, row.extended_until, extra, clock.now())
     content = templates.render(kind, context_for(kind, data))
     envelope = envelope_for(
         program,

@@ -309,6 +309,14 @@ def _unknown(
     )
 
 
+def department_csv(
+    engine: Engine, stored: StoredProgram, department: str, now: dt.datetime
+) -> bytes:
+    """The department's report as the CSV the nightly email attaches (the console's download)."""
+    with engine.connect() as conn:
+        return department_report(conn, stored, department=department, now=now).csv()
+
+
 # -- nightly ------------------------------------------------------------------------------------
 @dataclass
 class OfficerWindow:

@@ -185,4 +185,7 @@ def _row(stored: StoredProgram, r: Any, p: Planned, domain: str) -> dict[str, An
         "recipient_name": r.name,
         "context": {"step": p.step},
         "due_at": p.due_at,
+        # Every row names the same columns: an executemany takes its columns from the first
+        # row, so a skip's reason after a queued row was silently dropped.
+        "reason": None,
     }

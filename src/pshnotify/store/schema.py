@@ -149,8 +149,8 @@ people = Table(
     Column("affiliation", Text),
     Column("admin_officer", Text),
     Column("timezone", Text),  # IANA name; NULL: the program's zone (0009)
-    Column("admin_officer_name", Text),  # for the report's greeting (0011)
-    Column("manager_email", Text),  # where escalations go (0011)
+    Column("admin_officer_name", Text),  # for the report's greeting (0012)
+    Column("manager_email", Text),  # where escalations go (0012)
     Column("extra", JSON, nullable=False),
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -342,4 +342,18 @@ unrecognised_bounces = Table(
     Column("sender", Text, nullable=False),
     Column("subject", Text, nullable=False),
     Column("reason", Text, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    # The console's users (`pshnotify user add`): operators act, viewers (department officers)
+    # read their departments only. Passwords are argon2 hashes; nothing else is kept.
+    Column("id", Integer, primary_key=True),
+    Column("login", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),  # operator | viewer
+    Column("departments", JSON, nullable=False),  # a viewer's departments; [] for operators
+    _created(),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

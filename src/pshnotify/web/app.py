@@ -31,9 +31,11 @@ import uvicorn
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
@@ -44,6 +46,7 @@ from pshnotify.ingest.completions_csv import parse_completed_at
 from pshnotify.services.completions import (
     CompletionOutcome,
     CompletionResult,
+    UnmatchedFullError,
     claim_receipt,
     completion_key,
     completion_problems,
@@ -52,6 +55,8 @@ from pshnotify.services.completions import (
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web import xapi
+from pshnotify.web.bounds import HttpLimits, bounded_protocol, uvicorn_options
+from pshnotify.web.throttle import FailureThrottle, ThrottleMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +101,24 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
+async def _unmatched_full(_request: Request, exc: Exception) -> Response:
+    log.error("completions refused: %s", exc)
+    return JSONResponse({"error": f"{exc}; try again later"}, status_code=503)
+
+
 def create_app(
     engine: Engine,
     clock: Clock,
     settings: Settings,
     load_program: ProgramLoader,
     metrics: Callable[[], bytes] | None = None,
+    console: ASGIApp | None = None,
 ) -> Starlette:
     """The completions app. A malformed webhook secret stops the start (InputError) rather
-    than failing every delivery later; a missing one only turns its endpoint off (503)."""
+    than failing every delivery later; a missing one only turns its endpoint off (503).
+    `console` (the web console) answers every other path."""
     endpoints = _Endpoints(engine, clock, settings, load_program, _webhook_key(settings))
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/webhooks/completions", endpoints.webhook, methods=["POST"]),
         Route("/xapi/statements", endpoints.xapi_statements, methods=["POST"]),
         Route("/healthz", endpoints.health, methods=["GET"]),
@@ -116,7 +128,14 @@ def create_app(
     from pshnotify.web.bounces import bounce_routes  # it uses this module's request helpers
 
     routes += bounce_routes(engine, clock, settings)
-    return Starlette(routes=routes, exception_handlers={HttpError: _http_error})
+    if console is not None:  # last: it answers every other path
+        routes.append(Mount("/", app=console))
+    throttle = FailureThrottle(limit=settings.http_auth_failures, window=60.0)
+    return Starlette(
+        routes=routes,
+        exception_handlers={HttpError: _http_error, UnmatchedFullError: _unmatched_full},
+        middleware=[Middleware(ThrottleMiddleware, throttle=throttle, exempt=["/healthz"])],
+    )
 
 
 def _webhook_key(settings: Settings) -> bytes | None:
@@ -293,10 +312,13 @@ async def _read_body(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise HttpError(413, f"body larger than {MAX_BODY} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+    except ClientDisconnect:  # gone, or cut for being too slow (web/bounds.py)
+        raise HttpError(400, "the request body did not arrive") from None
     return bytes(body)
 
 
@@ -393,12 +415,15 @@ async def serve(
     stop: asyncio.Event,
     *,
     on_listening: Callable[[str, int], None] | None = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Serve `app` in the running event loop until `stop` is set, then shut down gracefully.
 
     The socket is bound here, before uvicorn starts, so a taken port raises OSError to the
     caller (uvicorn would call sys.exit) and port 0 works: `on_listening` gets the real one.
+    `limits` bound connections and slow clients (web/bounds.py).
     """
+    limits = limits or HttpLimits()
     sock = _bind(host, port)
     try:
         bound_host, bound_port = sock.getsockname()[:2]
@@ -410,9 +435,10 @@ async def serve(
             log_config=None,  # keep the embedding process's logging as it is
             lifespan="off",
             ws="none",
-            http="h11",
+            http=bounded_protocol(limits),
             server_header=False,
             timeout_graceful_shutdown=5,
+            **uvicorn_options(limits),
         )
         await _run_until(_EmbeddedServer(config), sock, stop)
     finally:

@@ -1,0 +1,335 @@
+"""Looking people up: a paginated search, and one person's whole story in a program.
+
+The story is what the outbox recorded (every message sent, skipped or cancelled, with its
+reason, every attempt with the relay's reply) followed by what `plan` says will come, each
+with why. Reading only: the decisions themselves are made by the cadence and its callers.
+A viewer's departments scope every read; someone outside them does not exist for the viewer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, or_, select
+
+from pshnotify.domain.cadence import Planned
+from pshnotify.domain.delivery import State
+from pshnotify.domain.errors import NotFoundError
+from pshnotify.domain.program import Program
+from pshnotify.services.plan import person_plan
+from pshnotify.store import programs as program_repo
+from pshnotify.store.programs import StoredProgram
+from pshnotify.store.schema import attempts, completions, enrollments, messages, people
+
+PER_PAGE = 50
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def in_departments(departments: Sequence[str] | None) -> Any:
+    """The SQL condition of a viewer's scope (None: everyone, an operator's)."""
+    if departments is None:
+        return None
+    return func.lower(people.c.department).in_([d.casefold() for d in departments])
+
+
+def find_people(
+    engine: Engine,
+    stored: StoredProgram,
+    *,
+    query: str = "",
+    wave: str | None = None,
+    departments: Sequence[str] | None = None,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+) -> Page:
+    """People enrolled in the program (removed ones too, marked), matching `query` in id,
+    email or name; counted and paged in SQL."""
+    conds = [enrollments.c.program_id == stored.id]
+    if wave is not None:
+        conds.append(enrollments.c.wave_key == wave)
+    scope = in_departments(departments)
+    if scope is not None:
+        conds.append(scope)
+    q = " ".join(query.split()).lower()
+    if q:
+        like = f"%{_escape_like(q)}%"
+        conds.append(
+            or_(
+                people.c.external_id == query.strip(),
+                people.c.email_key.like(f"{_escape_like(q)}%", escape="\\"),
+                func.lower(people.c.name).like(like, escape="\\"),
+            )
+        )
+    joined = people.join(enrollments, enrollments.c.person_id == people.c.id)
+    with engine.connect() as conn:
+        total = int(conn.scalar(select(func.count()).select_from(joined).where(*conds)) or 0)
+        page = max(1, min(page, max(1, -(-total // per_page))))
+        rows = conn.execute(
+            select(
+                people.c.external_id,
+                people.c.name,
+                people.c.email,
+                people.c.department,
+                enrollments.c.wave_key,
+                enrollments.c.status,
+                enrollments.c.reason,
+                enrollments.c.exempted_reason,
+                enrollments.c.completed_at,
+                enrollments.c.removed_at,
+            )
+            .select_from(joined)
+            .where(*conds)
+            .order_by(people.c.external_id)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+    return Page([_summary(stored.program, r) for r in rows], page, per_page, total)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _summary(program: Program, r: Any) -> dict[str, Any]:
+    return {
+        "id": r.external_id,
+        "name": r.name,
+        "email": r.email,
+        "department": r.department,
+        "wave": r.wave_key,
+        "standing": standing(program, r),
+    }
+
+
+def standing(program: Program, r: Any) -> str:
+    """One line: where the person stands and why (the same order as the officers' report)."""
+    if r.removed_at is not None:
+        return "removed from the roster"
+    if r.completed_at is not None:
+        return f"complete on {r.completed_at.astimezone(program.tz).date().isoformat()}"
+    if r.exempted_reason:
+        return f"exempted by an operator: {r.exempted_reason}"
+    if r.status != "required":
+        return f"not required ({r.status}): {r.reason}"
+    return "required, not complete yet"
+
+
+# -- one person ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    at: dt.datetime
+    outcome: str
+    code: int | None
+    reply: str | None
+    worker: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message of the person's timeline: recorded (state from the outbox) or planned."""
+
+    at: dt.datetime
+    kind: str
+    step: str
+    state: str  # a delivery state, or "planned"
+    what: str  # which message: "7 days after the launch email"
+    why: str  # the reason for its state
+    message_id: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PersonView:
+    id: str
+    name: str
+    email: str
+    department: str
+    role: str
+    admin_officer: str | None
+    wave: str
+    wave_title: str
+    status: str
+    reason: str
+    standing: str
+    deadline: dt.date
+    extended: bool
+    removed: bool
+    completed: bool
+    exempted: bool
+    launched_at: dt.datetime | None
+    entries: list[Entry]
+    completions: list[dict[str, Any]]
+
+
+def describe_step(kind: str, step: str) -> str:
+    """A message's place in the cadence, from its stable step name (see domain.cadence)."""
+    parts = step.split(":")
+    if kind == "launch":
+        return "the wave's launch email"
+    if kind == "invitation":
+        return "an invitation (encouraged, not required)"
+    if kind == "confirmation":
+        return "the confirmation of a completion"
+    if parts[0] == "after" and len(parts) == 2:
+        return f"reminder {_days(parts[1])} after the launch email"
+    if parts[0] == "before" and len(parts) == 3:
+        return f"reminder {_days(parts[1])} before the deadline {parts[2]}"
+    if parts[0] == "overdue" and len(parts) == 3:
+        return f"overdue notice {_days(parts[1])} after the deadline {parts[2]}"
+    return f"{kind} ({step})"
+
+
+def _days(n: str) -> str:
+    return f"{n} day" if n == "1" else f"{n} days"
+
+
+def _why_recorded(state: str, reason: str | None, reply: str | None) -> str:
+    """Why a recorded message is where it is; its time is shown beside it."""
+    if state == State.SENT:
+        return f"accepted by the relay: {reply}" if reply else "accepted by the relay"
+    if state in (State.SKIPPED, State.CANCELLED):
+        return reason or state
+    if state == State.FAILED:
+        return f"refused by the relay: {reply}" if reply else "refused by the relay"
+    if state == State.RETRY:
+        return f"deferred by the relay ({reply or 'no reply'}); tried again then"
+    if state == State.UNKNOWN:
+        return "no reply after the data: the relay may have it"
+    if state == State.CLAIMED:
+        return "being sent now"
+    return "waiting for the sender (due then, in working hours)"
+
+
+def person_view(
+    engine: Engine,
+    stored: StoredProgram,
+    person_id: str,
+    now: dt.datetime,
+    departments: Sequence[str] | None = None,
+) -> PersonView:
+    """NotFoundError when nobody has that id in the program, or they are outside the scope."""
+    program = stored.program
+    with engine.connect() as conn:
+        conds = [people.c.external_id == person_id, enrollments.c.program_id == stored.id]
+        scope = in_departments(departments)
+        if scope is not None:
+            conds.append(scope)
+        r = conn.execute(
+            select(
+                people.c.id,
+                people.c.external_id,
+                people.c.name,
+                people.c.email,
+                people.c.department,
+                people.c.role,
+                people.c.admin_officer,
+                enrollments.c.wave_key,
+                enrollments.c.status,
+                enrollments.c.reason,
+                enrollments.c.extended_until,
+                enrollments.c.exempted_reason,
+                enrollments.c.completed_at,
+                enrollments.c.removed_at,
+            )
+            .select_from(people.join(enrollments, enrollments.c.person_id == people.c.id))
+            .where(*conds)
+        ).first()
+        if r is None:
+            raise NotFoundError([f"nobody with id {person_id!r} in program {stored.key}"])
+        entries = _recorded(conn, stored.id, r.id)
+        planned = person_plan(conn, stored, r.id, now)
+        wave_state = program_repo.wave_states(conn, stored.id).get(r.wave_key)
+        done = conn.execute(
+            select(completions.c.option, completions.c.completed_at, completions.c.source)
+            .where(completions.c.program_id == stored.id, completions.c.person_id == r.id)
+            .order_by(completions.c.completed_at)
+        ).all()
+    launched = wave_state.launched_at if wave_state else None
+    for p in planned:
+        what = describe_step(p.kind, p.step)
+        entries.append(Entry(p.due_at, p.kind, p.step, "planned", what, _why_planned(p, launched)))
+    try:
+        wave = program.wave(r.wave_key)
+        closes, title = wave.closes, wave.title
+    except KeyError:
+        closes, title = r.extended_until or now.date(), r.wave_key
+    return PersonView(
+        id=r.external_id,
+        name=r.name,
+        email=r.email,
+        department=r.department,
+        role=r.role,
+        admin_officer=r.admin_officer,
+        wave=r.wave_key,
+        wave_title=title,
+        status=r.status,
+        reason=r.reason,
+        standing=standing(program, r),
+        deadline=r.extended_until or closes,
+        extended=r.extended_until is not None,
+        removed=r.removed_at is not None,
+        completed=r.completed_at is not None,
+        exempted=r.exempted_reason is not None,
+        launched_at=launched,
+        entries=entries,
+        completions=[{"option": c.option, "at": c.completed_at, "source": c.source} for c in done],
+    )
+
+
+def _why_planned(p: Planned, launched: dt.datetime | None) -> str:
+    kind = p.kind
+    if kind == "launch" and launched is None:
+        return "when the wave is launched (assumed at the start of its window)"
+    if kind in ("reminder", "overdue"):
+        return "if not complete by then"
+    return "the next pass of the scheduler queues it"
+
+
+def _recorded(conn: Connection, program_id: int, person_pk: int) -> list[Entry]:
+    rows = conn.execute(
+        select(messages)
+        .where(messages.c.program_id == program_id, messages.c.person_id == person_pk)
+        .order_by(messages.c.due_at, messages.c.id)
+    ).all()
+    by_message: dict[int, list[Attempt]] = {}
+    if rows:
+        for a in conn.execute(
+            select(attempts)
+            .where(attempts.c.message_id.in_([m.id for m in rows]))
+            .order_by(attempts.c.message_id, attempts.c.number)
+        ):
+            by_message.setdefault(a.message_id, []).append(
+                Attempt(a.number, a.started_at, a.outcome, a.code, a.reply, a.worker)
+            )
+    out = []
+    for m in rows:
+        at = m.sent_at or (m.updated_at if m.state in ("skipped", "cancelled") else m.due_at)
+        reply = f"{m.last_code} {m.last_reply}" if m.last_code else m.last_reply
+        out.append(
+            Entry(
+                at,
+                m.kind,
+                m.step,
+                m.state,
+                describe_step(m.kind, m.step),
+                _why_recorded(m.state, m.reason, reply),
+                m.message_id,
+                by_message.get(m.id, []),
+            )
+        )
+    return out

@@ -1,0 +1,184 @@
+"""The console's users: operators (act on the campaign) and viewers (read their departments).
+
+Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's second recommended
+parameter set); the plain password never leaves this module. Adding and removing a user is
+audited like any other action.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import Engine, delete, select, update
+
+from pshnotify.clock import Clock
+from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
+from pshnotify.store import audit
+from pshnotify.store.schema import users
+
+ROLES = ("operator", "viewer")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # hashing cost grows with length; nobody types more
+_LOGIN = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
+_hasher = PasswordHasher()
+# Verified when the login is unknown, so a wrong login costs the same time as a wrong password.
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+
+
+@dataclass(frozen=True)
+class User:
+    login: str
+    role: str
+    departments: tuple[str, ...]
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == "operator"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"login": self.login, "role": self.role, "departments": list(self.departments)}
+
+
+def _clean_departments(departments: list[str]) -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for d in departments:
+        name = " ".join(d.split())
+        if name:
+            seen.setdefault(name.casefold(), name)
+    return tuple(seen.values())
+
+
+def user_problems(login: str, role: str, departments: list[str], password: str) -> list[str]:
+    problems = []
+    if not _LOGIN.fullmatch(login):
+        problems.append(
+            f"LOGIN: {login!r} is not a login (lower-case letters, digits and . _ @ + -, "
+            "at most 64, starting with a letter or digit)"
+        )
+    if role not in ROLES:
+        problems.append(f"--role: expected operator or viewer, got {role!r}")
+    cleaned = _clean_departments(departments)
+    if role == "viewer" and not cleaned:
+        problems.append("--department: a viewer sees only their departments; name at least one")
+    if role == "operator" and cleaned:
+        problems.append("--department: an operator sees every department; give none")
+    if len(password) < MIN_PASSWORD:
+        problems.append(f"password: at least {MIN_PASSWORD} characters")
+    elif len(password) > MAX_PASSWORD:
+        problems.append(f"password: at most {MAX_PASSWORD} characters")
+    return problems
+
+
+def add_user(
+    engine: Engine,
+    login: str,
+    *,
+    role: str,
+    departments: list[str],
+    password: str,
+    clock: Clock,
+    actor: str,
+) -> User:
+    login = login.strip().lower()
+    problems = user_problems(login, role, departments, password)
+    if problems:
+        raise InputError(problems)
+    user = User(login, role, _clean_departments(departments))
+    password_hash = _hasher.hash(password)
+    now = clock.now()
+    with engine.begin() as conn:
+        if conn.execute(select(users.c.id).where(users.c.login == login)).first() is not None:
+            raise ConflictError(
+                f"user {login!r} exists already",
+                hint=f"`pshnotify user remove {login}` first to change it",
+            )
+        conn.execute(
+            users.insert().values(
+                login=login,
+                password_hash=password_hash,
+                role=role,
+                departments=list(user.departments),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="user.add",
+            program_id=None,
+            subject=login,
+            details={"role": role, "departments": list(user.departments)},
+        )
+    return user
+
+
+def list_users(engine: Engine) -> list[User]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(users.c.login, users.c.role, users.c.departments).order_by(users.c.login)
+        ).all()
+    return [User(r.login, r.role, tuple(r.departments)) for r in rows]
+
+
+def get_user(engine: Engine, login: str) -> User | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(users.c.login, users.c.role, users.c.departments).where(
+                users.c.login == login.strip().lower()
+            )
+        ).first()
+    return None if row is None else User(row.login, row.role, tuple(row.departments))
+
+
+def remove_user(engine: Engine, login: str, *, clock: Clock, actor: str) -> None:
+    login = login.strip().lower()
+    now = clock.now()
+    with engine.begin() as conn:
+        gone = conn.execute(delete(users).where(users.c.login == login)).rowcount
+        if not gone:
+            raise NotFoundError([f"LOGIN: no user {login!r}"], hint="`pshnotify user list`")
+        audit.record(
+            conn, at=now, actor=actor, action="user.remove", program_id=None, subject=login
+        )
+
+
+def authenticate(engine: Engine, login: str, password: str) -> User | None:
+    """The user if the password is theirs, else None (an unknown login takes as long)."""
+    login = login.strip().lower()
+    with engine.connect() as conn:
+        row = conn.execute(select(users).where(users.c.login == login)).first()
+    stored = row.password_hash if row is not None else _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password[:MAX_PASSWORD])
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    if _hasher.check_needs_rehash(stored):  # parameters raised since: upgrade on sign-in
+        with engine.begin() as conn:
+            conn.execute(
+                update(users)
+                .where(users.c.login == login)
+                .values(password_hash=_hasher.hash(password))
+            )
+    return User(row.login, row.role, tuple(row.departments))
+
+
+def note_sign_in(engine: Engine, login: str, address: str, clock: Clock) -> None:
+    """A console sign-in, in the audit log beside what the user then does."""
+    with engine.begin() as conn:
+        audit.record(
+            conn,
+            at=clock.now(),
+            actor=login,
+            action="user.sign-in",
+            program_id=None,
+            subject=login,
+            details={"address": address},
+        )

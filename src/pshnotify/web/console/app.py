@@ -1,0 +1,679 @@
+"""The console's HTTP side: sign-in, the pages, the actions, each through the services.
+
+Every page needs a signed-in user; every POST needs the session's CSRF token (403 without
+it) and, except signing in and out, an operator (403 for a viewer). A viewer reads only the
+people of their departments: anyone else is a 404, as if they did not exist. Every action
+goes to the same service as the CLI's command, under the signed-in login as the actor.
+Database work runs in worker threads; the event loop (shared with the daemon) never blocks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pshnotify.clock import Clock
+from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
+from pshnotify.services import lookup, progress
+from pshnotify.services.adjust import exempt, extend
+from pshnotify.services.audit_trail import audit_page
+from pshnotify.services.completions import ALTERNATIVE, complete_by_operator
+from pshnotify.services.launch import launch_wave, preview_launch
+from pshnotify.services.reports import department_csv
+from pshnotify.services.status import program_status
+from pshnotify.services.users import User, authenticate, get_user, note_sign_in
+from pshnotify.settings import Settings
+from pshnotify.store.programs import StoredProgram
+from pshnotify.web.console import charts
+from pshnotify.web.console.session import CSRF_FIELD, Session, SessionCodec
+from pshnotify.web.console.throttle import FailureWindow, Throttle
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+MAX_FORM = 16 * 1024  # the largest console form is a note of a few lines
+ProgramLoader = Callable[[str | None], StoredProgram]
+_SECURITY_HEADERS = {
+    # No inline script or style anywhere: a value that slipped past escaping still cannot run.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class PageError(Exception):
+    """Answer with an error page: `status`, a title and what to do."""
+
+    def __init__(self, status: int, title: str, problems: Sequence[str] = ()) -> None:
+        self.status, self.title, self.problems = status, title, list(problems)
+        super().__init__(title)
+
+
+class SignInNeededError(Exception):
+    pass
+
+
+@dataclass
+class _Call:
+    request: Request
+    session: Session
+    user: User
+    stored: StoredProgram
+
+
+Handler = Callable[[_Call], Awaitable[Response]]
+FormHandler = Callable[[_Call, FormData], Awaitable[Response]]
+
+
+class Console:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        settings: Settings,
+        load_program: ProgramLoader,
+        secret: bytes,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self.engine, self.clock, self.settings = engine, clock, settings
+        self.load_program = load_program
+        self.codec = SessionCodec(secret, int(settings.web_session_hours * 3600))
+        self.throttle: Throttle = throttle or FailureWindow()
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.web_trusted_proxies]
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+        )
+        self.env.filters["num"] = lambda n: f"{int(n):,}"
+        self.env.filters["q"] = lambda s: quote(str(s), safe="")
+
+    # -- the app -------------------------------------------------------------------------------
+    def app(self) -> Starlette:
+        p, a = self._page, self._action
+        routes = [
+            Route("/login", self.login_form, methods=["GET"]),
+            Route("/login", self.login_submit, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/", p(self.dashboard)),
+            Route("/waves/{key}", p(self.wave, operator=True)),
+            Route("/waves/{key}/progress", p(self.wave_progress, operator=True)),
+            Route("/waves/{key}/launch", p(self.launch_confirm, operator=True), methods=["GET"]),
+            Route("/waves/{key}/launch", a(self.launch), methods=["POST"]),
+            Route("/people", p(self.people)),
+            Route("/people/{id:path}/extend", a(self.extend), methods=["POST"]),
+            Route("/people/{id:path}/exempt", a(self.exempt), methods=["POST"]),
+            Route("/people/{id:path}/complete", a(self.complete), methods=["POST"]),
+            Route("/people/{id:path}", p(self.person), methods=["GET"]),
+            Route("/departments", p(self.departments)),
+            Route("/departments/report.csv", p(self.report_csv)),
+            Route("/audit", p(self.audit, operator=True)),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+        return Starlette(routes=routes)
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _page(self, handler: Handler, *, operator: bool = False) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            session = self.codec.load(request)
+            user: User | None = None
+            try:
+                user = await self._user(request, session)
+                if operator and not user.is_operator:
+                    raise PageError(403, "Operators only", ["This page is for operators."])
+                stored = await self._program()
+                response = await handler(_Call(request, session, user, stored))
+            except SignInNeededError:
+                response = RedirectResponse(f"/login?next={quote(_local_path(request))}", 303)
+            except PageError as exc:
+                response = self._problem(request, session, user, exc)
+            return self._finish(request, session, response)
+
+        return endpoint
+
+    def _action(self, handler: FormHandler) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            session = self.codec.load(request)
+            user: User | None = None
+            try:
+                user = await self._user(request, session)
+                form = await self._form(request, session)
+                if not user.is_operator:
+                    raise PageError(403, "Read-only", ["Your account can read, not act."])
+                stored = await self._program()
+                response = await handler(_Call(request, session, user, stored), form)
+            except SignInNeededError:
+                response = RedirectResponse("/login", 303)
+            except PageError as exc:
+                response = self._problem(request, session, user, exc)
+            return self._finish(request, session, response)
+
+        return endpoint
+
+    async def _form(self, request: Request, session: Session) -> FormData:
+        """The form, bounded in size, with its CSRF token checked (403 if missing or wrong)."""
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > MAX_FORM:
+            raise PageError(413, "Form too large", [f"At most {MAX_FORM} bytes."])
+        body = await request.body()
+        if len(body) > MAX_FORM:
+            raise PageError(413, "Form too large", [f"At most {MAX_FORM} bytes."])
+        form = await request.form(max_files=0, max_fields=32)
+        if not session.csrf_ok(form.get(CSRF_FIELD)):
+            raise PageError(
+                403,
+                "The form's security token is missing or out of date",
+                ["Nothing was changed. Reload the page and try again."],
+            )
+        return form
+
+    async def _user(self, request: Request, session: Session) -> User:
+        login = self._trusted_login(request) or session.login
+        if not login:
+            raise SignInNeededError
+        user = await run_in_threadpool(get_user, self.engine, login)
+        if user is None:
+            if session.login:  # removed since: the session ends
+                session.sign_out()
+                raise SignInNeededError
+            raise PageError(403, "No console user", [f"No console user {login!r}."])
+        return user
+
+    def _trusted_login(self, request: Request) -> str | None:
+        """The single-sign-on login, only from a listed proxy (headers from anyone else are
+        ignored: a client could write them)."""
+        header = self.settings.web_trusted_header
+        if not header or not self.proxies or request.client is None:
+            return None
+        try:
+            client = ipaddress.ip_address(request.client.host)
+        except ValueError:
+            return None
+        if not any(client in net for net in self.proxies):
+            return None
+        value = request.headers.get(header, "").strip()
+        return value or None
+
+    async def _program(self) -> StoredProgram:
+        try:
+            return await run_in_threadpool(self.load_program, None)
+        except InputError as exc:
+            log.error("console not ready: %s", "; ".join(exc.problems))
+            raise PageError(503, "Not ready", ["The server's log says why."]) from None
+
+    def _finish(self, request: Request, session: Session, response: Response) -> Response:
+        self.codec.save(request, response, session)
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def render(
+        self,
+        call: _Call | None,
+        template: str,
+        code: int = 200,
+        *,
+        request: Request | None = None,
+        session: Session | None = None,
+        user: User | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        if call is not None:
+            request, session, user = call.request, call.session, call.user
+            context.setdefault("program", call.stored.program)
+        assert request is not None
+        assert session is not None
+        tz = context["program"].tz if context.get("program") is not None else dt.UTC
+        now = self.clock.now()
+        base = {
+            "user": user,
+            "csrf": session.csrf,
+            "csrf_field": CSRF_FIELD,
+            "flash": session.pop_flash(),
+            "now": now.astimezone(tz),
+            "local": lambda at: _local(at, tz),
+            "path": request.url.path,
+            "program": None,
+        }
+        html = self.env.get_template(template).render({**base, **context})
+        return HTMLResponse(html, status_code=code)
+
+    def _problem(
+        self, request: Request, session: Session, user: User | None, exc: PageError
+    ) -> Response:
+        return self.render(
+            None,
+            "problem.html",
+            exc.status,
+            request=request,
+            session=session,
+            user=user,
+            title=exc.title,
+            problems=exc.problems,
+        )
+
+    def _done(self, call: _Call, message: str, to: str) -> Response:
+        call.session.say(message)
+        return RedirectResponse(to, 303)
+
+    # -- sign-in -------------------------------------------------------------------------------
+    async def login_form(self, request: Request) -> Response:
+        session = self.codec.load(request)
+        if session.login:
+            return self._finish(request, session, RedirectResponse("/", 303))
+        response = self.render(
+            None,
+            "login.html",
+            request=request,
+            session=session,
+            next=_safe_next(request.query_params.get("next")),
+            error=None,
+            username="",
+        )
+        return self._finish(request, session, response)
+
+    async def login_submit(self, request: Request) -> Response:
+        session = self.codec.load(request)
+        try:
+            form = await self._form(request, session)
+        except PageError as exc:
+            return self._finish(request, session, self._problem(request, session, None, exc))
+        username = str(form.get("username", "")).strip().lower()[:64]
+        password = str(form.get("password", ""))
+        next_path = _safe_next(str(form.get("next", "")))
+        client = request.client.host if request.client else "?"
+        keys = [f"login:{username}", f"address:{client}"]
+
+        def again(error: str, status: int) -> Response:
+            return self.render(
+                None,
+                "login.html",
+                status,
+                request=request,
+                session=session,
+                next=next_path,
+                error=error,
+                username=username,
+            )
+
+        wait = self.throttle.retry_after(keys)
+        if wait > 0:
+            minutes = max(1, round(wait / 60))
+            response = again(
+                f"Too many failed sign-ins. Try again in {minutes} minute"
+                f"{'s' if minutes > 1 else ''}.",
+                429,
+            )
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return self._finish(request, session, response)
+        user = await run_in_threadpool(authenticate, self.engine, username, password)
+        if user is None:
+            self.throttle.failed(keys)
+            log.warning("console sign-in failed for %r from %s", username, client)
+            return self._finish(request, session, again("Wrong login or password.", 401))
+        self.throttle.succeeded([f"login:{username}"])
+        session.sign_in(user.login)
+        await run_in_threadpool(note_sign_in, self.engine, user.login, client, self.clock)
+        return self._finish(request, session, RedirectResponse(next_path, 303))
+
+    async def logout(self, request: Request) -> Response:
+        session = self.codec.load(request)
+        try:
+            await self._form(request, session)
+        except PageError as exc:
+            return self._finish(request, session, self._problem(request, session, None, exc))
+        session.sign_out()
+        session.say("Signed out.")
+        return self._finish(request, session, RedirectResponse("/login", 303))
+
+    # -- pages ---------------------------------------------------------------------------------
+    async def dashboard(self, call: _Call) -> Response:
+        if not call.user.is_operator:
+            return RedirectResponse("/departments", 303)
+        stored, now = call.stored, self.clock.now()
+        status, per_day = await run_in_threadpool(self._dashboard_data, stored, now)
+        program = stored.program
+        today = now.astimezone(program.tz).date()
+        waves = [
+            (w.key, w.title, w.opens, w.closes, bool(status["waves"][w.key]["launched_at"]))
+            for w in program.waves
+        ]
+        opens = min(w.opens for w in program.waves)
+        closes = max(w.closes for w in program.waves)
+        return self.render(
+            call,
+            "dashboard.html",
+            status=status,
+            cards=[_wave_card(key, status["waves"][key]) for key, *_ in waves],
+            timeline=charts.timeline(waves, today),
+            daily=charts.daily(per_day, opens, closes, today),
+            completed_total=sum(per_day.values()),
+        )
+
+    def _dashboard_data(
+        self, stored: StoredProgram, now: dt.datetime
+    ) -> tuple[dict[str, Any], dict[dt.date, int]]:
+        return program_status(self.engine, stored, now), progress.completions_per_day(
+            self.engine, stored
+        )
+
+    def _wave_of(self, call: _Call) -> str:
+        key = call.request.path_params["key"]
+        if key not in {w.key for w in call.stored.program.waves}:
+            raise PageError(404, "No such wave", [f"The program has no wave {key!r}."])
+        return str(key)
+
+    async def wave(self, call: _Call) -> Response:
+        key = self._wave_of(call)
+        q = call.request.query_params.get("q", "")
+        page = _page_number(call.request)
+        stored, now = call.stored, self.clock.now()
+
+        def read() -> tuple[Any, Any, Any]:
+            return (
+                program_status(self.engine, stored, now)["waves"][key],
+                preview_launch(self.engine, stored, key, self.clock),
+                lookup.find_people(self.engine, stored, query=q, wave=key, page=page),
+            )
+
+        status, dry_run, members = await run_in_threadpool(read)
+        return self.render(
+            call,
+            "wave.html",
+            wave=stored.program.wave(key),
+            card=_wave_card(key, status),
+            dry_run=dry_run,
+            can_launch=dry_run.to_queue > 0,
+            members=members,
+            q=q,
+        )
+
+    async def wave_progress(self, call: _Call) -> Response:
+        key = self._wave_of(call)
+        status = await run_in_threadpool(program_status, self.engine, call.stored, self.clock.now())
+        return self.render(call, "_progress.html", card=_wave_card(key, status["waves"][key]))
+
+    async def launch_confirm(self, call: _Call) -> Response:
+        key = self._wave_of(call)
+        dry_run = await run_in_threadpool(preview_launch, self.engine, call.stored, key, self.clock)
+        return self.render(call, "launch.html", wave=call.stored.program.wave(key), dry_run=dry_run)
+
+    async def launch(self, call: _Call, form: FormData) -> Response:
+        key = self._wave_of(call)
+        force = form.get("force") == "yes"
+        try:
+            done = await run_in_threadpool(
+                lambda: launch_wave(
+                    self.engine,
+                    call.stored,
+                    key,
+                    self.clock,
+                    actor=call.user.login,
+                    message_id_domain=self.settings.message_id_domain,
+                    force=force,
+                )
+            )
+        except ConflictError as exc:
+            raise PageError(409, "Not launched", [str(exc), _web_hint(exc.hint)]) from None
+        when = _local(done.due_at, call.stored.program.tz)
+        message = f"Queued {done.queued:,} launch emails for {key}, to go out from {when}."
+        return self._done(call, message, f"/waves/{quote(key)}")
+
+    async def people(self, call: _Call) -> Response:
+        q = call.request.query_params.get("q", "")
+        page = _page_number(call.request)
+        found = await run_in_threadpool(
+            lambda: lookup.find_people(
+                self.engine, call.stored, query=q, departments=_scope(call.user), page=page
+            )
+        )
+        return self.render(call, "people.html", found=found, q=q)
+
+    async def person(self, call: _Call) -> Response:
+        person_id = call.request.path_params["id"]
+        try:
+            view = await run_in_threadpool(
+                lookup.person_view,
+                self.engine,
+                call.stored,
+                person_id,
+                self.clock.now(),
+                _scope(call.user),
+            )
+        except NotFoundError:
+            raise PageError(404, "Not found", [f"Nobody with id {person_id!r}."]) from None
+        options = [(o.key, o.title) for o in call.stored.program.options]
+        options.append((ALTERNATIVE, "An approved alternative"))
+        return self.render(call, "person.html", p=view, options=options)
+
+    async def departments(self, call: _Call) -> Response:
+        params = call.request.query_params
+        name = params.get("name")
+        show = params.get("show", "overdue")
+        if show not in progress.SHOWS:
+            raise PageError(400, "Unknown list", [f"show: expected one of {progress.SHOWS}"])
+        scope = _scope(call.user)
+        if name is not None and scope is not None and name.casefold() not in _folded(scope):
+            raise PageError(404, "Not found", [f"No department {name!r} among yours."])
+        page = _page_number(call.request)
+        now = self.clock.now()
+
+        def read() -> tuple[Any, Any]:
+            summary = progress.department_summary(self.engine, call.stored, now, scope)
+            listed = None
+            if name is not None:
+                listed = progress.department_people(
+                    self.engine, call.stored, now, departments=[name], show=show, page=page
+                )
+            return summary, listed
+
+        summary, listed = await run_in_threadpool(read)
+        return self.render(
+            call,
+            "departments.html",
+            summary=summary,
+            name=name,
+            show=show,
+            shows=progress.SHOWS,
+            listed=listed,
+        )
+
+    async def report_csv(self, call: _Call) -> Response:
+        name = call.request.query_params.get("name", "")
+        scope = _scope(call.user)
+        if not name or (scope is not None and name.casefold() not in _folded(scope)):
+            raise PageError(404, "Not found", [f"No department {name!r} among yours."])
+        data = await run_in_threadpool(
+            department_csv, self.engine, call.stored, name, self.clock.now()
+        )
+        filename = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "department"
+        return Response(
+            data,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+        )
+
+    async def audit(self, call: _Call) -> Response:
+        found = await run_in_threadpool(audit_page, self.engine, _page_number(call.request))
+        return self.render(call, "audit.html", found=found)
+
+    # -- actions on a person -------------------------------------------------------------------
+    async def _person_action(self, call: _Call, work: Callable[[str], str]) -> Response:
+        person_id = call.request.path_params["id"]
+        try:
+            message = await run_in_threadpool(work, person_id)
+        except NotFoundError:
+            raise PageError(404, "Not found", [f"Nobody with id {person_id!r}."]) from None
+        except InputError as exc:
+            raise PageError(400, "Nothing was changed", exc.problems) from None
+        except ConflictError as exc:
+            raise PageError(409, "Nothing was changed", [str(exc)]) from None
+        return self._done(call, message, f"/people/{quote(person_id, safe='')}")
+
+    async def extend(self, call: _Call, form: FormData) -> Response:
+        raw = str(form.get("until", "")).strip()
+
+        def work(person_id: str) -> str:
+            try:
+                until = dt.date.fromisoformat(raw)
+            except ValueError:
+                raise InputError([f"until: expected a date YYYY-MM-DD, got {raw!r}"]) from None
+            note = str(form.get("note", "")).strip() or None
+            done = extend(
+                self.engine,
+                call.stored,
+                person_id,
+                until,
+                self.clock,
+                actor=call.user.login,
+                note=note,
+            )
+            return (
+                f"Deadline of {done.person}: {done.detail['previous']} -> {done.detail['until']}."
+            )
+
+        return await self._person_action(call, work)
+
+    async def exempt(self, call: _Call, form: FormData) -> Response:
+        reason = str(form.get("reason", ""))
+
+        def work(person_id: str) -> str:
+            done = exempt(
+                self.engine, call.stored, person_id, reason, self.clock, actor=call.user.login
+            )
+            cancelled = done.detail["cancelled_messages"]
+            return f"{done.person} is exempt; {cancelled} pending messages cancelled."
+
+        return await self._person_action(call, work)
+
+    async def complete(self, call: _Call, form: FormData) -> Response:
+        option = str(form.get("option", ""))
+        note = str(form.get("note", "")).strip() or None
+        raw = str(form.get("completed_on", "")).strip()
+        tz = call.stored.program.tz
+
+        def work(person_id: str) -> str:
+            when = None
+            if raw:
+                try:
+                    when = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time(), tz)
+                except ValueError:
+                    raise InputError([f"completed_on: expected YYYY-MM-DD, got {raw!r}"]) from None
+            result = complete_by_operator(
+                self.engine,
+                call.stored,
+                self.clock,
+                person_ref=person_id,
+                option=option,
+                actor=call.user.login,
+                message_id_domain=self.settings.message_id_domain,
+                completed_at=when,
+                note=note,
+            )
+            extra = "; a confirmation is queued" if result.confirmation_queued else ""
+            return f"Completion recorded ({result.outcome.value}){extra}."
+
+        return await self._person_action(call, work)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _scope(user: User) -> Sequence[str] | None:
+    return None if user.is_operator else user.departments
+
+
+def _folded(names: Sequence[str]) -> set[str]:
+    return {n.casefold() for n in names}
+
+
+def _local(at: dt.datetime | None, tz: Any) -> str:
+    if at is None:
+        return "-"
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _local_path(request: Request) -> str:
+    path = request.url.path
+    return f"{path}?{request.url.query}" if request.url.query else path
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path on this site: never `//host` or a scheme (an open redirect)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def _page_number(request: Request) -> int:
+    raw = request.query_params.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < len(raw) < 7 else 1
+
+
+def _web_hint(hint: str) -> str:
+    return hint.replace("pass --force", "tick 'launch anyway'") if hint else ""
+
+
+@dataclass(frozen=True)
+class WaveCard:
+    key: str
+    title: str
+    opens: str
+    closes: str
+    launched_at: dt.datetime | None
+    paused: bool
+    people: charts.Bar
+    messages: charts.Bar
+    not_required: dict[str, int]
+
+
+def _wave_card(key: str, w: dict[str, Any]) -> WaveCard:
+    """One wave's progress bars from `status`'s numbers (the CLI's `status`, drawn)."""
+    ppl, msg = w["people"], w["messages"]
+    exempt_n = sum(ppl["not_required"].values())
+    people = charts.stacked(
+        "people",
+        [
+            ("complete", "complete", ppl["completed"]),
+            ("pending", "pending", ppl["required"] - ppl["completed"]),
+            ("exempt", "exempt / not required", exempt_n),
+        ],
+    )
+    messages = charts.stacked(
+        "messages",
+        [
+            ("delivered", "delivered", msg["sent"]),
+            ("waiting", "waiting", msg["queued"] + msg["claimed"] + msg["retry"]),
+            ("failed", "failed", msg["failed"] + msg["unknown"]),
+        ],
+    )
+    return WaveCard(
+        key,
+        w.get("title", key),
+        w.get("opens", ""),
+        w.get("closes", ""),
+        dt.datetime.fromisoformat(w["launched_at"]) if w.get("launched_at") else None,
+        bool(w.get("paused")),
+        people,
+        messages,
+        dict(ppl["not_required"]),
+    )
