@@ -269,6 +269,13 @@ def test_a_maildir_scan_marks_bounced_moves_everything_and_a_second_scan_changes
         marks = conn.execute(select(undeliverable)).all()
     assert [(m.email_key, m.cleared_at) for m in marks] == [("ada@example.edu", None)]
     assert "hard bounce 5.1.1" in marks[0].reason
+    # What could not be read is listed for a person, with where it is now.
+    listed = runner.invoke(app, ["bounces", "unrecognised", "--json"], env=_env(rt))
+    assert listed.exit_code == 0, listed.output
+    kept = json.loads(listed.output)
+    assert sorted(k["subject"] for k in kept) == ["Undelivered Mail Returned to Sender", "hello?"]
+    assert any(k["reason"].startswith("refused: bounce token") for k in kept)
+    assert all(k["location"].startswith("maildir: Unrecognised") for k in kept)
 
 
 def test_without_verp_a_bounce_is_matched_by_message_id_and_recipient(
