@@ -9,8 +9,8 @@ Every part that queues, sends, plans or reports asks here rather than deciding f
   - what state an attempt leaves a message in, and whether it is tried again (`after_attempt`,
     `released`).
 The groups of kinds (stop on completion, held to working hours, end at the deadline) are
-properties of `Kind`. Rules added later (one reminder a day, undeliverable addresses, closed
-dates, a person's own time zone) belong here too, beside the rules they refine.
+properties of `Kind`. One reminder a day (`reminded_that_day`) is here; rules added later
+(undeliverable addresses, closed dates, a person's own time zone) belong here too.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class Standing:
     wave_key: str | None = None
     extended_until: dt.date | None = None
     undeliverable: bool = False  # their address is marked (services.bounces)
+    # Local dates on which another reminder of this person went out or is queued to go.
+    reminded_on: frozenset[dt.date] = frozenset()
 
 
 # The launch email's audience (and who an officer's report counts as owing the training), as
@@ -140,6 +142,8 @@ def skip_reason(
         reason = "deadline passed"
     if reason is None and person.undeliverable:
         reason = UNDELIVERABLE  # a hard bounce (or soft ones on several days): a dead address
+    if reason is None and kind is Kind.REMINDER:
+        reason = reminded_that_day(program, now, person.reminded_on)
     return reason
 
 
@@ -172,6 +176,18 @@ def escalated(esc: Escalation, *, reminders_sent: int, days_left: int) -> bool:
     if esc.days_before_deadline is not None and days_left <= esc.days_before_deadline:
         return True
     return esc.days_after_deadline is not None and -days_left >= esc.days_after_deadline
+
+
+ONE_A_DAY = "one reminder a day: another reminder went or goes to this person that day"
+
+
+def reminded_that_day(
+    program: Program, at: dt.datetime, reminded_on: frozenset[dt.date]
+) -> str | None:
+    """At most one reminder per person per local day, whatever the times of the passes: a
+    reminder for a day on which another went (or is queued to go) is skipped. Asked when the
+    scheduler queues a reminder and again when the dispatcher is about to send one."""
+    return ONE_A_DAY if at.astimezone(program.tz).date() in reminded_on else None
 
 
 def report_night(program: Program, now: dt.datetime) -> dt.date:

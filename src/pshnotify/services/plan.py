@@ -53,10 +53,18 @@ def build_plan(
         days[_local_day(program, max(due, now))][kind] += 1
     for r in rows:
         state = _state(r, steps.get(r.person_id, set()))
-        launched = waves[r.wave_key].launched_at if r.wave_key in waves else None
-        for p in _future(program, launched, state, now):
+        wave_state = waves.get(r.wave_key)
+        launched = wave_state.launched_at if wave_state else None
+        scheduled = wave_state.launch_at if wave_state else None
+        for p in _future(program, launched, state, now, scheduled):
             days[_local_day(program, p.due_at)][p.kind] += 1
-    return _render(stored, now, wave, days)
+    data = _render(stored, now, wave, days)
+    data["scheduled_launches"] = {
+        k: w.launch_at.isoformat()
+        for k, w in sorted(waves.items())
+        if w.launch_at is not None and w.launched_at is None and wave in (None, k)
+    }
+    return data
 
 
 def person_plan(
@@ -150,11 +158,16 @@ def _future(
     launched: dt.datetime | None,
     person: PersonState,
     now: dt.datetime,
+    scheduled: dt.datetime | None = None,
 ) -> list[Planned]:
-    """What the scheduler will queue for this person from now on, if nothing changes."""
+    """What the scheduler will queue for this person from now on, if nothing changes. A wave
+    not launched launches when scheduled (`launch --at`), else assumed at the start of working
+    hours on its opening day."""
     if launched is None:
         opens = program.wave(person.wave_key).opens
-        start = dt.datetime.combine(opens, program.sending.working_hours.start, program.tz)
+        start = scheduled or dt.datetime.combine(
+            opens, program.sending.working_hours.start, program.tz
+        )
         launched = next_sending_instant(max(start, now), program.sending, program.tz)
         assumed = PersonState(**{**person.__dict__, "launch_queued": True, "launch_sent_at": None})
         first = policy.first_message(program, person.standing)

@@ -129,6 +129,10 @@ waves = Table(
     Column("launched_at", UTCDateTime),
     Column("launched_by", Text),
     Column("paused", Boolean, nullable=False, server_default=text("false")),
+    # A launch scheduled with `launch WAVE --at`: the scheduler's first pass at or after it
+    # launches the wave (as `launch_at_by`); cleared by `launch WAVE --cancel`.
+    Column("launch_at", UTCDateTime),
+    Column("launch_at_by", Text),
     UniqueConstraint("program_id", "key"),
 )
 
@@ -149,11 +153,13 @@ people = Table(
     Column("affiliation", Text),
     Column("admin_officer", Text),
     Column("timezone", Text),  # IANA name; NULL: the program's zone (0009)
-    Column("admin_officer_name", Text),  # for the report's greeting (0012)
-    Column("manager_email", Text),  # where escalations go (0012)
+    Column("admin_officer_name", Text),  # for the report's greeting (0014)
+    Column("manager_email", Text),  # where escalations go (0014)
     Column("extra", JSON, nullable=False),
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The console's department pages and a viewer's scope (migration 0013).
+    Index(None, "department"),
 )
 
 enrollments = Table(
@@ -180,6 +186,18 @@ enrollments = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("program_id", "person_id"),
     Index(None, "program_id", "wave_key", "status"),
+    # Everything the counts of `status` and the console read, so they never touch the table
+    # (migration 0011; bench/console.py measured 266 -> 35 ms for 100,000 people on SQLite).
+    Index(
+        "ix_enrollments_standing",
+        "program_id",
+        "wave_key",
+        "status",
+        "reason",
+        "removed_at",
+        "exempted_reason",
+        "completed_at",
+    ),
     Index(None, "next_action_at"),
 )
 

@@ -1,7 +1,7 @@
 """people: the officer's name (admin_officer_name) and the manager's address (manager_email)
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-01
 
 Optional roster columns: the officer's report greets them by name, and escalations go to the
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
