@@ -500,6 +500,16 @@ def test_end_to_end_hard_bounces_stop_reminders_soft_do_not_and_a_new_address_ge
     assert [(m["state"], m["reason"]) for m in skipped] == [("skipped", "address undeliverable")]
     status = json.loads(cli("status", "--json"))
     assert status["waves"]["pilot"]["people"]["undeliverable"] == 1
+    assert status["bounces"] == {
+        "hard": 1,
+        "soft": 1,
+        "blocked": 0,
+        "complaint": 0,
+        "delayed": 0,
+        "undeliverable": 1,
+        "unrecognised": 0,
+    }
+    assert "bounces: 1 addresses undeliverable" in cli("status")
     # HR corrects Ada's address: the mark clears and the launch email goes to the new one.
     fixed = [E2E_ROSTER[0].replace("ada@example.edu", "ada.lovelace@example.edu"), *E2E_ROSTER[1:]]
     roster = write(tmp_path, [E2E_HEADER, *fixed], name="fixed.csv")
