@@ -355,6 +355,32 @@ def test_bounces_in_an_imap_folder_are_read_moved_and_a_second_scan_changes_noth
     assert states(rt.engine)["ada@example.edu"] == [("launch", "bounced")]
 
 
+def test_imaps_verifies_the_servers_certificate(tmp_path: Path) -> None:
+    """imaps:// with the institution's CA (PSHNOTIFY_BOUNCE_IMAP_CA_FILE) logs in and reads;
+    without it the certificate is refused, never accepted blindly."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = start_dovecot(cert.cert_chain_pems[0].bytes(), cert.private_key_pem.bytes())
+    try:
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        address = parse_imap_url(f"imaps://bounces@127.0.0.1:{server.tls_port}/INBOX")
+        assert address.tls
+        source = ImapSource(address, PASSWORD, ca_file)
+        try:
+            assert list(source.mails()) == []
+        finally:
+            source.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ImapSource(address, PASSWORD)  # the system store does not know this CA
+    finally:
+        server.stop()
+
+
 def test_a_mailbox_that_will_not_log_in_is_a_clear_error(dovecot: Dovecot) -> None:
     from imapclient.exceptions import LoginError
 
