@@ -43,6 +43,7 @@ class PersonState:
     launch_queued: bool = False
     launch_sent_at: dt.datetime | None = None
     steps_queued: frozenset[str] = frozenset()  # reminder/overdue/invitation steps in the outbox
+    undeliverable: bool = False  # their address is marked: due steps are skipped, saying so
     reminder_days: frozenset[dt.date] = frozenset()  # local dates of reminders queued or sent
 
     @property
@@ -55,6 +56,7 @@ class PersonState:
             completed=self.completed,
             wave_key=self.wave_key,
             extended_until=self.extended_until,
+            undeliverable=self.undeliverable,
         )
 
 

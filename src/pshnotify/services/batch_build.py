@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, Outcome, State
+from pshnotify.domain.errors import NothingToSend
 from pshnotify.domain.program import Program
 from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
@@ -126,6 +127,8 @@ class Builder:
         stored = self.programs.get(claimed.program_id)
         try:
             extra = {**spec.extra, **self.enrichers[claimed.kind](self.engine, stored, claimed)}
+        except NothingToSend as exc:  # a digest whose people have all caught up
+            return _skipped(claimed, self.clock.now(), str(exc))
         except Exception as exc:
             if is_transient(exc):
                 raise  # the database went away: the guard tries again
@@ -185,5 +188,6 @@ def _standing(
         completed=row.completed_at is not None,
         wave_key=claimed.wave_key,
         extended_until=row.extended_until,
+        undeliverable=row.undeliverable is not None,
         reminded_on=reminded_on,
     )

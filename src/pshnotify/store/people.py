@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
 from pshnotify.store.db import is_postgresql
-from pshnotify.store.schema import UTCDateTime, enrollments, people
+from pshnotify.store.schema import UTCDateTime, enrollments, people, undeliverable
 from pshnotify.store.sql import among, chunks, json_rows
 
 PERSON_FIELDS = (
@@ -25,6 +25,8 @@ PERSON_FIELDS = (
     "affiliation",
     "admin_officer",
     "timezone",
+    "admin_officer_name",
+    "manager_email",
     "extra",
 )
 ENROLLMENT_FIELDS = ("wave_key", "wave_override", "status", "reason")
@@ -188,8 +190,13 @@ def _batch_people_query(*, on_postgresql: bool) -> Any:
             enrollments.c.completed_at,
             enrollments.c.exempted_reason,
             enrollments.c.removed_at,
+            undeliverable.c.person_id.label("undeliverable"),  # the policy skips them
         )
         .join(enrollments, enrollments.c.person_id == people.c.id)
+        .outerjoin(
+            undeliverable,
+            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
+        )
         .where(
             among(enrollments.c.program_id, "p_programs", Integer(), on_postgresql=on_postgresql),
             among(enrollments.c.person_id, "p_people", Integer(), on_postgresql=on_postgresql),
