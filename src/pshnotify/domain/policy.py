@@ -9,8 +9,8 @@ Every part that queues, sends, plans or reports asks here rather than deciding f
   - what state an attempt leaves a message in, and whether it is tried again (`after_attempt`,
     `released`).
 The groups of kinds (stop on completion, held to working hours, end at the deadline) are
-properties of `Kind`. Rules added later (one reminder a day, undeliverable addresses, closed
-dates, a person's own time zone) belong here too, beside the rules they refine.
+properties of `Kind`. One reminder a day (`reminded_that_day`) is here; rules added later
+(undeliverable addresses, closed dates, a person's own time zone) belong here too.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind, Outcome, State, backoff
-from pshnotify.domain.program import Program
+from pshnotify.domain.program import Escalation, Program
 
 REQUIRED, ENCOURAGED, EXEMPT = "required", "encouraged", "exempt"
 
@@ -37,6 +37,9 @@ class Standing:
     completed: bool = False
     wave_key: str | None = None
     extended_until: dt.date | None = None
+    undeliverable: bool = False  # their address is marked (services.bounces)
+    # Local dates on which another reminder of this person went out or is queued to go.
+    reminded_on: frozenset[dt.date] = frozenset()
 
 
 # The launch email's audience (and who an officer's report counts as owing the training), as
@@ -126,6 +129,8 @@ def skip_reason(
     """
     if kind is Kind.REPORT:
         return missed_night(program, step, now)
+    if kind is Kind.ESCALATION:
+        return missed_digest(program, step, now)
     if not kind.stops_on_completion:
         return None  # a confirmation answers a completion: it goes whatever changed since
     if person is None:
@@ -135,7 +140,54 @@ def skip_reason(
         reason = "no longer required"
     if reason is None and kind.ends_at_deadline and deadline_passed(program, person, now):
         reason = "deadline passed"
+    if reason is None and person.undeliverable:
+        reason = UNDELIVERABLE  # a hard bounce (or soft ones on several days): a dead address
+    if reason is None and kind is Kind.REMINDER:
+        reason = reminded_that_day(program, now, person.reminded_on)
     return reason
+
+
+UNDELIVERABLE = "address undeliverable"
+
+
+def missed_digest(program: Program, day: str, now: dt.datetime) -> str | None:
+    """An escalation digest of an earlier day (the daemon was down) is not sent: today's,
+    read afresh, says the same about whoever is still behind."""
+    try:
+        when = dt.date.fromisoformat(day)
+    except ValueError:
+        return None
+    today = now.astimezone(program.tz).date()
+    return f"missed day: the digest of {today.isoformat()} replaces it" if when < today else None
+
+
+def escalated(esc: Escalation, *, reminders_sent: int, days_left: int) -> bool:
+    """Is a required person who has not completed behind, so that their manager hears of it?
+
+    Behind once any configured threshold is reached: `after_reminders` reminders sent, or
+    `days_before_deadline` days before the deadline (or `days_after_deadline` after it);
+    digests about them stop `stop_days_after_deadline` days after the deadline.
+    `days_left` counts from the digest's local date to the deadline (negative after it).
+    """
+    if not esc.enabled or days_left < -esc.stop_days_after_deadline:
+        return False
+    if esc.after_reminders is not None and reminders_sent >= esc.after_reminders:
+        return True
+    if esc.days_before_deadline is not None and days_left <= esc.days_before_deadline:
+        return True
+    return esc.days_after_deadline is not None and -days_left >= esc.days_after_deadline
+
+
+ONE_A_DAY = "one reminder a day: another reminder went or goes to this person that day"
+
+
+def reminded_that_day(
+    program: Program, at: dt.datetime, reminded_on: frozenset[dt.date]
+) -> str | None:
+    """At most one reminder per person per local day, whatever the times of the passes: a
+    reminder for a day on which another went (or is queued to go) is skipped. Asked when the
+    scheduler queues a reminder and again when the dispatcher is about to send one."""
+    return ONE_A_DAY if at.astimezone(program.tz).date() in reminded_on else None
 
 
 def report_night(program: Program, now: dt.datetime) -> dt.date:

@@ -14,18 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.cadence import Decision, PersonState, Planned, decide
 from pshnotify.domain.delivery import Kind, State, idempotency_key
+from pshnotify.domain.program import Program
 from pshnotify.services.launch import launch_scheduled
 from pshnotify.services.programs import all_programs
 from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.schema import enrollments, messages, people, undeliverable
 
 # Once-a-night work (the officers' reports): (conn, program, now, message-id domain) -> queued.
 NightlyJob = Callable[[Connection, StoredProgram, dt.datetime, str], int]
@@ -83,7 +84,7 @@ def _pass_batch(
         rows = conn.execute(_due_enrollments(stored.id, now, batch, paused)).all()
         if not rows:
             return 0
-        steps = _queued_steps(conn, stored.id, [r.person_id for r in rows])
+        steps = _queued_steps(conn, stored.program, stored.id, [r.person_id for r in rows])
         out: list[dict[str, Any]] = []
         next_at: list[dict[str, Any]] = []
         for r in rows:
@@ -119,8 +120,13 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
             people.c.external_id,
             people.c.email,
             people.c.name,
+            undeliverable.c.person_id.label("undeliverable"),
         )
         .join(people, people.c.id == enrollments.c.person_id)
+        .outerjoin(
+            undeliverable,
+            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
+        )
         .where(
             enrollments.c.program_id == program_id,
             enrollments.c.next_action_at <= now,
@@ -133,20 +139,45 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
     )
 
 
-def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> dict[int, set[str]]:
-    q = select(messages.c.person_id, messages.c.kind, messages.c.step).where(
+@dataclass
+class _Outbox:
+    """A person's asking messages: the steps queued, and the local dates of their reminders
+    that went or are to go (for the policy's one reminder a day)."""
+
+    steps: set[str] = field(default_factory=set)
+    reminder_days: set[dt.date] = field(default_factory=set)
+
+
+_GOING = (State.QUEUED.value, State.CLAIMED.value, State.RETRY.value, State.SENT.value)
+
+
+def _queued_steps(
+    conn: Connection, program: Program, program_id: int, person_ids: list[int]
+) -> dict[int, _Outbox]:
+    q = select(
+        messages.c.person_id,
+        messages.c.kind,
+        messages.c.step,
+        messages.c.state,
+        messages.c.due_at,
+        messages.c.sent_at,
+    ).where(
         messages.c.program_id == program_id,
         messages.c.person_id.in_(person_ids),
         messages.c.kind.in_(Kind.asking()),
     )
-    out: dict[int, set[str]] = {}
-    for pid, kind, step in conn.execute(q):
-        out.setdefault(pid, set()).add("launch" if kind == "launch" else step)
+    out: dict[int, _Outbox] = {}
+    for pid, kind, step, state, due_at, sent_at in conn.execute(q):
+        box = out.setdefault(pid, _Outbox())
+        box.steps.add("launch" if kind == "launch" else step)
+        if kind == Kind.REMINDER.value and state in _GOING:
+            box.reminder_days.add((sent_at or due_at).astimezone(program.tz).date())
     return out
 
 
-def _state(r: Any, steps: set[str] | None) -> PersonState:
-    steps = steps or set()
+def _state(r: Any, box: _Outbox | None) -> PersonState:
+    box = box or _Outbox()
+    steps = box.steps
     return PersonState(
         wave_key=r.wave_key,
         status=r.status,
@@ -157,6 +188,8 @@ def _state(r: Any, steps: set[str] | None) -> PersonState:
         launch_queued="launch" in steps,
         launch_sent_at=r.launch_sent_at,
         steps_queued=frozenset(steps - {"launch"}),
+        undeliverable=r.undeliverable is not None,
+        reminder_days=frozenset(box.reminder_days),
     )
 
 
