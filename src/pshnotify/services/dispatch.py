@@ -90,6 +90,7 @@ class _Job:
     claimed: outbox.Claimed
     sender: str
     data: bytes
+    zone: str | None = None  # the person's own (working hours, retries); None: the program's
 
 
 class Dispatcher:
@@ -117,7 +118,7 @@ class Dispatcher:
         self._paused: set[tuple[int, str | None]] = set()
         self._paused_at = float("-inf")
         self._programs: dict[int, StoredProgram] = {}
-        self._openings: dict[tuple[int, dt.datetime], dt.datetime] = {}
+        self._openings: dict[tuple[int, str | None, dt.datetime], dt.datetime] = {}
         self.stopping = asyncio.Event()
         self.problem: str | None = None  # set when every relay refused our login
 
@@ -309,7 +310,7 @@ class Dispatcher:
                 todo.append((c, decided))
         for i, (c, spec) in enumerate(todo):
             program = self._program(c.program_id).program
-            yield self._job(c, build_or_fault(self.templates, program, spec))
+            yield self._job(c, build_or_fault(self.templates, program, spec), spec.person.timezone)
             if i % _BUILD_SLICE == _BUILD_SLICE - 1:
                 await asyncio.sleep(0)  # let the connections read their replies
 
@@ -363,9 +364,15 @@ class Dispatcher:
         except Exception as exc:  # a data fault: keep it visible, never resend
             return self._job(claimed, build_fault(exc))
         spec = dataclasses.replace(spec, extra=extra)
-        return self._job(claimed, build_or_fault(self.templates, stored.program, spec))
+        return self._job(
+            claimed,
+            build_or_fault(self.templates, stored.program, spec),
+            spec.person.timezone,
+        )
 
-    def _job(self, claimed: outbox.Claimed, data: bytes | str) -> _Job | outbox.Result:
+    def _job(
+        self, claimed: outbox.Claimed, data: bytes | str, zone: str | None = None
+    ) -> _Job | outbox.Result:
         if isinstance(data, str):  # a template or data fault: keep it visible, never resend
             now = self.clock.now()
             return outbox.Result(
@@ -376,7 +383,7 @@ class Dispatcher:
         )
         if self.config.bounce_sender is not None:
             sender = self.config.bounce_sender(claimed.id)
-        return _Job(claimed, sender, data)
+        return _Job(claimed, sender, data, zone)
 
     async def _sender(
         self,
@@ -385,7 +392,7 @@ class Dispatcher:
         results: list[outbox.Result],
     ) -> None:
         while (job := await jobs.get()) is not None:
-            if await self._held_back(job.claimed, results):
+            if await self._held_back(job, results):
                 continue
             if not self.limiter.active:  # no limits configured: no slot to wait for
                 await self._send_timed(connection, job, results)
@@ -396,7 +403,7 @@ class Dispatcher:
                 # after a wait, look again, so a pause, the end of working hours or an expiring
                 # lease that came meanwhile still holds the message back.
                 waited = time.monotonic() - asked > _SLOT_WAIT_RECHECK
-                if waited and await self._held_back(job.claimed, results):
+                if waited and await self._held_back(job, results):
                     continue
                 await self._send_timed(connection, job, results)
 
@@ -408,14 +415,15 @@ class Dispatcher:
         if self.observe_send is not None:
             self.observe_send(time.perf_counter() - started)
 
-    async def _held_back(self, claimed: outbox.Claimed, results: list[outbox.Result]) -> bool:
+    async def _held_back(self, job: _Job, results: list[outbox.Result]) -> bool:
         """Should this claimed message not be sent now? Records why, when there is a why."""
+        claimed = job.claimed
         if self._lease_running_out(claimed):
             return True  # another worker may take it now; sending it too would duplicate it
         if self.stopping.is_set() or self.problem or await self._is_paused(claimed):
             results.append(self._released(claimed))
             return True
-        opening = self._closed_until(claimed)
+        opening = self._closed_until(claimed, job.zone)
         if opening is not None:  # claimed just before the end of working hours
             results.append(self._released(claimed, due_at=opening))
             return True
@@ -460,20 +468,23 @@ class Dispatcher:
         state = policy.released(claimed.attempts)
         return outbox.Result(claimed, state, "released", now, now, due_at=due_at, attempted=False)
 
-    def _closed_until(self, claimed: outbox.Claimed) -> dt.datetime | None:
-        """When working hours reopen, if they have closed since this message was claimed (a
-        long drain that started at 16:55); None while they are open. Worked out once a minute
-        per program, not per message."""
+    def _closed_until(self, claimed: outbox.Claimed, zone: str | None) -> dt.datetime | None:
+        """When working hours reopen in the person's zone, if they have closed since this
+        message was claimed (a long drain that started at 16:55); None while they are open.
+        Worked out once a minute per program and zone, not per message."""
         if not Kind(claimed.kind).held_to_working_hours:
             return None
         now = self.clock.now()
         minute = now.replace(second=0, microsecond=0)
-        key = (claimed.program_id, minute)
+        key = (claimed.program_id, zone, minute)
         if key not in self._openings:
             if len(self._openings) > 64:
                 self._openings.clear()  # the minutes gone by
             program = self._program(claimed.program_id).program
-            self._openings[key] = policy.held_until(program, Kind(claimed.kind), minute) or minute
+            tz = policy.person_zone(program, zone)
+            self._openings[key] = (
+                policy.held_until(program, Kind(claimed.kind), minute, tz) or minute
+            )
         opening = self._openings[key]
         return opening if opening > now else None
 
@@ -484,7 +495,7 @@ class Dispatcher:
         try:
             reply = await connection.send(job.sender, c.recipient_email, job.data)
         except PermanentDeliveryError as exc:
-            return self._after(c, started, Outcome.PERMANENT, exc.code, exc.reply)
+            return self._after(job, started, Outcome.PERMANENT, exc.code, exc.reply)
         except RelayLoginError as exc:
             # Not this message's fault: stop, and keep it (and the rest) for the next pass.
             self.problem = (
@@ -493,30 +504,34 @@ class Dispatcher:
             )
             return self._released(c)
         except TransientDeliveryError as exc:
-            return self._after(c, started, Outcome.TRANSIENT, exc.code, exc.reply)
+            return self._after(job, started, Outcome.TRANSIENT, exc.code, exc.reply)
         except OutcomeUnknownError as exc:
-            return self._after(c, started, Outcome.UNKNOWN, code, exc.reply)
-        return self._after(c, started, Outcome.SENT, reply.code, reply.text)
+            return self._after(job, started, Outcome.UNKNOWN, code, exc.reply)
+        return self._after(job, started, Outcome.SENT, reply.code, reply.text)
 
     def _after(
         self,
-        c: outbox.Claimed,
+        job: _Job,
         started: dt.datetime,
         outcome: Outcome,
         code: int | None,
         reply: str,
     ) -> outbox.Result:
-        """The result of one attempt, in the state the policy gives its outcome."""
+        """The result of one attempt, in the state the policy gives its outcome (a retry
+        waits for working hours in the person's zone)."""
+        c = job.claimed
         now = self.clock.now()
         attempt = c.attempts + 1
+        program = self._program(c.program_id).program
         step = policy.after_attempt(
-            self._program(c.program_id).program,
+            program,
             Kind(c.kind),
             outcome,
             attempt=attempt,
             first_attempt_at=c.first_attempt_at or started,
             now=now,
             rules=self.config.retry_rules,
+            tz=policy.person_zone(program, job.zone),
         )
         if step.note:
             reply = f"{reply} ({step.note})"

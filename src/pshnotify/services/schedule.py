@@ -116,6 +116,7 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
             people.c.external_id,
             people.c.email,
             people.c.name,
+            people.c.timezone,
         )
         .join(people, people.c.id == enrollments.c.person_id)
         .where(
@@ -154,6 +155,7 @@ def _state(r: Any, steps: set[str] | None) -> PersonState:
         launch_queued="launch" in steps,
         launch_sent_at=r.launch_sent_at,
         steps_queued=frozenset(steps - {"launch"}),
+        timezone=r.timezone,
     )
 
 
