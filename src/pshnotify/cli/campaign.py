@@ -31,7 +31,7 @@ from pshnotify.cli.common import (
     rehearsal_note,
     roster_app,
 )
-from pshnotify.domain.errors import ConflictError, InputError
+from pshnotify.domain.errors import InputError
 from pshnotify.domain.text import visible
 
 
@@ -193,19 +193,34 @@ def launch(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show who would get it.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Launch even if the window is over.")
+        bool,
+        typer.Option("--force", help="Launch even before the window opens or after it closed."),
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Schedule the launch for this time (ISO-8601; without an offset, the "
+            "program's zone), for example the opening morning.",
+        ),
+    ] = None,
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="Withdraw a scheduled launch that has not begun.")
     ] = False,
     program: ProgramOpt = None,
     now: NowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Queue the launch email for every required member of WAVE."""
-    from pshnotify.services.launch import launch_wave, preview_launch
+    """Queue the launch email for every required member of WAVE (or schedule it with --at)."""
+    from pshnotify.services.launch import launch_wave, preview_launch, refuse_outside_window
 
     with handle_errors():
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)
+        if cancel or at is not None:
+            _schedule(rt, stored, wave, at, cancel=cancel, force=force, as_json=as_json)
+            return
         summary = preview_launch(rt.engine, stored, wave, rt.clock)
         if dry_run or not as_json:
             _show_launch(summary, as_json)
@@ -213,11 +228,7 @@ def launch(
             if not as_json:
                 out.print("dry run: nothing was queued")
             return
-        if summary.window == "over" and not force:
-            raise ConflictError(
-                f"wave {wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
-                hint="pass --force to launch it anyway",
-            )
+        refuse_outside_window(summary, force)
         if not yes:
             if not sys.stdin.isatty():
                 raise InputError(
@@ -242,6 +253,54 @@ def launch(
             f"{local_time(done.due_at, stored.program.tz)}"
         )
         out.print("next: pshnotify run --once (or keep `pshnotify run` running)")
+
+
+def _launched(launched_at: str | None, launch_at: str | None, tz: Any) -> str:
+    """The day it launched, or when it is scheduled to (`at 09-11 09:00`)."""
+    if launched_at:
+        return local_time(dt.datetime.fromisoformat(launched_at), tz)[:10]
+    if launch_at:
+        return "at " + local_time(dt.datetime.fromisoformat(launch_at), tz)[5:16]
+    return "-"
+
+
+def _schedule(
+    rt: Any, stored: Any, wave: str, at: str | None, *, cancel: bool, force: bool, as_json: bool
+) -> None:
+    from pshnotify.services.launch import cancel_launch, schedule_launch
+
+    tz = stored.program.tz
+    if cancel:
+        if at is not None:
+            raise InputError(["--cancel: give --at or --cancel, not both"])
+        done = cancel_launch(rt.engine, stored, wave, rt.clock, actor=rt.actor)
+        if as_json:
+            print_json(done.as_dict())
+        elif done.changed:
+            out.print(f"withdrew the launch of {wave} scheduled for {local_time(done.at, tz)}")
+        else:
+            out.print(f"{wave} had no scheduled launch: nothing changed")
+        return
+    assert at is not None
+    try:
+        when = dt.datetime.fromisoformat(at.strip())
+    except ValueError:
+        raise InputError(
+            [f"--at: {at!r} is not an ISO-8601 time; write it like 2023-09-11T09:00"]
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=tz)  # the program's zone, as people mean it
+    done = schedule_launch(rt.engine, stored, wave, when, rt.clock, actor=rt.actor, force=force)
+    if as_json:
+        print_json(done.as_dict())
+        return
+    out.print(
+        f"{wave} will launch at {local_time(when, tz)}: the launch emails go to its required "
+        f"members then ({done.members} now; people added meanwhile included)"
+    )
+    out.print(
+        f"next: keep `pshnotify run` running; `pshnotify launch {wave} --cancel` withdraws it"
+    )
 
 
 def _show_launch(s: Any, as_json: bool) -> None:
@@ -315,9 +374,7 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
                 [
                     key,
                     f"{w['opens'][5:]}..{w['closes'][5:]}",
-                    local_time(dt.datetime.fromisoformat(launched_at), tz)[:10]
-                    if launched_at
-                    else "-",
+                    _launched(launched_at, w.get("launch_at"), tz),
                     str(ppl["required"]),
                     str(sum(ppl["not_required"].values())),
                     str(ppl["launched"]),

@@ -147,6 +147,9 @@ def plan(
             *([""] if several else []),
         )
         out.print(table)
+        for key, at in data.get("scheduled_launches", {}).items():
+            when = local_time(dt.datetime.fromisoformat(at), stored.program.tz)
+            out.print(f"{key}: launch scheduled for {when} (`launch {key} --cancel` withdraws it)")
 
 
 def _zone_counts(zones: dict[str, int]) -> str:

@@ -19,9 +19,9 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, Integer, Text, bindparam, delete, func, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.delivery import Kind, idempotency_key
@@ -35,10 +35,17 @@ from pshnotify.ingest.completions_csv import (
     read_completions,
 )
 from pshnotify.store import audit, outbox
-from pshnotify.store.db import transaction
+from pshnotify.store.db import is_postgresql, transaction
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import completions, enrollments, people, webhook_receipts
-from pshnotify.store.sql import insert_ignoring_duplicates
+from pshnotify.store.schema import (
+    UTCDateTime,
+    completions,
+    enrollments,
+    messages,
+    people,
+    webhook_receipts,
+)
+from pshnotify.store.sql import chunks, insert_ignoring_duplicates, insert_many_returning, json_rows
 
 SOURCES = ("import", "webhook", "xapi", "operator")
 ALTERNATIVE = "alternative"  # an operator-approved alternative to the program's options
@@ -93,6 +100,19 @@ class _Enrolled:
     enrollment_id: int
     wave_key: str
     removed: bool
+    complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """One completion on its way in, checked."""
+
+    person_ref: str
+    option: str
+    completed_at: dt.datetime
+    note: str | None
+    dedupe_key: str
+    confirm: bool = True  # False: back-filled history, nobody is emailed
 
 
 # -- checks shared by every way in ----------------------------------------------------------------
@@ -165,112 +185,311 @@ def record_completion(
     )
     if problems:
         raise InputError([f"{fld}: {problem}" for fld, problem in problems])
-    person = find_enrolled(conn, stored.id, person_ref)
-    if person is not None:
-        seen = _same_completion(conn, stored.id, person, option, completed_at)
-        if seen is not None:  # the same completion named the other way (id / email)
-            result = CompletionResult(CompletionOutcome.DUPLICATE, person.external_id)
-            if source == "operator":
-                _audit_operator(
-                    conn, stored, person_ref, option, completed_at, note, now, actor, result
-                )
-            return result
-    inserted = conn.execute(
-        insert_ignoring_duplicates(conn, completions)
-        .values(
-            program_id=stored.id,
-            person_id=person.person_id if person else None,
-            person_ref=person_ref.strip(),
-            option=option,
-            completed_at=completed_at,
-            source=source,
-            dedupe_key=dedupe_key,
-            note=note,
-            recorded_at=now,
-            confirm=confirm,
-        )
-        .returning(completions.c.id)
-    ).first()
-    if inserted is None:
-        result = CompletionResult(
-            CompletionOutcome.DUPLICATE, _stored_person(conn, stored.id, dedupe_key)
-        )
-    elif person is None:
-        _check_room_for_unmatched(conn, stored)
-        result = CompletionResult(CompletionOutcome.UNMATCHED, None)
-    else:
-        result = _apply(conn, stored, person, option, completed_at, now, message_id_domain, confirm)
+    (result,) = _record_many(
+        conn,
+        stored,
+        [_Incoming(person_ref, option, completed_at, note, dedupe_key, confirm)],
+        source=source,
+        now=now,
+        message_id_domain=message_id_domain,
+        people=_OnePerson(conn, stored.id),
+    )
     if source == "operator":
         _audit_operator(conn, stored, person_ref, option, completed_at, note, now, actor, result)
     return result
 
 
-def _apply(
+class _People(Protocol):
+    """Who a completion names, and whether the same completion is stored already."""
+
+    def find(self, person_ref: str) -> _Enrolled | None: ...
+
+    def stored(self, keys: set[str]) -> bool: ...
+
+
+class _OnePerson:
+    """For one completion (a webhook, an operator): two indexed queries."""
+
+    def __init__(self, conn: Connection, program_id: int) -> None:
+        self.conn, self.program_id = conn, program_id
+
+    def find(self, person_ref: str) -> _Enrolled | None:
+        return find_enrolled(self.conn, self.program_id, person_ref)
+
+    def stored(self, keys: set[str]) -> bool:
+        q = select(completions.c.dedupe_key).where(
+            completions.c.program_id == self.program_id,
+            completions.c.dedupe_key.in_(sorted(keys)),
+        )
+        return self.conn.scalar(q) is not None
+
+
+class _EveryPerson:
+    """For a file of completions: the program's people and completion keys read once each
+    (two scans), so a row costs dictionary look-ups, not statements of its own."""
+
+    def __init__(self, conn: Connection, program_id: int) -> None:
+        self.by_id: dict[str, _Enrolled] = {}
+        self.by_email: dict[str, _Enrolled] = {}
+        for row in conn.execute(_enrolled_query().where(enrollments.c.program_id == program_id)):
+            person = _enrolled(row)
+            self.by_id[person.external_id] = person
+            self.by_email.setdefault(person.email.lower(), person)
+        self.keys = set(
+            conn.scalars(
+                select(completions.c.dedupe_key).where(completions.c.program_id == program_id)
+            )
+        )
+
+    def find(self, person_ref: str) -> _Enrolled | None:
+        ref = person_ref.strip()
+        found = self.by_id.get(ref)
+        if found is None and "@" in ref:
+            found = self.by_email.get(ref.lower())
+        return found
+
+    def stored(self, keys: set[str]) -> bool:
+        return not self.keys.isdisjoint(keys)
+
+
+def _record_many(
     conn: Connection,
     stored: StoredProgram,
-    person: _Enrolled,
-    option: str,
-    completed_at: dt.datetime,
+    items: list[_Incoming],
+    *,
+    source: str,
     now: dt.datetime,
     message_id_domain: str,
-    confirm: bool,
-) -> CompletionResult:
-    """Mark the enrollment complete unless it already is; the guard makes a race an "extra"."""
-    marked = conn.execute(
-        update(enrollments)
-        .where(enrollments.c.id == person.enrollment_id, enrollments.c.completed_at.is_(None))
-        .values(
-            completed_at=completed_at,
-            completion_option=option,
-            next_action_at=None,
-            updated_at=now,
-        )
-    ).rowcount
-    if marked != 1:
-        return CompletionResult(CompletionOutcome.EXTRA, person.external_id)
+    people: _People,
+) -> list[CompletionResult]:
+    """The rule (module docstring) for many completions at once, in their order: one INSERT
+    of the new completions, one UPDATE of the enrollments they satisfy, one cancellation of
+    those people's pending asking emails and one bulk queue of their confirmations.
+
+    The same completion twice (same key, or the same person, option and instant named by id
+    once and by email the next) is a duplicate, in the batch or against what is stored; the
+    first completion of a person not yet complete satisfies the requirement, later ones are
+    extras."""
+    results: list[CompletionResult | None] = []
+    fresh: list[tuple[int, _Incoming, _Enrolled | None]] = []
+    batch_keys: set[str] = set()
+    for item in items:
+        person = people.find(item.person_ref)
+        keys = {item.dedupe_key}
+        if person is not None:
+            keys |= {
+                completion_key(ref, item.option, item.completed_at)
+                for ref in (person.external_id, person.email)
+            }
+        if not batch_keys.isdisjoint(keys) or people.stored(keys):
+            results.append(
+                CompletionResult(
+                    CompletionOutcome.DUPLICATE, person.external_id if person else None
+                )
+            )
+            continue
+        batch_keys |= keys
+        fresh.append((len(results), item, person))
+        results.append(None)
+    inserted = _insert_completions(conn, stored.id, fresh, source, now)
+    done: set[int] = set()  # enrollments satisfied by this batch
+    unmatched = False
+    firsts: list[tuple[int, _Incoming, _Enrolled]] = []
+    for index, item, person in fresh:
+        if item.dedupe_key not in inserted:  # a concurrent writer stored it meanwhile
+            results[index] = CompletionResult(
+                CompletionOutcome.DUPLICATE, person.external_id if person else None
+            )
+        elif person is None:
+            results[index] = CompletionResult(CompletionOutcome.UNMATCHED, None)
+            unmatched = True
+        elif person.complete or person.enrollment_id in done:
+            results[index] = CompletionResult(CompletionOutcome.EXTRA, person.external_id)
+        else:
+            done.add(person.enrollment_id)
+            firsts.append((index, item, person))
+    if unmatched:
+        _check_room_for_unmatched(conn, stored)  # counts what this batch kept too
+    _satisfy(conn, stored, firsts, now, message_id_domain, results)
+    return [r for r in results if r is not None]
+
+
+def _satisfy(
+    conn: Connection,
+    stored: StoredProgram,
+    firsts: list[tuple[int, _Incoming, _Enrolled]],
+    now: dt.datetime,
+    message_id_domain: str,
+    results: list[CompletionResult | None],
+) -> None:
+    """These people's first completions: mark them complete, cancel their pending asking
+    emails, queue their confirmations; results[index] says what happened to each."""
+    firsts = _mark_complete(conn, firsts, now, results)
     cancelled = outbox.cancel_pending(
         conn,
         program_id=stored.id,
-        person_ids=[person.person_id],
+        person_ids=[person.person_id for _, _, person in firsts],
         reason="completed",
         now=now,
         kinds=Kind.asking(),
     )
-    queued = False
     # Someone who left the roster is recorded as complete but not written to.
-    if confirm and not person.removed:
-        queued = _queue_confirmation(
-            conn, stored, person, option, completed_at, now, message_id_domain
+    confirmed = _queue_confirmations(
+        conn,
+        stored,
+        [(item, person) for _, item, person in firsts if item.confirm and not person.removed],
+        now,
+        message_id_domain,
+    )
+    for position, (index, _, person) in enumerate(firsts):
+        results[index] = CompletionResult(
+            CompletionOutcome.RECORDED,
+            person.external_id,
+            confirmation_queued=person.person_id in confirmed,
+            # the batch's cancellations, counted once (on its first recorded completion)
+            cancelled_messages=cancelled if position == 0 else 0,
         )
-    return CompletionResult(CompletionOutcome.RECORDED, person.external_id, queued, cancelled)
 
 
-def _queue_confirmation(
+_INSERT_CHUNK = 2000
+
+
+def _insert_completions(
+    conn: Connection,
+    program_id: int,
+    fresh: list[tuple[int, _Incoming, _Enrolled | None]],
+    source: str,
+    now: dt.datetime,
+) -> set[str]:
+    """The keys actually inserted (a row a concurrent writer stored first is not)."""
+    rows = [
+        {
+            "program_id": program_id,
+            "person_id": person.person_id if person else None,
+            "person_ref": item.person_ref.strip(),
+            "option": item.option,
+            "completed_at": item.completed_at,
+            "source": source,
+            "dedupe_key": item.dedupe_key,
+            "note": item.note,
+            "recorded_at": now,
+            "confirm": item.confirm,
+        }
+        for _, item, person in fresh
+    ]
+    return set(insert_many_returning(conn, completions, rows, "dedupe_key"))
+
+
+def _mark_complete(
+    conn: Connection,
+    firsts: list[tuple[int, _Incoming, _Enrolled]],
+    now: dt.datetime,
+    results: list[CompletionResult | None],
+) -> list[tuple[int, _Incoming, _Enrolled]]:
+    """Mark the enrollments complete unless they already are; the guard makes a race (another
+    way in completed the person meanwhile) an "extra". Returns the ones marked."""
+    if not firsts:
+        return []
+    params = [(p.enrollment_id, item.completed_at, item.option) for _, item, p in firsts]
+    marked = set(_mark_enrollments(conn, params, now))
+    for index, _, person in firsts:
+        if person.enrollment_id not in marked:
+            results[index] = CompletionResult(CompletionOutcome.EXTRA, person.external_id)
+    return [f for f in firsts if f[2].enrollment_id in marked]
+
+
+_MARK_COLUMNS: list[tuple[str, Any]] = [
+    ("id", Integer()),
+    ("completed_at", UTCDateTime()),
+    ("option", Text()),
+]
+
+
+def _mark_enrollments(
+    conn: Connection, params: list[tuple[int, dt.datetime, str]], now: dt.datetime
+) -> list[int]:
+    """UPDATE the enrollments not yet complete; the ids marked. PostgreSQL: one statement a
+    chunk, the rows as one JSON parameter (an executemany parses the statement per row)."""
+    e = enrollments
+    marked: list[int] = []
+    for part in chunks(params, 5000):
+        if is_postgresql(conn):
+            v = json_rows("v", _MARK_COLUMNS, part)
+            marking = (
+                update(e)
+                .where(e.c.id == v.c.id, e.c.completed_at.is_(None))
+                .values(
+                    completed_at=v.c.completed_at,
+                    completion_option=v.c.option,
+                    next_action_at=None,
+                    updated_at=now,
+                )
+                .returning(e.c.id)
+            )
+            marked += conn.scalars(marking)
+            continue
+        stmt = (
+            update(e)
+            .where(e.c.id == bindparam("b_id"), e.c.completed_at.is_(None))
+            .values(
+                completed_at=bindparam("b_at"),
+                completion_option=bindparam("b_option"),
+                next_action_at=None,
+                updated_at=now,
+            )
+        )
+        rows = [{"b_id": i, "b_at": at, "b_option": o} for i, at, o in part]
+        if len(rows) == 1:
+            if conn.execute(stmt, rows[0]).rowcount == 1:
+                marked.append(part[0][0])
+            continue
+        conn.execute(stmt, rows)  # SQLite: one writer, so the guard cannot have lost a race
+        marked += [i for i, _, _ in part]
+    return marked
+
+
+def _queue_confirmations(
     conn: Connection,
     stored: StoredProgram,
-    person: _Enrolled,
-    option: str,
-    completed_at: dt.datetime,
+    satisfied: list[tuple[_Incoming, _Enrolled]],
     now: dt.datetime,
     message_id_domain: str,
-) -> bool:
+) -> set[int]:
     """One per person and program (its idempotency key says so), due at once: not held to
-    working hours, since the person is waiting for it."""
+    working hours, since the person is waiting for it. Queued in bulk; returns the people
+    whose confirmation is new."""
     kind = Kind.CONFIRMATION.value
-    row = {
-        "program_id": stored.id,
-        "person_id": person.person_id,
-        "kind": kind,
-        "wave_key": person.wave_key,
-        "step": "0",
-        "idempotency_key": idempotency_key(stored.key, person.wave_key, person.external_id, kind),
-        "message_id": outbox.new_message_id(message_id_domain),
-        "recipient_email": person.email,
-        "recipient_name": person.name,
-        "context": {"option": option, "completed_at": completed_at.isoformat()},
-        "due_at": now,
-    }
-    return outbox.queue(conn, [row], now) == 1
+    rows = [
+        {
+            "program_id": stored.id,
+            "person_id": person.person_id,
+            "kind": kind,
+            "wave_key": person.wave_key,
+            "step": "0",
+            "idempotency_key": idempotency_key(
+                stored.key, person.wave_key, person.external_id, kind
+            ),
+            "message_id": outbox.new_message_id(message_id_domain),
+            "recipient_email": person.email,
+            "recipient_name": person.name,
+            "context": {"option": item.option, "completed_at": item.completed_at.isoformat()},
+            "due_at": now,
+        }
+        for item, person in satisfied
+    ]
+    if not rows:
+        return set()
+    if outbox.queue(conn, rows, now) == len(rows):
+        return {person.person_id for _, person in satisfied}
+    # Some had one already: ask which are this batch's (rare; the key says one per person).
+    keys = [r["message_id"] for r in rows]
+    return set(
+        conn.scalars(
+            select(messages.c.person_id).where(
+                messages.c.program_id == stored.id, messages.c.message_id.in_(keys)
+            )
+        )
+    )
 
 
 def _audit_operator(
@@ -304,24 +523,27 @@ def _audit_operator(
 def find_enrolled(conn: Connection, program_id: int, person_ref: str) -> _Enrolled | None:
     """By roster id first, then by email without regard to case; enrolled in this program."""
     ref = person_ref.strip()
-    base = (
-        select(
-            people.c.id,
-            people.c.external_id,
-            people.c.email,
-            people.c.name,
-            enrollments.c.id.label("enrollment_id"),
-            enrollments.c.wave_key,
-            enrollments.c.removed_at,
-        )
-        .join(enrollments, enrollments.c.person_id == people.c.id)
-        .where(enrollments.c.program_id == program_id)
-    )
+    base = _enrolled_query().where(enrollments.c.program_id == program_id)
     row = conn.execute(base.where(people.c.external_id == ref)).first()
     if row is None and "@" in ref:
         row = conn.execute(base.where(people.c.email_key == ref.lower())).first()
-    if row is None:
-        return None
+    return None if row is None else _enrolled(row)
+
+
+def _enrolled_query() -> Any:
+    return select(
+        people.c.id,
+        people.c.external_id,
+        people.c.email,
+        people.c.name,
+        enrollments.c.id.label("enrollment_id"),
+        enrollments.c.wave_key,
+        enrollments.c.removed_at,
+        enrollments.c.completed_at,
+    ).join(enrollments, enrollments.c.person_id == people.c.id)
+
+
+def _enrolled(row: Any) -> _Enrolled:
     return _Enrolled(
         row.id,
         row.external_id,
@@ -330,33 +552,10 @@ def find_enrolled(conn: Connection, program_id: int, person_ref: str) -> _Enroll
         row.enrollment_id,
         row.wave_key,
         row.removed_at is not None,
+        row.completed_at is not None,
     )
 
 
-def _same_completion(
-    conn: Connection, program_id: int, person: _Enrolled, option: str, completed_at: dt.datetime
-) -> str | None:
-    """The key of a completion already stored for this person, option and instant under any of
-    the person's names (roster id or email), or None. A sender may name a person by id once and
-    by email the next time; it is still one completion."""
-    keys = {completion_key(ref, option, completed_at) for ref in (person.external_id, person.email)}
-    return conn.scalar(
-        select(completions.c.dedupe_key).where(
-            completions.c.program_id == program_id, completions.c.dedupe_key.in_(sorted(keys))
-        )
-    )
-
-
-def _stored_person(conn: Connection, program_id: int, dedupe_key: str) -> str | None:
-    q = (
-        select(people.c.external_id)
-        .join(completions, completions.c.person_id == people.c.id)
-        .where(completions.c.program_id == program_id, completions.c.dedupe_key == dedupe_key)
-    )
-    return conn.scalar(q)
-
-
-# -- unmatched ------------------------------------------------------------------------------------
 def match_unmatched(
     conn: Connection,
     stored: StoredProgram,
@@ -380,19 +579,32 @@ def match_unmatched(
         .where(completions.c.program_id == stored.id, completions.c.person_id.is_(None))
         .order_by(completions.c.completed_at, completions.c.id)
     )
-    matched = 0
+    found: list[tuple[Any, _Enrolled]] = []
     for row in conn.execute(q).all():
         person = find_enrolled(conn, stored.id, row.person_ref)
-        if person is None:
-            continue
+        if person is not None:
+            found.append((row, person))
+    if found:
         conn.execute(
-            update(completions).where(completions.c.id == row.id).values(person_id=person.person_id)
+            update(completions)
+            .where(completions.c.id == bindparam("b_id"))
+            .values(person_id=bindparam("b_person")),
+            [{"b_id": row.id, "b_person": person.person_id} for row, person in found],
         )
+    results: list[CompletionResult | None] = [None] * len(found)
+    done: set[int] = set()
+    firsts: list[tuple[int, _Incoming, _Enrolled]] = []
+    for index, (row, person) in enumerate(found):
+        if person.complete or person.enrollment_id in done:
+            continue
+        done.add(person.enrollment_id)
         # A completion imported with --no-confirmations stays silent when it matches later.
-        wanted = confirm and row.confirm
-        _apply(conn, stored, person, row.option, row.completed_at, now, message_id_domain, wanted)
-        matched += 1
-    return matched
+        item = _Incoming(
+            row.person_ref, row.option, row.completed_at, None, "", confirm and row.confirm
+        )
+        firsts.append((index, item, person))
+    _satisfy(conn, stored, firsts, now, message_id_domain, results)
+    return len(found)
 
 
 def unmatched_completions(conn: Connection, program_id: int) -> list[dict[str, Any]]:
@@ -534,9 +746,28 @@ def import_completions(
     now = clock.now()
     _refuse_future(rows, str(path), now)
     report = ImportReport(file=str(path), rows=len(rows), confirm=confirm, dry_run=dry_run)
+    items = [
+        _Incoming(
+            row.person_ref,
+            row.option,
+            row.completed_at,
+            row.note,
+            completion_key(row.person_ref, row.option, row.completed_at),
+            confirm,
+        )
+        for row in rows
+    ]
     with transaction(engine, dry_run=dry_run) as conn:
-        for row in rows:
-            report.add(_record_row(conn, stored, row, now, message_id_domain, confirm))
+        for result in _record_many(
+            conn,
+            stored,
+            items,
+            source="import",
+            now=now,
+            message_id_domain=message_id_domain,
+            people=_EveryPerson(conn, stored.id),
+        ):
+            report.add(result)
         audit.record(
             conn,
             at=now,
@@ -558,29 +789,6 @@ def _refuse_future(rows: list[CompletionRow], name: str, now: dt.datetime) -> No
     ]
     if errors:
         raise InputError(errors, hint="fix these rows and import again; nothing was changed")
-
-
-def _record_row(
-    conn: Connection,
-    stored: StoredProgram,
-    row: CompletionRow,
-    now: dt.datetime,
-    message_id_domain: str,
-    confirm: bool,
-) -> CompletionResult:
-    return record_completion(
-        conn,
-        stored,
-        person_ref=row.person_ref,
-        option=row.option,
-        completed_at=row.completed_at,
-        source="import",
-        dedupe_key=completion_key(row.person_ref, row.option, row.completed_at),
-        note=row.note,
-        now=now,
-        message_id_domain=message_id_domain,
-        confirm=confirm,
-    )
 
 
 def complete_by_operator(

@@ -139,9 +139,12 @@ def _summarise(
             hint=f"waves: {', '.join(w.key for w in program.waves)}",
         ) from None
     s = LaunchSummary(wave=wave.key, title=wave.title, opens=wave.opens, closes=wave.closes)
+    s.due_at = next_sending_instant(now, program.sending, program.tz)
     if now >= program.closes_at(wave.closes):
         s.window = "over"
-    elif now < program.opens_at(wave.opens):
+    elif s.due_at < program.opens_at(wave.opens):
+        # the emails would go out before the window opens (a launch on the Saturday before a
+        # Monday opening goes out on Monday morning: inside it)
         s.window = "before"
     state = program_repo.wave_states(conn, stored.id).get(wave_key)
     s.first_launch = state is None or state.launched_at is None
@@ -173,7 +176,6 @@ def _summarise(
             s.operator_exempt += n
         elif completed:
             s.completed += n
-    s.due_at = next_sending_instant(now, program.sending, program.tz)
     return s
 
 
@@ -191,11 +193,7 @@ def launch_wave(
     now = clock.now()
     with engine.begin() as conn:
         summary = _summarise(conn, stored, wave, now)  # to_queue: what the insert queues
-        if summary.window == "over" and not force:
-            raise ConflictError(
-                f"wave {wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
-                hint="pass --force to launch it anyway (for example, for late joiners)",
-            )
+        refuse_outside_window(summary, force)
         summary.queued = queue_launch_emails(conn, stored, wave, now, message_id_domain)
         summary.to_queue = summary.queued
         summary.already_queued = summary.required - summary.queued
@@ -213,6 +211,140 @@ def launch_wave(
         )
     refresh_statistics(engine, summary.queued, "messages")
     return summary
+
+
+def refuse_outside_window(summary: LaunchSummary, force: bool) -> None:
+    """A launch before the window opens (its emails say the rollout "has begun") or after it
+    closed is refused unless forced."""
+    if force:
+        return
+    if summary.window == "over":
+        raise ConflictError(
+            f"wave {summary.wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
+            hint="pass --force to launch it anyway (for example, for late joiners)",
+        )
+    if summary.window == "before":
+        raise ConflictError(
+            f"wave {summary.wave!r} opens on {summary.opens.isoformat()}: its launch email would "
+            "say the rollout has begun; nothing was queued",
+            hint=f"schedule it with `pshnotify launch {summary.wave} --at "
+            f"{summary.opens.isoformat()}T09:00`, or pass --force to launch it now",
+        )
+
+
+@dataclass
+class Scheduled:
+    """A scheduled launch set or withdrawn."""
+
+    wave: str
+    at: dt.datetime | None
+    changed: bool
+    members: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wave": self.wave,
+            "launch_at": self.at.isoformat() if self.at else None,
+            "changed": self.changed,
+        }
+
+
+def schedule_launch(
+    engine: Engine,
+    stored: StoredProgram,
+    wave: str,
+    at: dt.datetime,
+    clock: Clock,
+    *,
+    actor: str,
+    force: bool = False,
+) -> Scheduled:
+    """Launch WAVE at `at` (the scheduler's first pass at or after it does): whoever is a
+    required member then gets the email, people added meanwhile included. Audited."""
+    now = clock.now()
+    with engine.begin() as conn:
+        summary = _summarise(conn, stored, wave, at)  # the window as it will be then
+        if not summary.first_launch:
+            raise ConflictError(
+                f"wave {wave!r} was launched already; nothing was scheduled",
+                hint=f"late joiners get theirs on the next pass; `pshnotify launch {wave}` "
+                "sends any still owed now",
+            )
+        if at <= now:
+            raise ConflictError(
+                f"--at {at.isoformat()} is not in the future (now {now.isoformat()})",
+                hint=f"launch it now with `pshnotify launch {wave}`",
+            )
+        refuse_outside_window(summary, force)
+        changed = program_repo.schedule_launch(conn, stored.id, wave, at, actor)
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="wave.schedule_launch",
+            program_id=stored.id,
+            subject=wave,
+            details={"launch_at": at.isoformat(), "force": force},
+        )
+    return Scheduled(wave, at, changed, summary.required)
+
+
+def cancel_launch(
+    engine: Engine, stored: StoredProgram, wave: str, clock: Clock, *, actor: str
+) -> Scheduled:
+    """Withdraw a scheduled launch that has not begun. Audited."""
+    now = clock.now()
+    with engine.begin() as conn:
+        _summarise(conn, stored, wave, now)  # an unknown wave is bad input
+        state = program_repo.wave_states(conn, stored.id).get(wave)
+        if state is not None and state.launched_at is not None:
+            raise ConflictError(
+                f"wave {wave!r} was launched on {state.launched_at.isoformat()}; there is no "
+                "scheduled launch to withdraw",
+                hint=f"`pshnotify pause {wave}` stops its emails",
+            )
+        scheduled = state.launch_at if state else None
+        changed = scheduled is not None and program_repo.schedule_launch(
+            conn, stored.id, wave, None, None
+        )
+        if changed:
+            audit.record(
+                conn,
+                at=now,
+                actor=actor,
+                action="wave.cancel_launch",
+                program_id=stored.id,
+                subject=wave,
+                details={"launch_at": scheduled.isoformat() if scheduled else None},
+            )
+    return Scheduled(wave, scheduled, changed)
+
+
+def launch_scheduled(
+    engine: Engine, stored: StoredProgram, clock: Clock, message_id_domain: str
+) -> list[LaunchSummary]:
+    """The scheduler's part: launch every wave whose scheduled instant has come (as whoever
+    scheduled it), paused waves excepted (they launch once resumed)."""
+    now = clock.now()
+    with engine.connect() as conn:
+        due = [
+            w
+            for w in program_repo.wave_states(conn, stored.id).values()
+            if w.launch_at is not None and w.launch_at <= now and w.launched_at is None
+        ]
+    return [
+        launch_wave(
+            engine,
+            stored,
+            w.key,
+            clock,
+            actor=w.launch_at_by or "scheduled",
+            message_id_domain=message_id_domain,
+            force=True,  # checked when it was scheduled
+        )
+        for w in due
+        if not w.paused and not stored.paused
+    ]
 
 
 def queue_launch_emails(

@@ -60,12 +60,20 @@ def build_plan(
         zones[day][tz or home] += 1
     for r in rows:
         state = _state(r, steps.get(r.person_id, set()))
-        launched = waves[r.wave_key].launched_at if r.wave_key in waves else None
-        for p in _future(program, launched, state, now):
+        wave_state = waves.get(r.wave_key)
+        launched = wave_state.launched_at if wave_state else None
+        scheduled = wave_state.launch_at if wave_state else None
+        for p in _future(program, launched, state, now, scheduled):
             day = _local_day(program, p.due_at)
             days[day][p.kind] += 1
             zones[day][r.timezone or home] += 1
-    return _render(stored, now, wave, days, zones)
+    data = _render(stored, now, wave, days, zones)
+    data["scheduled_launches"] = {
+        k: w.launch_at.isoformat()
+        for k, w in sorted(waves.items())
+        if w.launch_at is not None and w.launched_at is None and wave in (None, k)
+    }
+    return data
 
 
 def _with_zone(q: Any) -> Any:
@@ -174,14 +182,18 @@ def _future(
     launched: dt.datetime | None,
     person: PersonState,
     now: dt.datetime,
+    scheduled: dt.datetime | None = None,
 ) -> list[Planned]:
-    """What the scheduler will queue for this person from now on, if nothing changes."""
+    """What the scheduler will queue for this person from now on, if nothing changes. A wave
+    not launched launches when scheduled (`launch --at`), else assumed at the start of working
+    hours on its opening day; each person's email then goes at the next opening in their own
+    zone."""
     tz = policy.person_zone(program, person.timezone)
     if launched is None:
         opens = program.wave(person.wave_key).opens
-        # The operator launches at the program's opening on that day; each person's email
-        # then goes at the next opening in their own zone.
-        start = dt.datetime.combine(opens, program.sending.working_hours.start, program.tz)
+        start = scheduled or dt.datetime.combine(
+            opens, program.sending.working_hours.start, program.tz
+        )
         launch = next_sending_instant(max(start, now), program.sending, program.tz)
         launched = next_sending_instant(launch, program.sending, tz)
         assumed = PersonState(**{**person.__dict__, "launch_queued": True, "launch_sent_at": None})

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from pshnotify.clock import Clock
 from pshnotify.domain.cadence import Decision, PersonState, Planned, decide
 from pshnotify.domain.delivery import Kind, State, idempotency_key
+from pshnotify.services.launch import launch_scheduled
 from pshnotify.services.programs import all_programs
 from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
@@ -56,6 +57,8 @@ def run_pass(
     for stored in all_programs(engine):
         if stored.paused:
             continue  # nothing is queued for a paused program; resume catches up
+        for launched in launch_scheduled(engine, stored, clock, message_id_domain):
+            report.queued["launch"] += launched.queued
         while _pass_batch(engine, stored, now, message_id_domain, batch, report) == batch:
             pass
         with engine.begin() as conn:

@@ -67,6 +67,7 @@ def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> d
             "opens": w.opens.isoformat(),
             "closes": w.closes.isoformat(),
             "launched_at": st.launched_at.isoformat() if st and st.launched_at else None,
+            "launch_at": st.launch_at.isoformat() if st and st.launch_at else None,  # scheduled
             "paused": bool(st and st.paused),
             "people": {
                 "total": 0,

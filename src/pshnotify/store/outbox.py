@@ -23,7 +23,6 @@ from sqlalchemy import (
     exists,
     func,
     literal_column,
-    or_,
     select,
     update,
 )
@@ -34,7 +33,7 @@ from pshnotify.store.schema import UTCDateTime, attempts, messages, programs, wa
 from pshnotify.store.sql import (
     among,
     chunks,
-    insert_ignoring_duplicates,
+    insert_many,
     json_rows,
 )
 
@@ -49,9 +48,9 @@ def new_message_id(domain: str) -> str:
 def queue(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> int:
     """Insert messages; a row whose idempotency key exists already is silently skipped.
 
-    Returns how many were new. On PostgreSQL the new rows are counted before and after a
-    plain executemany rather than with RETURNING, which measured 3.5x slower (8.5k vs 29k
-    rows/s for 16,000 rows): the count is an index-only scan of the program's messages.
+    Returns how many were new, from the insert itself, never from a count of the scope's
+    messages before and after, which read every message of the kind and wave once per call
+    (a wave's confirmations queued one at a time counted the wave's confirmations each time).
     """
     if not rows:
         return 0
@@ -59,32 +58,7 @@ def queue(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> int
         {"state": State.QUEUED.value, "attempts": 0, "created_at": now, "updated_at": now, **r}
         for r in rows
     ]
-    stmt = insert_ignoring_duplicates(conn, messages)
-    if is_postgresql(conn):
-        scope = _scope(rows)
-        before = _count(conn, scope)
-        for part in chunks(full, _CHUNK):
-            conn.execute(stmt, part)
-        return _count(conn, scope) - before
-    added = 0
-    for part in chunks(full, _CHUNK):
-        added += len(conn.execute(stmt.returning(messages.c.id), part).all())
-    return added
-
-
-def _scope(rows: list[dict[str, Any]]) -> Any:
-    """The programs, kinds and waves of these rows: what a concurrent writer rarely touches."""
-    waves_of = {r.get("wave_key") for r in rows}
-    in_waves = messages.c.wave_key.in_([w for w in waves_of if w is not None])
-    return and_(
-        messages.c.program_id.in_({r["program_id"] for r in rows}),
-        messages.c.kind.in_({r["kind"] for r in rows}),
-        or_(in_waves, messages.c.wave_key.is_(None)) if None in waves_of else in_waves,
-    )
-
-
-def _count(conn: Connection, scope: Any) -> int:
-    return int(conn.scalar(select(func.count()).select_from(messages).where(scope)) or 0)
+    return insert_many(conn, messages, full)
 
 
 @dataclass(frozen=True)

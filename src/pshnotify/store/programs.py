@@ -74,11 +74,31 @@ class WaveState:
     launched_at: dt.datetime | None
     launched_by: str | None
     paused: bool
+    launch_at: dt.datetime | None = None  # scheduled, not yet begun
+    launch_at_by: str | None = None
 
 
 def wave_states(conn: Connection, program_id: int) -> dict[str, WaveState]:
     rows = conn.execute(select(waves).where(waves.c.program_id == program_id))
-    return {r.key: WaveState(r.key, r.launched_at, r.launched_by, bool(r.paused)) for r in rows}
+    return {
+        r.key: WaveState(
+            r.key, r.launched_at, r.launched_by, bool(r.paused), r.launch_at, r.launch_at_by
+        )
+        for r in rows
+    }
+
+
+def schedule_launch(
+    conn: Connection, program_id: int, wave: str, at: dt.datetime | None, actor: str | None
+) -> bool:
+    """Set (or, with None, withdraw) a wave's scheduled launch, only while it has not begun;
+    True if it changed."""
+    done = conn.execute(
+        update(waves)
+        .where(waves.c.program_id == program_id, waves.c.key == wave, waves.c.launched_at.is_(None))
+        .values(launch_at=at, launch_at_by=actor)
+    )
+    return bool(done.rowcount)
 
 
 def mark_launched(
@@ -88,5 +108,5 @@ def mark_launched(
     conn.execute(
         update(waves)
         .where(waves.c.program_id == program_id, waves.c.key == wave, waves.c.launched_at.is_(None))
-        .values(launched_at=now, launched_by=actor)
+        .values(launched_at=now, launched_by=actor, launch_at=None, launch_at_by=None)
     )

@@ -129,6 +129,10 @@ waves = Table(
     Column("launched_at", UTCDateTime),
     Column("launched_by", Text),
     Column("paused", Boolean, nullable=False, server_default=text("false")),
+    # A launch scheduled with `launch WAVE --at`: the scheduler's first pass at or after it
+    # launches the wave (as `launch_at_by`); cleared by `launch WAVE --cancel`.
+    Column("launch_at", UTCDateTime),
+    Column("launch_at_by", Text),
     UniqueConstraint("program_id", "key"),
 )
 
