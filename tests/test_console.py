@@ -28,7 +28,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import func, select
 
 from pshnotify.clock import FixedClock
+from pshnotify.domain.bounces import BounceClass
 from pshnotify.runtime.wiring import Runtime
+from pshnotify.services.bounces import record_event
 from pshnotify.services.schedule import run_pass
 from pshnotify.services.users import add_user
 from pshnotify.settings import Settings
@@ -294,6 +296,58 @@ def test_a_person_page_shows_the_timeline_with_a_skipped_reminders_reason(
         expect(planned).to_contain_text("2023-10-03 09:00 EDT")
         expect(planned).to_contain_text("if not complete by then")
         console.shot(page, "person-timeline")
+
+
+def test_an_undeliverable_address_is_shown_and_an_operator_clears_the_mark(
+    campaign: Runtime, tmp_path: Path, smtp: SmtpServer, page: Page
+) -> None:
+    rt = campaign
+    assert launch(rt) == 3
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(send, rt).result() == {"sent": 3}
+    with rt.engine.connect() as conn:
+        ada = conn.scalar(
+            select(messages.c.message_id).where(messages.c.recipient_email == "ada@example.edu")
+        )
+    bounced = record_event(
+        rt.engine,
+        rt.clock,
+        receipt="relay-event-1",
+        message_id=str(ada),
+        recipient="ada@example.edu",
+        cls=BounceClass.HARD,
+        status="5.1.1",
+        diagnostic="550 5.1.1 <ada@example.edu>: user unknown",
+    )
+    assert bounced is not None
+    assert bounced.marked == "H1"
+    with web_console(rt, tmp_path, "2023-09-11T11:00:00-04:00") as console:
+        sign_in(page, console, OPERATOR)
+        card = page.locator(".card.wave", has_text="HR and IS&T Pilot")
+        expect(card.locator("[data-bar=people]")).to_have_attribute("data-undeliverable", "1")
+        expect(card.locator("[data-bar=messages]")).to_have_attribute("data-failed", "1")
+        expect(page.locator("main")).to_contain_text("address is undeliverable: 1")
+        console.shot(page, "undeliverable-1-dashboard")
+
+        page.goto(f"{console.url}/departments?name=Human%20Resources&show=unreachable")
+        expect(page.locator("table.list").last).to_contain_text("Ada Lovelace")
+        page.get_by_role("link", name="H1").click()
+        banner = page.locator("#undeliverable")
+        expect(banner).to_contain_text("Address marked undeliverable")
+        expect(banner).to_contain_text("5.1.1")
+        launch_row = page.locator("table.timeline tbody tr", has_text="the wave's launch email")
+        expect(launch_row.locator(".badge")).to_have_text("bounced")
+        console.shot(page, "undeliverable-2-person")
+
+        page.get_by_role("button", name="The address works: clear the mark").click()
+        expect(page.locator(".flash")).to_contain_text("ada@example.edu is marked as working")
+        expect(page.locator("#undeliverable")).to_have_count(0)
+        console.shot(page, "undeliverable-3-cleared")
+    with rt.engine.connect() as conn:
+        cleared = conn.execute(
+            select(audit_log.c.actor, audit_log.c.subject).where(audit_log.c.action == "address.ok")
+        ).all()
+    assert cleared == [(OPERATOR[0], "H1")]
 
 
 def test_a_viewer_sees_only_their_department_and_cannot_launch(

@@ -347,3 +347,34 @@ def test_run_serves_the_console(env: dict[str, str], smtp: SmtpServer, tmp_path:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
+
+
+def test_an_operator_schedules_a_launch_and_withdraws_it(console_rt: Runtime) -> None:
+    rt = console_rt
+    with console(rt) as client:
+        sign_in(client, OPERATOR)
+        token = csrf(client, "/waves/pilot/launch")
+        bad = client.post("/waves/pilot/schedule", data={"csrf_token": token, "at": "soon"})
+        assert bad.status_code == 400
+        past = client.post(
+            "/waves/pilot/schedule", data={"csrf_token": token, "at": "2023-09-01T09:00"}
+        )
+        assert past.status_code == 409
+        done = client.post(
+            "/waves/pilot/schedule", data={"csrf_token": token, "at": "2023-09-12T09:00"}
+        )
+        assert done.status_code == 303
+        page = client.get("/waves/pilot").text
+        assert "scheduled for 2023-09-12 09:00 EDT" in page
+        assert "Launch scheduled for <b>2023-09-12 09:00 EDT</b>" in page
+        gone = client.post("/waves/pilot/unschedule", data={"csrf_token": token})
+        assert gone.status_code == 303
+        assert "The scheduled launch is withdrawn." in client.get("/waves/pilot").text
+    with rt.engine.connect() as conn:
+        actions = conn.execute(
+            select(audit_log.c.action, audit_log.c.actor).where(audit_log.c.action.like("wave.%"))
+        ).all()
+    assert actions == [
+        ("wave.schedule_launch", OPERATOR[0]),
+        ("wave.cancel_launch", OPERATOR[0]),
+    ]

@@ -7,6 +7,7 @@ values: the dispatcher decides what to send and makes one, and this module build
 from __future__ import annotations
 
 import datetime as dt
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,13 +50,30 @@ def build(templates: Templates, program: Program, spec: BuildSpec) -> bytes:
     )
 
 
+class PassingFault(str):
+    """Why a message could not be built this time, when the cause may pass: the process was
+    out of descriptors (EMFILE) or memory, the disk was full. Retried, not failed for good."""
+
+
+# errno values of a fault in the machine, not in the template or the data.
+_PASSING_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM, errno.EAGAIN, errno.EIO}
+    | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+)
+
+
 def build_or_fault(templates: Templates, program: Program, spec: BuildSpec) -> bytes | str:
-    """The bytes, or why they could not be built (kept on the message, never resent)."""
+    """The bytes, or why they could not be built: a plain str for a template or data fault
+    (kept on the message, never resent), a PassingFault for one that may pass."""
     try:
         return build(templates, program, spec)
-    except Exception as exc:  # a template or data fault
+    except Exception as exc:  # a template or data fault, or the machine's
         return build_fault(exc)
 
 
-def build_fault(exc: Exception) -> str:
-    return f"could not build the message: {exc}"
+def build_fault(exc: BaseException) -> str:
+    text = f"could not build the message: {exc}"
+    passing = isinstance(exc, MemoryError) or (
+        isinstance(exc, OSError) and exc.errno in _PASSING_ERRNOS
+    )
+    return PassingFault(text) if passing else text

@@ -27,7 +27,7 @@ from pshnotify.domain.errors import (
     RelayLoginError,
     TransientDeliveryError,
 )
-from pshnotify.mail.build import BuildSpec, build_fault, build_or_fault
+from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
@@ -373,6 +373,8 @@ class Dispatcher:
     def _job(
         self, claimed: outbox.Claimed, data: bytes | str, zone: str | None = None
     ) -> _Job | outbox.Result:
+        if isinstance(data, PassingFault):  # out of descriptors, a full disk: try again later
+            return self._after(claimed, self.clock.now(), Outcome.TRANSIENT, None, data, zone)
         if isinstance(data, str):  # a template or data fault: keep it visible, never resend
             now = self.clock.now()
             return outbox.Result(
@@ -495,7 +497,7 @@ class Dispatcher:
         try:
             reply = await connection.send(job.sender, c.recipient_email, job.data)
         except PermanentDeliveryError as exc:
-            return self._after(job, started, Outcome.PERMANENT, exc.code, exc.reply)
+            return self._after(c, started, Outcome.PERMANENT, exc.code, exc.reply, job.zone)
         except RelayLoginError as exc:
             # Not this message's fault: stop, and keep it (and the rest) for the next pass.
             self.problem = (
@@ -504,22 +506,22 @@ class Dispatcher:
             )
             return self._released(c)
         except TransientDeliveryError as exc:
-            return self._after(job, started, Outcome.TRANSIENT, exc.code, exc.reply)
+            return self._after(c, started, Outcome.TRANSIENT, exc.code, exc.reply, job.zone)
         except OutcomeUnknownError as exc:
-            return self._after(job, started, Outcome.UNKNOWN, code, exc.reply)
-        return self._after(job, started, Outcome.SENT, reply.code, reply.text)
+            return self._after(c, started, Outcome.UNKNOWN, code, exc.reply, job.zone)
+        return self._after(c, started, Outcome.SENT, reply.code, reply.text, job.zone)
 
     def _after(
         self,
-        job: _Job,
+        c: outbox.Claimed,
         started: dt.datetime,
         outcome: Outcome,
         code: int | None,
         reply: str,
+        zone: str | None = None,
     ) -> outbox.Result:
         """The result of one attempt, in the state the policy gives its outcome (a retry
         waits for working hours in the person's zone)."""
-        c = job.claimed
         now = self.clock.now()
         attempt = c.attempts + 1
         program = self._program(c.program_id).program
@@ -531,7 +533,7 @@ class Dispatcher:
             first_attempt_at=c.first_attempt_at or started,
             now=now,
             rules=self.config.retry_rules,
-            tz=policy.person_zone(program, job.zone),
+            tz=policy.person_zone(program, zone),
         )
         if step.note:
             reply = f"{reply} ({step.note})"

@@ -15,10 +15,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, or_, select
 
+from pshnotify.domain import policy
 from pshnotify.domain.cadence import Planned
-from pshnotify.domain.delivery import State
+from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
+from pshnotify.services.bounces import Mark, marks
 from pshnotify.services.plan import person_plan
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
@@ -49,6 +51,7 @@ def in_departments(departments: Sequence[str] | None) -> Any:
 def find_people(
     engine: Engine,
     stored: StoredProgram,
+    now: dt.datetime,
     *,
     query: str = "",
     wave: str | None = None,
@@ -75,8 +78,11 @@ def find_people(
             )
         )
     joined = people.join(enrollments, enrollments.c.person_id == people.c.id)
+    # Without a search or a scope every condition is on enrollments: counted from its index
+    # alone, not joined to 100,000 people.
+    counted = joined if (q or scope is not None) else enrollments
     with engine.connect() as conn:
-        total = int(conn.scalar(select(func.count()).select_from(joined).where(*conds)) or 0)
+        total = int(conn.scalar(select(func.count()).select_from(counted).where(*conds)) or 0)
         page = max(1, min(page, max(1, -(-total // per_page))))
         rows = conn.execute(
             select(
@@ -90,6 +96,7 @@ def find_people(
                 enrollments.c.exempted_reason,
                 enrollments.c.completed_at,
                 enrollments.c.removed_at,
+                enrollments.c.extended_until,
             )
             .select_from(joined)
             .where(*conds)
@@ -97,35 +104,45 @@ def find_people(
             .limit(per_page)
             .offset((page - 1) * per_page)
         ).all()
-    return Page([_summary(stored.program, r) for r in rows], page, per_page, total)
+    return Page([_summary(stored.program, r, now) for r in rows], page, per_page, total)
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _summary(program: Program, r: Any) -> dict[str, Any]:
+def _summary(program: Program, r: Any, now: dt.datetime) -> dict[str, Any]:
     return {
         "id": r.external_id,
         "name": r.name,
         "email": r.email,
         "department": r.department,
         "wave": r.wave_key,
-        "standing": standing(program, r),
+        "standing": standing(program, r, now),
     }
 
 
-def standing(program: Program, r: Any) -> str:
-    """One line: where the person stands and why (the same order as the officers' report)."""
-    if r.removed_at is not None:
-        return "removed from the roster"
-    if r.completed_at is not None:
+def standing(program: Program, r: Any, now: dt.datetime) -> str:
+    """One line: where the person stands and why, in the words of the one policy that decides
+    whether they are still asked (the same reasons the outbox records on skipped messages)."""
+    person = policy.Standing(
+        status=r.status,
+        removed=r.removed_at is not None,
+        exempted_reason=r.exempted_reason,
+        completed=r.completed_at is not None,
+        wave_key=r.wave_key,
+        extended_until=r.extended_until,
+    )
+    why = policy.skip_reason(program, Kind.REMINDER, person, now)
+    if why is None:
+        return "required, not complete yet"
+    if person.completed and not person.removed:
         return f"complete on {r.completed_at.astimezone(program.tz).date().isoformat()}"
-    if r.exempted_reason:
-        return f"exempted by an operator: {r.exempted_reason}"
-    if r.status != "required":
+    if why in ("not required", "no longer required"):
         return f"not required ({r.status}): {r.reason}"
-    return "required, not complete yet"
+    if why == "deadline passed":
+        return "required, not complete: the deadline has passed"
+    return why
 
 
 # -- one person ---------------------------------------------------------------------------------
@@ -174,6 +191,7 @@ class PersonView:
     launched_at: dt.datetime | None
     entries: list[Entry]
     completions: list[dict[str, Any]]
+    undeliverable: Mark | None = None  # the address bounced: nothing reaches them until fixed
 
 
 def describe_step(kind: str, step: str) -> str:
@@ -202,7 +220,7 @@ def _why_recorded(state: str, reason: str | None, reply: str | None) -> str:
     """Why a recorded message is where it is; its time is shown beside it."""
     if state == State.SENT:
         return f"accepted by the relay: {reply}" if reply else "accepted by the relay"
-    if state in (State.SKIPPED, State.CANCELLED):
+    if state in (State.SKIPPED, State.CANCELLED, State.BOUNCED):
         return reason or state
     if state == State.FAILED:
         return f"refused by the relay: {reply}" if reply else "refused by the relay"
@@ -252,6 +270,7 @@ def person_view(
         if r is None:
             raise NotFoundError([f"nobody with id {person_id!r} in program {stored.key}"])
         entries = _recorded(conn, stored.id, r.id)
+        mark = next(iter(marks(conn, [r.id])), None)
         planned = person_plan(conn, stored, r.id, now)
         wave_state = program_repo.wave_states(conn, stored.id).get(r.wave_key)
         done = conn.execute(
@@ -262,7 +281,9 @@ def person_view(
     launched = wave_state.launched_at if wave_state else None
     for p in planned:
         what = describe_step(p.kind, p.step)
-        entries.append(Entry(p.due_at, p.kind, p.step, "planned", what, _why_planned(p, launched)))
+        entries.append(
+            Entry(p.due_at, p.kind, p.step, "planned", what, _why_planned(p, launched, mark))
+        )
     try:
         wave = program.wave(r.wave_key)
         closes, title = wave.closes, wave.title
@@ -279,7 +300,7 @@ def person_view(
         wave_title=title,
         status=r.status,
         reason=r.reason,
-        standing=standing(program, r),
+        standing=standing(program, r, now),
         deadline=r.extended_until or closes,
         extended=r.extended_until is not None,
         removed=r.removed_at is not None,
@@ -288,11 +309,14 @@ def person_view(
         launched_at=launched,
         entries=entries,
         completions=[{"option": c.option, "at": c.completed_at, "source": c.source} for c in done],
+        undeliverable=mark,
     )
 
 
-def _why_planned(p: Planned, launched: dt.datetime | None) -> str:
+def _why_planned(p: Planned, launched: dt.datetime | None, mark: Mark | None) -> str:
     kind = p.kind
+    if mark is not None:
+        return "will not reach them while the address is marked undeliverable"
     if kind == "launch" and launched is None:
         return "when the wave is launched (assumed at the start of its window)"
     if kind in ("reminder", "overdue"):

@@ -12,14 +12,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Date, Engine, and_, case, func, literal, not_, or_, select
+from sqlalchemy import (
+    Connection,
+    Date,
+    Engine,
+    and_,
+    case,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    union,
+)
 
 from pshnotify.domain.delivery import State
 from pshnotify.domain.program import Program
 from pshnotify.services.lookup import PER_PAGE, Page, in_departments, standing
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.schema import enrollments, messages, people, undeliverable
+from pshnotify.store.sql import chunks
 
 SHOWS = ("overdue", "pending", "complete", "exempt", "unreachable")
 # Messages whose failure means the person did not hear from us (a report's is the officer's).
@@ -64,16 +77,43 @@ def _owes() -> Any:
 
 
 def _unreachable(program_id: int) -> Any:
-    """People a personal message could not reach (refused by the relay for good)."""
-    return (
-        select(messages.c.person_id)
-        .where(
-            messages.c.program_id == program_id,
-            messages.c.kind.in_(_PERSONAL),
-            messages.c.state == State.FAILED.value,
-        )
-        .distinct()
+    """People we cannot reach: their address is marked undeliverable (bounces), or a personal
+    message of theirs was refused by the relay for good."""
+    failed = select(messages.c.person_id).where(
+        messages.c.program_id == program_id,
+        messages.c.kind.in_(_PERSONAL),
+        messages.c.state == State.FAILED.value,
     )
+    marked = select(undeliverable.c.person_id).where(undeliverable.c.cleared_at.is_(None))
+    return union(failed, marked)
+
+
+def undeliverable_by_wave(engine: Engine, stored: StoredProgram) -> dict[str, int]:
+    """Per wave, the people who still owe the training and whose address is marked
+    undeliverable: nothing reaches them until the roster or an operator fixes it.
+
+    The marks are read first (few, and none at all in most programs), then their enrollments:
+    a join let SQLite walk all 100,000 enrollments to probe the marks (62 ms with none)."""
+    out: Counter[str] = Counter()
+    with engine.connect() as conn:
+        marked = list(
+            conn.scalars(
+                select(undeliverable.c.person_id).where(undeliverable.c.cleared_at.is_(None))
+            )
+        )
+        for part in chunks(marked, 500):
+            q = (
+                select(enrollments.c.wave_key, func.count())
+                .where(
+                    enrollments.c.program_id == stored.id,
+                    enrollments.c.person_id.in_(part),
+                    enrollments.c.removed_at.is_(None),
+                    _owes(),
+                )
+                .group_by(enrollments.c.wave_key)
+            )
+            out.update({w: int(n) for w, n in conn.execute(q)})
+    return dict(out)
 
 
 def _show_condition(show: str, program: Program, program_id: int, today: dt.date) -> Any:
@@ -199,6 +239,7 @@ def department_people(
                 enrollments.c.exempted_reason,
                 enrollments.c.completed_at,
                 enrollments.c.removed_at,
+                enrollments.c.extended_until,
                 deadline,
             )
             .select_from(joined)
@@ -215,7 +256,7 @@ def department_people(
             "department": r.department,
             "wave": r.wave_key,
             "deadline": r.deadline,
-            "standing": standing(program, r),
+            "standing": standing(program, r, now),
         }
         for r in rows
     ]

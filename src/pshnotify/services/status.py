@@ -9,7 +9,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, and_, case, func, select
 
 from pshnotify.domain.delivery import State
 from pshnotify.services.completions import unmatched_completions
@@ -25,27 +25,7 @@ SCHEMA_VERSION = 1
 def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> dict[str, Any]:
     program = stored.program
     with engine.connect() as conn:
-        q = (
-            select(
-                enrollments.c.wave_key,
-                enrollments.c.status,
-                enrollments.c.reason,
-                enrollments.c.exempted_reason.is_not(None),
-                enrollments.c.completed_at.is_not(None),
-                enrollments.c.removed_at.is_not(None),
-                func.count(),
-            )
-            .where(enrollments.c.program_id == stored.id)
-            .group_by(
-                enrollments.c.wave_key,
-                enrollments.c.status,
-                enrollments.c.reason,
-                enrollments.c.exempted_reason.is_not(None),
-                enrollments.c.completed_at.is_not(None),
-                enrollments.c.removed_at.is_not(None),
-            )
-        )
-        people_rows = conn.execute(q).all()
+        people_rows = _people_counts(conn, stored.id)
         launched_q = (
             select(messages.c.wave_key, func.count())
             .where(
@@ -118,6 +98,50 @@ def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> d
         "completions": {"unmatched": len(unmatched)},
         "delivery": _delivery(engine, now),
     }
+
+
+def _people_counts(conn: Connection, program_id: int) -> list[tuple[Any, ...]]:
+    """(wave, status, reason, exempted, completed, removed, n) for every combination present.
+
+    Counted as sums per (wave, status, reason), which the covering index of enrollments
+    (ix_enrollments_standing) answers by itself: grouping by the flags too made SQLite read
+    each of 100,000 rows from the table (266 ms against 35 ms, bench/console.py).
+    """
+    e = enrollments
+    removed = e.c.removed_at.is_not(None)
+    live = e.c.removed_at.is_(None)
+    exempted = and_(live, e.c.exempted_reason.is_not(None))
+    completed = and_(live, e.c.exempted_reason.is_(None), e.c.completed_at.is_not(None))
+
+    def total(cond: Any) -> Any:
+        return func.sum(case((cond, 1), else_=0))
+
+    q = (
+        select(
+            e.c.wave_key,
+            e.c.status,
+            e.c.reason,
+            func.count(),
+            total(removed),
+            total(exempted),
+            total(completed),
+        )
+        .where(e.c.program_id == program_id)
+        .group_by(e.c.wave_key, e.c.status, e.c.reason)
+    )
+    rows: list[tuple[Any, ...]] = []
+    for wave, status, reason, n, n_removed, n_exempted, n_completed in conn.execute(q):
+        n_removed, n_exempted, n_completed = int(n_removed), int(n_exempted), int(n_completed)
+        rest = int(n) - n_removed - n_exempted - n_completed
+        for flags, count in (
+            ((False, False, True), n_removed),
+            ((True, False, False), n_exempted),
+            ((False, True, False), n_completed),
+            ((False, False, False), rest),
+        ):
+            if count:
+                rows.append((wave, status, reason, *flags, count))
+    return rows
 
 
 def _delivery(engine: Engine, now: dt.datetime) -> dict[str, Any]:

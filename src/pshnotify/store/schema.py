@@ -182,6 +182,18 @@ enrollments = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("program_id", "person_id"),
     Index(None, "program_id", "wave_key", "status"),
+    # Everything the counts of `status` and the console read, so they never touch the table
+    # (migration 0011; bench/console.py measured 266 -> 35 ms for 100,000 people on SQLite).
+    Index(
+        "ix_enrollments_standing",
+        "program_id",
+        "wave_key",
+        "status",
+        "reason",
+        "removed_at",
+        "exempted_reason",
+        "completed_at",
+    ),
     Index(None, "next_action_at"),
 )
 

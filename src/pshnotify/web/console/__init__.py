@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from pshnotify.clock import Clock
 from pshnotify.settings import Settings
 from pshnotify.web.console.app import Console, ProgramLoader
-from pshnotify.web.console.throttle import Throttle
+from pshnotify.web.console.throttle import SignInThrottle
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def create_console(
     clock: Clock,
     settings: Settings,
     load_program: ProgramLoader,
-    throttle: Throttle | None = None,
+    throttle: SignInThrottle | None = None,
 ) -> Starlette:
     if settings.web_secret is not None:
         secret = settings.web_secret.get_secret_value().encode("utf-8")

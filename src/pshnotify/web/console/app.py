@@ -34,8 +34,14 @@ from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.services import lookup, progress
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page
+from pshnotify.services.bounces import address_ok
 from pshnotify.services.completions import ALTERNATIVE, complete_by_operator
-from pshnotify.services.launch import launch_wave, preview_launch
+from pshnotify.services.launch import (
+    cancel_launch,
+    launch_wave,
+    preview_launch,
+    schedule_launch,
+)
 from pshnotify.services.reports import department_csv
 from pshnotify.services.status import program_status
 from pshnotify.services.users import User, authenticate, get_user, note_sign_in
@@ -43,7 +49,7 @@ from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web.console import charts
 from pshnotify.web.console.session import CSRF_FIELD, Session, SessionCodec
-from pshnotify.web.console.throttle import FailureWindow, Throttle
+from pshnotify.web.console.throttle import SignInThrottle
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -94,12 +100,12 @@ class Console:
         settings: Settings,
         load_program: ProgramLoader,
         secret: bytes,
-        throttle: Throttle | None = None,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self.engine, self.clock, self.settings = engine, clock, settings
         self.load_program = load_program
         self.codec = SessionCodec(secret, int(settings.web_session_hours * 3600))
-        self.throttle: Throttle = throttle or FailureWindow()
+        self.throttle = throttle or SignInThrottle()
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.web_trusted_proxies]
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -121,10 +127,13 @@ class Console:
             Route("/waves/{key}/progress", p(self.wave_progress, operator=True)),
             Route("/waves/{key}/launch", p(self.launch_confirm, operator=True), methods=["GET"]),
             Route("/waves/{key}/launch", a(self.launch), methods=["POST"]),
+            Route("/waves/{key}/schedule", a(self.schedule), methods=["POST"]),
+            Route("/waves/{key}/unschedule", a(self.unschedule), methods=["POST"]),
             Route("/people", p(self.people)),
             Route("/people/{id:path}/extend", a(self.extend), methods=["POST"]),
             Route("/people/{id:path}/exempt", a(self.exempt), methods=["POST"]),
             Route("/people/{id:path}/complete", a(self.complete), methods=["POST"]),
+            Route("/people/{id:path}/address-ok", a(self.address_ok), methods=["POST"]),
             Route("/people/{id:path}", p(self.person), methods=["GET"]),
             Route("/departments", p(self.departments)),
             Route("/departments/report.csv", p(self.report_csv)),
@@ -303,7 +312,6 @@ class Console:
         password = str(form.get("password", ""))
         next_path = _safe_next(str(form.get("next", "")))
         client = request.client.host if request.client else "?"
-        keys = [f"login:{username}", f"address:{client}"]
 
         def again(error: str, status: int) -> Response:
             return self.render(
@@ -317,22 +325,22 @@ class Console:
                 username=username,
             )
 
-        wait = self.throttle.retry_after(keys)
-        if wait > 0:
+        wait = self.throttle.retry_after(username, client)
+        if wait is not None:
+            self.throttle.refused(username, client)
             minutes = max(1, round(wait / 60))
             response = again(
                 f"Too many failed sign-ins. Try again in {minutes} minute"
                 f"{'s' if minutes > 1 else ''}.",
                 429,
             )
-            response.headers["Retry-After"] = str(int(wait) + 1)
+            response.headers["Retry-After"] = str(wait)
             return self._finish(request, session, response)
         user = await run_in_threadpool(authenticate, self.engine, username, password)
         if user is None:
-            self.throttle.failed(keys)
+            self.throttle.failed(username, client)
             log.warning("console sign-in failed for %r from %s", username, client)
             return self._finish(request, session, again("Wrong login or password.", 401))
-        self.throttle.succeeded([f"login:{username}"])
         session.sign_in(user.login)
         await run_in_threadpool(note_sign_in, self.engine, user.login, client, self.clock)
         return self._finish(request, session, RedirectResponse(next_path, 303))
@@ -352,7 +360,7 @@ class Console:
         if not call.user.is_operator:
             return RedirectResponse("/departments", 303)
         stored, now = call.stored, self.clock.now()
-        status, per_day = await run_in_threadpool(self._dashboard_data, stored, now)
+        status, per_day, marked = await run_in_threadpool(self._dashboard_data, stored, now)
         program = stored.program
         today = now.astimezone(program.tz).date()
         waves = [
@@ -365,7 +373,8 @@ class Console:
             call,
             "dashboard.html",
             status=status,
-            cards=[_wave_card(key, status["waves"][key]) for key, *_ in waves],
+            cards=[_wave_card(key, status["waves"][key], marked.get(key, 0)) for key, *_ in waves],
+            undeliverable=sum(marked.values()),
             timeline=charts.timeline(waves, today),
             daily=charts.daily(per_day, opens, closes, today),
             completed_total=sum(per_day.values()),
@@ -373,9 +382,11 @@ class Console:
 
     def _dashboard_data(
         self, stored: StoredProgram, now: dt.datetime
-    ) -> tuple[dict[str, Any], dict[dt.date, int]]:
-        return program_status(self.engine, stored, now), progress.completions_per_day(
-            self.engine, stored
+    ) -> tuple[dict[str, Any], dict[dt.date, int], dict[str, int]]:
+        return (
+            program_status(self.engine, stored, now),
+            progress.completions_per_day(self.engine, stored),
+            progress.undeliverable_by_wave(self.engine, stored),
         )
 
     def _wave_of(self, call: _Call) -> str:
@@ -390,19 +401,20 @@ class Console:
         page = _page_number(call.request)
         stored, now = call.stored, self.clock.now()
 
-        def read() -> tuple[Any, Any, Any]:
+        def read() -> tuple[Any, Any, Any, int]:
             return (
                 program_status(self.engine, stored, now)["waves"][key],
                 preview_launch(self.engine, stored, key, self.clock),
-                lookup.find_people(self.engine, stored, query=q, wave=key, page=page),
+                lookup.find_people(self.engine, stored, now, query=q, wave=key, page=page),
+                progress.undeliverable_by_wave(self.engine, stored).get(key, 0),
             )
 
-        status, dry_run, members = await run_in_threadpool(read)
+        status, dry_run, members, marked = await run_in_threadpool(read)
         return self.render(
             call,
             "wave.html",
             wave=stored.program.wave(key),
-            card=_wave_card(key, status),
+            card=_wave_card(key, status, marked),
             dry_run=dry_run,
             can_launch=dry_run.to_queue > 0,
             members=members,
@@ -411,8 +423,13 @@ class Console:
 
     async def wave_progress(self, call: _Call) -> Response:
         key = self._wave_of(call)
-        status = await run_in_threadpool(program_status, self.engine, call.stored, self.clock.now())
-        return self.render(call, "_progress.html", card=_wave_card(key, status["waves"][key]))
+
+        def read() -> WaveCard:
+            status = program_status(self.engine, call.stored, self.clock.now())
+            marked = progress.undeliverable_by_wave(self.engine, call.stored).get(key, 0)
+            return _wave_card(key, status["waves"][key], marked)
+
+        return self.render(call, "_progress.html", card=await run_in_threadpool(read))
 
     async def launch_confirm(self, call: _Call) -> Response:
         key = self._wave_of(call)
@@ -440,12 +457,58 @@ class Console:
         message = f"Queued {done.queued:,} launch emails for {key}, to go out from {when}."
         return self._done(call, message, f"/waves/{quote(key)}")
 
+    async def schedule(self, call: _Call, form: FormData) -> Response:
+        key = self._wave_of(call)
+        raw = str(form.get("at", "")).strip()
+        tz = call.stored.program.tz
+        try:
+            at = dt.datetime.fromisoformat(raw).replace(tzinfo=tz)
+        except ValueError:
+            raise PageError(
+                400, "Not scheduled", [f"at: expected a date and time, got {raw!r}"]
+            ) from None
+        force = form.get("force") == "yes"
+        try:
+            done = await run_in_threadpool(
+                lambda: schedule_launch(
+                    self.engine,
+                    call.stored,
+                    key,
+                    at,
+                    self.clock,
+                    actor=call.user.login,
+                    force=force,
+                )
+            )
+        except ConflictError as exc:
+            raise PageError(409, "Not scheduled", [str(exc), _web_hint(exc.hint)]) from None
+        message = f"The launch of {key} is scheduled for {_local(done.at, tz)}."
+        return self._done(call, message, f"/waves/{quote(key)}")
+
+    async def unschedule(self, call: _Call, _form: FormData) -> Response:
+        key = self._wave_of(call)
+        try:
+            done = await run_in_threadpool(
+                lambda: cancel_launch(
+                    self.engine, call.stored, key, self.clock, actor=call.user.login
+                )
+            )
+        except ConflictError as exc:
+            raise PageError(409, "Nothing withdrawn", [str(exc)]) from None
+        message = "The scheduled launch is withdrawn." if done.changed else "Nothing was scheduled."
+        return self._done(call, message, f"/waves/{quote(key)}")
+
     async def people(self, call: _Call) -> Response:
         q = call.request.query_params.get("q", "")
         page = _page_number(call.request)
         found = await run_in_threadpool(
             lambda: lookup.find_people(
-                self.engine, call.stored, query=q, departments=_scope(call.user), page=page
+                self.engine,
+                call.stored,
+                self.clock.now(),
+                query=q,
+                departments=_scope(call.user),
+                page=page,
             )
         )
         return self.render(call, "people.html", found=found, q=q)
@@ -596,6 +659,23 @@ class Console:
 
         return await self._person_action(call, work)
 
+    async def address_ok(self, call: _Call, _form: FormData) -> Response:
+        def work(person_id: str) -> str:
+            done = address_ok(
+                self.engine,
+                call.stored,
+                person_id,
+                self.clock,
+                actor=call.user.login,
+                message_id_domain=self.settings.message_id_domain,
+            )
+            if not done.was_marked:
+                return f"{done.email} was not marked undeliverable; nothing changed."
+            again = "; the launch email goes out again" if done.launch_requeued else ""
+            return f"{done.email} is marked as working again{again}."
+
+        return await self._person_action(call, work)
+
 
 # -- helpers --------------------------------------------------------------------------------------
 def _scope(user: User) -> Sequence[str] | None:
@@ -640,21 +720,24 @@ class WaveCard:
     opens: str
     closes: str
     launched_at: dt.datetime | None
+    launch_at: dt.datetime | None  # a scheduled launch, not yet begun
     paused: bool
     people: charts.Bar
     messages: charts.Bar
     not_required: dict[str, int]
 
 
-def _wave_card(key: str, w: dict[str, Any]) -> WaveCard:
-    """One wave's progress bars from `status`'s numbers (the CLI's `status`, drawn)."""
+def _wave_card(key: str, w: dict[str, Any], undeliverable: int = 0) -> WaveCard:
+    """One wave's progress bars from `status`'s numbers (the CLI's `status`, drawn); the
+    undeliverable are those who still owe the training and cannot be reached."""
     ppl, msg = w["people"], w["messages"]
     exempt_n = sum(ppl["not_required"].values())
     people = charts.stacked(
         "people",
         [
             ("complete", "complete", ppl["completed"]),
-            ("pending", "pending", ppl["required"] - ppl["completed"]),
+            ("pending", "pending", ppl["required"] - ppl["completed"] - undeliverable),
+            ("undeliverable", "undeliverable", undeliverable),
             ("exempt", "exempt / not required", exempt_n),
         ],
     )
@@ -663,7 +746,7 @@ def _wave_card(key: str, w: dict[str, Any]) -> WaveCard:
         [
             ("delivered", "delivered", msg["sent"]),
             ("waiting", "waiting", msg["queued"] + msg["claimed"] + msg["retry"]),
-            ("failed", "failed", msg["failed"] + msg["unknown"]),
+            ("failed", "failed or bounced", msg["failed"] + msg["unknown"] + msg.get("bounced", 0)),
         ],
     )
     return WaveCard(
@@ -672,6 +755,7 @@ def _wave_card(key: str, w: dict[str, Any]) -> WaveCard:
         w.get("opens", ""),
         w.get("closes", ""),
         dt.datetime.fromisoformat(w["launched_at"]) if w.get("launched_at") else None,
+        dt.datetime.fromisoformat(w["launch_at"]) if w.get("launch_at") else None,
         bool(w.get("paused")),
         people,
         messages,

@@ -1,4 +1,4 @@
-"""the console's users
+"""the console's users, and a covering index for the counts it (and `status`) reads
 
 Revision ID: 0011
 Revises: 0010
@@ -15,6 +15,16 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
+_STANDING = [
+    "program_id",
+    "wave_key",
+    "status",
+    "reason",
+    "removed_at",
+    "exempted_reason",
+    "completed_at",
+]
+
 
 def upgrade() -> None:
     op.create_table(
@@ -29,7 +39,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("login", name=op.f("uq_users_login")),
     )
+    op.create_index("ix_enrollments_standing", "enrollments", _STANDING)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_enrollments_standing", table_name="enrollments")
     op.drop_table("users")
