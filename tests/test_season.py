@@ -129,6 +129,10 @@ def received(smtp: SmtpServer) -> dict[str, list[tuple[str, str]]]:
 # -- the season ---------------------------------------------------------------------------------
 LAUNCHES = {w.opens: w.key for w in SEED.waves}
 SEASON_END = dt.date(2024, 3, 31)
+# A pass at 08:30 on the day of the pilot's 1-day-before step (issue 13): it must not queue a
+# second reminder beside the 09:00 one (nor anything early); the officers' reports, not held
+# to working hours, go at 08:30 that day.
+EARLY_PASS = dt.date(2023, 10, 5)
 
 
 def run_season(
@@ -143,6 +147,8 @@ def run_season(
         for event in events.get(day, []):
             if event[0] == "import":  # a roster change before the morning pass
                 cli("roster", "import", "--merge", event[1], "--now", at(day, 8))
+        if day == EARLY_PASS:
+            cli("run", "--once", "--now", at(day, 8, 30))
         if day in LAUNCHES:
             cli("launch", LAUNCHES[day], "--yes", "--now", at(day, 9))
         cli("run", "--once", "--now", at(day, 9))
@@ -280,7 +286,7 @@ def expected_reports(rows: list[dict[str, str]], extended: str) -> dict[str, lis
     for officer, dates in spans.items():
         first, last = min(dates), max(dates)
         out[officer] = [
-            ("report", f"{d} 09:00")
+            ("report", f"{d} {'08:30' if d == EARLY_PASS else '09:00'}")
             for d in days(first + dt.timedelta(days=1), last + dt.timedelta(days=1))
         ]
     return out

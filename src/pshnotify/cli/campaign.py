@@ -361,6 +361,14 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
             return
         p = data["program"]
         out.print(label(p["key"], "bold", f"- {p['name']} {p['cycle']} ({p['timezone']})"))
+        if p.get("paused"):
+            out.print(
+                label(
+                    "PAUSED:",
+                    "bold red",
+                    "nothing of this program is sent until `pshnotify resume`",
+                )
+            )
         tz = stored.program.tz
         columns = ["wave", "window", "launched", "req", "not req", "emailed", "done"]
         columns += ["pending", "sent", "failed"]
@@ -372,7 +380,7 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
             launched_at = w["launched_at"]
             rows.append(
                 [
-                    key,
+                    f"{key} (paused)" if w.get("paused") else key,
                     f"{w['opens'][5:]}..{w['closes'][5:]}",
                     _launched(launched_at, w.get("launch_at"), tz),
                     str(ppl["required"]),

@@ -151,13 +151,13 @@ def fitted_table(
     shown = list(columns)
     dropped: list[str] = []
     for name in drop_first:
-        if sum(widths[c] + 2 for c in shown) <= out.width:
+        if sum(widths[c] + 3 for c in shown) + 1 <= out.width:  # padding and a rule per column
             break
         shown.remove(name)
         dropped.append(name)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for c in shown:
-        table.add_column(c, no_wrap=c != wrap, min_width=widths[c] if c == wrap else len(c))
+        table.add_column(c, no_wrap=c != wrap, min_width=widths[c])
     for r in rows:
         table.add_row(*(v for c, v in zip(columns, r, strict=True) if c in shown))
     if dropped:

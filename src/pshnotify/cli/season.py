@@ -78,9 +78,28 @@ def _once(rt: Runtime, as_json: bool) -> None:
     made = ", ".join(f"{n} {k}" for k, n in sorted(queued.queued.items())) or "nothing new"
     parts = ", ".join(f"{n} {s}" for s, n in sorted(sent.outcomes.items())) or "nothing due"
     out.print(f"queued: {made}; sent: {parts}")
+    for why in sent.why():
+        out.print(f"  {why['messages']} {why['state']}: {why['reply']}")
+        if why["check"]:
+            out.print(f"    check {why['check']}")
+    paused = _paused(rt)
+    if paused:
+        out.print(f"paused: {paused}; nothing of it was queued or sent (`pshnotify resume`)")
     if sent.problem:
         err.print(label("stopped:", "red", sent.problem))
         raise typer.Exit(1)
+
+
+def _paused(rt: Runtime) -> str:
+    """What is paused in the program, in words ("" if nothing)."""
+    from pshnotify.services.status import program_status
+
+    stored = rt.program(None)
+    data = program_status(rt.engine, stored, rt.clock.now())
+    if data["program"].get("paused"):
+        return f"program {stored.key}"
+    waves = [k for k, w in data["waves"].items() if w.get("paused")]
+    return ("wave " if len(waves) == 1 else "waves ") + ", ".join(waves) if waves else ""
 
 
 def _serve(rt: Runtime, interval: float, log: Any) -> None:
@@ -208,6 +227,9 @@ def exempt(
     with handle_errors():
         rt = make_runtime(now)
         done = do_exempt(rt.engine, rt.program(program), person, reason, rt.clock, actor=rt.actor)
+        if done.detail.get("changed") is False:
+            out.print(f"{done.person} ({done.wave}) was already exempt ({reason}): nothing changed")
+            return
         out.print(
             f"{done.person} ({done.wave}): exempt ({done.detail['reason']}); "
             f"{done.detail['cancelled_messages']} pending messages cancelled"
@@ -217,7 +239,7 @@ def exempt(
 WaveArg = Annotated[str | None, typer.Argument(help="A wave key; none: the whole program.")]
 
 
-def _pause(wave: str | None, program: str | None, now: str | None, paused: bool) -> str:
+def _pause(wave: str | None, program: str | None, now: str | None, paused: bool) -> Any:
     from pshnotify.services.pause import set_paused
 
     with handle_errors():
@@ -228,11 +250,18 @@ def _pause(wave: str | None, program: str | None, now: str | None, paused: bool)
 @app.command()
 def pause(wave: WaveArg = None, program: ProgramOpt = None, now: NowOpt = None) -> None:
     """Stop sending a wave (or the program); messages in flight finish. Audited."""
-    what = _pause(wave, program, now, True)
-    out.print(f"paused {what}: nothing more of it is sent until `pshnotify resume`")
+    done = _pause(wave, program, now, True)
+    if not done.changed:
+        out.print(f"{done.what} was already paused: nothing changed")
+        return
+    out.print(f"paused {done.what}: nothing more of it is sent until `pshnotify resume`")
 
 
 @app.command()
 def resume(wave: WaveArg = None, program: ProgramOpt = None, now: NowOpt = None) -> None:
     """Send again; what came due meanwhile goes out under the catch-up rules. Audited."""
-    out.print(f"resumed {_pause(wave, program, now, False)}")
+    done = _pause(wave, program, now, False)
+    if not done.changed:
+        out.print(f"{done.what} was not paused: nothing changed")
+        return
+    out.print(f"resumed {done.what}")

@@ -45,6 +45,8 @@ class PersonState:
     launch_sent_at: dt.datetime | None = None
     steps_queued: frozenset[str] = frozenset()  # reminder/overdue/invitation steps in the outbox
     timezone: str | None = None  # the roster's IANA zone; None: the program's
+    # local dates (the person's zone) of reminders queued or sent
+    reminder_days: frozenset[dt.date] = frozenset()
 
     @property
     def standing(self) -> policy.Standing:
@@ -56,6 +58,7 @@ class PersonState:
             completed=self.completed,
             wave_key=self.wave_key,
             extended_until=self.extended_until,
+            timezone=self.timezone,
         )
 
 
@@ -151,12 +154,19 @@ def decide(
         for p in timeline(program, person, person.launch_sent_at)
         if p.step not in person.steps_queued
     ]
-    due = [p for p in pending if p.due_at <= now]
-    later = [p for p in pending if p.due_at > now]
+    # A step that falls due before the next send (a pass at 08:30, sending opens at 09:00)
+    # is due now: a catch-up then sends one reminder, the latest, not one now and one at 09:00.
+    due = [p for p in pending if p.due_at <= max(now, send_now)]
+    later = [p for p in pending if p.due_at > max(now, send_now)]
     decision = Decision(next_action_at=min((p.due_at for p in later), default=None))
     for kind in (Kind.REMINDER, Kind.OVERDUE):
         skip = policy.skip_reason(program, kind, standing, now)
         _catch_up(decision, [p for p in due if p.kind == kind.value], skip, send_now)
+    for planned in [p for p in decision.queue if p.kind == Kind.REMINDER.value]:
+        tz = policy.person_zone(program, person.timezone)
+        if reason := policy.reminded_that_day(program, planned.due_at, person.reminder_days, tz):
+            decision.queue.remove(planned)
+            decision.skip.append((planned, reason))
     return decision
 
 

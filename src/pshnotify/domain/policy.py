@@ -9,8 +9,8 @@ Every part that queues, sends, plans or reports asks here rather than deciding f
   - what state an attempt leaves a message in, and whether it is tried again (`after_attempt`,
     `released`).
 The groups of kinds (stop on completion, held to working hours, end at the deadline) are
-properties of `Kind`. Rules added later (one reminder a day, undeliverable addresses, closed
-dates, a person's own time zone) belong here too, beside the rules they refine.
+properties of `Kind`. One reminder a day (`reminded_that_day`) is here; rules added later
+(undeliverable addresses, closed dates, a person's own time zone) belong here too.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ class Standing:
     completed: bool = False
     wave_key: str | None = None
     extended_until: dt.date | None = None
+    # Local dates (in the person's zone) on which another reminder of this person went out
+    # or is queued to go.
+    reminded_on: frozenset[dt.date] = frozenset()
+    timezone: str | None = None  # the roster's IANA zone; None: the program's
 
 
 # The launch email's audience (and who an officer's report counts as owing the training), as
@@ -143,7 +147,26 @@ def skip_reason(
         reason = "no longer required"
     if reason is None and kind.ends_at_deadline and deadline_passed(program, person, now):
         reason = "deadline passed"
+    if reason is None and kind is Kind.REMINDER:
+        tz = person_zone(program, person.timezone)
+        reason = reminded_that_day(program, now, person.reminded_on, tz)
     return reason
+
+
+ONE_A_DAY = "one reminder a day: another reminder went or goes to this person that day"
+
+
+def reminded_that_day(
+    program: Program,
+    at: dt.datetime,
+    reminded_on: frozenset[dt.date],
+    tz: ZoneInfo | None = None,
+) -> str | None:
+    """At most one reminder per person per local day (their own zone's `tz`, default the
+    program's), whatever the times of the passes: a reminder for a day on which another went
+    (or is queued to go) is skipped. Asked when the scheduler queues a reminder and again
+    when the dispatcher is about to send one; `reminded_on` holds dates in the same zone."""
+    return ONE_A_DAY if at.astimezone(tz or program.tz).date() in reminded_on else None
 
 
 def report_night(program: Program, now: dt.datetime) -> dt.date:

@@ -176,6 +176,12 @@ def exempt(
     now = clock.now()
     with engine.begin() as conn:
         row = find_enrollment(conn, stored, person_ref)
+        if row.exempted_reason == reason:  # a second `exempt`: say so, change nothing
+            return Adjusted(
+                row.external_id,
+                row.wave_key,
+                {"reason": reason, "cancelled_messages": 0, "changed": False},
+            )
         cancelled = outbox.cancel_pending(
             conn,
             program_id=stored.id,

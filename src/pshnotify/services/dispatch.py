@@ -36,7 +36,7 @@ from pshnotify.store import locks, outbox
 from pshnotify.store import people as people_repo
 from pshnotify.store.db import is_postgresql, is_sqlite
 from pshnotify.store.programs import StoredProgram, load_program_by_id
-from pshnotify.store.schema import enrollments, people, programs, waves
+from pshnotify.store.schema import enrollments, messages, people, programs, waves
 from pshnotify.store.sql import among
 
 # How long a sender counts as alive for sharing the rate limits after its last claim.
@@ -74,15 +74,59 @@ class DispatchReport:
     claimed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     problem: str | None = None  # why the drain stopped early: a setting to fix
+    # Why messages were deferred or failed: the relay's replies (or the connection's fault),
+    # grouped, with the setting to check where the cause is the configuration.
+    replies: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def note(self, result: outbox.Result) -> None:
+        self.outcomes[result.state.value] += 1
+        if result.state in (State.RETRY, State.FAILED, State.UNKNOWN) and result.reply:
+            reply = f"{result.code or ''} {result.reply}".strip()[:200]
+            self.replies[(result.state.value, reply)] += 1
+
+    def why(self) -> list[dict[str, Any]]:
+        return [
+            {"state": state, "reply": reply, "messages": n, "check": setting_to_check(reply)}
+            for (state, reply), n in self.replies.most_common()
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "claimed": self.claimed,
             "outcomes": dict(sorted(self.outcomes.items())),
         }
+        if self.replies:
+            out["why"] = self.why()
         if self.problem:
             out["problem"] = self.problem
         return out
+
+
+# Replies whose cause is this side's configuration, and the setting to check.
+_SETTINGS = (
+    (
+        "STARTTLS",
+        "PSHNOTIFY_SMTP_TLS: starttls was asked for and the relay does not offer it "
+        "(none for a relay without TLS, tls for implicit TLS on port 465)",
+    ),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "PSHNOTIFY_SMTP_CA_FILE: the relay's certificate is not trusted (give its CA bundle)",
+    ),
+    (
+        "WRONG_VERSION_NUMBER",
+        "PSHNOTIFY_SMTP_TLS: tls (implicit) against a port that speaks "
+        "plain SMTP (use starttls, or port 465)",
+    ),
+    ("Connection refused", "PSHNOTIFY_SMTP_HOST and PSHNOTIFY_SMTP_PORT: nothing listens there"),
+    ("Name or service not known", "PSHNOTIFY_SMTP_HOST: the name does not resolve"),
+)
+
+
+def setting_to_check(reply: str) -> str | None:
+    """The setting to check when a reply shows the cause is our configuration, not the
+    message."""
+    return next((setting for mark, setting in _SETTINGS if mark.lower() in reply.lower()), None)
 
 
 @dataclass
@@ -158,11 +202,11 @@ class Dispatcher:
             while not self.stopping.is_set() and self.problem is None:
                 if self.limiter.active:
                     self.limiter.set_share(await asyncio.to_thread(self._senders_alive))
-                batch, rows = await asyncio.to_thread(self._claim)
+                batch, rows, reminded = await asyncio.to_thread(self._claim)
                 if not batch:
                     break
                 report.claimed += len(batch)
-                async for item in self._build(batch, rows):
+                async for item in self._build(batch, rows, reminded):
                     if isinstance(item, outbox.Result):
                         results.append(item)
                     else:
@@ -183,7 +227,7 @@ class Dispatcher:
                 del results[: len(taken)]
                 await asyncio.to_thread(self._record, taken)
                 for r in taken:
-                    report.outcomes[r.state.value] += 1
+                    report.note(r)
             if finished:
                 return
             with contextlib.suppress(TimeoutError):
@@ -237,7 +281,7 @@ class Dispatcher:
         with self.engine.begin() as conn:
             locks.release(conn, f"sender:{self.config.worker}", self.config.worker)
 
-    def _claim(self) -> tuple[list[outbox.Claimed], dict[tuple[int, int], Any]]:
+    def _claim(self) -> tuple[list[outbox.Claimed], dict[tuple[int, int], Any], _Reminded]:
         """A batch under a new lease, and its people's rows, read in the same transaction."""
         with self.engine.begin() as conn:
             batch = outbox.claim(
@@ -249,9 +293,10 @@ class Dispatcher:
                 limit=self.config.batch_size,
             )
             rows = self._people(conn, batch) if batch else {}
+            reminded = _other_reminders(conn, batch)
         for program_id in {c.program_id for c in batch}:
             self._program(program_id)  # loaded here, in a thread, not on the loop
-        return batch, rows
+        return batch, rows, reminded
 
     def _record(self, results: list[outbox.Result]) -> None:
         with self.engine.begin() as conn:
@@ -283,7 +328,10 @@ class Dispatcher:
 
     # -- building and sending ------------------------------------------------------------------
     async def _build(
-        self, batch: list[outbox.Claimed], rows: dict[tuple[int, int], Any]
+        self,
+        batch: list[outbox.Claimed],
+        rows: dict[tuple[int, int], Any],
+        reminded: _Reminded,
     ) -> AsyncIterator[_Job | outbox.Result]:
         """Decide and build a claimed batch, yielding each message's job or final result.
 
@@ -301,7 +349,7 @@ class Dispatcher:
         for c in batch:
             if c.id in skipped:
                 continue
-            decided = self._decide(c, rows, now)
+            decided = self._decide(c, rows, now, reminded)
             if isinstance(decided, outbox.Result):
                 yield decided
             elif c.kind in self.enrichers:
@@ -328,13 +376,21 @@ class Dispatcher:
         ]
 
     def _decide(
-        self, claimed: outbox.Claimed, rows: dict[tuple[int, int], Any], now: dt.datetime
+        self,
+        claimed: outbox.Claimed,
+        rows: dict[tuple[int, int], Any],
+        now: dt.datetime,
+        reminded: _Reminded,
     ) -> BuildSpec | outbox.Result:
         """Skip a message that can no longer matter; else what it is built from."""
         stored = self._program(claimed.program_id)
         row = rows.get((claimed.program_id, claimed.person_id or -1))
         skip = policy.skip_reason(
-            stored.program, Kind(claimed.kind), _standing(claimed, row), now, step=claimed.step
+            stored.program,
+            Kind(claimed.kind),
+            _standing(claimed, row, _days(stored.program, claimed, reminded, row)),
+            now,
+            step=claimed.step,
         )
         if skip:
             return outbox.Result(
@@ -586,7 +642,59 @@ def _alive(owner: str) -> bool:
     return True
 
 
-def _standing(claimed: outbox.Claimed, row: Any) -> policy.Standing | None:
+# Other reminders of the batch's people, by (program, person): (id, state, due_at, sent_at).
+_Reminded = dict[tuple[int, int], list[tuple[int, str, dt.datetime, dt.datetime | None]]]
+
+
+def _other_reminders(conn: Connection, batch: list[outbox.Claimed]) -> _Reminded:
+    """The reminders, other than this batch's, of the people this batch reminds: what the
+    policy's one reminder a day is checked against at send time."""
+    mine = {c.id for c in batch if c.kind == Kind.REMINDER.value and c.person_id is not None}
+    whom = sorted({c.person_id for c in batch if c.id in mine and c.person_id is not None})
+    if not whom:
+        return {}
+    q = select(
+        messages.c.program_id,
+        messages.c.person_id,
+        messages.c.id,
+        messages.c.state,
+        messages.c.due_at,
+        messages.c.sent_at,
+    ).where(
+        messages.c.program_id.in_(sorted({c.program_id for c in batch if c.id in mine})),
+        messages.c.person_id.in_(whom),
+        messages.c.kind == Kind.REMINDER.value,
+        messages.c.state.in_(
+            [State.QUEUED.value, State.CLAIMED.value, State.RETRY.value, State.SENT.value]
+        ),
+    )
+    out: _Reminded = {}
+    for program_id, person_id, mid, state, due_at, sent_at in conn.execute(q):
+        if mid not in mine:
+            out.setdefault((program_id, person_id), []).append((mid, state, due_at, sent_at))
+    return out
+
+
+def _days(
+    program: Any, claimed: outbox.Claimed, reminded: _Reminded, row: Any
+) -> frozenset[dt.date]:
+    """Local dates (the person's zone) on which another reminder of this person went out, or
+    an earlier-queued one is due: this one, the later, is then skipped."""
+    if claimed.kind != Kind.REMINDER.value or claimed.person_id is None:
+        return frozenset()
+    tz = policy.person_zone(program, row.timezone if row is not None else None)
+    days = set()
+    for mid, state, due_at, sent_at in reminded.get((claimed.program_id, claimed.person_id), []):
+        if state == State.SENT.value and sent_at is not None:
+            days.add(sent_at.astimezone(tz).date())
+        elif state != State.SENT.value and mid < claimed.id:
+            days.add(due_at.astimezone(tz).date())
+    return frozenset(days)
+
+
+def _standing(
+    claimed: outbox.Claimed, row: Any, reminded_on: frozenset[dt.date] = frozenset()
+) -> policy.Standing | None:
     """The person's standing from their enrollment row (None: no longer enrolled)."""
     if row is None:
         return None
@@ -597,4 +705,6 @@ def _standing(claimed: outbox.Claimed, row: Any) -> policy.Standing | None:
         completed=row.completed_at is not None,
         wave_key=claimed.wave_key,
         extended_until=row.extended_until,
+        reminded_on=reminded_on,
+        timezone=row.timezone,
     )

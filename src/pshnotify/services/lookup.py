@@ -41,11 +41,19 @@ class Page:
         return max(1, -(-self.total // self.per_page))
 
 
-def in_departments(departments: Sequence[str] | None) -> Any:
-    """The SQL condition of a viewer's scope (None: everyone, an operator's)."""
+def in_departments(engine: Engine, departments: Sequence[str] | None) -> Any:
+    """The SQL condition of a viewer's scope (None: everyone, an operator's).
+
+    Departments are compared without regard to case; the roster's own spellings are looked
+    up first (the distinct values, read from the department index), so the condition is an
+    exact IN that the index answers rather than lower() over every person."""
     if departments is None:
         return None
-    return func.lower(people.c.department).in_([d.casefold() for d in departments])
+    wanted = {d.casefold() for d in departments}
+    with engine.connect() as conn:
+        known = conn.scalars(select(people.c.department).distinct())
+        exact = [d for d in known if d.casefold() in wanted]
+    return people.c.department.in_(exact)
 
 
 def find_people(
@@ -64,7 +72,7 @@ def find_people(
     conds = [enrollments.c.program_id == stored.id]
     if wave is not None:
         conds.append(enrollments.c.wave_key == wave)
-    scope = in_departments(departments)
+    scope = in_departments(engine, departments)
     if scope is not None:
         conds.append(scope)
     q = " ".join(query.split()).lower()
@@ -244,7 +252,7 @@ def person_view(
     program = stored.program
     with engine.connect() as conn:
         conds = [people.c.external_id == person_id, enrollments.c.program_id == stored.id]
-        scope = in_departments(departments)
+        scope = in_departments(engine, departments)
         if scope is not None:
             conds.append(scope)
         r = conn.execute(

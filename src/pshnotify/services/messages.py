@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from pshnotify.clock import Clock
-from pshnotify.domain.delivery import State
+from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.errors import InputError
 from pshnotify.store import audit
 from pshnotify.store.programs import StoredProgram
@@ -37,6 +37,12 @@ def _filtered(stored: StoredProgram, state: str | None, wave: str | None, kind: 
             [f"--state: unknown state {state!r}"],
             hint=f"states: {', '.join(s.value for s in State)}",
         )
+    waves = [w.key for w in stored.program.waves]
+    if wave is not None and wave not in waves:  # bad input, as everywhere else
+        raise InputError([f"--wave: unknown wave {wave!r}"], hint=f"waves: {', '.join(waves)}")
+    kinds = [k.value for k in Kind]
+    if kind is not None and kind not in kinds:
+        raise InputError([f"--kind: unknown kind {kind!r}"], hint=f"kinds: {', '.join(kinds)}")
     q = select(*(messages.c[c] for c in COLUMNS)).where(messages.c.program_id == stored.id)
     if state:
         q = q.where(messages.c.state == state)

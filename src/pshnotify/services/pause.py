@@ -7,13 +7,21 @@ due, never a burst of stale ones).
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, update
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.store import audit
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import programs, waves
+
+
+@dataclass(frozen=True)
+class PauseChange:
+    what: str  # "wave pilot", "program psh-2023-2024"
+    changed: bool
 
 
 def set_paused(
@@ -24,15 +32,24 @@ def set_paused(
     clock: Clock,
     *,
     actor: str,
-) -> str:
-    """Returns what was paused or resumed, for the operator's message."""
+) -> PauseChange:
+    """What was paused or resumed, and whether anything changed, for the operator."""
     if wave is not None and wave not in {w.key for w in stored.program.waves}:
         raise NotFoundError(
             [f"WAVE: unknown wave {wave!r}"],
             hint=f"waves: {', '.join(w.key for w in stored.program.waves)}",
         )
     now = clock.now()
+    what = f"wave {wave}" if wave else f"program {stored.key}"
     with engine.begin() as conn:
+        if wave is None:
+            was = conn.scalar(select(programs.c.paused).where(programs.c.id == stored.id))
+        else:
+            was = conn.scalar(
+                select(waves.c.paused).where(waves.c.program_id == stored.id, waves.c.key == wave)
+            )
+        if bool(was) == paused:  # pausing a paused wave, resuming a running one
+            return PauseChange(what, changed=False)
         if wave is None:
             conn.execute(update(programs).where(programs.c.id == stored.id).values(paused=paused))
         else:
@@ -49,4 +66,4 @@ def set_paused(
             program_id=stored.id,
             subject=wave or "(program)",
         )
-    return f"wave {wave}" if wave else f"program {stored.key}"
+    return PauseChange(what, changed=True)

@@ -154,7 +154,7 @@ def department_summary(
     owes = _owes()
     overdue = and_(owes, _deadline(program) < today)
     conds = [enrollments.c.program_id == stored.id, enrollments.c.removed_at.is_(None)]
-    scope = in_departments(departments)
+    scope = in_departments(engine, departments)
     if scope is not None:
         conds.append(scope)
     joined = people.join(enrollments, enrollments.c.person_id == people.c.id)
@@ -219,7 +219,7 @@ def department_people(
         enrollments.c.removed_at.is_(None),
         _show_condition(show, program, stored.id, today),
     ]
-    scope = in_departments(departments)
+    scope = in_departments(engine, departments)
     if scope is not None:
         conds.append(scope)
     joined = people.join(enrollments, enrollments.c.person_id == people.c.id)

@@ -17,8 +17,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from pshnotify.clock import Clock
+from pshnotify.domain import policy
 from pshnotify.domain.cadence import Decision, PersonState, Planned, decide
 from pshnotify.domain.delivery import Kind, State, idempotency_key
+from pshnotify.domain.program import Program
 from pshnotify.services.launch import launch_scheduled
 from pshnotify.services.programs import all_programs
 from pshnotify.store import outbox
@@ -83,7 +85,9 @@ def _pass_batch(
         rows = conn.execute(_due_enrollments(stored.id, now, batch, paused)).all()
         if not rows:
             return 0
-        steps = _queued_steps(conn, stored.id, [r.person_id for r in rows])
+        steps = _queued_steps(
+            conn, stored.program, stored.id, {r.person_id: r.timezone for r in rows}
+        )
         out: list[dict[str, Any]] = []
         next_at: list[dict[str, Any]] = []
         for r in rows:
@@ -134,20 +138,48 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
     )
 
 
-def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> dict[int, set[str]]:
-    q = select(messages.c.person_id, messages.c.kind, messages.c.step).where(
+@dataclass
+class _Outbox:
+    """A person's asking messages: the steps queued, and the local dates of their reminders
+    that went or are to go (for the policy's one reminder a day)."""
+
+    steps: set[str] = field(default_factory=set)
+    reminder_days: set[dt.date] = field(default_factory=set)
+
+
+_GOING = (State.QUEUED.value, State.CLAIMED.value, State.RETRY.value, State.SENT.value)
+
+
+def _queued_steps(
+    conn: Connection, program: Program, program_id: int, zones: dict[int, str | None]
+) -> dict[int, _Outbox]:
+    """Each person's asking messages; their reminders' days in the person's own zone."""
+    person_ids = list(zones)
+    q = select(
+        messages.c.person_id,
+        messages.c.kind,
+        messages.c.step,
+        messages.c.state,
+        messages.c.due_at,
+        messages.c.sent_at,
+    ).where(
         messages.c.program_id == program_id,
         messages.c.person_id.in_(person_ids),
         messages.c.kind.in_(Kind.asking()),
     )
-    out: dict[int, set[str]] = {}
-    for pid, kind, step in conn.execute(q):
-        out.setdefault(pid, set()).add("launch" if kind == "launch" else step)
+    out: dict[int, _Outbox] = {}
+    for pid, kind, step, state, due_at, sent_at in conn.execute(q):
+        box = out.setdefault(pid, _Outbox())
+        box.steps.add("launch" if kind == "launch" else step)
+        if kind == Kind.REMINDER.value and state in _GOING:
+            tz = policy.person_zone(program, zones[pid])
+            box.reminder_days.add((sent_at or due_at).astimezone(tz).date())
     return out
 
 
-def _state(r: Any, steps: set[str] | None) -> PersonState:
-    steps = steps or set()
+def _state(r: Any, box: _Outbox | None) -> PersonState:
+    box = box or _Outbox()
+    steps = box.steps
     return PersonState(
         wave_key=r.wave_key,
         status=r.status,
@@ -159,6 +191,7 @@ def _state(r: Any, steps: set[str] | None) -> PersonState:
         launch_sent_at=r.launch_sent_at,
         steps_queued=frozenset(steps - {"launch"}),
         timezone=r.timezone,
+        reminder_days=frozenset(box.reminder_days),
     )
 
 

@@ -22,7 +22,11 @@ from pshnotify.store.schema import enrollments, messages
 SCHEMA_VERSION = 1
 
 
-def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> dict[str, Any]:
+def program_status(
+    engine: Engine, stored: StoredProgram, now: dt.datetime, *, delivery: bool = True
+) -> dict[str, Any]:
+    """`delivery=False` leaves out the relay's figures (all programs' attempts, read in full):
+    the console's wave page and its progress bars, refreshed every 2 s, do not show them."""
     program = stored.program
     with engine.connect() as conn:
         people_rows = _people_counts(conn, stored.id)
@@ -96,7 +100,7 @@ def program_status(engine: Engine, stored: StoredProgram, now: dt.datetime) -> d
         "waves": waves,
         "messages": {s.value: totals.get(s.value, 0) for s in State},
         "completions": {"unmatched": len(unmatched)},
-        "delivery": _delivery(engine, now),
+        "delivery": _delivery(engine, now) if delivery else {},
     }
 
 

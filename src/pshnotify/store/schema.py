@@ -156,6 +156,8 @@ people = Table(
     Column("extra", JSON, nullable=False),
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The console's department pages and a viewer's scope (migration 0013).
+    Index(None, "department"),
 )
 
 enrollments = Table(

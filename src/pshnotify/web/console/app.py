@@ -403,7 +403,7 @@ class Console:
 
         def read() -> tuple[Any, Any, Any, int]:
             return (
-                program_status(self.engine, stored, now)["waves"][key],
+                program_status(self.engine, stored, now, delivery=False)["waves"][key],
                 preview_launch(self.engine, stored, key, self.clock),
                 lookup.find_people(self.engine, stored, now, query=q, wave=key, page=page),
                 progress.undeliverable_by_wave(self.engine, stored).get(key, 0),
@@ -425,7 +425,7 @@ class Console:
         key = self._wave_of(call)
 
         def read() -> WaveCard:
-            status = program_status(self.engine, call.stored, self.clock.now())
+            status = program_status(self.engine, call.stored, self.clock.now(), delivery=False)
             marked = progress.undeliverable_by_wave(self.engine, call.stored).get(key, 0)
             return _wave_card(key, status["waves"][key], marked)
 

@@ -1,0 +1,64 @@
+"""What the operator could not see (issue 13, defect 6): a paused program or wave in `status`
+and in a pass, why messages were deferred (and the setting to check), a second `exempt` or a
+`resume` of a running wave that changes nothing, an unknown wave given to `messages`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.smtp_server import SmtpServer
+from tests.test_cli import NOW, cli
+from tests.test_launch_and_send import PILOT
+from tests.test_roster_import import HEADER, write
+
+
+def test_paused_no_op_and_unknown_wave_are_said(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    assert cli(env, "init").returncode == 0
+    assert cli(env, "roster", "import", str(write(tmp_path, [HEADER, *PILOT]))).returncode == 0
+    assert cli(env, "launch", "pilot", "--yes", "--now", NOW).returncode == 0
+
+    assert cli(env, "pause", "pilot").returncode == 0
+    status = cli(env, "status").stdout
+    assert "pilot (paused)" in status
+    ran = cli(env, "run", "--once", "--now", NOW)
+    assert "paused: wave pilot" in ran.stdout, ran.stdout
+    again = cli(env, "pause", "pilot")
+    assert "already paused: nothing changed" in again.stdout
+    assert cli(env, "resume", "pilot").returncode == 0
+    idle = cli(env, "resume", "pilot")
+    assert idle.returncode == 0
+    assert "was not paused: nothing changed" in idle.stdout
+
+    assert cli(env, "pause").returncode == 0
+    assert "PAUSED" in cli(env, "status").stdout
+    assert cli(env, "resume").returncode == 0
+
+    first = cli(env, "exempt", "H1", "--reason", "approved alternative", "--now", NOW)
+    assert first.returncode == 0
+    second = cli(env, "exempt", "H1", "--reason", "approved alternative", "--now", NOW)
+    assert second.returncode == 0
+    assert "already exempt" in second.stdout
+    assert "nothing changed" in second.stdout
+
+    unknown = cli(env, "messages", "--wave", "pilto")
+    assert unknown.returncode == 2
+    assert "unknown wave 'pilto'" in unknown.stderr
+
+
+def test_a_pass_after_deferrals_says_why_and_what_to_check(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    assert cli(env, "init").returncode == 0
+    assert cli(env, "roster", "import", str(write(tmp_path, [HEADER, *PILOT]))).returncode == 0
+    assert cli(env, "launch", "pilot", "--yes", "--now", NOW).returncode == 0
+    # STARTTLS asked for; the relay (plain aiosmtpd) does not offer it
+    tls_env = {**env, "PSHNOTIFY_SMTP_TLS": "starttls"}
+    ran = cli(tls_env, "run", "--once", "--now", NOW)
+    assert "sent: 3 retry" in ran.stdout, ran.stdout + ran.stderr
+    assert "STARTTLS" in ran.stdout
+    assert "check PSHNOTIFY_SMTP_TLS" in ran.stdout
+    as_json = json.loads(cli(tls_env, "run", "--once", "--json", "--now", NOW).stdout)
+    assert as_json["outcomes"] == {}  # deferred: not due again yet
