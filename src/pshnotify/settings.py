@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     bounce_imap_ca_file: Path | None = None
     bounce_soft_days: int = Field(default=3, ge=1)  # soft bounces on this many days: marked
     bounce_webhook_secret: SecretStr | None = None  # else WEBHOOK_SECRET signs bounce events
+    # The officer's report lists everyone in its body only up to this many people (the CSV
+    # attachment always does).
+    report_list_limit: int = Field(default=30, ge=0)
 
     # The HTTP endpoints for completions (Standard Webhooks and xAPI), served by the daemon.
     metrics: bool = True  # GET /metrics (Prometheus) on the daemon's HTTP port

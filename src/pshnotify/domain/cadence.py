@@ -45,6 +45,7 @@ class PersonState:
     launch_sent_at: dt.datetime | None = None
     steps_queued: frozenset[str] = frozenset()  # reminder/overdue/invitation steps in the outbox
     timezone: str | None = None  # the roster's IANA zone; None: the program's
+    undeliverable: bool = False  # their address is marked: due steps are skipped, saying so
     # local dates (the person's zone) of reminders queued or sent
     reminder_days: frozenset[dt.date] = frozenset()
 
@@ -59,6 +60,7 @@ class PersonState:
             wave_key=self.wave_key,
             extended_until=self.extended_until,
             timezone=self.timezone,
+            undeliverable=self.undeliverable,
         )
 
 

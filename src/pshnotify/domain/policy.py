@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from pshnotify.domain.calendar import next_sending_instant, zone
 from pshnotify.domain.delivery import Kind, Outcome, State, backoff
-from pshnotify.domain.program import Program
+from pshnotify.domain.program import Escalation, Program
 
 REQUIRED, ENCOURAGED, EXEMPT = "required", "encouraged", "exempt"
 
@@ -38,6 +38,7 @@ class Standing:
     completed: bool = False
     wave_key: str | None = None
     extended_until: dt.date | None = None
+    undeliverable: bool = False  # their address is marked (services.bounces)
     # Local dates (in the person's zone) on which another reminder of this person went out
     # or is queued to go.
     reminded_on: frozenset[dt.date] = frozenset()
@@ -138,6 +139,8 @@ def skip_reason(
     """
     if kind is Kind.REPORT:
         return missed_night(program, step, now)
+    if kind is Kind.ESCALATION:
+        return missed_digest(program, step, now)
     if not kind.stops_on_completion:
         return None  # a confirmation answers a completion: it goes whatever changed since
     if person is None:
@@ -147,10 +150,43 @@ def skip_reason(
         reason = "no longer required"
     if reason is None and kind.ends_at_deadline and deadline_passed(program, person, now):
         reason = "deadline passed"
+    if reason is None and person.undeliverable:
+        reason = UNDELIVERABLE  # a hard bounce (or soft ones on several days): a dead address
     if reason is None and kind is Kind.REMINDER:
         tz = person_zone(program, person.timezone)
         reason = reminded_that_day(program, now, person.reminded_on, tz)
     return reason
+
+
+UNDELIVERABLE = "address undeliverable"
+
+
+def missed_digest(program: Program, day: str, now: dt.datetime) -> str | None:
+    """An escalation digest of an earlier day (the daemon was down) is not sent: today's,
+    read afresh, says the same about whoever is still behind."""
+    try:
+        when = dt.date.fromisoformat(day)
+    except ValueError:
+        return None
+    today = now.astimezone(program.tz).date()
+    return f"missed day: the digest of {today.isoformat()} replaces it" if when < today else None
+
+
+def escalated(esc: Escalation, *, reminders_sent: int, days_left: int) -> bool:
+    """Is a required person who has not completed behind, so that their manager hears of it?
+
+    Behind once any configured threshold is reached: `after_reminders` reminders sent, or
+    `days_before_deadline` days before the deadline (or `days_after_deadline` after it);
+    digests about them stop `stop_days_after_deadline` days after the deadline.
+    `days_left` counts from the digest's local date to the deadline (negative after it).
+    """
+    if not esc.enabled or days_left < -esc.stop_days_after_deadline:
+        return False
+    if esc.after_reminders is not None and reminders_sent >= esc.after_reminders:
+        return True
+    if esc.days_before_deadline is not None and days_left <= esc.days_before_deadline:
+        return True
+    return esc.days_after_deadline is not None and -days_left >= esc.days_after_deadline
 
 
 ONE_A_DAY = "one reminder a day: another reminder went or goes to this person that day"

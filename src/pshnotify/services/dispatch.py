@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, select
+from sqlalchemy import Connection, Engine, Integer, and_, select
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, Outcome, State
 from pshnotify.domain.errors import (
     ConflictError,
+    NothingToSend,
     OutcomeUnknownError,
     PermanentDeliveryError,
     RelayLoginError,
@@ -36,7 +37,7 @@ from pshnotify.store import locks, outbox
 from pshnotify.store import people as people_repo
 from pshnotify.store.db import is_postgresql, is_sqlite
 from pshnotify.store.programs import StoredProgram, load_program_by_id
-from pshnotify.store.schema import enrollments, messages, people, programs, waves
+from pshnotify.store.schema import enrollments, messages, people, programs, undeliverable, waves
 from pshnotify.store.sql import among
 
 # How long a sender counts as alive for sharing the rate limits after its last claim.
@@ -417,6 +418,11 @@ class Dispatcher:
         stored = self._program(claimed.program_id)
         try:
             extra = {**spec.extra, **self.enrichers[claimed.kind](self.engine, stored, claimed)}
+        except NothingToSend as exc:  # a digest whose people have all caught up
+            now = self.clock.now()
+            return outbox.Result(
+                claimed, State.SKIPPED, "skipped", now, now, reason=str(exc), attempted=False
+            )
         except Exception as exc:  # a data fault: keep it visible, never resend
             return self._job(claimed, build_fault(exc))
         spec = dataclasses.replace(spec, extra=extra)
@@ -619,8 +625,13 @@ def _people_query(*, on_postgresql: bool) -> Any:
             enrollments.c.completed_at,
             enrollments.c.exempted_reason,
             enrollments.c.removed_at,
+            undeliverable.c.person_id.label("undeliverable"),  # the policy skips them
         )
         .join(enrollments, enrollments.c.person_id == people.c.id)
+        .outerjoin(
+            undeliverable,
+            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
+        )
         .where(
             among(enrollments.c.program_id, "p_programs", Integer(), on_postgresql=on_postgresql),
             among(enrollments.c.person_id, "p_people", Integer(), on_postgresql=on_postgresql),
@@ -705,6 +716,7 @@ def _standing(
         completed=row.completed_at is not None,
         wave_key=claimed.wave_key,
         extended_until=row.extended_until,
+        undeliverable=row.undeliverable is not None,
         reminded_on=reminded_on,
         timezone=row.timezone,
     )

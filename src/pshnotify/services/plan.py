@@ -24,6 +24,7 @@ from pshnotify.domain.cadence import PersonState, Planned, decide, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import PENDING, Kind
 from pshnotify.domain.program import Program
+from pshnotify.services.escalation import planned_digests
 from pshnotify.services.reports import officer_windows
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
@@ -51,6 +52,8 @@ def build_plan(
         zones: dict[dt.date, Counter[str]] = defaultdict(Counter)
         if wave is None:  # reports cover officers' people in every wave
             _plan_reports(conn, stored, now, _reported(conn, stored.id), days)
+            for day, n in planned_digests(conn, stored, now).items():  # escalations, likewise
+                days[day][Kind.ESCALATION.value] += n
     home = program.program.timezone
     for day, counts in days.items():  # the officers' reports: in the program's zone
         zones[day][home] += sum(counts.values())

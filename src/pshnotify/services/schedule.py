@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
@@ -27,7 +27,7 @@ from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.schema import enrollments, messages, people, undeliverable
 
 # Once-a-night work (the officers' reports): (conn, program, now, message-id domain) -> queued.
 NightlyJob = Callable[[Connection, StoredProgram, dt.datetime, str], int]
@@ -124,8 +124,13 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
             people.c.email,
             people.c.name,
             people.c.timezone,
+            undeliverable.c.person_id.label("undeliverable"),
         )
         .join(people, people.c.id == enrollments.c.person_id)
+        .outerjoin(
+            undeliverable,
+            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
+        )
         .where(
             enrollments.c.program_id == program_id,
             enrollments.c.next_action_at <= now,
@@ -191,6 +196,7 @@ def _state(r: Any, box: _Outbox | None) -> PersonState:
         launch_sent_at=r.launch_sent_at,
         steps_queued=frozenset(steps - {"launch"}),
         timezone=r.timezone,
+        undeliverable=r.undeliverable is not None,
         reminder_days=frozenset(box.reminder_days),
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, func, select
 
 from pshnotify.domain.delivery import State
+from pshnotify.services.bounces import undeliverable_by_wave
 from pshnotify.services.completions import unmatched_completions
 from pshnotify.services.delivery_stats import delivery_stats
 from pshnotify.store import outbox
@@ -40,6 +41,7 @@ def program_status(
             .group_by(messages.c.wave_key)
         )
         launched = {w: int(n) for w, n in conn.execute(launched_q)}
+        undeliverable = undeliverable_by_wave(conn, stored.id)
         by_state = outbox.count_by_state(conn, stored.id)
         states = program_repo.wave_states(conn, stored.id)
         unmatched = unmatched_completions(conn, stored.id)
@@ -60,6 +62,7 @@ def program_status(
                 "removed": 0,
                 "launched": launched.get(w.key, 0),
                 "completed": 0,
+                "undeliverable": undeliverable.get(w.key, 0),
             },
             "messages": Counter(),
         }

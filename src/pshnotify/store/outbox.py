@@ -55,7 +55,16 @@ def queue(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> int
     if not rows:
         return 0
     full = [
-        {"state": State.QUEUED.value, "attempts": 0, "created_at": now, "updated_at": now, **r}
+        # Every row with the same keys: an executemany takes its columns from the first row,
+        # so a skipped row's reason after a queued row's none was dropped (or, first, failed).
+        {
+            "state": State.QUEUED.value,
+            "attempts": 0,
+            "reason": None,
+            "created_at": now,
+            "updated_at": now,
+            **r,
+        }
         for r in rows
     ]
     return insert_many(conn, messages, full)

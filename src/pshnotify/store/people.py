@@ -24,6 +24,8 @@ PERSON_FIELDS = (
     "affiliation",
     "admin_officer",
     "timezone",
+    "admin_officer_name",
+    "manager_email",
     "extra",
 )
 ENROLLMENT_FIELDS = ("wave_key", "wave_override", "status", "reason")
