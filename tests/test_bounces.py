@@ -355,6 +355,32 @@ def test_bounces_in_an_imap_folder_are_read_moved_and_a_second_scan_changes_noth
     assert states(rt.engine)["ada@example.edu"] == [("launch", "bounced")]
 
 
+def test_imaps_verifies_the_servers_certificate(tmp_path: Path) -> None:
+    """imaps:// with the institution's CA (PSHNOTIFY_BOUNCE_IMAP_CA_FILE) logs in and reads;
+    without it the certificate is refused, never accepted blindly."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = start_dovecot(cert.cert_chain_pems[0].bytes(), cert.private_key_pem.bytes())
+    try:
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        address = parse_imap_url(f"imaps://bounces@127.0.0.1:{server.tls_port}/INBOX")
+        assert address.tls
+        source = ImapSource(address, PASSWORD, ca_file)
+        try:
+            assert list(source.mails()) == []
+        finally:
+            source.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ImapSource(address, PASSWORD)  # the system store does not know this CA
+    finally:
+        server.stop()
+
+
 def test_a_mailbox_that_will_not_log_in_is_a_clear_error(dovecot: Dovecot) -> None:
     from imapclient.exceptions import LoginError
 
@@ -500,6 +526,16 @@ def test_end_to_end_hard_bounces_stop_reminders_soft_do_not_and_a_new_address_ge
     assert [(m["state"], m["reason"]) for m in skipped] == [("skipped", "address undeliverable")]
     status = json.loads(cli("status", "--json"))
     assert status["waves"]["pilot"]["people"]["undeliverable"] == 1
+    assert status["bounces"] == {
+        "hard": 1,
+        "soft": 1,
+        "blocked": 0,
+        "complaint": 0,
+        "delayed": 0,
+        "undeliverable": 1,
+        "unrecognised": 0,
+    }
+    assert "bounces: 1 addresses undeliverable" in cli("status")
     # HR corrects Ada's address: the mark clears and the launch email goes to the new one.
     fixed = [E2E_ROSTER[0].replace("ada@example.edu", "ada.lovelace@example.edu"), *E2E_ROSTER[1:]]
     roster = write(tmp_path, [E2E_HEADER, *fixed], name="fixed.csv")

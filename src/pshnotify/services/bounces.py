@@ -540,3 +540,18 @@ def undeliverable_by_wave(conn: Connection, program_id: int) -> dict[str, int]:
         .group_by(enrollments.c.wave_key)
     )
     return {w: int(n) for w, n in conn.execute(q)}
+
+
+def bounce_summary(conn: Connection, program_id: int) -> dict[str, int]:
+    """For `status`: bounces of this program's messages by class, the people marked now, and
+    the unreadable mail kept (all programs share the bounce mailbox)."""
+    q = (
+        select(bounces.c["class"], func.count())
+        .where(bounces.c.program_id == program_id)
+        .group_by(bounces.c["class"])
+    )
+    by_class = {str(c): int(n) for c, n in conn.execute(q)}
+    out = {c.value: by_class.get(c.value, 0) for c in BounceClass}
+    out["undeliverable"] = sum(undeliverable_by_wave(conn, program_id).values())
+    out["unrecognised"] = count_unrecognised(conn)
+    return out
