@@ -135,6 +135,7 @@ class _Job:
     claimed: outbox.Claimed
     sender: str
     data: bytes
+    zone: str | None = None  # the person's own (working hours, retries); None: the program's
 
 
 class Dispatcher:
@@ -162,7 +163,7 @@ class Dispatcher:
         self._paused: set[tuple[int, str | None]] = set()
         self._paused_at = float("-inf")
         self._programs: dict[int, StoredProgram] = {}
-        self._openings: dict[tuple[int, dt.datetime], dt.datetime] = {}
+        self._openings: dict[tuple[int, str | None, dt.datetime], dt.datetime] = {}
         self.stopping = asyncio.Event()
         self.problem: str | None = None  # set when every relay refused our login
 
@@ -358,7 +359,7 @@ class Dispatcher:
                 todo.append((c, decided))
         for i, (c, spec) in enumerate(todo):
             program = self._program(c.program_id).program
-            yield self._job(c, build_or_fault(self.templates, program, spec))
+            yield self._job(c, build_or_fault(self.templates, program, spec), spec.person.timezone)
             if i % _BUILD_SLICE == _BUILD_SLICE - 1:
                 await asyncio.sleep(0)  # let the connections read their replies
 
@@ -388,7 +389,7 @@ class Dispatcher:
         skip = policy.skip_reason(
             stored.program,
             Kind(claimed.kind),
-            _standing(claimed, row, _days(stored.program, claimed, reminded)),
+            _standing(claimed, row, _days(stored.program, claimed, reminded, row)),
             now,
             step=claimed.step,
         )
@@ -425,11 +426,17 @@ class Dispatcher:
         except Exception as exc:  # a data fault: keep it visible, never resend
             return self._job(claimed, build_fault(exc))
         spec = dataclasses.replace(spec, extra=extra)
-        return self._job(claimed, build_or_fault(self.templates, stored.program, spec))
+        return self._job(
+            claimed,
+            build_or_fault(self.templates, stored.program, spec),
+            spec.person.timezone,
+        )
 
-    def _job(self, claimed: outbox.Claimed, data: bytes | str) -> _Job | outbox.Result:
+    def _job(
+        self, claimed: outbox.Claimed, data: bytes | str, zone: str | None = None
+    ) -> _Job | outbox.Result:
         if isinstance(data, PassingFault):  # out of descriptors, a full disk: try again later
-            return self._after(claimed, self.clock.now(), Outcome.TRANSIENT, None, data)
+            return self._after(claimed, self.clock.now(), Outcome.TRANSIENT, None, data, zone)
         if isinstance(data, str):  # a template or data fault: keep it visible, never resend
             now = self.clock.now()
             return outbox.Result(
@@ -440,7 +447,7 @@ class Dispatcher:
         )
         if self.config.bounce_sender is not None:
             sender = self.config.bounce_sender(claimed.id)
-        return _Job(claimed, sender, data)
+        return _Job(claimed, sender, data, zone)
 
     async def _sender(
         self,
@@ -449,7 +456,7 @@ class Dispatcher:
         results: list[outbox.Result],
     ) -> None:
         while (job := await jobs.get()) is not None:
-            if await self._held_back(job.claimed, results):
+            if await self._held_back(job, results):
                 continue
             if not self.limiter.active:  # no limits configured: no slot to wait for
                 await self._send_timed(connection, job, results)
@@ -460,7 +467,7 @@ class Dispatcher:
                 # after a wait, look again, so a pause, the end of working hours or an expiring
                 # lease that came meanwhile still holds the message back.
                 waited = time.monotonic() - asked > _SLOT_WAIT_RECHECK
-                if waited and await self._held_back(job.claimed, results):
+                if waited and await self._held_back(job, results):
                     continue
                 await self._send_timed(connection, job, results)
 
@@ -472,14 +479,15 @@ class Dispatcher:
         if self.observe_send is not None:
             self.observe_send(time.perf_counter() - started)
 
-    async def _held_back(self, claimed: outbox.Claimed, results: list[outbox.Result]) -> bool:
+    async def _held_back(self, job: _Job, results: list[outbox.Result]) -> bool:
         """Should this claimed message not be sent now? Records why, when there is a why."""
+        claimed = job.claimed
         if self._lease_running_out(claimed):
             return True  # another worker may take it now; sending it too would duplicate it
         if self.stopping.is_set() or self.problem or await self._is_paused(claimed):
             results.append(self._released(claimed))
             return True
-        opening = self._closed_until(claimed)
+        opening = self._closed_until(claimed, job.zone)
         if opening is not None:  # claimed just before the end of working hours
             results.append(self._released(claimed, due_at=opening))
             return True
@@ -524,20 +532,23 @@ class Dispatcher:
         state = policy.released(claimed.attempts)
         return outbox.Result(claimed, state, "released", now, now, due_at=due_at, attempted=False)
 
-    def _closed_until(self, claimed: outbox.Claimed) -> dt.datetime | None:
-        """When working hours reopen, if they have closed since this message was claimed (a
-        long drain that started at 16:55); None while they are open. Worked out once a minute
-        per program, not per message."""
+    def _closed_until(self, claimed: outbox.Claimed, zone: str | None) -> dt.datetime | None:
+        """When working hours reopen in the person's zone, if they have closed since this
+        message was claimed (a long drain that started at 16:55); None while they are open.
+        Worked out once a minute per program and zone, not per message."""
         if not Kind(claimed.kind).held_to_working_hours:
             return None
         now = self.clock.now()
         minute = now.replace(second=0, microsecond=0)
-        key = (claimed.program_id, minute)
+        key = (claimed.program_id, zone, minute)
         if key not in self._openings:
             if len(self._openings) > 64:
                 self._openings.clear()  # the minutes gone by
             program = self._program(claimed.program_id).program
-            self._openings[key] = policy.held_until(program, Kind(claimed.kind), minute) or minute
+            tz = policy.person_zone(program, zone)
+            self._openings[key] = (
+                policy.held_until(program, Kind(claimed.kind), minute, tz) or minute
+            )
         opening = self._openings[key]
         return opening if opening > now else None
 
@@ -548,7 +559,7 @@ class Dispatcher:
         try:
             reply = await connection.send(job.sender, c.recipient_email, job.data)
         except PermanentDeliveryError as exc:
-            return self._after(c, started, Outcome.PERMANENT, exc.code, exc.reply)
+            return self._after(c, started, Outcome.PERMANENT, exc.code, exc.reply, job.zone)
         except RelayLoginError as exc:
             # Not this message's fault: stop, and keep it (and the rest) for the next pass.
             self.problem = (
@@ -557,10 +568,10 @@ class Dispatcher:
             )
             return self._released(c)
         except TransientDeliveryError as exc:
-            return self._after(c, started, Outcome.TRANSIENT, exc.code, exc.reply)
+            return self._after(c, started, Outcome.TRANSIENT, exc.code, exc.reply, job.zone)
         except OutcomeUnknownError as exc:
-            return self._after(c, started, Outcome.UNKNOWN, code, exc.reply)
-        return self._after(c, started, Outcome.SENT, reply.code, reply.text)
+            return self._after(c, started, Outcome.UNKNOWN, code, exc.reply, job.zone)
+        return self._after(c, started, Outcome.SENT, reply.code, reply.text, job.zone)
 
     def _after(
         self,
@@ -569,18 +580,22 @@ class Dispatcher:
         outcome: Outcome,
         code: int | None,
         reply: str,
+        zone: str | None = None,
     ) -> outbox.Result:
-        """The result of one attempt, in the state the policy gives its outcome."""
+        """The result of one attempt, in the state the policy gives its outcome (a retry
+        waits for working hours in the person's zone)."""
         now = self.clock.now()
         attempt = c.attempts + 1
+        program = self._program(c.program_id).program
         step = policy.after_attempt(
-            self._program(c.program_id).program,
+            program,
             Kind(c.kind),
             outcome,
             attempt=attempt,
             first_attempt_at=c.first_attempt_at or started,
             now=now,
             rules=self.config.retry_rules,
+            tz=policy.person_zone(program, zone),
         )
         if step.note:
             reply = f"{reply} ({step.note})"
@@ -671,17 +686,20 @@ def _other_reminders(conn: Connection, batch: list[outbox.Claimed]) -> _Reminded
     return out
 
 
-def _days(program: Any, claimed: outbox.Claimed, reminded: _Reminded) -> frozenset[dt.date]:
-    """Local dates on which another reminder of this person went out, or an earlier-queued
-    one is due: this one, the later, is then skipped."""
+def _days(
+    program: Any, claimed: outbox.Claimed, reminded: _Reminded, row: Any
+) -> frozenset[dt.date]:
+    """Local dates (the person's zone) on which another reminder of this person went out, or
+    an earlier-queued one is due: this one, the later, is then skipped."""
     if claimed.kind != Kind.REMINDER.value or claimed.person_id is None:
         return frozenset()
+    tz = policy.person_zone(program, row.timezone if row is not None else None)
     days = set()
     for mid, state, due_at, sent_at in reminded.get((claimed.program_id, claimed.person_id), []):
         if state == State.SENT.value and sent_at is not None:
-            days.add(sent_at.astimezone(program.tz).date())
+            days.add(sent_at.astimezone(tz).date())
         elif state != State.SENT.value and mid < claimed.id:
-            days.add(due_at.astimezone(program.tz).date())
+            days.add(due_at.astimezone(tz).date())
     return frozenset(days)
 
 
@@ -700,4 +718,5 @@ def _standing(
         extended_until=row.extended_until,
         undeliverable=row.undeliverable is not None,
         reminded_on=reminded_on,
+        timezone=row.timezone,
     )
