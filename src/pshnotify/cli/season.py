@@ -164,20 +164,33 @@ def plan(
             print_json(data)
             return
         kinds = [k for k in KINDS if data["totals"].get(k)]
+        # People in other zones than the program's: each day says how many go to which zone.
+        several = len({z for day in data["days"] for z in day["zones"]}) > 1
         table = Table(
             "date",
             *kinds,
+            *(["by zone"] if several else []),
             title=f"plan for {data['program']} from "
             f"{local_time(dt.datetime.fromisoformat(data['now']), stored.program.tz)}",
         )
         for day in data["days"]:
             when = dt.date.fromisoformat(day["date"]).strftime("%a %Y-%m-%d")
-            table.add_row(when, *(str(day.get(k, "")) for k in kinds))
-        table.add_row(Text("total", "bold"), *(str(data["totals"][k]) for k in kinds))
+            zones = [_zone_counts(day["zones"])] if several else []
+            table.add_row(when, *(str(day.get(k, "")) for k in kinds), *zones)
+        table.add_row(
+            Text("total", "bold"),
+            *(str(data["totals"][k]) for k in kinds),
+            *([""] if several else []),
+        )
         out.print(table)
         for key, at in data.get("scheduled_launches", {}).items():
             when = local_time(dt.datetime.fromisoformat(at), stored.program.tz)
             out.print(f"{key}: launch scheduled for {when} (`launch {key} --cancel` withdraws it)")
+
+
+def _zone_counts(zones: dict[str, int]) -> str:
+    """'New York 40, Singapore 2': a zone's place, as its IANA name ends."""
+    return ", ".join(f"{z.rsplit('/', 1)[-1].replace('_', ' ')} {n}" for z, n in zones.items())
 
 
 @app.command()

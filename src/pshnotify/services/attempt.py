@@ -32,6 +32,7 @@ class Job:
     sender: str  # the envelope sender
     data: bytes
     lease_ends: float  # time.monotonic() by which this process's lease runs out
+    zone: str | None = None  # the person's own (working hours, retries); None: the program's
 
 
 class LoginRefusedError(Exception):
@@ -56,17 +57,21 @@ async def attempt(
         reply = await connection.send(job.sender, c.recipient_email, job.data)
     except PermanentDeliveryError as exc:
         return outcome_result(
-            c, started, Outcome.PERMANENT, exc.code, exc.reply, program, clock, rules
+            c, started, Outcome.PERMANENT, exc.code, exc.reply, program, clock, rules, job.zone
         )
     except RelayLoginError as exc:
         raise LoginRefusedError(exc.reply) from exc
     except TransientDeliveryError as exc:
         return outcome_result(
-            c, started, Outcome.TRANSIENT, exc.code, exc.reply, program, clock, rules
+            c, started, Outcome.TRANSIENT, exc.code, exc.reply, program, clock, rules, job.zone
         )
     except OutcomeUnknownError as exc:
-        return outcome_result(c, started, Outcome.UNKNOWN, None, exc.reply, program, clock, rules)
-    return outcome_result(c, started, Outcome.SENT, reply.code, reply.text, program, clock, rules)
+        return outcome_result(
+            c, started, Outcome.UNKNOWN, None, exc.reply, program, clock, rules, job.zone
+        )
+    return outcome_result(
+        c, started, Outcome.SENT, reply.code, reply.text, program, clock, rules, job.zone
+    )
 
 
 def outcome_result(
@@ -78,7 +83,10 @@ def outcome_result(
     program: Program,
     clock: Clock,
     rules: policy.RetryRules,
+    zone: str | None = None,
 ) -> outbox.Result:
+    """The result of one attempt, in the state the policy gives its outcome (a retry waits
+    for working hours in the person's zone)."""
     now = clock.now()
     attempt_no = c.attempts + 1
     step = policy.after_attempt(
@@ -89,6 +97,7 @@ def outcome_result(
         first_attempt_at=c.first_attempt_at or started,
         now=now,
         rules=rules,
+        tz=policy.person_zone(program, zone),
     )
     if step.note:
         reply = f"{reply} ({step.note})"

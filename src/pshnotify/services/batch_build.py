@@ -81,7 +81,8 @@ class Builder:
                 todo.append((c, decided))
         for i, (c, spec) in enumerate(todo):
             program = self.programs.get(c.program_id).program
-            yield self._job(c, build_or_fault(self.templates, program, spec), lease_ends)
+            built = build_or_fault(self.templates, program, spec)
+            yield self._job(c, built, lease_ends, spec.person.timezone)
             if i % _BUILD_SLICE == _BUILD_SLICE - 1:
                 await asyncio.sleep(0)  # let the connections read their replies
 
@@ -98,7 +99,7 @@ class Builder:
         skip = policy.skip_reason(
             stored.program,
             Kind(claimed.kind),
-            _standing(claimed, row, _days(stored.program, claimed, reminded)),
+            _standing(claimed, row, _days(stored.program, claimed, reminded, row)),
             now,
             step=claimed.step,
         )
@@ -134,23 +135,28 @@ class Builder:
                 raise  # the database went away: the guard tries again
             return self._job(claimed, build_fault(exc), lease_ends)  # a data fault: kept
         spec = dataclasses.replace(spec, extra=extra)
-        return self._job(claimed, build_or_fault(self.templates, stored.program, spec), lease_ends)
+        built = build_or_fault(self.templates, stored.program, spec)
+        return self._job(claimed, built, lease_ends, spec.person.timezone)
 
     def _job(
-        self, claimed: outbox.Claimed, data: bytes | str, lease_ends: float
+        self,
+        claimed: outbox.Claimed,
+        data: bytes | str,
+        lease_ends: float,
+        zone: str | None = None,
     ) -> Job | outbox.Result:
         if isinstance(data, PassingFault):  # out of descriptors, a full disk: try again later
             now = self.clock.now()
             program = self.programs.get(claimed.program_id).program
             return outcome_result(
-                claimed, now, Outcome.TRANSIENT, None, data, program, self.clock, self.rules
+                claimed, now, Outcome.TRANSIENT, None, data, program, self.clock, self.rules, zone
             )
         if isinstance(data, str):  # a template or data fault: keep it visible, never resend
             now = self.clock.now()
             return outbox.Result(
                 claimed, State.FAILED, "render", now, now, reply=data, attempted=False
             )
-        return Job(claimed, self.envelope_sender(claimed), data, lease_ends)
+        return Job(claimed, self.envelope_sender(claimed), data, lease_ends, zone)
 
 
 def _skipped(claimed: outbox.Claimed, now: dt.datetime, reason: str) -> outbox.Result:
@@ -160,18 +166,19 @@ def _skipped(claimed: outbox.Claimed, now: dt.datetime, reason: str) -> outbox.R
 
 
 def _days(
-    program: Program, claimed: outbox.Claimed, reminded: outbox.Reminded
+    program: Program, claimed: outbox.Claimed, reminded: outbox.Reminded, row: Any
 ) -> frozenset[dt.date]:
-    """Local dates on which another reminder of this person went out, or an earlier-queued
-    one is due: this one, the later, is then skipped."""
+    """Local dates (the person's zone) on which another reminder of this person went out, or
+    an earlier-queued one is due: this one, the later, is then skipped."""
     if claimed.kind != Kind.REMINDER.value or claimed.person_id is None:
         return frozenset()
+    tz = policy.person_zone(program, row.timezone if row is not None else None)
     days = set()
     for mid, state, due_at, sent_at in reminded.get((claimed.program_id, claimed.person_id), []):
         if state == State.SENT.value and sent_at is not None:
-            days.add(sent_at.astimezone(program.tz).date())
+            days.add(sent_at.astimezone(tz).date())
         elif state != State.SENT.value and mid < claimed.id:
-            days.add(due_at.astimezone(program.tz).date())
+            days.add(due_at.astimezone(tz).date())
     return frozenset(days)
 
 
@@ -190,4 +197,5 @@ def _standing(
         extended_until=row.extended_until,
         undeliverable=row.undeliverable is not None,
         reminded_on=reminded_on,
+        timezone=row.timezone,
     )

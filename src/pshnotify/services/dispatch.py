@@ -272,7 +272,7 @@ class Dispatcher:
 
     async def _held(self, job: Job, ledger: Ledger) -> bool:
         stop = self.stopping.is_set() or self.problem is not None
-        hold = await self.gates.check(job.claimed, job.lease_ends, stop)
+        hold = await self.gates.check(job.claimed, job.lease_ends, stop, job.zone)
         if hold is None:
             return False
         if hold.result is not None:

@@ -46,9 +46,11 @@ class Gates:
         self.lease = lease
         self._paused: set[tuple[int, str | None]] = set()
         self._paused_at = float("-inf")
-        self._openings: dict[tuple[int, dt.datetime], dt.datetime] = {}
+        self._openings: dict[tuple[int, str | None, dt.datetime], dt.datetime] = {}
 
-    async def check(self, claimed: outbox.Claimed, lease_ends: float, stop: bool) -> Hold | None:
+    async def check(
+        self, claimed: outbox.Claimed, lease_ends: float, stop: bool, zone: str | None = None
+    ) -> Hold | None:
         """None if the message may go now; else why not (and what to record)."""
         if time.monotonic() >= lease_ends - self.lease.total_seconds() / 10:
             # Near its lease's end (a tenth is kept for the send itself) another worker may
@@ -56,7 +58,7 @@ class Gates:
             return Hold(None)
         if stop or await self._is_paused(claimed):
             return Hold(released(claimed, self.clock.now()))
-        opening = self._closed_until(claimed)
+        opening = self._closed_until(claimed, zone)
         if opening is not None:  # claimed just before the end of working hours
             return Hold(released(claimed, self.clock.now(), due_at=opening))
         return None
@@ -75,20 +77,21 @@ class Gates:
         with self.engine.connect() as conn:
             return program_repo.paused_scopes(conn)
 
-    def _closed_until(self, claimed: outbox.Claimed) -> dt.datetime | None:
-        """When working hours reopen, if they have closed since this message was claimed (a
-        long drain that started at 16:55); None while they are open."""
+    def _closed_until(self, claimed: outbox.Claimed, zone: str | None) -> dt.datetime | None:
+        """When working hours reopen in the person's zone, if they have closed since this
+        message was claimed (a long drain that started at 16:55); None while they are open."""
         kind = Kind(claimed.kind)
         if not kind.held_to_working_hours:
             return None
         now = self.clock.now()
         minute = now.replace(second=0, microsecond=0)
-        key = (claimed.program_id, minute)
+        key = (claimed.program_id, zone, minute)
         if key not in self._openings:
             if len(self._openings) > 64:
                 self._openings.clear()  # the minutes gone by
             program = self.programs.get(claimed.program_id).program
-            self._openings[key] = policy.held_until(program, kind, minute) or minute
+            tz = policy.person_zone(program, zone)
+            self._openings[key] = policy.held_until(program, kind, minute, tz) or minute
         opening = self._openings[key]
         return opening if opening > now else None
 
