@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -676,8 +677,16 @@ def purge_unmatched(
 
 
 # -- receipts (replay protection for webhooks and xAPI) --------------------------------------------
+_PRUNED_AT: list[float] = []  # when this process last pruned (monotonic)
+PRUNE_EVERY = 300.0  # seconds: a pass every 30 s need not write every time
+
+
 def prune_receipts(engine: Engine, wall: dt.datetime) -> int:
-    """Forget receipts older than RECEIPTS_KEPT (the daemon calls this every pass)."""
+    """Forget receipts older than RECEIPTS_KEPT (a pass calls this; it writes at most every
+    PRUNE_EVERY seconds per process, so a pass with nothing else to write stays read-only)."""
+    if _PRUNED_AT and time.monotonic() - _PRUNED_AT[-1] < PRUNE_EVERY:
+        return 0
+    _PRUNED_AT[:] = [time.monotonic()]
     with engine.begin() as conn:
         return int(
             conn.execute(
