@@ -376,3 +376,39 @@ def test_unmatched_completions_are_bounded(
     assert "completions unmatched" in caught.value.hint
     with runtime.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(completions)) == 0
+
+
+# -- 11: every roster field has a length or a range ------------------------------------------------
+@SQLITE_ONLY
+def test_roster_fields_have_limits_named_by_file_and_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert cli(env, "init").returncode == 0
+
+    def row(ident: str, name: str = "Ann", year: str = "") -> str:
+        return f"{ident},{ident.lower()[:8]}@example.edu,{name},Human Resources,staff,,,{year},,,"
+
+    roster = write(
+        tmp_path,
+        [
+            HEADER,
+            row("L1", name="N" * 100_000),
+            row("I" * 200),
+            row("L3", year="99999999999999999999999"),
+            row("L4", year="١٢"),
+            row("L5", year="1_0"),
+            row("L6", year="3"),
+        ],
+    )
+    checked = cli(env, "roster", "import", str(roster), "--dry-run", "--now", NOW)
+    no_traceback(checked)
+    assert checked.returncode == 2
+    errors = [line for line in checked.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {roster}:2: name: is longer than 2000 characters (100000)",
+        f"error: {roster}:3: id: is longer than 128 characters (200)",
+        f"error: {roster}:4: program_year: expected a number from 0 to 99, got "
+        "'99999999999999999999999'",
+        f"error: {roster}:5: program_year: expected a whole number, got '١٢'",
+        f"error: {roster}:6: program_year: expected a whole number, got '1_0'",
+    ]

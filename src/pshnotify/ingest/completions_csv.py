@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
 
 from pshnotify.domain.program import Program
 from pshnotify.domain.text import short, text_problem
-from pshnotify.ingest.csvfile import CsvRecords, read_text
+from pshnotify.ingest.csvfile import CsvRecords, open_text
 
 WHO = ("id", "email")
 REQUIRED = ("option", "completed_at")
@@ -137,7 +138,8 @@ def option_problem(program: Program, option: str, *, allow_alternative: bool = F
 # -- the file --------------------------------------------------------------------------------------
 def read_completions(path: Path, program: Program) -> list[CompletionRow]:
     """Parse the whole file; raise InputError listing every problem if any row is bad."""
-    return _CompletionsReader(str(path), program).read(read_text(path))
+    with open_text(path) as stream:
+        return _CompletionsReader(str(path), program).read(stream)
 
 
 class _CompletionsReader:
@@ -149,8 +151,8 @@ class _CompletionsReader:
     def error(self, line: int, fld: str, problem: str) -> None:
         self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
 
-    def read(self, text: str) -> list[CompletionRow]:
-        records = CsvRecords(self.name, text)
+    def read(self, source: str | IO[str]) -> list[CompletionRow]:
+        records = CsvRecords(self.name, source)
         self.errors = records.errors
         self._check_header(records.header)
         records.raise_if_errors("fix the header and import again")

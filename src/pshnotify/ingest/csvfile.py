@@ -8,7 +8,7 @@ import csv
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pshnotify.domain.errors import InputError
 
@@ -16,18 +16,13 @@ MAX_ERRORS = 200
 ProgressFn = Callable[[int], None]
 
 
-def read_text(path: Path) -> str:
+def open_text(path: Path) -> IO[str]:
+    """The file as UTF-8 text (BOM or not), read as it is parsed: a 500,000-line roster is
+    never held whole in memory. A byte that is not UTF-8 is reported where it is met."""
     try:
-        raw = path.read_bytes()
+        return path.open("r", encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise InputError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(
-            [f"{path}:{line}: (file): not UTF-8 text; save the file as UTF-8"]
-        ) from None
 
 
 def _delimiter(text: str) -> str:
@@ -45,14 +40,20 @@ class CsvRecords:
     Problems are collected in `errors`; the caller adds its own and raises once at the end.
     """
 
-    def __init__(self, name: str, text: str) -> None:
+    def __init__(self, name: str, source: str | IO[str]) -> None:
         self.name = name
         self.errors: list[str] = []
-        self.delimiter = _delimiter(text)
-        self._reader: Any = csv.reader(
-            io.StringIO(text, newline=""), strict=True, delimiter=self.delimiter
-        )
-        self.header = self._read_header()
+        stream = io.StringIO(source, newline="") if isinstance(source, str) else source
+        try:
+            first = stream.readline(64 * 1024)
+            stream.seek(0)
+        except UnicodeDecodeError:
+            first = ""
+            stream = io.StringIO("", newline="")
+            self.error(1, "(file)", "not UTF-8 text; save the file as UTF-8")
+        self.delimiter = _delimiter(first)
+        self._reader: Any = csv.reader(stream, strict=True, delimiter=self.delimiter)
+        self.header = self._read_header() if not self.errors else []
 
     def error(self, line: int, fld: str, problem: str) -> None:
         self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
@@ -65,6 +66,9 @@ class CsvRecords:
             return []
         except csv.Error as exc:
             self.error(1, "(header)", f"not valid CSV: {exc}")
+            return []
+        except UnicodeDecodeError:
+            self.error(1, "(file)", "not UTF-8 text; save the file as UTF-8")
             return []
         for col in sorted({c for c in header if header.count(c) > 1}):
             self.error(1, col, "column appears twice")
@@ -82,6 +86,9 @@ class CsvRecords:
                 return
             except csv.Error as exc:
                 self.error(start, "(row)", f"not valid CSV: {exc}")
+                return
+            except UnicodeDecodeError:
+                self.error(start, "(file)", "not UTF-8 text; save the file as UTF-8")
                 return
             line, start = start, self._reader.line_num + 1
             if progress:

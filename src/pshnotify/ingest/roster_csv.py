@@ -12,11 +12,13 @@ import re
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from email_validator import EmailNotValidError, validate_email
 
 from pshnotify.domain.program import Program
-from pshnotify.ingest.csvfile import CsvRecords, ProgressFn, read_text
+from pshnotify.domain.text import short, text_problem
+from pshnotify.ingest.csvfile import CsvRecords, ProgressFn, open_text
 
 REQUIRED = ("id", "email", "name", "department", "role")
 OPTIONAL = (
@@ -28,7 +30,23 @@ OPTIONAL = (
     "wave",
     "timezone",
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+# Each column's longest value: the database's where it has one (id), else what a person's
+# name or an office plausibly needs; a 100 KB name would pass here and fail at the relay.
+LIMITS = {
+    "id": 128,
+    "email": 320,
+    "admin_officer": 320,
+    "name": 2000,  # long names are folded in headers (a 1,214-character one is tested)
+    "department": 200,
+    "role": 64,
+    "affiliation": 200,
+    "wave": 64,
+    "timezone": 64,
+}
+MAX_TEXT = 500  # the typed columns (checked as their type) and those under extra_columns
+INTEGER_RANGE = (-(2**31), 2**31 - 1)  # the database's INTEGER
+YEAR_RANGE = (0, 99)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -77,7 +95,8 @@ def read_roster(
     path: Path, program: Program, progress: ProgressFn | None = None
 ) -> list[RosterRow]:
     """Parse the whole file; raise InputError listing every problem if any row is bad."""
-    return _RosterReader(str(path), program).read(read_text(path), progress)
+    with open_text(path) as stream:
+        return _RosterReader(str(path), program).read(stream, progress)
 
 
 class _RosterReader:
@@ -93,8 +112,8 @@ class _RosterReader:
     def error(self, line: int, fld: str, problem: str) -> None:
         self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
 
-    def read(self, text: str, progress: ProgressFn | None) -> list[RosterRow]:
-        records = CsvRecords(self.name, text)
+    def read(self, source: str | IO[str], progress: ProgressFn | None) -> list[RosterRow]:
+        records = CsvRecords(self.name, source)
         self.errors = records.errors  # one list: the reader's problems and ours, in file order
         self._check_header(records.header)
         records.raise_if_errors("fix the header and import again; nothing was changed")
@@ -136,19 +155,22 @@ class _RosterReader:
     def _row(self, line: int, cells: dict[str, str]) -> RosterRow | None:
         before = len(self.errors)
         clean: dict[str, str] = {}
+        refused: set[str] = set()
         for col, value in cells.items():
             value = value.strip()
-            if _CONTROL.search(value):
-                self.error(line, col, "contains a line break or control character")
+            if problem := text_problem(value, LIMITS.get(col, MAX_TEXT)):
+                self.error(line, col, problem)
+                refused.add(col)
+                value = ""  # one problem a cell: not also an invalid address or a bad number
             clean[col] = value
         for col in REQUIRED:
-            if not clean.get(col):
+            if col not in refused and not clean.get(col):
                 self.error(line, col, "is empty; a value is required")
         email = self._email(line, "email", clean.get("email", ""))
         officer = self._officer(line, clean.get("admin_officer", ""))
         paid = self._bool(line, "paid", clean.get("paid", ""), default=True)
         start = self._date(line, "start_date", clean.get("start_date", ""))
-        year = self._int(line, "program_year", clean.get("program_year", ""))
+        year = self._int(line, "program_year", clean.get("program_year", ""), YEAR_RANGE)
         wave = clean.get("wave") or None
         if wave and wave not in self.wave_keys:
             self.error(
@@ -247,14 +269,23 @@ class _RosterReader:
             self.error(line, fld, f"expected a date as YYYY-MM-DD, got {value!r}")
             return None
 
-    def _int(self, line: int, fld: str, value: str) -> int | None:
+    def _int(
+        self, line: int, fld: str, value: str, bounds: tuple[int, int] = INTEGER_RANGE
+    ) -> int | None:
+        """ASCII digits with an optional sign, within `bounds`: Python's int() would also read
+        `١٢` as 12 and `1_0` as 10, and a number past the column's range fails at the
+        database, after the check said the file was good."""
         if not value:
             return None
-        try:
-            return int(value)
-        except ValueError:
-            self.error(line, fld, f"expected a whole number, got {value!r}")
+        if not _INTEGER.fullmatch(value):
+            self.error(line, fld, f"expected a whole number, got {short(value)}")
             return None
+        number = int(value[:16])  # more digits than that are out of any range anyway
+        low, high = bounds
+        if len(value) > 16 or not low <= number <= high:
+            self.error(line, fld, f"expected a number from {low} to {high}, got {short(value)}")
+            return None
+        return number
 
     def _typed(self, line: int, fld: str, value: str, kind: str) -> object:
         if kind == "date":
