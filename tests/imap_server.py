@@ -29,6 +29,7 @@ def _free_port() -> int:
 class Dovecot:
     root: Path
     port: int
+    tls_port: int | None = None  # implicit TLS (imaps), when started with a certificate
 
     @property
     def url(self) -> str:
@@ -46,12 +47,20 @@ class Dovecot:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_dovecot() -> Dovecot:
+def start_dovecot(cert_pem: bytes | None = None, key_pem: bytes | None = None) -> Dovecot:
+    """Plain IMAP on loopback; with a certificate and key (PEM), also IMAPS on another port."""
     if not os.access(DOVECOT, os.X_OK):
         raise RuntimeError(f"{DOVECOT} is missing: apt-get install dovecot-imapd")
     root = Path(tempfile.mkdtemp(prefix="pshnotify-dovecot-"))
     root.chmod(0o755)  # dovecot's own users must reach their sockets here
     port = _free_port()
+    tls_port = _free_port() if cert_pem and key_pem else None
+    ssl_conf = "ssl = no"
+    if tls_port is not None:
+        (root / "cert.pem").write_bytes(cert_pem or b"")
+        (root / "key.pem").write_bytes(key_pem or b"")
+        (root / "key.pem").chmod(0o600)
+        ssl_conf = f"ssl = yes\nssl_cert = <{root}/cert.pem\nssl_key = <{root}/key.pem"
     if os.geteuid() == 0:
         internal, login = "dovecot", "dovenull"
         mail_user, mail_group = "nobody", grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
@@ -69,7 +78,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl_conf}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -83,7 +92,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port or 0}
   }}
 }}
 service stats {{
@@ -102,10 +112,10 @@ userdb {{
 """
     )
     subprocess.run([DOVECOT, "-c", str(root / "dovecot.conf")], check=True, timeout=30)
-    server = Dovecot(root, port)
+    server = Dovecot(root, port, tls_port)
     for _ in range(200):
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex(("127.0.0.1", tls_port or port)) == 0:
                 return server
         time.sleep(0.05)
     log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""

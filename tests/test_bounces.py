@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import mailbox
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -268,6 +269,13 @@ def test_a_maildir_scan_marks_bounced_moves_everything_and_a_second_scan_changes
         marks = conn.execute(select(undeliverable)).all()
     assert [(m.email_key, m.cleared_at) for m in marks] == [("ada@example.edu", None)]
     assert "hard bounce 5.1.1" in marks[0].reason
+    # What could not be read is listed for a person, with where it is now.
+    listed = runner.invoke(app, ["bounces", "unrecognised", "--json"], env=_env(rt))
+    assert listed.exit_code == 0, listed.output
+    kept = json.loads(listed.output)
+    assert sorted(k["subject"] for k in kept) == ["Undelivered Mail Returned to Sender", "hello?"]
+    assert any(k["reason"].startswith("refused: bounce token") for k in kept)
+    assert all(k["location"].startswith("maildir: Unrecognised") for k in kept)
 
 
 def test_without_verp_a_bounce_is_matched_by_message_id_and_recipient(
@@ -345,6 +353,32 @@ def test_bounces_in_an_imap_folder_are_read_moved_and_a_second_scan_changes_noth
     assert (second["read"], second["bounces"]) == (0, {})
     mta.logout()
     assert states(rt.engine)["ada@example.edu"] == [("launch", "bounced")]
+
+
+def test_imaps_verifies_the_servers_certificate(tmp_path: Path) -> None:
+    """imaps:// with the institution's CA (PSHNOTIFY_BOUNCE_IMAP_CA_FILE) logs in and reads;
+    without it the certificate is refused, never accepted blindly."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = start_dovecot(cert.cert_chain_pems[0].bytes(), cert.private_key_pem.bytes())
+    try:
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        address = parse_imap_url(f"imaps://bounces@127.0.0.1:{server.tls_port}/INBOX")
+        assert address.tls
+        source = ImapSource(address, PASSWORD, ca_file)
+        try:
+            assert list(source.mails()) == []
+        finally:
+            source.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ImapSource(address, PASSWORD)  # the system store does not know this CA
+    finally:
+        server.stop()
 
 
 def test_a_mailbox_that_will_not_log_in_is_a_clear_error(dovecot: Dovecot) -> None:
@@ -427,3 +461,88 @@ def _env(rt: Runtime) -> dict[str, str]:
         "PSHNOTIFY_BOUNCE_ADDRESS": BOUNCE_ADDRESS,
         "PSHNOTIFY_BOUNCE_SECRET": SECRET,
     }
+
+
+# -- end to end: the daemon's passes, a Maildir, the officer's report, a corrected address ---------
+E2E_HEADER = "id,email,name,department,role,admin_officer,admin_officer_name"
+E2E_ROSTER = [
+    "H1,ada@example.edu,Ada Lovelace,Human Resources,staff,ao-hr@example.edu,Olive Officer",
+    "H2,jose@example.edu,Jose Nunez,Human Resources,staff,ao-hr@example.edu,Olive Officer",
+    "H3,grace@example.edu,Grace Hopper,Human Resources,staff,ao-hr@example.edu,Olive Officer",
+    "H6,alan@example.edu,Alan Turing,Human Resources,staff,ao-hr@example.edu,Olive Officer",
+]
+
+
+def test_end_to_end_hard_bounces_stop_reminders_soft_do_not_and_a_new_address_gets_the_launch(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_roster_import import write
+    from tests.test_season import at, cli
+
+    box = tmp_path / "bounce-box"
+    mailbox.Maildir(box, create=True)
+    for k, v in {
+        "PSHNOTIFY_BOUNCE_ADDRESS": BOUNCE_ADDRESS,
+        "PSHNOTIFY_BOUNCE_SECRET": SECRET,
+        "PSHNOTIFY_BOUNCE_MAILDIR": str(box),
+    }.items():
+        monkeypatch.setenv(k, v)
+    day = dt.date(2023, 9, 11)
+    cli("init", "--now", at(day, 8))
+    cli("roster", "import", str(write(tmp_path, [E2E_HEADER, *E2E_ROSTER])), "--now", at(day, 8))
+    cli("launch", "pilot", "--yes", "--now", at(day, 9))
+    cli("run", "--once", "--now", at(day, 9))
+    got = {r.rcpt_tos[0]: r for r in smtp.received}
+    assert sorted(got) == sorted(line.split(",")[1] for line in E2E_ROSTER)
+    for r in got.values():  # every outgoing message asks auto-responders to stay quiet
+        assert r.message()["Auto-Submitted"] == "auto-generated"
+        assert VERP.message_of(r.mail_from) is not None
+    # The afternoon: the institution's MTA delivers three reports to the bounce Maildir.
+    deliver(box, dsn(got["ada@example.edu"], "5.1.1", "550 5.1.1 user unknown"))
+    deliver(box, dsn(got["jose@example.edu"], "4.2.2", "452 4.2.2 mailbox full"))
+    deliver(box, out_of_office("grace@example.edu", got["grace@example.edu"].mail_from))
+    cli("run", "--once", "--now", at(day, 15))  # the pass reads them first
+    assert len(mailbox.Maildir(box, create=False)) == 0
+    # The next morning's officer report puts the dead address first.
+    cli("run", "--once", "--now", at(dt.date(2023, 9, 12), 6, 30))
+    reports = [r for r in smtp.received if r.message()["X-Pshnotify-Kind"] == "report"]
+    assert len(reports) == 1
+    text = reports[0].message().get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Hello Olive Officer," in text
+    attention = text.split("NEEDS ATTENTION", 1)[1].split("SINCE YOUR LAST REPORT", 1)[0]
+    assert "Ada Lovelace (H1, ada@example.edu): hard bounce 5.1.1" in attention
+    assert "Jose" not in attention  # one soft bounce marks nothing
+    # The first reminder step (a week after the launch): not to the dead address.
+    before = len(smtp.received)
+    cli("run", "--once", "--now", at(dt.date(2023, 9, 18), 9))
+    reminded = sorted(
+        r.rcpt_tos[0]
+        for r in smtp.received[before:]
+        if r.message()["X-Pshnotify-Kind"] == "reminder"
+    )
+    assert reminded == ["alan@example.edu", "grace@example.edu", "jose@example.edu"]
+    listed = json.loads(cli("messages", "--kind", "reminder", "--json"))
+    skipped = [m for m in listed if m["recipient_email"] == "ada@example.edu"]
+    assert [(m["state"], m["reason"]) for m in skipped] == [("skipped", "address undeliverable")]
+    status = json.loads(cli("status", "--json"))
+    assert status["waves"]["pilot"]["people"]["undeliverable"] == 1
+    assert status["bounces"] == {
+        "hard": 1,
+        "soft": 1,
+        "blocked": 0,
+        "complaint": 0,
+        "delayed": 0,
+        "undeliverable": 1,
+        "unrecognised": 0,
+    }
+    assert "bounces: 1 addresses undeliverable" in cli("status")
+    # HR corrects Ada's address: the mark clears and the launch email goes to the new one.
+    fixed = [E2E_ROSTER[0].replace("ada@example.edu", "ada.lovelace@example.edu"), *E2E_ROSTER[1:]]
+    roster = write(tmp_path, [E2E_HEADER, *fixed], name="fixed.csv")
+    cli("roster", "import", str(roster), "--now", at(dt.date(2023, 9, 18), 10))
+    before = len(smtp.received)
+    cli("run", "--once", "--now", at(dt.date(2023, 9, 18), 10, 5))
+    again = [(r.rcpt_tos[0], r.message()["X-Pshnotify-Kind"]) for r in smtp.received[before:]]
+    assert again == [("ada.lovelace@example.edu", "launch")]
+    status = json.loads(cli("status", "--json"))
+    assert status["waves"]["pilot"]["people"]["undeliverable"] == 0

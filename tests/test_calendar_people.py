@@ -118,3 +118,167 @@ def test_the_deadline_is_an_ics_event_that_each_extension_updates(
     assert str(event["UID"]) not in uids
     assert " in Singapore" not in text_of(boston)
     assert "(Saturday" not in text_of(boston)
+
+
+# -- a season in four zones ---------------------------------------------------------------------
+ZONES = {
+    "ny": ZoneInfo("America/New_York"),  # summer time ends 2023-11-05, starts 2024-03-10
+    "be": ZoneInfo("Europe/Berlin"),  # ends 2023-10-29, starts 2024-03-31
+    "sg": ZoneInfo("Asia/Singapore"),  # none
+    "sy": ZoneInfo("Australia/Sydney"),  # starts 2023-10-01, ends 2024-04-07
+}
+# The test's own program: the seed's, with two waves whose windows hold every change above,
+# a reminder every week, and two more closures on which weekly steps fall.
+FALL = (dt.date(2023, 9, 25), dt.date(2023, 11, 17))
+SPRING = (dt.date(2024, 3, 25), dt.date(2024, 4, 19))
+EXTENDED_TO = dt.date(2023, 11, 24)  # a closure (Thanksgiving's Friday): the deadline anyway
+
+
+def season_program(tmp_path: Path) -> Path:
+    text = (Path(__file__).parent.parent / "config" / "program.toml").read_text()
+    for old, new in [
+        ("opens = 2023-09-11\ncloses = 2023-10-06", f"opens = {FALL[0]}\ncloses = {FALL[1]}"),
+        ("opens = 2023-10-25\ncloses = 2023-12-01", f"opens = {SPRING[0]}\ncloses = {SPRING[1]}"),
+        ("after_launch_days = [7, 14]", "after_launch_days = [7, 14, 21, 28, 35, 42]"),
+        ("  2023-11-10,", "  2023-10-09, 2023-11-10, 2024-04-01,"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "program.toml"
+    path.write_text(text)
+    return path
+
+
+def ticks(first: dt.date, last: dt.date) -> list[dt.datetime]:
+    """Passes every four hours, day and night (UTC 00:17, 04:17, ...): whatever the zone and
+    its offset, working hours hold at least one; the others must send nothing to it."""
+    out = []
+    day = first
+    while day <= last:
+        out += [dt.datetime.combine(day, dt.time(h, 17), dt.UTC) for h in range(0, 24, 4)]
+        day += dt.timedelta(days=1)
+    return out
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_season_in_four_zones_keeps_each_persons_working_hours_and_closures(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pshnotify.domain.program import load_program
+
+    program_file = season_program(tmp_path)
+    monkeypatch.setenv("PSHNOTIFY_PROGRAM_FILE", str(program_file))
+    program, _ = load_program(program_file)
+    people: dict[str, tuple[ZoneInfo, str]] = {}  # address -> (zone, wave)
+    lines = [f"{HEADER},wave"]
+    for tag, tz in ZONES.items():
+        for wave in ("pilot", "grad"):
+            for n in (1, 2):
+                pid = f"{tag}-{wave}-{n}"
+                people[f"{pid}@example.edu"] = (tz, wave)
+                lines.append(
+                    f"{pid},{pid}@example.edu,P {pid},Human Resources,staff,{tz.key},{wave}"
+                )
+    roster = tmp_path / "roster.csv"
+    roster.write_text("\n".join(lines) + "\n")
+    cli("init", "--now", at(FALL[0] - dt.timedelta(days=3), 9))
+    cli("roster", "import", str(roster), "--now", at(FALL[0] - dt.timedelta(days=3), 9))
+    extended = "sy-pilot-1@example.edu"
+    for first, last, wave in ((*FALL, "pilot"), (*SPRING, "grad")):
+        end = max(last, EXTENDED_TO) + dt.timedelta(days=1) if wave == "pilot" else last
+        for tick in ticks(first, end):
+            if tick.date() == first and tick.hour == 12:  # 08:17 in Boston: launch, then pass
+                cli("launch", wave, "--yes", "--now", tick.isoformat())
+            if wave == "pilot" and tick == dt.datetime(2023, 11, 1, 16, 17, tzinfo=dt.UTC):
+                cli("extend", extended, "--until", str(EXTENDED_TO), "--now", tick.isoformat())
+            cli("run", "--once", "--now", tick.isoformat())
+
+    closed = program.sending.closed
+    got: dict[str, list[tuple[str, dt.datetime, EmailMessage]]] = {a: [] for a in people}
+    for item in list(smtp.received):
+        msg = item.message()
+        address = str(msg["To"].addresses[0].addr_spec)
+        got[address].append((str(msg["X-Pshnotify-Kind"]), msg["Date"].datetime, msg))
+    for address, (tz, wave_key) in people.items():
+        wave = program.wave(wave_key)
+        deadline = EXTENDED_TO if address == extended else wave.closes
+        ends = program.closes_at(deadline)
+        mails = got[address]
+        kinds = [k for k, _, _ in mails]
+        assert kinds.count("launch") == 1, (address, kinds)
+        assert kinds.count("reminder") >= 4, (address, kinds)
+        reminder_days = []
+        for kind, sent, _ in mails:
+            if kind not in ("launch", "reminder"):
+                continue
+            local = sent.astimezone(tz)
+            where = (address, kind, local.isoformat())
+            assert dt.time(9) <= local.time() < dt.time(17), where
+            assert local.weekday() < 5, where
+            assert local.date() not in closed, where
+            assert sent < ends, where
+            if kind == "reminder":
+                reminder_days.append(local.date())
+        assert len(reminder_days) == len(set(reminder_days)), address  # one a day at most
+    # The season crosses each zone's change of offset with reminders on both sides of it.
+    for tag, change in (
+        ("ny", dt.date(2023, 11, 5)),
+        ("be", dt.date(2023, 10, 29)),
+        ("sy", dt.date(2023, 10, 1)),
+        ("sy", dt.date(2024, 4, 7)),
+        ("be", dt.date(2024, 3, 31)),
+    ):
+        wave = "pilot" if change.year == 2023 else "grad"
+        days = [
+            sent.astimezone(ZONES[tag]).date()
+            for k, sent, _ in got[f"{tag}-{wave}-2@example.edu"]
+            if k in ("launch", "reminder")
+        ]
+        assert min(days) < change < max(days), (tag, change, days)
+    # The extension: the confirmation carries the same event, one SEQUENCE higher.
+    launch = next(m for k, _, m in got[extended] if k == "launch")
+    extension = next(m for k, _, m in got[extended] if k == "extension")
+    (before,) = calendar_of(launch).walk("VEVENT")
+    (after,) = calendar_of(extension).walk("VEVENT")
+    assert str(before["UID"]) == str(after["UID"])
+    assert int(after["SEQUENCE"]) > int(before["SEQUENCE"])
+    assert after.decoded("DTSTART") == dt.datetime.combine(EXTENDED_TO, dt.time(23, 59), NY)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_plan_counts_each_day_of_the_program_per_recipient_zone(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("PSHNOTIFY_PROGRAM_FILE", str(season_program(tmp_path)))
+    roster = tmp_path / "roster.csv"
+    rows = [f"{HEADER},wave"] + [
+        f"{tag}{n},{tag}{n}@example.edu,P {tag}{n},Human Resources,staff,{tz.key},pilot"
+        for tag, tz in ZONES.items()
+        for n in (1, 2)
+    ]
+    rows.append("home,home@example.edu,P home,Human Resources,staff,,pilot")
+    roster.write_text("\n".join(rows) + "\n")
+    before = at(FALL[0] - dt.timedelta(days=3), 9)
+    cli("init", "--now", before)
+    cli("roster", "import", str(roster), "--now", before)
+    plan = json.loads(cli("plan", "--json", "--now", before))
+    days = {d["date"]: d for d in plan["days"]}
+    # Launched Monday 09:00 in Boston: Singapore's and Sydney's emails go at their Tuesday
+    # 09:00, which is still Monday in Boston: counted on the program's Monday, per zone.
+    assert days["2023-09-25"]["launch"] == 9
+    assert days["2023-09-25"]["zones"] == {
+        "America/New_York": 3,  # the two in New York and the one with no zone of their own
+        "Asia/Singapore": 2,
+        "Australia/Sydney": 2,
+        "Europe/Berlin": 2,
+    }
+    # A week later the same: Sydney's and Singapore's reminders (their Tuesday 09:00) are
+    # the program's Monday, and nothing is left for its Tuesday.
+    assert days["2023-10-02"]["reminder"] == 9
+    assert days["2023-10-02"]["zones"] == days["2023-09-25"]["zones"]
+    assert "2023-10-03" not in days
+    table = " ".join(cli("plan", "--now", before).split())
+    assert "by zone" in table
+    assert "Singapore 2" in table

@@ -330,7 +330,8 @@ def test_the_nightly_report_arrives_with_a_table_and_a_safe_csv(
     assert by_id["R2"]["launch_email_sent"] == "yes"
     assert (by_id["R3"]["status"], by_id["R3"]["exemption_reason"]) == ("exempt", "'" + EXEMPTION)
     assert by_id["R3"]["name"] == "José Núñez"
-    assert by_id["R4"]["exemption_reason"] == "exempt-unpaid"
+    # The program file's note for the reason, not its code.
+    assert by_id["R4"]["exemption_reason"] == "Unpaid appointees may ask for access (FAQ 16)."
     for row in rows:
         assert all(not v or v[0] not in "=+-@\t\r" for v in row.values())
     _, ist_rows = attachment_rows(received[IST])

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     bounce_imap_ca_file: Path | None = None
     bounce_soft_days: int = Field(default=3, ge=1)  # soft bounces on this many days: marked
     bounce_webhook_secret: SecretStr | None = None  # else WEBHOOK_SECRET signs bounce events
+    # The officer's report lists everyone in its body only up to this many people (the CSV
+    # attachment always does).
+    report_list_limit: int = Field(default=30, ge=0)
 
     # The HTTP endpoints for completions (Standard Webhooks and xAPI), served by the daemon.
     metrics: bool = True  # GET /metrics (Prometheus) on the daemon's HTTP port
@@ -116,6 +119,9 @@ class Settings(BaseSettings):
     # recognise); "hold" leaves it `unknown` for an operator (`pshnotify messages retry`).
     unknown_policy: Literal["resend", "hold"] = "resend"
     worker_name: str | None = None
+    # How long `run --once` waits for a database that went away (the daemon waits as long as
+    # it takes, logging when it goes and when it returns).
+    db_retry_seconds: float = Field(default=60.0, ge=0)
     # AUTH over a connection without TLS sends the password as readable as this file: only to
     # a relay on this machine, unless the operator says the network in between is trusted.
     smtp_allow_plain_auth: bool = False

@@ -439,6 +439,14 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
             f"delivery: oldest due message {d['oldest_due_seconds']:.0f} s old; attempts "
             + (", ".join(f"{k} {v}" for k, v in d["attempts"].items()) or "none")
         )
+        b = data["bounces"]
+        if b["undeliverable"] or b["blocked"] or b["complaint"] or b["unrecognised"]:
+            out.print(
+                f"bounces: {b['undeliverable']} addresses undeliverable, {b['blocked']} messages "
+                f"refused as spam or by policy (our mail, not the address), {b['complaint']} "
+                f"complaints, {b['unrecognised']} unreadable (`pshnotify bounces unrecognised`)",
+                highlight=False,
+            )
         if data["completions"]["unmatched"]:
             out.print(
                 f"unmatched completions: {data['completions']['unmatched']} "

@@ -26,6 +26,7 @@ from pshnotify.cli.common import (
 )
 from pshnotify.domain.errors import InputError
 from pshnotify.runtime.wiring import Runtime
+from pshnotify.store.retry import DatabaseUnavailableError
 
 
 @app.command()
@@ -67,12 +68,17 @@ def _once(rt: Runtime, as_json: bool) -> None:
         finally:
             await dispatcher.release()
 
-    queued, sent = asyncio.run(once())
+    try:
+        queued, sent = asyncio.run(once())
+    except DatabaseUnavailableError as exc:
+        err.print(label("stopped:", "red", str(exc)), soft_wrap=True)
+        err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
+        raise typer.Exit(1) from None
     if as_json:
         print_json(
             {"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **sent.as_dict()}
         )
-        if sent.problem:
+        if sent.problem or sent.all_failed:
             raise typer.Exit(1)
         return
     made = ", ".join(f"{n} {k}" for k, n in sorted(queued.queued.items())) or "nothing new"
@@ -88,6 +94,17 @@ def _once(rt: Runtime, as_json: bool) -> None:
     if sent.problem:
         err.print(label("stopped:", "red", sent.problem))
         raise typer.Exit(1)
+    if sent.all_failed:
+        err.print(label("failed:", "red", _all_failed(sent)))
+        raise typer.Exit(1)
+
+
+def _all_failed(sent: Any) -> str:
+    tried = ", ".join(f"{n} {o}" for o, n in sorted(sent.attempts.items()))
+    return (
+        f"every attempt of this pass failed ({tried}); the relay accepted nothing. "
+        "next: pshnotify messages list --state retry (the relay's replies)"
+    )
 
 
 def _paused(rt: Runtime) -> str:
@@ -147,20 +164,33 @@ def plan(
             print_json(data)
             return
         kinds = [k for k in KINDS if data["totals"].get(k)]
+        # People in other zones than the program's: each day says how many go to which zone.
+        several = len({z for day in data["days"] for z in day["zones"]}) > 1
         table = Table(
             "date",
             *kinds,
+            *(["by zone"] if several else []),
             title=f"plan for {data['program']} from "
             f"{local_time(dt.datetime.fromisoformat(data['now']), stored.program.tz)}",
         )
         for day in data["days"]:
             when = dt.date.fromisoformat(day["date"]).strftime("%a %Y-%m-%d")
-            table.add_row(when, *(str(day.get(k, "")) for k in kinds))
-        table.add_row(Text("total", "bold"), *(str(data["totals"][k]) for k in kinds))
+            zones = [_zone_counts(day["zones"])] if several else []
+            table.add_row(when, *(str(day.get(k, "")) for k in kinds), *zones)
+        table.add_row(
+            Text("total", "bold"),
+            *(str(data["totals"][k]) for k in kinds),
+            *([""] if several else []),
+        )
         out.print(table)
         for key, at in data.get("scheduled_launches", {}).items():
             when = local_time(dt.datetime.fromisoformat(at), stored.program.tz)
             out.print(f"{key}: launch scheduled for {when} (`launch {key} --cancel` withdraws it)")
+
+
+def _zone_counts(zones: dict[str, int]) -> str:
+    """'New York 40, Singapore 2': a zone's place, as its IANA name ends."""
+    return ", ".join(f"{z.rsplit('/', 1)[-1].replace('_', ' ')} {n}" for z, n in zones.items())
 
 
 @app.command()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from pshnotify.domain import policy
 from pshnotify.domain.calendar import next_sending_instant
@@ -43,7 +44,10 @@ class PersonState:
     launch_queued: bool = False
     launch_sent_at: dt.datetime | None = None
     steps_queued: frozenset[str] = frozenset()  # reminder/overdue/invitation steps in the outbox
-    reminder_days: frozenset[dt.date] = frozenset()  # local dates of reminders queued or sent
+    timezone: str | None = None  # the roster's IANA zone; None: the program's
+    undeliverable: bool = False  # their address is marked: due steps are skipped, saying so
+    # local dates (the person's zone) of reminders queued or sent
+    reminder_days: frozenset[dt.date] = frozenset()
 
     @property
     def standing(self) -> policy.Standing:
@@ -55,6 +59,8 @@ class PersonState:
             completed=self.completed,
             wave_key=self.wave_key,
             extended_until=self.extended_until,
+            timezone=self.timezone,
+            undeliverable=self.undeliverable,
         )
 
 
@@ -70,8 +76,13 @@ def deadline_date(program: Program, person: PersonState) -> dt.date:
 
 
 def timeline(program: Program, person: PersonState, launch_at: dt.datetime) -> list[Planned]:
-    """Every reminder and overdue step for a person launched at `launch_at`, in time order."""
-    cadence, tz = program.cadence, program.tz
+    """Every reminder and overdue step for a person launched at `launch_at`, in time order.
+
+    Days are the person's own: N days after their launch email's local date, at the start of
+    working hours in their zone; N days before their deadline's date (the program's), also at
+    09:00 in their zone, and never at or after the deadline's instant.
+    """
+    cadence, tz = program.cadence, policy.person_zone(program, person.timezone)
     deadline = deadline_date(program, person)
     closes = program.closes_at(deadline)
     quiet_until = launch_at + dt.timedelta(days=cadence.quiet_days_after_launch)
@@ -85,7 +96,7 @@ def timeline(program: Program, person: PersonState, launch_at: dt.datetime) -> l
     ]
     reminders: dict[dt.date, list[Planned]] = {}
     for day, step in steps:
-        due = _at_start_of_hours(program, day)
+        due = _at_start_of_hours(program, day, tz)
         if due < quiet_until or due >= closes or due <= launch_at:
             continue
         reminders.setdefault(due.astimezone(tz).date(), []).append(
@@ -98,7 +109,7 @@ def timeline(program: Program, person: PersonState, launch_at: dt.datetime) -> l
         day = deadline + dt.timedelta(days=n)
         out.append(
             Planned(
-                _at_start_of_hours(program, day),
+                _at_start_of_hours(program, day, tz),
                 Kind.OVERDUE.value,
                 f"overdue:{n}:{deadline.isoformat()}",
             )
@@ -106,11 +117,11 @@ def timeline(program: Program, person: PersonState, launch_at: dt.datetime) -> l
     return sorted(out)
 
 
-def _at_start_of_hours(program: Program, day: dt.date) -> dt.datetime:
+def _at_start_of_hours(program: Program, day: dt.date, tz: ZoneInfo) -> dt.datetime:
     # Built from the local date and wall-clock time, then placed in the zone: 09:00 stays
-    # 09:00 local whatever the UTC offset of that day.
-    start = dt.datetime.combine(day, program.sending.working_hours.start, program.tz)
-    return next_sending_instant(start, program.sending, program.tz)
+    # 09:00 local whatever the UTC offset of that day, whichever day that zone changes on.
+    start = dt.datetime.combine(day, program.sending.working_hours.start, tz)
+    return next_sending_instant(start, program.sending, tz)
 
 
 def _keep_per_day(candidates: list[Planned], limit: int) -> list[Planned]:
@@ -129,12 +140,14 @@ def decide(
         return Decision()  # not asked anything (complete, exempt, removed, not invited)
     if wave_launched_at is None:
         return Decision()  # the operator launches a wave; nothing goes out before that
-    send_now = next_sending_instant(now, program.sending, program.tz)
+    send_now = next_sending_instant(
+        now, program.sending, policy.person_zone(program, person.timezone)
+    )
     if first is Kind.INVITATION:
         return _invitation(person, send_now)
     if not person.launch_queued:
         launch = Planned(send_now, Kind.LAUNCH.value, "0")
-        too_late = policy.late_launch(program, standing, now)
+        too_late = policy.late_launch(program, standing, now, send_now)
         return Decision(skip=[(launch, too_late)]) if too_late else Decision(queue=[launch])
     if person.launch_sent_at is None:
         return Decision()  # reminders count from the launch email: wait until it is sent
@@ -152,7 +165,8 @@ def decide(
         skip = policy.skip_reason(program, kind, standing, now)
         _catch_up(decision, [p for p in due if p.kind == kind.value], skip, send_now)
     for planned in [p for p in decision.queue if p.kind == Kind.REMINDER.value]:
-        if reason := policy.reminded_that_day(program, planned.due_at, person.reminder_days):
+        tz = policy.person_zone(program, person.timezone)
+        if reason := policy.reminded_that_day(program, planned.due_at, person.reminder_days, tz):
             decision.queue.remove(planned)
             decision.skip.append((planned, reason))
     return decision

@@ -47,6 +47,7 @@ class Kind(StrEnum):
     CONFIRMATION = "confirmation"
     REPORT = "report"
     EXTENSION = "extension"  # an extension's confirmation, with the deadline's calendar event
+    ESCALATION = "escalation"  # a manager's (or officer's) daily digest of people behind
 
     @property
     def stops_on_completion(self) -> bool:
@@ -57,7 +58,8 @@ class Kind(StrEnum):
     @property
     def held_to_working_hours(self) -> bool:
         """Sent only in working hours (a confirmation, an extension's confirmation or an
-        officer's report answers something that just happened, so it goes at once)."""
+        officer's report answers something that just happened, so it goes at once; an
+        escalation digest waits for them)."""
         return self not in (Kind.CONFIRMATION, Kind.REPORT, Kind.EXTENSION)
 
     @property
@@ -67,8 +69,8 @@ class Kind(StrEnum):
 
     @property
     def per_person(self) -> bool:
-        """Written to one enrolled person (an officer's report is written to an officer)."""
-        return self is not Kind.REPORT
+        """Written to one enrolled person (a report or an escalation: to an officer, a manager)."""
+        return self not in (Kind.REPORT, Kind.ESCALATION)
 
     @classmethod
     def asking(cls) -> list[str]:

@@ -61,3 +61,9 @@ class OutcomeUnknownError(Exception):
     def __init__(self, reply: str) -> None:
         self.reply = reply
         super().__init__(reply)
+
+
+class NothingToSend(Exception):  # noqa: N818 - a reason to skip, not a fault
+    """Raised by a kind's send-time data (an enricher): the message has nothing left to say
+    (an escalation digest whose people have all caught up). The message is skipped with this
+    reason, never failed."""

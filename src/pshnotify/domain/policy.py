@@ -19,10 +19,11 @@ import datetime as dt
 import random
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
-from pshnotify.domain.calendar import next_sending_instant
+from pshnotify.domain.calendar import next_sending_instant, zone
 from pshnotify.domain.delivery import Kind, Outcome, State, backoff
-from pshnotify.domain.program import Program
+from pshnotify.domain.program import Escalation, Program
 
 REQUIRED, ENCOURAGED, EXEMPT = "required", "encouraged", "exempt"
 
@@ -37,8 +38,11 @@ class Standing:
     completed: bool = False
     wave_key: str | None = None
     extended_until: dt.date | None = None
-    # Local dates on which another reminder of this person went out or is queued to go.
+    undeliverable: bool = False  # their address is marked (services.bounces)
+    # Local dates (in the person's zone) on which another reminder of this person went out
+    # or is queued to go.
     reminded_on: frozenset[dt.date] = frozenset()
+    timezone: str | None = None  # the roster's IANA zone; None: the program's
 
 
 # The launch email's audience (and who an officer's report counts as owing the training), as
@@ -109,9 +113,16 @@ def deadline_passed(program: Program, person: Standing, now: dt.datetime) -> boo
     return last is not None and now >= program.closes_at(last)
 
 
-def late_launch(program: Program, person: Standing, now: dt.datetime) -> str | None:
-    """A member who joins after their deadline gets no launch email (and so no reminders)."""
-    return "joined after the deadline" if deadline_passed(program, person, now) else None
+def late_launch(
+    program: Program, person: Standing, now: dt.datetime, send_at: dt.datetime | None = None
+) -> str | None:
+    """A member who joins after their deadline gets no launch email (and so no reminders);
+    nor one whose working hours (in their zone) next open after it: it would arrive late."""
+    if deadline_passed(program, person, now):
+        return "joined after the deadline"
+    if send_at is not None and deadline_passed(program, person, send_at):
+        return "no working hours left before the deadline"
+    return None
 
 
 def skip_reason(
@@ -128,6 +139,8 @@ def skip_reason(
     """
     if kind is Kind.REPORT:
         return missed_night(program, step, now)
+    if kind is Kind.ESCALATION:
+        return missed_digest(program, step, now)
     if not kind.stops_on_completion:
         return None  # a confirmation answers a completion: it goes whatever changed since
     if person is None:
@@ -137,21 +150,59 @@ def skip_reason(
         reason = "no longer required"
     if reason is None and kind.ends_at_deadline and deadline_passed(program, person, now):
         reason = "deadline passed"
+    if reason is None and person.undeliverable:
+        reason = UNDELIVERABLE  # a hard bounce (or soft ones on several days): a dead address
     if reason is None and kind is Kind.REMINDER:
-        reason = reminded_that_day(program, now, person.reminded_on)
+        tz = person_zone(program, person.timezone)
+        reason = reminded_that_day(program, now, person.reminded_on, tz)
     return reason
+
+
+UNDELIVERABLE = "address undeliverable"
+
+
+def missed_digest(program: Program, day: str, now: dt.datetime) -> str | None:
+    """An escalation digest of an earlier day (the daemon was down) is not sent: today's,
+    read afresh, says the same about whoever is still behind."""
+    try:
+        when = dt.date.fromisoformat(day)
+    except ValueError:
+        return None
+    today = now.astimezone(program.tz).date()
+    return f"missed day: the digest of {today.isoformat()} replaces it" if when < today else None
+
+
+def escalated(esc: Escalation, *, reminders_sent: int, days_left: int) -> bool:
+    """Is a required person who has not completed behind, so that their manager hears of it?
+
+    Behind once any configured threshold is reached: `after_reminders` reminders sent, or
+    `days_before_deadline` days before the deadline (or `days_after_deadline` after it);
+    digests about them stop `stop_days_after_deadline` days after the deadline.
+    `days_left` counts from the digest's local date to the deadline (negative after it).
+    """
+    if not esc.enabled or days_left < -esc.stop_days_after_deadline:
+        return False
+    if esc.after_reminders is not None and reminders_sent >= esc.after_reminders:
+        return True
+    if esc.days_before_deadline is not None and days_left <= esc.days_before_deadline:
+        return True
+    return esc.days_after_deadline is not None and -days_left >= esc.days_after_deadline
 
 
 ONE_A_DAY = "one reminder a day: another reminder went or goes to this person that day"
 
 
 def reminded_that_day(
-    program: Program, at: dt.datetime, reminded_on: frozenset[dt.date]
+    program: Program,
+    at: dt.datetime,
+    reminded_on: frozenset[dt.date],
+    tz: ZoneInfo | None = None,
 ) -> str | None:
-    """At most one reminder per person per local day, whatever the times of the passes: a
-    reminder for a day on which another went (or is queued to go) is skipped. Asked when the
-    scheduler queues a reminder and again when the dispatcher is about to send one."""
-    return ONE_A_DAY if at.astimezone(program.tz).date() in reminded_on else None
+    """At most one reminder per person per local day (their own zone's `tz`, default the
+    program's), whatever the times of the passes: a reminder for a day on which another went
+    (or is queued to go) is skipped. Asked when the scheduler queues a reminder and again
+    when the dispatcher is about to send one; `reminded_on` holds dates in the same zone."""
+    return ONE_A_DAY if at.astimezone(tz or program.tz).date() in reminded_on else None
 
 
 def report_night(program: Program, now: dt.datetime) -> dt.date:
@@ -188,11 +239,20 @@ def superseded(waiting: Iterable[tuple[Hashable, Kind, int]]) -> set[int]:
 SUPERSEDED = "superseded by a later reminder"
 
 
-def held_until(program: Program, kind: Kind, now: dt.datetime) -> dt.datetime | None:
-    """When working hours next open, if this kind waits for them and they are closed now."""
+def person_zone(program: Program, timezone: str | None) -> ZoneInfo:
+    """The zone a person's working hours, closures and 09:00 are counted in: their roster
+    `timezone`, else the program's. Their deadline stays the program's (one instant for all)."""
+    return zone(timezone, program.tz)
+
+
+def held_until(
+    program: Program, kind: Kind, now: dt.datetime, tz: ZoneInfo | None = None
+) -> dt.datetime | None:
+    """When working hours next open in the person's zone `tz` (default: the program's), if
+    this kind waits for them and they are closed now (after hours, a weekend, a closure)."""
     if not kind.held_to_working_hours:
         return None
-    opening = next_sending_instant(now, program.sending, program.tz)
+    opening = next_sending_instant(now, program.sending, tz or program.tz)
     return opening if opening > now else None
 
 
@@ -223,6 +283,7 @@ def after_attempt(
     now: dt.datetime,
     rules: RetryRules,
     rng: random.Random | None = None,
+    tz: ZoneInfo | None = None,
 ) -> Next:
     """Sent, failed for good, kept as unknown, or tried again later (with backoff, in working
     hours for the kinds held to them) until the attempts or the age run out."""
@@ -238,7 +299,7 @@ def after_attempt(
         return Next(final, note=f"gave up after {attempt} attempts over {hours:.1f} h")
     at = now + backoff(attempt, rng=rng)
     if kind.held_to_working_hours:
-        at = next_sending_instant(at, program.sending, program.tz)
+        at = next_sending_instant(at, program.sending, tz or program.tz)
     return Next(State.RETRY, due_at=at)
 
 

@@ -194,6 +194,36 @@ class Sending(_Model):
 _WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+class Escalation(_Model):
+    """Who hears about someone who is behind: a daily digest to their manager or officer.
+
+    A required person who has not completed is behind once any set threshold is reached:
+    `after_reminders` reminders sent, `days_before_deadline` days before their deadline, or
+    `days_after_deadline` days after it. Off unless `enabled`.
+    """
+
+    enabled: bool = False
+    after_reminders: int | None = Field(default=None, ge=1)
+    days_before_deadline: int | None = Field(default=None, ge=0)
+    days_after_deadline: int | None = Field(default=None, ge=0)
+    # manager: the roster's manager_email, else the administrative officer; officer: always.
+    to: Literal["manager", "officer"] = "manager"
+    # Digests about a person stop this many days after their deadline.
+    stop_days_after_deadline: int = Field(default=14, ge=0)
+
+    @model_validator(mode="after")
+    def _some_threshold(self) -> Escalation:
+        thresholds = (self.after_reminders, self.days_before_deadline, self.days_after_deadline)
+        if self.enabled and all(t is None for t in thresholds):
+            raise ValueError(
+                "enabled, but no threshold: set after_reminders, days_before_deadline "
+                "or days_after_deadline"
+            )
+        if self.days_before_deadline is not None and self.days_after_deadline is not None:
+            raise ValueError("set days_before_deadline or days_after_deadline, not both")
+        return self
+
+
 class RosterSpec(_Model):
     """Columns the roster may carry beyond the built-in ones, with their types."""
 
@@ -209,6 +239,7 @@ class Program(_Model):
     cadence: Cadence = Cadence()
     sending: Sending = Sending()
     roster: RosterSpec = RosterSpec()
+    escalation: Escalation = Escalation()
 
     @model_validator(mode="after")
     def _consistent(self) -> Program:
@@ -237,6 +268,10 @@ class Program(_Model):
         return self
 
     # -- lookups -------------------------------------------------------------------------------
+    def reason_note(self, reason: str) -> str | None:
+        """The note of the first eligibility rule with this reason code, if it has one."""
+        return next((r.note for r in self.eligibility if r.reason == reason and r.note), None)
+
     @property
     def key(self) -> str:
         return self.program.key

@@ -29,6 +29,8 @@ OPTIONAL = (
     "admin_officer",
     "wave",
     "timezone",
+    "admin_officer_name",  # the officer's name, for their report's greeting
+    "manager_email",  # where escalations go ([escalation] to = "manager")
 )
 # Each column's longest value: the database's where it has one (id), else what a person's
 # name or an office plausibly needs; a 100 KB name would pass here and fail at the relay.
@@ -67,6 +69,8 @@ class RosterRow:
     admin_officer: str | None = None
     wave: str | None = None
     timezone: str | None = None  # IANA name; None: the program's zone
+    admin_officer_name: str | None = None
+    manager_email: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -179,6 +183,7 @@ class _RosterReader:
                 f"unknown wave {wave!r} (expected one of {', '.join(sorted(self.wave_keys))})",
             )
         timezone = self._zone(line, clean.get("timezone", ""))
+        manager = self._officer(line, clean.get("manager_email", ""), "manager_email")
         extra = {c: self._typed(line, c, clean.get(c, ""), t) for c, t in self.extra_types.items()}
         if len(self.errors) > before:
             return None
@@ -196,6 +201,8 @@ class _RosterReader:
             admin_officer=officer,
             wave=wave,
             timezone=timezone,
+            admin_officer_name=clean.get("admin_officer_name") or None,
+            manager_email=manager,
             extra=extra,
         )
 
@@ -217,11 +224,11 @@ class _RosterReader:
         checked = self._domains[domain]
         return f"{local}@{checked}" if checked else None
 
-    def _officer(self, line: int, value: str) -> str | None:
-        # A few officers serve thousands of people: validate each address once.
+    def _officer(self, line: int, value: str, fld: str = "admin_officer") -> str | None:
+        # A few officers (and managers) serve many people: validate each address once.
         if value not in self._officers:
             before = len(self.errors)
-            self._officers[value] = self._email(line, "admin_officer", value)
+            self._officers[value] = self._email(line, fld, value)
             if len(self.errors) > before:
                 del self._officers[value]  # report it on every line that has it
         return self._officers.get(value)

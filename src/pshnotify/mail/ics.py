@@ -18,8 +18,6 @@ import datetime as dt
 import functools
 import hashlib
 
-from icalendar import Calendar, Event
-
 from pshnotify.domain.calendar import LAST_MINUTE
 from pshnotify.domain.program import Program
 
@@ -81,6 +79,10 @@ def _event_template(
     starts: dt.datetime,
     sequence: int,
 ) -> bytes:
+    # Imported here: the library costs about 80 ms to import, which every command (pause,
+    # status, ...) would pay at start; only a build of a message with a calendar needs it.
+    from icalendar import Calendar, Event
+
     cal = Calendar()
     cal.add("prodid", f"-//pshnotify//{key}//EN")
     cal.add("version", "2.0")

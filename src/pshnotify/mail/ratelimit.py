@@ -11,6 +11,7 @@ the latency. The cost is a rate a little under the limit (by about latency/windo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -71,15 +72,20 @@ class RateLimiter:
         self._windows = windows
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot for one message: `async with limiter.slot(): await send(...)`."""
+    async def slot(self, wake: asyncio.Event | None = None) -> AsyncIterator[None]:
+        """Hold a slot for one message: `async with limiter.slot(): await send(...)`.
+
+        A wait ends early when `wake` is set (a stop): the caller then looks at its message
+        again instead of waiting a minute, or a day, for a slot it will not use."""
         if not self._windows:
             yield
             return
         async with self._lock:  # first come, first served across connections
             while (delay := self._delay()) > 0:
+                if wake is not None and wake.is_set():
+                    break
                 self.waited += delay
-                await asyncio.sleep(delay)
+                await _sleep_or_wake(delay, wake)
             self._in_flight += 1
         try:
             yield
@@ -100,3 +106,11 @@ class RateLimiter:
                 # yet, poll briefly for an in-flight one to finish.
                 delay = max(delay, log[0] + span - now if log else 0.005)
         return delay
+
+
+async def _sleep_or_wake(delay: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(delay)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), delay)

@@ -102,15 +102,58 @@ def report_context(data: KindInput) -> dict[str, Any]:
     day = dt.date.fromisoformat(str(extra["date"]))
     rows = [_display(r) for r in extra["rows"]]
     summary = {k: int(extra["summary"].get(k, 0)) for k in SUMMARY_KEYS}
+    attention = {k: list(extra.get("attention", {}).get(k, [])) for k in ATTENTION_KEYS}
     return {
         **common_context(data.program, data.person),
         "officer": str(extra["officer"]),
+        "officer_name": extra.get("officer_name") or "",
+        "progress": progress(summary),
+        "attention": attention,
+        "needs_attention": any(attention.values()),
+        "since": _since(extra.get("since")),
+        "list_everyone": bool(extra.get("list_everyone", True)),
         "title": str(extra["title"]),
         "report_date": human_date(day),
         "report_date_iso": day.isoformat(),
         "summary": summary,
         "departments": _by_department(rows),
         "attachment": csv_filename(data.program.key, day),
+    }
+
+
+ATTENTION_KEYS = ("undeliverable", "overdue", "due_soon")
+_BAR = 20  # characters of the text progress bar
+
+
+def progress(summary: dict[str, int]) -> dict[str, Any]:
+    """Complete out of everyone the report asks of (people less the exempt), as a bar."""
+    asked = summary["people"] - summary["exempt"]
+    done = summary["complete"]
+    percent = round(100 * done / asked) if asked else 100
+    filled = round(_BAR * percent / 100)
+    return {
+        "asked": asked,
+        "complete": done,
+        "percent": percent,
+        "bar": "#" * filled + "-" * (_BAR - filled),
+    }
+
+
+def _since(data: Any) -> dict[str, Any] | None:
+    if not data:
+        return None
+    when = dt.datetime.fromisoformat(str(data["since"]))
+    lists = {k: list(data.get(k, [])) for k in ("completed", "joined", "left", "extended")}
+    return {
+        "date": human_date(when.date()),
+        **lists,
+        "any": any(lists.values()),
+        "extended": [
+            {**e, "until_text": human_date(dt.date.fromisoformat(e["until"]))}
+            if e.get("until")
+            else e
+            for e in lists["extended"]
+        ],
     }
 
 
@@ -161,8 +204,41 @@ SAMPLE_EXTRA: dict[str, Any] = {
         ),
         _sample_row("pending", deadline="2023-09-11", deadline_passed=True, launch_email_sent=True),
         _sample_row("not-launched", deadline="2023-10-06", launch_email_sent=False),
-        _sample_row("exempt", exemption_reason="exempt-unpaid"),
+        _sample_row("exempt", exemption_reason="Unpaid appointees may ask for access."),
     ],
+    "officer_name": "Sample Officer",
+    "attention": {
+        "undeliverable": [
+            {
+                "id": "s3",
+                "name": "Dead Address",
+                "email": "gone@example.org",
+                "department": "Sample Department",
+                "since": "2023-09-12",
+                "reason": "hard bounce 5.1.1 on 2023-09-12: user unknown",
+            }
+        ],
+        "overdue": [
+            {
+                "id": "s1",
+                "name": "Late Person",
+                "email": "l@example.org",
+                "department": "Sample Department",
+                "deadline": "2023-09-11",
+            }
+        ],
+        "due_soon": [],
+    },
+    "since": {
+        "since": "2023-09-11T06:00:00-04:00",
+        "completed": [{"id": "s2", "name": "Done Person", "email": "d@example.org"}],
+        "joined": [],
+        "left": [{"id": "s4", "name": "Gone Person", "email": "g@example.org"}],
+        "extended": [
+            {"id": "s5", "name": "Ext Person", "email": "e@example.org", "until": "2023-10-20"}
+        ],
+    },
+    "list_everyone": True,
 }
 
 register(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ async def one_pass(
         await asyncio.to_thread(rt.scan_bounces)
     except Exception:  # a mailbox that is down must not stop the sending
         logging.getLogger(__name__).exception("bounce scan failed; the next pass tries again")
-    queued = await asyncio.to_thread(
+    queued = await dispatcher.guard.call(
         run_pass, rt.engine, rt.clock, rt.settings.message_id_domain, nightly
     )
     sent = await dispatcher.run_once()
@@ -48,9 +49,16 @@ class Daemon:
         self.nightly = nightly
         self.stop = asyncio.Event()
         self._current: asyncio.Task[Any] | None = None
+        self._refused_since: float | None = None  # every attempt failed since then
+        self._refusal_told = 0.0
+
+    # The relay refusing everything this long is an alarm (logged at ERROR, then hourly).
+    RELAY_ALARM_AFTER = 3600.0
 
     async def serve(self, extra_tasks: Sequence[Any] = ()) -> None:
-        dispatcher = self.rt.dispatcher()  # checks settings, programs and templates first
+        # Checks settings, programs and templates first. The daemon waits for a database that
+        # went away as long as it takes (until a stop), logging when it goes and returns.
+        dispatcher = self.rt.dispatcher(self.rt.db_guard(daemon=True))
         await dispatcher.claim_sending()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -100,8 +108,31 @@ class Daemon:
             return
         if sent.problem:
             self.log.error(sent.problem)
+        self._watch_relay(sent)
         if queued.queued or queued.skipped or sent.claimed:
             self.log.info(
                 "pass",
                 extra={"at": self.rt.clock.now().isoformat(), **queued.as_dict(), **sent.as_dict()},
+            )
+
+    def _watch_relay(self, sent: DispatchReport) -> None:
+        """Say so at ERROR when the relay has accepted nothing for an hour (every attempt of
+        every pass since failed), and again each hour it lasts."""
+        if sent.attempts.get("sent"):
+            if self._refused_since is not None:
+                self.log.warning("the relay accepts messages again")
+            self._refused_since = None
+            return
+        if not sent.all_failed:
+            return
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+        refused_for = now - self._refused_since
+        if refused_for >= self.RELAY_ALARM_AFTER and now - self._refusal_told >= 3600:
+            self._refusal_told = now
+            self.log.error(
+                "the relay has refused every message for %.0f minutes; check the relay and "
+                "`pshnotify messages list --state retry` for its replies",
+                refused_for / 60,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import getpass
 import os
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+import pshnotify.mail.escalation_kind
 import pshnotify.mail.report_kind  # noqa: F401 - registers the report kind
 from pshnotify.bounces.sources import ImapSource, MaildirSource, Source, parse_imap_url
 from pshnotify.bounces.verp import Verp
@@ -29,6 +31,7 @@ from pshnotify.mail.transport import SmtpConfig, SmtpConnection
 from pshnotify.runtime.metrics import Metrics
 from pshnotify.services.bounce_scan import ScanConfig, ScanReport, scan
 from pshnotify.services.dispatch import DispatchConfig, Dispatcher
+from pshnotify.services.escalation import escalation_enricher, queue_escalations
 from pshnotify.services.programs import all_programs, select_program
 from pshnotify.services.reports import queue_nightly_reports, report_enricher
 from pshnotify.services.schedule import NightlyJob
@@ -36,6 +39,7 @@ from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
 from pshnotify.store.programs import StoredProgram
+from pshnotify.store.retry import Guard
 
 
 def actor_name() -> str:
@@ -162,7 +166,12 @@ class Runtime:
             SmtpConnection(shared[i % len(shared)], fallbacks) for i in range(s.smtp_connections)
         ]
 
-    def dispatcher(self) -> Dispatcher:
+    def db_guard(self, *, daemon: bool = False) -> Guard:
+        """How database calls are retried: the daemon waits as long as it takes (until a stop);
+        a command gives up after PSHNOTIFY_DB_RETRY_SECONDS."""
+        return Guard(give_up_after=None if daemon else self.settings.db_retry_seconds)
+
+    def dispatcher(self, guard: Guard | None = None) -> Dispatcher:
         s = self.settings
         config = DispatchConfig(
             worker=self.worker,
@@ -183,7 +192,13 @@ class Runtime:
             config,
             limiter=self._limiter,
             observe_send=self.metrics.send_seconds.observe,
-            enrichers={"report": report_enricher},
+            enrichers={
+                "report": functools.partial(
+                    report_enricher, list_limit=self.settings.report_list_limit
+                ),
+                "escalation": escalation_enricher,
+            },
+            guard=guard or self.db_guard(),
         )
 
     @cached_property
@@ -224,11 +239,13 @@ class Runtime:
 
     def nightly_jobs(self) -> list[NightlyJob]:
         """Once-a-night work run by every pass (each job is idempotent per night)."""
-        return [queue_nightly_reports]
+        return [queue_nightly_reports, queue_escalations]
 
     def http_enabled(self) -> bool:
         s = self.settings
-        return bool(s.console or s.webhook_secret or s.xapi_password or s.metrics)
+        return bool(
+            s.console or s.webhook_secret or s.xapi_password or s.metrics or s.bounce_webhook_secret
+        )
 
     def http_summary(self) -> str:
         s = self.settings
@@ -240,6 +257,7 @@ class Runtime:
                 ("/ (console)", s.console),
                 ("/metrics", s.metrics),
                 ("/webhooks/completions", s.webhook_secret),
+                ("/webhooks/bounces", s.bounce_webhook_secret or s.webhook_secret),
                 ("/xapi/statements", s.xapi_password),
             )
             if on

@@ -330,6 +330,12 @@ def _clear(conn: Connection, person_id: int, now: dt.datetime, by: str) -> None:
         .where(undeliverable.c.person_id == person_id, undeliverable.c.cleared_at.is_(None))
         .values(cleared_at=now, cleared_by=by)
     )
+    # The scheduler looks at them again at once: their next steps go to the address.
+    conn.execute(
+        update(enrollments)
+        .where(enrollments.c.person_id == person_id, enrollments.c.removed_at.is_(None))
+        .values(next_action_at=now)
+    )
 
 
 def readdressed(
@@ -349,7 +355,9 @@ def readdressed(
         mark = _active_mark(conn, pid)
         _clear(conn, pid, now, f"{actor} (roster import: new address)")
         email_key = conn.scalar(select(people.c.email_key).where(people.c.id == pid)) or ""
-        _resend_launch(conn, stored, pid, now, message_id_domain, step=f"readdress:{email_key}")
+        # The step names the new address (hashed: steps are short): once per new address.
+        digest = hashlib.sha256(email_key.encode()).hexdigest()[:16]
+        _resend_launch(conn, stored, pid, now, message_id_domain, step=f"readdress:{digest}")
         audit.record(
             conn,
             at=now,
@@ -505,3 +513,45 @@ def record_event(
         if not claim_receipt(conn, "bounce-webhook", receipt, clock.wall()):
             return None
         return record_bounce(conn, event, now=now, soft_days=soft_days)
+
+
+def undeliverable_reasons(conn: Connection, person_ids: list[int]) -> dict[int, str]:
+    """person id -> why their address is marked, for those of these people who are."""
+    out: dict[int, str] = {}
+    for start in range(0, len(person_ids), 500):
+        part = person_ids[start : start + 500]
+        q = select(undeliverable.c.person_id, undeliverable.c.reason).where(
+            undeliverable.c.person_id.in_(part), undeliverable.c.cleared_at.is_(None)
+        )
+        out.update(dict(conn.execute(q).tuples().all()))
+    return out
+
+
+def undeliverable_by_wave(conn: Connection, program_id: int) -> dict[str, int]:
+    """Enrolled (not removed) people with an address marked undeliverable, per wave."""
+    q = (
+        select(enrollments.c.wave_key, func.count())
+        .join(undeliverable, undeliverable.c.person_id == enrollments.c.person_id)
+        .where(
+            enrollments.c.program_id == program_id,
+            enrollments.c.removed_at.is_(None),
+            undeliverable.c.cleared_at.is_(None),
+        )
+        .group_by(enrollments.c.wave_key)
+    )
+    return {w: int(n) for w, n in conn.execute(q)}
+
+
+def bounce_summary(conn: Connection, program_id: int) -> dict[str, int]:
+    """For `status`: bounces of this program's messages by class, the people marked now, and
+    the unreadable mail kept (all programs share the bounce mailbox)."""
+    q = (
+        select(bounces.c["class"], func.count())
+        .where(bounces.c.program_id == program_id)
+        .group_by(bounces.c["class"])
+    )
+    by_class = {str(c): int(n) for c, n in conn.execute(q)}
+    out = {c.value: by_class.get(c.value, 0) for c in BounceClass}
+    out["undeliverable"] = sum(undeliverable_by_wave(conn, program_id).values())
+    out["unrecognised"] = count_unrecognised(conn)
+    return out

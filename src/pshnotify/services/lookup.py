@@ -205,6 +205,8 @@ class PersonView:
 def describe_step(kind: str, step: str) -> str:
     """A message's place in the cadence, from its stable step name (see domain.cadence)."""
     parts = step.split(":")
+    if kind == "launch" and step.startswith("resend"):
+        return "the wave's launch email, again (its address was fixed)"
     if kind == "launch":
         return "the wave's launch email"
     if kind == "invitation":

@@ -1,5 +1,9 @@
 """The plan: what will go out, per day and kind, from what is known now.
 
+Days are the program's local dates (what an operator reads); each day also counts its
+messages per recipient zone, since a person's 09:00 is in their own zone (Singapore's
+Tuesday 09:00 is Monday evening in Boston, and is counted on Monday).
+
 It asks `domain.cadence` the same questions the scheduler's pass does (`decide` for what is
 due now, `timeline` for what comes later), so the plan and the sending cannot disagree. An
 unlaunched wave is assumed to launch at the start of working hours on its opening day (or
@@ -20,10 +24,11 @@ from pshnotify.domain.cadence import PersonState, Planned, decide, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import PENDING, Kind
 from pshnotify.domain.program import Program
+from pshnotify.services.escalation import planned_digests
 from pshnotify.services.reports import officer_windows
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages
+from pshnotify.store.schema import enrollments, messages, people
 
 KINDS = tuple(k.value for k in Kind)
 
@@ -37,25 +42,35 @@ def build_plan(
     with engine.connect() as conn:
         waves = program_repo.wave_states(conn, stored.id)
         steps, pending = _outbox(conn, stored.id, wave)
-        q = select(enrollments).where(
+        q = _with_zone(select(enrollments)).where(
             enrollments.c.program_id == stored.id, enrollments.c.removed_at.is_(None)
         )
         if wave is not None:
             q = q.where(enrollments.c.wave_key == wave)
         rows = conn.execute(q).all()
         days: dict[dt.date, Counter[str]] = defaultdict(Counter)
+        zones: dict[dt.date, Counter[str]] = defaultdict(Counter)
         if wave is None:  # reports cover officers' people in every wave
             _plan_reports(conn, stored, now, _reported(conn, stored.id), days)
-    for due, kind in pending:
-        days[_local_day(program, max(due, now))][kind] += 1
+            for day, n in planned_digests(conn, stored, now).items():  # escalations, likewise
+                days[day][Kind.ESCALATION.value] += n
+    home = program.program.timezone
+    for day, counts in days.items():  # the officers' reports: in the program's zone
+        zones[day][home] += sum(counts.values())
+    for due, kind, tz in pending:
+        day = _local_day(program, max(due, now))
+        days[day][kind] += 1
+        zones[day][tz or home] += 1
     for r in rows:
         state = _state(r, steps.get(r.person_id, set()))
         wave_state = waves.get(r.wave_key)
         launched = wave_state.launched_at if wave_state else None
         scheduled = wave_state.launch_at if wave_state else None
         for p in _future(program, launched, state, now, scheduled):
-            days[_local_day(program, p.due_at)][p.kind] += 1
-    data = _render(stored, now, wave, days)
+            day = _local_day(program, p.due_at)
+            days[day][p.kind] += 1
+            zones[day][r.timezone or home] += 1
+    data = _render(stored, now, wave, days, zones)
     data["scheduled_launches"] = {
         k: w.launch_at.isoformat()
         for k, w in sorted(waves.items())
@@ -64,13 +79,18 @@ def build_plan(
     return data
 
 
+def _with_zone(q: Any) -> Any:
+    """The person's own zone beside their enrollment."""
+    return q.add_columns(people.c.timezone).join(people, people.c.id == enrollments.c.person_id)
+
+
 def person_plan(
     conn: Connection, stored: StoredProgram, person_id: int, now: dt.datetime
 ) -> list[Planned]:
     """What the scheduler will queue for one person from now on, if nothing changes: the
     same answer `build_plan` counts for everyone (the console's person timeline)."""
     row = conn.execute(
-        select(enrollments).where(
+        _with_zone(select(enrollments)).where(
             enrollments.c.program_id == stored.id,
             enrollments.c.person_id == person_id,
             enrollments.c.removed_at.is_(None),
@@ -120,19 +140,28 @@ def _plan_reports(
 
 def _outbox(
     conn: Any, program_id: int, wave: str | None
-) -> tuple[dict[int, set[str]], list[tuple[dt.datetime, str]]]:
-    q = select(
-        messages.c.person_id, messages.c.kind, messages.c.step, messages.c.state, messages.c.due_at
-    ).where(messages.c.program_id == program_id)
+) -> tuple[dict[int, set[str]], list[tuple[dt.datetime, str, str | None]]]:
+    q = (
+        select(
+            messages.c.person_id,
+            messages.c.kind,
+            messages.c.step,
+            messages.c.state,
+            messages.c.due_at,
+            people.c.timezone,
+        )
+        .outerjoin(people, people.c.id == messages.c.person_id)
+        .where(messages.c.program_id == program_id)
+    )
     if wave is not None:
         q = q.where(messages.c.wave_key == wave)
     steps: dict[int, set[str]] = {}
-    pending: list[tuple[dt.datetime, str]] = []
-    for pid, kind, step, state, due in conn.execute(q):
+    pending: list[tuple[dt.datetime, str, str | None]] = []
+    for pid, kind, step, state, due, tz in conn.execute(q):
         if pid is not None:
             steps.setdefault(pid, set()).add("launch" if kind == Kind.LAUNCH.value else step)
         if state in [s.value for s in PENDING]:
-            pending.append((due, kind))
+            pending.append((due, kind, tz))
     return steps, pending
 
 
@@ -147,6 +176,7 @@ def _state(r: Any, steps: set[str]) -> PersonState:
         launch_queued="launch" in steps,
         launch_sent_at=r.launch_sent_at,
         steps_queued=frozenset(steps - {"launch"}),
+        timezone=r.timezone,
     )
 
 
@@ -159,13 +189,16 @@ def _future(
 ) -> list[Planned]:
     """What the scheduler will queue for this person from now on, if nothing changes. A wave
     not launched launches when scheduled (`launch --at`), else assumed at the start of working
-    hours on its opening day."""
+    hours on its opening day; each person's email then goes at the next opening in their own
+    zone."""
+    tz = policy.person_zone(program, person.timezone)
     if launched is None:
         opens = program.wave(person.wave_key).opens
         start = scheduled or dt.datetime.combine(
             opens, program.sending.working_hours.start, program.tz
         )
-        launched = next_sending_instant(max(start, now), program.sending, program.tz)
+        launch = next_sending_instant(max(start, now), program.sending, program.tz)
+        launched = next_sending_instant(launch, program.sending, tz)
         assumed = PersonState(**{**person.__dict__, "launch_queued": True, "launch_sent_at": None})
         first = policy.first_message(program, person.standing)
         if first is Kind.LAUNCH:
@@ -182,9 +215,7 @@ def _future(
     if launch_at is None:
         queued = [p.due_at for p in out if p.kind == Kind.LAUNCH.value]
         if queued or person.launch_queued:  # goes out on the next pass in working hours
-            launch_at = (
-                queued[0] if queued else next_sending_instant(now, program.sending, program.tz)
-            )
+            launch_at = queued[0] if queued else next_sending_instant(now, program.sending, tz)
     if launch_at is not None and policy.owes_training(person.standing):
         queued_steps = person.steps_queued | {p.step for p in out}
         out += [
@@ -200,7 +231,11 @@ def _local_day(program: Program, at: dt.datetime) -> dt.date:
 
 
 def _render(
-    stored: StoredProgram, now: dt.datetime, wave: str | None, days: dict[dt.date, Counter[str]]
+    stored: StoredProgram,
+    now: dt.datetime,
+    wave: str | None,
+    days: dict[dt.date, Counter[str]],
+    zones: dict[dt.date, Counter[str]],
 ) -> dict[str, Any]:
     totals: Counter[str] = Counter()
     for counts in days.values():
@@ -211,7 +246,11 @@ def _render(
         "now": now.isoformat(),
         "timezone": stored.program.program.timezone,
         "days": [
-            {"date": day.isoformat(), **{k: days[day].get(k, 0) for k in KINDS if days[day].get(k)}}
+            {
+                "date": day.isoformat(),
+                **{k: days[day].get(k, 0) for k in KINDS if days[day].get(k)},
+                "zones": dict(sorted(zones[day].items())),
+            }
             for day in sorted(days)
         ],
         "totals": {k: totals[k] for k in KINDS if totals.get(k)},

@@ -22,6 +22,7 @@ from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
 from pshnotify.mail.report_kind import OFFICER_NAME, report_csv
+from pshnotify.services.officer_report import action_sections
 from pshnotify.store import outbox
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
@@ -171,7 +172,9 @@ def _row(program: Program, r: Row[Any], today: dt.date, launch_sent: bool) -> Re
             completed_on=r.completed_at.astimezone(program.tz).date(),
         )
     if r.exempted_reason or r.status != "required":
-        return replace(base, status=EXEMPT, exemption_reason=r.exempted_reason or r.reason)
+        # The program file's note for the rule's reason ("Unpaid appointees ..."), not its code.
+        why = r.exempted_reason or program.reason_note(r.reason) or r.reason
+        return replace(base, status=EXEMPT, exemption_reason=why)
     deadline = r.extended_until or _closes(program, r.wave_key)
     return replace(
         base,
@@ -429,8 +432,11 @@ def _report_message(
     }
 
 
-def report_enricher(engine: Engine, stored: StoredProgram, claimed: Claimed) -> dict[str, Any]:
-    """The dispatcher's hook for "report": the officer's rows, read now rather than at queue time.
+def report_enricher(
+    engine: Engine, stored: StoredProgram, claimed: Claimed, *, list_limit: int = 30
+) -> dict[str, Any]:
+    """The dispatcher's hook for "report": the officer's rows, read now rather than at queue time,
+    and what needs their action (services.officer_report).
 
     Statuses are judged as of the night's report time (deadline passed or not), so a retry
     later in the day describes the same night.
@@ -443,7 +449,17 @@ def report_enricher(engine: Engine, stored: StoredProgram, claimed: Claimed) -> 
         report = build_report(
             conn, stored, officer=officer, now=as_of, title=_nightly_title(program)
         )
-    return {"title": report.title, "summary": report.summary, "rows": report.row_dicts()}
+        rows = report.row_dicts()
+        action = action_sections(
+            conn,
+            stored,
+            officer=officer,
+            night=night,
+            as_of=as_of,
+            rows=rows,
+            list_limit=list_limit,
+        )
+    return {"title": report.title, "summary": report.summary, "rows": rows, **action}
 
 
 def _nightly_title(program: Program) -> str:

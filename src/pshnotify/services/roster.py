@@ -184,6 +184,8 @@ def _person_values(r: RosterRow) -> dict[str, Any]:
         "affiliation": r.affiliation,
         "admin_officer": r.admin_officer,
         "timezone": r.timezone,
+        "admin_officer_name": r.admin_officer_name,
+        "manager_email": r.manager_email,
         "extra": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.extra.items()},
     }
 

@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 
 from pshnotify.clock import Clock
+from pshnotify.domain import policy
 from pshnotify.domain.cadence import Decision, PersonState, Planned, decide
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.program import Program
@@ -26,7 +27,7 @@ from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.schema import enrollments, messages, people, undeliverable
 
 # Once-a-night work (the officers' reports): (conn, program, now, message-id domain) -> queued.
 NightlyJob = Callable[[Connection, StoredProgram, dt.datetime, str], int]
@@ -84,7 +85,9 @@ def _pass_batch(
         rows = conn.execute(_due_enrollments(stored.id, now, batch, paused)).all()
         if not rows:
             return 0
-        steps = _queued_steps(conn, stored.program, stored.id, [r.person_id for r in rows])
+        steps = _queued_steps(
+            conn, stored.program, stored.id, {r.person_id: r.timezone for r in rows}
+        )
         out: list[dict[str, Any]] = []
         next_at: list[dict[str, Any]] = []
         for r in rows:
@@ -120,8 +123,14 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
             people.c.external_id,
             people.c.email,
             people.c.name,
+            people.c.timezone,
+            undeliverable.c.person_id.label("undeliverable"),
         )
         .join(people, people.c.id == enrollments.c.person_id)
+        .outerjoin(
+            undeliverable,
+            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
+        )
         .where(
             enrollments.c.program_id == program_id,
             enrollments.c.next_action_at <= now,
@@ -147,8 +156,10 @@ _GOING = (State.QUEUED.value, State.CLAIMED.value, State.RETRY.value, State.SENT
 
 
 def _queued_steps(
-    conn: Connection, program: Program, program_id: int, person_ids: list[int]
+    conn: Connection, program: Program, program_id: int, zones: dict[int, str | None]
 ) -> dict[int, _Outbox]:
+    """Each person's asking messages; their reminders' days in the person's own zone."""
+    person_ids = list(zones)
     q = select(
         messages.c.person_id,
         messages.c.kind,
@@ -166,7 +177,8 @@ def _queued_steps(
         box = out.setdefault(pid, _Outbox())
         box.steps.add("launch" if kind == "launch" else step)
         if kind == Kind.REMINDER.value and state in _GOING:
-            box.reminder_days.add((sent_at or due_at).astimezone(program.tz).date())
+            tz = policy.person_zone(program, zones[pid])
+            box.reminder_days.add((sent_at or due_at).astimezone(tz).date())
     return out
 
 
@@ -183,6 +195,8 @@ def _state(r: Any, box: _Outbox | None) -> PersonState:
         launch_queued="launch" in steps,
         launch_sent_at=r.launch_sent_at,
         steps_queued=frozenset(steps - {"launch"}),
+        timezone=r.timezone,
+        undeliverable=r.undeliverable is not None,
         reminder_days=frozenset(box.reminder_days),
     )
 

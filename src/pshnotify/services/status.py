@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, func, select
 
 from pshnotify.domain.delivery import State
+from pshnotify.services.bounces import bounce_summary, undeliverable_by_wave
 from pshnotify.services.completions import unmatched_completions
 from pshnotify.services.delivery_stats import delivery_stats
 from pshnotify.store import outbox
@@ -40,6 +41,8 @@ def program_status(
             .group_by(messages.c.wave_key)
         )
         launched = {w: int(n) for w, n in conn.execute(launched_q)}
+        undeliverable = undeliverable_by_wave(conn, stored.id)
+        bounce_counts = bounce_summary(conn, stored.id)
         by_state = outbox.count_by_state(conn, stored.id)
         states = program_repo.wave_states(conn, stored.id)
         unmatched = unmatched_completions(conn, stored.id)
@@ -60,6 +63,7 @@ def program_status(
                 "removed": 0,
                 "launched": launched.get(w.key, 0),
                 "completed": 0,
+                "undeliverable": undeliverable.get(w.key, 0),
             },
             "messages": Counter(),
         }
@@ -100,6 +104,7 @@ def program_status(
         "waves": waves,
         "messages": {s.value: totals.get(s.value, 0) for s in State},
         "completions": {"unmatched": len(unmatched)},
+        "bounces": bounce_counts,
         "delivery": _delivery(engine, now) if delivery else {},
     }
 

@@ -7,6 +7,7 @@ audited like any other action.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,13 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # hashing cost grows with length; nobody types more
 _LOGIN = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 _hasher = PasswordHasher()
-# Verified when the login is unknown, so a wrong login costs the same time as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a password of anyone")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the login is unknown, so a wrong login costs the time a wrong password
+    does. Made on first use: an argon2 hash at import would slow every command's start."""
+    return _hasher.hash("not a password of anyone")
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,7 @@ def authenticate(engine: Engine, login: str, password: str) -> User | None:
     login = login.strip().lower()
     with engine.connect() as conn:
         row = conn.execute(select(users).where(users.c.login == login)).first()
-    stored = row.password_hash if row is not None else _DUMMY_HASH
+    stored = row.password_hash if row is not None else _dummy_hash()
     try:
         _hasher.verify(stored, password[:MAX_PASSWORD])
     except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,17 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 def is_postgresql(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def server_time(conn: Connection, local: dt.datetime) -> dt.datetime:
+    """The database server's clock on PostgreSQL (the start of this transaction), so leases
+    shared by replicas expire by one clock, never by comparing hosts' clocks; SQLite lives on
+    one host, whose clock (`local`) is the database's."""
+    if not is_postgresql(conn):
+        return local
+    at = conn.scalar(text("SELECT now()"))
+    assert isinstance(at, dt.datetime)
+    return at.astimezone(dt.UTC)
 
 
 # After a bulk change of this many rows, PostgreSQL's statistics of the tables are renewed.

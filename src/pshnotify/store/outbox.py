@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     exists,
     func,
     literal_column,
@@ -55,7 +56,16 @@ def queue(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> int
     if not rows:
         return 0
     full = [
-        {"state": State.QUEUED.value, "attempts": 0, "created_at": now, "updated_at": now, **r}
+        # Every row with the same keys: an executemany takes its columns from the first row,
+        # so a skipped row's reason after a queued row's none was dropped (or, first, failed).
+        {
+            "state": State.QUEUED.value,
+            "attempts": 0,
+            "reason": None,
+            "created_at": now,
+            "updated_at": now,
+            **r,
+        }
         for r in rows
     ]
     return insert_many(conn, messages, full)
@@ -76,7 +86,7 @@ class Claimed:
     attempts: int
     first_attempt_at: dt.datetime | None
     lease_token: str
-    lease_until: dt.datetime | None = None  # wall time: past it, another worker may send it
+    lease_until: dt.datetime | None = None  # the database's time: past it, another may send it
 
 
 # Claimed's fields read from the row, in order (the lease fields come from the claim itself).
@@ -96,7 +106,8 @@ def claim(
     """Take up to `limit` due messages under a new lease (SKIP LOCKED on PostgreSQL).
 
     Due means queued/retry with due_at <= now (business time), or claimed by a worker whose
-    lease ran out (wall time: leases measure liveness, not the rehearsal's calendar).
+    lease ran out by `wall`: the database server's clock (`db.server_time`), since leases
+    measure liveness, not the rehearsal's calendar, and replicas' clocks differ.
     """
     ids: list[int] = []
     for pick in _picks(with_programs=program_ids is not None):
@@ -187,6 +198,64 @@ def _not_paused() -> Any:
         programs.c.id == messages.c.program_id, programs.c.paused.is_(True)
     )
     return and_(~wave_paused, ~program_paused)
+
+
+# Other reminders of a batch's people, by (program, person): (id, state, due_at, sent_at).
+Reminded = dict[tuple[int, int], list[tuple[int, str, dt.datetime, dt.datetime | None]]]
+
+
+def other_reminders(conn: Connection, batch: list[Claimed]) -> Reminded:
+    """The reminders, other than this batch's, of the people this batch reminds: what the
+    policy's one reminder a day is checked against at send time."""
+    mine = {c.id for c in batch if c.kind == "reminder" and c.person_id is not None}
+    whom = sorted({c.person_id for c in batch if c.id in mine and c.person_id is not None})
+    if not whom:
+        return {}
+    q = select(
+        messages.c.program_id,
+        messages.c.person_id,
+        messages.c.id,
+        messages.c.state,
+        messages.c.due_at,
+        messages.c.sent_at,
+    ).where(
+        messages.c.program_id.in_(sorted({c.program_id for c in batch if c.id in mine})),
+        messages.c.person_id.in_(whom),
+        messages.c.kind == "reminder",
+        messages.c.state.in_(
+            [State.QUEUED.value, State.CLAIMED.value, State.RETRY.value, State.SENT.value]
+        ),
+    )
+    out: Reminded = {}
+    for program_id, person_id, mid, state, due_at, sent_at in conn.execute(q):
+        if mid not in mine:
+            out.setdefault((program_id, person_id), []).append((mid, state, due_at, sent_at))
+    return out
+
+
+def claim_owners(conn: Connection) -> set[str]:
+    """Who holds claims now (read at a sender's start, through the (state, id) index)."""
+    q = select(messages.c.lease_owner).where(_in_state(State.CLAIMED)).distinct()
+    return {owner for owner in conn.scalars(q) if owner}
+
+
+def take_back(conn: Connection, owners: list[str], now: dt.datetime) -> int:
+    """Hand back the claims of processes known to be gone, at once rather than when their
+    leases run out: queued again (or retry, once attempted), under no lease."""
+    if not owners:
+        return 0
+    stmt = (
+        update(messages)
+        .where(_in_state(State.CLAIMED), messages.c.lease_owner.in_(owners))
+        .values(
+            state=case((messages.c.attempts == 0, State.QUEUED.value), else_=State.RETRY.value),
+            lease_owner=None,
+            lease_token=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    return int(conn.execute(stmt).rowcount)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
 from pshnotify.store.db import is_postgresql
-from pshnotify.store.schema import UTCDateTime, enrollments, people
-from pshnotify.store.sql import chunks, json_rows
+from pshnotify.store.schema import UTCDateTime, enrollments, people, undeliverable
+from pshnotify.store.sql import among, chunks, json_rows
 
 PERSON_FIELDS = (
     "email",
@@ -24,6 +25,8 @@ PERSON_FIELDS = (
     "affiliation",
     "admin_officer",
     "timezone",
+    "admin_officer_name",
+    "manager_email",
     "extra",
 )
 ENROLLMENT_FIELDS = ("wave_key", "wave_override", "status", "reason")
@@ -154,3 +157,48 @@ def mark_launch_sent(conn: Connection, sent: list[tuple[int, int, dt.datetime]])
         .values(launch_sent_at=bindparam("b_at"), next_action_at=bindparam("b_at"))
     )
     conn.execute(stmt, [{"b_program": p, "b_person": pid, "b_at": at} for p, pid, at in sent])
+
+
+def batch_people(
+    conn: Connection, program_ids: list[int], person_ids: list[int]
+) -> dict[tuple[int, int], Any]:
+    """The people of a claimed batch with their enrollment: what decides whether each message
+    still matters, and whom it greets. Keyed by (program id, person id)."""
+    params = {"p_programs": sorted(program_ids), "p_people": sorted(person_ids)}
+    q = _batch_people_query(on_postgresql=is_postgresql(conn))
+    return {(r.program_id, r.id): r for r in conn.execute(q, params)}
+
+
+@functools.cache
+def _batch_people_query(*, on_postgresql: bool) -> Any:
+    """Read through enrollments' (program_id, person_id) key: without the program in the WHERE,
+    PostgreSQL read all 100,000 enrollments for every batch of 200 (45 ms). With it, the plan
+    still needs the tables analysed (`refresh_statistics` after a roster import): never
+    analysed, they scanned all of the program's enrollments (9.0 ms). Built once, like the
+    claim's statements."""
+    return (
+        select(
+            people.c.id,
+            people.c.external_id,
+            people.c.name,
+            people.c.email,
+            people.c.department,
+            people.c.timezone,
+            enrollments.c.program_id,
+            enrollments.c.status,
+            enrollments.c.extended_until,
+            enrollments.c.completed_at,
+            enrollments.c.exempted_reason,
+            enrollments.c.removed_at,
+            undeliverable.c.person_id.label("undeliverable"),  # the policy skips them
+        )
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .outerjoin(
+            undeliverable,
+            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
+        )
+        .where(
+            among(enrollments.c.program_id, "p_programs", Integer(), on_postgresql=on_postgresql),
+            among(enrollments.c.person_id, "p_people", Integer(), on_postgresql=on_postgresql),
+        )
+    )

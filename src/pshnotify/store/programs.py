@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from pshnotify.domain.program import Program, parse_program
 from pshnotify.store.schema import programs, waves
@@ -110,3 +110,38 @@ def mark_launched(
         .where(waves.c.program_id == program_id, waves.c.key == wave, waves.c.launched_at.is_(None))
         .values(launched_at=now, launched_by=actor, launch_at=None, launch_at_by=None)
     )
+
+
+def paused_scopes(conn: Connection) -> set[tuple[int, str | None]]:
+    """(program id, None) for each paused program, (program id, wave key) for each paused wave."""
+    found: set[tuple[int, str | None]] = {
+        (r.id, None) for r in conn.execute(select(programs.c.id).where(programs.c.paused.is_(True)))
+    }
+    found |= {
+        (r.program_id, r.key)
+        for r in conn.execute(
+            select(waves.c.program_id, waves.c.key).where(waves.c.paused.is_(True))
+        )
+    }
+    return found
+
+
+class ProgramCache:
+    """Programs by id, read once per process (their text changes only through `init`/`run`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._programs: dict[int, StoredProgram] = {}
+
+    def load(self, program_ids: set[int]) -> None:
+        """Read the programs not yet known (call it in a thread, not on the event loop)."""
+        missing = program_ids - self._programs.keys()
+        if missing:
+            with self.engine.connect() as conn:
+                for program_id in missing:
+                    self._programs[program_id] = load_program_by_id(conn, program_id)
+
+    def get(self, program_id: int) -> StoredProgram:
+        if program_id not in self._programs:
+            self.load({program_id})
+        return self._programs[program_id]

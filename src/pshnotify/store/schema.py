@@ -153,6 +153,8 @@ people = Table(
     Column("affiliation", Text),
     Column("admin_officer", Text),
     Column("timezone", Text),  # IANA name; NULL: the program's zone (0009)
+    Column("admin_officer_name", Text),  # for the report's greeting (0014)
+    Column("manager_email", Text),  # where escalations go (0014)
     Column("extra", JSON, nullable=False),
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),

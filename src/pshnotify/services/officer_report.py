@@ -1,0 +1,184 @@
+"""The officer's report, built for action: what needs attention and what changed.
+
+The nightly report's rows (services.reports) say where everyone stands; this adds what an
+officer acts on: addresses that do not work (to fix in the HR system), people past their
+deadline, people due within `DUE_SOON_DAYS`; and what changed since their last report:
+completed, joined, left, extended. Counts and a progress bar head the email; the body lists
+everyone only for small departments (PSHNOTIFY_REPORT_LIST_LIMIT), the CSV always does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from pshnotify.domain.delivery import Kind, State
+from pshnotify.store.programs import StoredProgram
+from pshnotify.store.schema import audit_log, enrollments, messages, people, undeliverable
+
+DUE_SOON_DAYS = 3
+
+
+def action_sections(
+    conn: Connection,
+    stored: StoredProgram,
+    *,
+    officer: str,
+    night: dt.date,
+    as_of: dt.datetime,
+    rows: list[dict[str, Any]],
+    list_limit: int,
+) -> dict[str, Any]:
+    """The report's extra data: JSON-able, stored nowhere, read when the report is sent."""
+    today = as_of.astimezone(stored.program.tz).date()
+    pending = [r for r in rows if r["status"] == "pending"]
+    overdue = [r for r in pending if r.get("deadline_passed")]
+    soon = [
+        r
+        for r in pending
+        if not r.get("deadline_passed")
+        and r.get("deadline")
+        and (dt.date.fromisoformat(r["deadline"]) - today).days <= DUE_SOON_DAYS
+    ]
+    since = _last_report(conn, stored, officer, night)
+    return {
+        "officer_name": _officer_name(conn, stored.id, officer),
+        "attention": {
+            "undeliverable": _undeliverable(conn, stored, officer),
+            "overdue": [_brief(r) for r in overdue],
+            "due_soon": [_brief(r) for r in soon],
+        },
+        # Up to the send (a day after the report time at most), not only the report time.
+        "since": None
+        if since is None
+        else _changes(conn, stored, officer, since, as_of + dt.timedelta(days=1)),
+        "list_everyone": len(rows) <= list_limit,
+    }
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in ("id", "name", "email", "department", "deadline")}
+
+
+def _mine(stored: StoredProgram, officer: str) -> Any:
+    return and_(
+        enrollments.c.program_id == stored.id,
+        func.lower(people.c.admin_officer) == officer.strip().lower(),
+    )
+
+
+def _officer_name(conn: Connection, program_id: int, officer: str) -> str | None:
+    """The name most of the roster gives this officer (`admin_officer_name`)."""
+    q = (
+        select(people.c.admin_officer_name, func.count())
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .where(
+            enrollments.c.program_id == program_id,
+            enrollments.c.removed_at.is_(None),
+            func.lower(people.c.admin_officer) == officer.strip().lower(),
+            people.c.admin_officer_name.is_not(None),
+            people.c.admin_officer_name != "",
+        )
+        .group_by(people.c.admin_officer_name)
+    )
+    names = Counter(dict(conn.execute(q).tuples().all()))
+    return min(names, key=lambda n: (-names[n], n)) if names else None
+
+
+def _undeliverable(conn: Connection, stored: StoredProgram, officer: str) -> list[dict[str, Any]]:
+    q = (
+        select(
+            people.c.external_id,
+            people.c.name,
+            people.c.email,
+            people.c.department,
+            undeliverable.c.since,
+            undeliverable.c.reason,
+        )
+        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .join(undeliverable, undeliverable.c.person_id == people.c.id)
+        .where(
+            _mine(stored, officer),
+            enrollments.c.removed_at.is_(None),
+            undeliverable.c.cleared_at.is_(None),
+        )
+        .order_by(people.c.name, people.c.external_id)
+    )
+    tz = stored.program.tz
+    return [
+        {
+            "id": r.external_id,
+            "name": r.name,
+            "email": r.email,
+            "department": r.department,
+            "since": r.since.astimezone(tz).date().isoformat(),
+            "reason": r.reason,
+        }
+        for r in conn.execute(q)
+    ]
+
+
+def _last_report(
+    conn: Connection, stored: StoredProgram, officer: str, night: dt.date
+) -> dt.datetime | None:
+    """When this officer's previous report was sent (None: this is their first)."""
+    q = select(func.max(messages.c.sent_at)).where(
+        messages.c.program_id == stored.id,
+        messages.c.kind == Kind.REPORT.value,
+        func.lower(messages.c.recipient_email) == officer.strip().lower(),
+        messages.c.state.in_([State.SENT.value, State.BOUNCED.value]),
+        messages.c.step < night.isoformat(),
+    )
+    last: dt.datetime | None = conn.scalar(q)
+    return last
+
+
+def _changes(
+    conn: Connection, stored: StoredProgram, officer: str, since: dt.datetime, until: dt.datetime
+) -> dict[str, Any]:
+    e = enrollments
+    cols = (people.c.id, people.c.external_id, people.c.name, people.c.email)
+    base = select(*cols, e.c.completed_at, e.c.created_at, e.c.removed_at).join(
+        e, e.c.person_id == people.c.id
+    )
+    window = or_(
+        e.c.completed_at.between(since, until),
+        e.c.created_at.between(since, until),
+        e.c.removed_at.between(since, until),
+    )
+    found = conn.execute(base.where(_mine(stored, officer), window)).all()
+
+    def person(r: Any) -> dict[str, Any]:
+        return {"id": r.external_id, "name": r.name, "email": r.email}
+
+    def inside(at: dt.datetime | None) -> bool:
+        return at is not None and since <= at <= until
+
+    ids = {
+        r.external_id
+        for r in conn.execute(select(people.c.external_id).join(e).where(_mine(stored, officer)))
+    }
+    extended = conn.execute(
+        select(audit_log.c.subject, audit_log.c.details)
+        .where(
+            audit_log.c.program_id == stored.id,
+            audit_log.c.action == "person.extend",
+            audit_log.c.at.between(since, until),
+        )
+        .order_by(audit_log.c.at)
+    ).all()
+    names = {r.external_id: r for r in conn.execute(select(*cols))} if extended else {}
+    return {
+        "since": since.astimezone(stored.program.tz).isoformat(),
+        "completed": [person(r) for r in found if inside(r.completed_at)],
+        "joined": [person(r) for r in found if inside(r.created_at) and r.removed_at is None],
+        "left": [person(r) for r in found if inside(r.removed_at)],
+        "extended": [
+            {**person(names[s]), "until": (d or {}).get("until")}
+            for s, d in extended
+            if s in ids and s in names
+        ],
+    }

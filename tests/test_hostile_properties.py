@@ -1,0 +1,244 @@
+"""Random hostile text at every way in (issue 14): control characters, markup, very long values,
+odd Unicode. The roster and completions readers either read a file or refuse it with
+`FILE:LINE` errors; the webhook and xAPI endpoints answer 2xx or 4xx, never a 500."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from pshnotify.domain.errors import InputError
+from pshnotify.domain.text import CONTROL
+from pshnotify.ingest.completions_csv import read_completions
+from pshnotify.ingest.roster_csv import LIMITS, MAX_TEXT, read_roster
+from pshnotify.runtime.wiring import Runtime
+from pshnotify.services.roster import import_roster
+from pshnotify.web import create_app
+from tests.test_launch_and_send import PILOT
+from tests.test_program import SEED
+from tests.test_roster_import import HEADER, write
+from tests.test_web import ACTIVITY, COMPLETED, LRS, SECRET, program_with_activities, running
+from tests.test_web import signed as sign
+
+# Modest and repeatable: the same examples every run (CI), a few seconds a test.
+FEW = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+NASTY = [
+    "[/red]",
+    "[bold]x[/bold]",
+    "[link=file:///etc/passwd]x[/link]",
+    "\x00",
+    "\x1b[2J\x1b]0;t\x07",
+    "\r",
+    "a\nb",
+    "\u202eevil",
+    "\u2028",
+    "١٢",
+    "1_0",
+    "𝟙𝟚",
+    "=HYPERLINK(1)",
+    '"',
+    ",",
+    ";",
+    "N" * 3000,
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-12:00",
+    "2023-09-11T09:00:00-04:00",
+    "2023-09-01",
+    "99999999999999999999999",
+    "<script>@@@",
+    "ada@example.edu",
+    "H1",
+    "B",
+    "pilot",
+]
+# Anything, with the nasty values and the boundaries mixed in often.
+value = st.one_of(
+    st.sampled_from(NASTY),
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(max_codepoint=0x9F), max_size=20),
+    st.builds(lambda a, b: a + b, st.sampled_from(NASTY), st.text(max_size=10)),
+)
+LINE_ERROR = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
+
+
+def assert_file_errors(caught: InputError, path: Path) -> None:
+    assert caught.problems
+    for problem in caught.problems:
+        m = LINE_ERROR.match(problem)
+        assert m, problem
+        assert m["file"] == str(path), problem
+
+
+def csv_text(header: list[str], rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return out.getvalue()
+
+
+# -- the readers -----------------------------------------------------------------------------------
+ROSTER_COLUMNS = HEADER.split(",")
+
+
+@FEW
+@given(rows=st.lists(st.lists(value, min_size=11, max_size=11), min_size=1, max_size=4))
+def test_any_roster_is_read_or_refused_by_file_and_line(
+    tmp_path: Path, rows: list[list[str]]
+) -> None:
+    path = tmp_path / "roster.csv"
+    path.write_text(csv_text(ROSTER_COLUMNS, rows), encoding="utf-8", newline="")
+    try:
+        read = read_roster(path, SEED)
+    except InputError as exc:
+        assert_file_errors(exc, path)
+        return
+    for row in read:  # what is accepted keeps the field rules
+        for col, cell in zip(ROSTER_COLUMNS, rows[row.line - 2], strict=True):
+            assert len(cell.strip()) <= LIMITS.get(col, MAX_TEXT)
+            assert not CONTROL.search(cell.strip())
+        assert row.program_year is None or 0 <= row.program_year <= 99
+
+
+@FEW
+@given(data=st.binary(max_size=300))
+def test_any_bytes_are_read_or_refused_by_file_and_line(tmp_path: Path, data: bytes) -> None:
+    for reader in (read_roster, read_completions):
+        path = tmp_path / "file.csv"
+        path.write_bytes(HEADER.encode() + b"\r\n" + data)
+        try:
+            reader(path, SEED)  # type: ignore[operator]
+        except InputError as exc:
+            assert_file_errors(exc, path)
+
+
+@FEW
+@given(rows=st.lists(st.lists(value, min_size=4, max_size=4), min_size=1, max_size=4))
+def test_any_completions_file_is_read_or_refused_by_file_and_line(
+    tmp_path: Path, rows: list[list[str]]
+) -> None:
+    path = tmp_path / "done.csv"
+    path.write_text(
+        csv_text(["id", "option", "completed_at", "note"], rows), encoding="utf-8", newline=""
+    )
+    try:
+        read = read_completions(path, SEED)
+    except InputError as exc:
+        assert_file_errors(exc, path)
+        return
+    for row in read:
+        assert dt.datetime(1970, 1, 1, tzinfo=dt.UTC) <= row.completed_at
+        assert not CONTROL.search(row.person_ref + row.option + (row.note or ""))
+
+
+# -- the endpoints ---------------------------------------------------------------------------------
+@pytest.fixture
+def client(runtime: Runtime, tmp_path: Path) -> Iterator[Any]:
+    rt = Runtime(
+        runtime.settings.model_copy(
+            update={
+                "program_file": program_with_activities(tmp_path),
+                "webhook_secret": SecretStr(SECRET),
+                "xapi_username": LRS[0],
+                "xapi_password": SecretStr(LRS[1]),
+                "http_auth_failures": 10_000,
+            }
+        ),
+        runtime.clock,
+    )
+    roster = write(tmp_path, [HEADER, *PILOT])
+    import_roster(rt.engine, rt.program(None), roster, rt.clock, actor="op")
+    with running(create_app(rt.engine, rt.clock, rt.settings, rt.program)) as c:
+        yield c
+    rt.engine.dispose()
+
+
+anything = st.one_of(
+    value, st.none(), st.integers(), st.booleans(), st.lists(value, max_size=2), st.just({})
+)
+
+
+def answered_cleanly(status: int, body: bytes) -> None:
+    assert status < 500, body
+    assert status in (200, 202, 400, 409, 413), (status, body)
+    json.loads(body)  # always a JSON answer, never a traceback page
+
+
+EDGE = "0001-01-01T00:00:00+14:00"
+
+
+@SQLITE_ONLY
+@FEW
+@example(payload={"person": "H1", "option": "B", "completed_at": EDGE})
+@example(payload={"person": "H1", "option": "B", "completed_at": "2023-09-01", "note": "\x00"})
+@given(
+    payload=st.fixed_dictionaries(
+        {},
+        optional={
+            "person": anything,
+            "option": anything,
+            "completed_at": anything,
+            "note": anything,
+            "program": anything,
+        },
+    )
+)
+def test_any_webhook_body_is_answered_2xx_or_4xx(client: Any, payload: dict[str, Any]) -> None:
+    body, headers = sign(payload)
+    r = client.post("/webhooks/completions", content=body, headers=headers)
+    answered_cleanly(r.status_code, r.content)
+
+
+@SQLITE_ONLY
+@FEW
+@given(
+    mbox=value,
+    option=st.one_of(st.sampled_from("abc"), value),
+    timestamp=st.one_of(value, st.none(), st.integers()),
+    statement_id=st.one_of(st.none(), value, st.uuids().map(str)),
+    verb=st.one_of(st.just(COMPLETED), value),
+    batch=st.booleans(),
+)
+@example(
+    mbox="a@example.edu", option="b", timestamp=EDGE, statement_id=None, verb=COMPLETED, batch=False
+)
+def test_any_xapi_statement_is_answered_2xx_or_4xx(
+    client: Any,
+    mbox: str,
+    option: str,
+    timestamp: Any,
+    statement_id: str | None,
+    verb: str,
+    batch: bool,
+) -> None:
+    statement: dict[str, Any] = {
+        "actor": {"objectType": "Agent", "mbox": f"mailto:{mbox}"},
+        "verb": {"id": verb},
+        "object": {"id": ACTIVITY.format(option) if len(option) == 1 else option},
+        "timestamp": timestamp,
+    }
+    if statement_id is not None:
+        statement["id"] = statement_id
+    body = [statement, {**statement, "id": str(uuid.uuid4())}] if batch else statement
+    r = client.post("/xapi/statements", json=body, auth=LRS)
+    answered_cleanly(r.status_code, r.content)
