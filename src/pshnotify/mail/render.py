@@ -350,7 +350,7 @@ def _check(
             name = f"{kind}/{part}"
             token = _BUDGET.set([MAX_ITERATIONS])
             try:
-                with _deadline(CHECK_SECONDS):
+                with _deadline(CHECK_SECONDS, directory):
                     _bounded_render(env.get_template(name), context)
             except TemplateError as exc:
                 lineno = getattr(exc, "lineno", None)
@@ -365,19 +365,27 @@ def _check(
 
 
 @contextlib.contextmanager
-def _deadline(seconds: float) -> Any:
-    """Stop Python code running in this thread after `seconds` (a template's compiled code is
-    Python, so a loop that never ends is stopped at its next line). For checks only: tracing
-    makes a render several times slower."""
-    ends = time.monotonic() + seconds
+def _deadline(seconds: float, directory: Path) -> Any:
+    """Stop a template's own code after `seconds` of this thread's CPU time (a template's
+    compiled code is Python, so a loop that never ends is stopped at its next line). Only the
+    templates' frames are traced and only they are stopped: other code (a GC callback, the
+    interpreter's) runs untouched, and a loaded machine does not make a template slow. For
+    checks only: tracing makes a render a few times slower."""
+    ends = time.thread_time() + seconds
     previous = sys.gettrace()
+    prefixes = (str(directory), str(directory.resolve()))
 
-    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        if time.monotonic() > ends:
+    def in_template(frame: FrameType, event: str, arg: Any) -> Any:
+        if time.thread_time() > ends:
             raise TemplateLimitError(f"took more than {seconds:g} s to render")
-        return tracer
+        return in_template
 
-    sys.settrace(tracer)
+    def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename.startswith(prefixes):
+            return in_template(frame, event, arg)
+        return None  # not a template's code: not traced line by line
+
+    sys.settrace(on_call)
     try:
         yield
     finally:
