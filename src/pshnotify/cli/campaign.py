@@ -117,28 +117,48 @@ def roster_import(
     merge: Annotated[
         bool, typer.Option("--merge", help="Add and update only; remove nobody.")
     ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Mark many people removed without asking."),
+    ] = False,
     program: ProgramOpt = None,
     now: NowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import the roster CSV (the whole current roster unless --merge)."""
-    from pshnotify.services.roster import import_roster
+    from pshnotify.services.roster import ManyRemovalsError, import_roster, many_removals
 
     with handle_errors():
         rt = make_runtime(now)
         stored = rt.program(program)
-        with _progress(file, "reading roster") as advance:
-            report = import_roster(
-                rt.engine,
-                stored,
-                file,
-                rt.clock,
-                actor=rt.actor,
-                dry_run=dry_run,
-                merge=merge,
-                progress=advance,
-                message_id_domain=rt.settings.message_id_domain,
+
+        def run(limit: Any) -> Any:
+            with _progress(file, "reading roster") as advance:
+                return import_roster(
+                    rt.engine,
+                    stored,
+                    file,
+                    rt.clock,
+                    actor=rt.actor,
+                    dry_run=dry_run,
+                    merge=merge,
+                    progress=advance,
+                    message_id_domain=rt.settings.message_id_domain,
+                    max_removed=limit,
+                )
+
+        try:  # many removals are asked about first, like a launch
+            report = run(None if yes or dry_run else many_removals)
+        except ManyRemovalsError as exc:
+            if not sys.stdin.isatty():
+                raise InputError(
+                    [f"--yes: {exc}; no terminal to ask for confirmation"], hint=exc.hint
+                ) from None
+            typer.confirm(
+                f"Mark {exc.removed} of the {exc.present} people on the roster removed?",
+                abort=True,
             )
+            report = run(None)
         for warning in report.warnings:
             err.print(label("warning:", "yellow", warning), soft_wrap=True)
         if as_json:
@@ -191,6 +211,9 @@ def _progress(file: Path, what: str) -> Iterator[Callable[[int], None] | None]:
 def launch(
     wave: str,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show who would get it.")] = False,
+    listing: Annotated[
+        bool, typer.Option("--list", help="With --dry-run: every member and why (or why not).")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[
         bool,
@@ -222,9 +245,11 @@ def launch(
             _schedule(rt, stored, wave, at, cancel=cancel, force=force, as_json=as_json)
             return
         summary = preview_launch(rt.engine, stored, wave, rt.clock)
-        if dry_run or not as_json:
+        if (dry_run and not (listing and as_json)) or not as_json:
             _show_launch(summary, as_json)
         if dry_run:
+            if listing:
+                _list_audience(stored, wave, rt, as_json)
             if not as_json:
                 out.print("dry run: nothing was queued")
             return
@@ -253,6 +278,17 @@ def launch(
             f"{local_time(done.due_at, stored.program.tz)}"
         )
         out.print("next: pshnotify run --once (or keep `pshnotify run` running)")
+
+
+def _list_audience(stored: Any, wave: str, rt: Any, as_json: bool) -> None:
+    from pshnotify.services.launch import launch_audience
+
+    people = launch_audience(rt.engine, stored, wave)
+    if as_json:
+        print_json({"wave": wave, "people": people})
+        return
+    rows = [[p["id"], p["email"], p["launch"]] for p in people]
+    out.print(fitted_table(["id", "email", "launch email"], rows, wrap="launch email"))
 
 
 def _launched(launched_at: str | None, launch_at: str | None, tz: Any) -> str:
@@ -331,6 +367,7 @@ def preview(
 ) -> None:
     """Print an email exactly as it would go out (nothing is queued or sent)."""
     from pshnotify.services.preview import preview as build
+    from pshnotify.services.preview import would_not_get
 
     with handle_errors():
         rt = make_runtime(now)
@@ -345,6 +382,9 @@ def preview(
             message_id_domain=rt.settings.message_id_domain,
         )
         sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
+        why = would_not_get(rt.engine, stored, rt.clock, kind=kind, person_ref=person)
+        if why:
+            err.print(label("note:", "yellow", f"{person} would never get this email: {why}"))
 
 
 @app.command()

@@ -127,6 +127,55 @@ def preview_launch(engine: Engine, stored: StoredProgram, wave: str, clock: Cloc
         return summary
 
 
+def launch_audience(engine: Engine, stored: StoredProgram, wave: str) -> list[dict[str, str]]:
+    """Every member of WAVE with what the launch does for them and why: the list behind the
+    counts of `preview_launch` (`launch WAVE --dry-run --list`)."""
+    with engine.connect() as conn:
+        _summarise(conn, stored, wave, dt.datetime.now(dt.UTC))  # an unknown wave is bad input
+        launched = set(
+            conn.scalars(
+                select(messages.c.person_id).where(
+                    messages.c.program_id == stored.id,
+                    messages.c.kind == Kind.LAUNCH.value,
+                    messages.c.wave_key == wave,
+                )
+            )
+        )
+        rows = conn.execute(
+            select(
+                people.c.id,
+                people.c.external_id,
+                people.c.name,
+                people.c.email,
+                enrollments.c.status,
+                enrollments.c.reason,
+                enrollments.c.exempted_reason,
+                enrollments.c.completed_at,
+            )
+            .join(enrollments, enrollments.c.person_id == people.c.id)
+            .where(
+                enrollments.c.program_id == stored.id,
+                enrollments.c.wave_key == wave,
+                enrollments.c.removed_at.is_(None),
+            )
+            .order_by(people.c.external_id)
+        ).all()
+    out = []
+    for r in rows:
+        if r.status != "required":
+            why = f"not required: {r.reason}"
+        elif r.exempted_reason:
+            why = f"exempted by an operator: {r.exempted_reason}"
+        elif r.completed_at is not None:
+            why = "already complete"
+        elif r.id in launched:
+            why = "already queued or sent"
+        else:
+            why = "gets the launch email"
+        out.append({"id": r.external_id, "name": r.name, "email": r.email, "launch": why})
+    return out
+
+
 def _summarise(
     conn: Connection, stored: StoredProgram, wave_key: str, now: dt.datetime
 ) -> LaunchSummary:

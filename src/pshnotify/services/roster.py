@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from pshnotify.clock import Clock
-from pshnotify.domain.errors import InputError
+from pshnotify.domain.errors import ConflictError, InputError
 from pshnotify.ingest.csvfile import ProgressFn
 from pshnotify.ingest.roster_csv import RosterRow, read_roster
 from pshnotify.services import bounces
@@ -57,6 +58,25 @@ class RosterReport:
         }
 
 
+class ManyRemovalsError(ConflictError):
+    """A whole-roster import would mark more people removed than the caller accepts without
+    asking (480 of 500 in a trial, from a file that was not the whole roster)."""
+
+    def __init__(self, removed: int, present: int) -> None:
+        self.removed, self.present = removed, present
+        super().__init__(
+            f"this import would mark {removed} of the {present} people on the roster removed; "
+            "nothing was changed",
+            hint="check that the file is the whole roster; --merge adds and updates only, "
+            "--yes removes them",
+        )
+
+
+def many_removals(present: int) -> int:
+    """More than this many removals in one import are asked about: a tenth of the roster."""
+    return present // 10
+
+
 def import_roster(
     engine: Engine,
     stored: StoredProgram,
@@ -68,6 +88,7 @@ def import_roster(
     merge: bool = False,
     progress: ProgressFn | None = None,
     message_id_domain: str = DEFAULT_MESSAGE_ID_DOMAIN,
+    max_removed: Callable[[int], int] | None = None,
 ) -> RosterReport:
     """Validate the whole file, then apply it in one transaction (or none on any error).
 
@@ -89,7 +110,7 @@ def import_roster(
         _check_email_owners(conn, rows, str(path))
         readdressed = _apply_people(conn, rows, report, now)
         ids = repo.person_ids(conn)
-        _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge)
+        _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge, max_removed)
         # A new address clears an undeliverable mark; the launch email goes to it.
         report.cleared_undeliverable = bounces.readdressed(
             conn, stored, readdressed, now, actor=actor, message_id_domain=message_id_domain
@@ -201,6 +222,7 @@ def _apply_enrollments(
     report: RosterReport,
     now: dt.datetime,
     merge: bool,
+    max_removed: Callable[[int], int] | None = None,
 ) -> None:
     existing = repo.existing_enrollments(conn, program_id)
     new, changed = [], []
@@ -221,6 +243,9 @@ def _apply_enrollments(
     if merge:
         return
     gone = {pid: e.id for pid, e in existing.items() if pid not in seen and not e.removed}
+    present = sum(1 for e in existing.values() if not e.removed)
+    if max_removed is not None and len(gone) > max_removed(present):
+        raise ManyRemovalsError(len(gone), present)  # the transaction rolls back: nothing changed
     repo.mark_removed(conn, list(gone.values()), now)
     report.removed = len(gone)
     report.cancelled_messages = outbox.cancel_pending(
