@@ -24,6 +24,7 @@ demo: $(STAMP)
 	@bash scripts/demo.sh "$(DEMO_NOW)" "$(DEMO_PORT)"
 
 test: $(STAMP)
+	@bash scripts/test-deps.sh
 	$(BIN)/pytest -q -n 2
 
 lint: $(STAMP)

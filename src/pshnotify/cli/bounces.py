@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pshnotify.cli.common import (
@@ -16,6 +15,7 @@ from pshnotify.cli.common import (
     app,
     err,
     handle_errors,
+    label,
     make_runtime,
     out,
     print_json,
@@ -86,17 +86,19 @@ def scan_cmd(
             highlight=False,
         )
         for person in report.marked:
-            out.print(f"marked undeliverable: {escape(person)}", highlight=False)
+            out.print(f"marked undeliverable: {(person)}", highlight=False)
         for b in report.blocked:
             out.print(
-                escape(
+                (
                     f"refused as {b['class']} (our mail, not the address): {b['recipient']} "
                     f"{b['status']} {b['diagnostic'][:120]}"
                 ),
                 highlight=False,
             )
         if report.unrecognised or report.unmatched:
-            err.print("[yellow]next:[/yellow] `pshnotify bounces unrecognised` lists the mail kept")
+            err.print(
+                label("next:", "yellow", "`pshnotify bounces unrecognised` lists the mail kept")
+            )
 
 
 @bounces_app.command("unrecognised")
@@ -122,11 +124,11 @@ def unrecognised_cmd(
         tz = rt.program(None).program.tz
         for r in rows:
             table.add_row(
-                escape(r.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")),
-                escape(r.sender[:30]),
-                escape(r.subject[:30]),
-                escape(r.location[:30]),
-                escape(r.reason[:60]),
+                (r.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")),
+                (r.sender[:30]),
+                (r.subject[:30]),
+                (r.location[:30]),
+                (r.reason[:60]),
             )
         out.print(table)
 
@@ -154,14 +156,12 @@ def address_ok_cmd(
         )
         if not result.was_marked:
             out.print(
-                escape(
-                    f"{result.person} ({result.email}) is not marked undeliverable; nothing changed"
-                ),
+                (f"{result.person} ({result.email}) is not marked undeliverable; nothing changed"),
                 highlight=False,
             )
             return
         out.print(
-            escape(f"{result.person} ({result.email}): mark cleared ({result.reason})"),
+            (f"{result.person} ({result.email}): mark cleared ({result.reason})"),
             highlight=False,
         )
         if result.launch_requeued:
