@@ -297,6 +297,31 @@ def test_the_database_and_reports_are_private(env: dict[str, str], tmp_path: Pat
     assert "\nUMask=0077\n" in unit
 
 
+def test_the_demo_writes_its_sample_roster_and_caught_emails_for_their_owner_only(
+    tmp_path: Path,
+) -> None:
+    import smtplib
+    import socket
+
+    from pshnotify.demo import catcher
+    from pshnotify.demo.sample_roster import write_sample_roster
+
+    roster = tmp_path / "demo" / "roster.csv"
+    write_sample_roster(roster, count=5)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = catcher.start(tmp_path / "mail", port=port)
+    try:
+        with smtplib.SMTP("127.0.0.1", port) as relay:
+            relay.sendmail("a@example.edu", ["b@example.edu"], b"Subject: hi\r\n\r\nbody\r\n")
+    finally:
+        controller.stop()
+    (eml,) = (tmp_path / "mail").glob("*.eml")
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [roster, tmp_path / "mail", eml]}
+    assert modes == {roster: 0o600, tmp_path / "mail": 0o700, eml: 0o600}
+
+
 # -- 15: no password in clear ----------------------------------------------------------------------
 def test_auth_without_tls_is_refused_unless_loopback_or_allowed(
     monkeypatch: pytest.MonkeyPatch,

@@ -6,6 +6,7 @@ client. It accepts everything and relays nothing.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -19,14 +20,17 @@ class EmlWriter:
         self.directory = directory
         self.count = 0
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
+        # The messages hold people's names and addresses: readable by their owner only.
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self._lock:
             self.count += 1
             n = self.count
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{n:06d}.eml"
-        (self.directory / name).write_bytes(envelope.original_content or envelope.content)
+        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(envelope.original_content or envelope.content)
         return "250 OK stored"
 
 

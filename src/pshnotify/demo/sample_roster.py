@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 import random
 import re
 import unicodedata
@@ -137,8 +138,10 @@ def sample_people(count: int, seed: int = 1) -> list[dict[str, str]]:
 
 def write_sample_roster(path: Path, count: int, seed: int = 1) -> int:
     rows = sample_people(count, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A roster is personal data, sample or not: readable by its owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
