@@ -56,6 +56,49 @@ def in_departments(engine: Engine, departments: Sequence[str] | None) -> Any:
     return people.c.department.in_(exact)
 
 
+_PERSON_COLUMNS = (
+    people.c.external_id,
+    people.c.name,
+    people.c.email,
+    people.c.department,
+    enrollments.c.wave_key,
+    enrollments.c.status,
+    enrollments.c.reason,
+    enrollments.c.exempted_reason,
+    enrollments.c.completed_at,
+    enrollments.c.removed_at,
+    enrollments.c.extended_until,
+)
+
+
+def paged_people(
+    engine: Engine,
+    conds: Sequence[Any],
+    *,
+    order_by: Sequence[Any],
+    page: int,
+    per_page: int,
+    extra: Sequence[Any] = (),
+    count_enrollments_only: bool = False,
+) -> tuple[int, int, list[Any]]:
+    """One page of enrolled people matching `conds`, with what `standing` needs (and `extra`
+    columns): the total counted in SQL, the page number clamped to the pages there are."""
+    joined = people.join(enrollments, enrollments.c.person_id == people.c.id)
+    counted = enrollments if count_enrollments_only else joined
+    with engine.connect() as conn:
+        total = int(conn.scalar(select(func.count()).select_from(counted).where(*conds)) or 0)
+        page = max(1, min(page, max(1, -(-total // per_page))))
+        rows = conn.execute(
+            select(*_PERSON_COLUMNS, *extra)
+            .select_from(joined)
+            .where(*conds)
+            .order_by(*order_by)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+    return total, page, list(rows)
+
+
 def find_people(
     engine: Engine,
     stored: StoredProgram,
@@ -85,33 +128,16 @@ def find_people(
                 func.lower(people.c.name).like(like, escape="\\"),
             )
         )
-    joined = people.join(enrollments, enrollments.c.person_id == people.c.id)
     # Without a search or a scope every condition is on enrollments: counted from its index
     # alone, not joined to 100,000 people.
-    counted = joined if (q or scope is not None) else enrollments
-    with engine.connect() as conn:
-        total = int(conn.scalar(select(func.count()).select_from(counted).where(*conds)) or 0)
-        page = max(1, min(page, max(1, -(-total // per_page))))
-        rows = conn.execute(
-            select(
-                people.c.external_id,
-                people.c.name,
-                people.c.email,
-                people.c.department,
-                enrollments.c.wave_key,
-                enrollments.c.status,
-                enrollments.c.reason,
-                enrollments.c.exempted_reason,
-                enrollments.c.completed_at,
-                enrollments.c.removed_at,
-                enrollments.c.extended_until,
-            )
-            .select_from(joined)
-            .where(*conds)
-            .order_by(people.c.external_id)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        ).all()
+    total, page, rows = paged_people(
+        engine,
+        conds,
+        order_by=(people.c.external_id,),
+        page=page,
+        per_page=per_page,
+        count_enrollments_only=not (q or scope is not None),
+    )
     return Page([_summary(stored.program, r, now) for r in rows], page, per_page, total)
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import (
 
 from pshnotify.domain.delivery import State
 from pshnotify.domain.program import Program
-from pshnotify.services.lookup import PER_PAGE, Page, in_departments, standing
+from pshnotify.services.lookup import PER_PAGE, Page, in_departments, paged_people, standing
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, undeliverable
@@ -222,32 +222,14 @@ def department_people(
     scope = in_departments(engine, departments)
     if scope is not None:
         conds.append(scope)
-    joined = people.join(enrollments, enrollments.c.person_id == people.c.id)
-    deadline = _deadline(program).label("deadline")
-    with engine.connect() as conn:
-        total = int(conn.scalar(select(func.count()).select_from(joined).where(*conds)) or 0)
-        page = max(1, min(page, max(1, -(-total // per_page))))
-        rows = conn.execute(
-            select(
-                people.c.external_id,
-                people.c.name,
-                people.c.email,
-                people.c.department,
-                enrollments.c.wave_key,
-                enrollments.c.status,
-                enrollments.c.reason,
-                enrollments.c.exempted_reason,
-                enrollments.c.completed_at,
-                enrollments.c.removed_at,
-                enrollments.c.extended_until,
-                deadline,
-            )
-            .select_from(joined)
-            .where(*conds)
-            .order_by(people.c.department, people.c.name, people.c.external_id)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        ).all()
+    total, page, rows = paged_people(
+        engine,
+        conds,
+        order_by=(people.c.department, people.c.name, people.c.external_id),
+        page=page,
+        per_page=per_page,
+        extra=(_deadline(program).label("deadline"),),
+    )
     found = [
         {
             "id": r.external_id,
