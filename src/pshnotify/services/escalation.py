@@ -56,6 +56,20 @@ def escalation_night(stored: StoredProgram, now: dt.datetime) -> dt.date | None:
     return local.date()
 
 
+def _owing_since_launch(program_id: int) -> list[Any]:
+    """In SQL, `policy.owes_training` for people whose launch email has gone: the ones an
+    escalation can be about (the digest queued now and the digests `plan` foresees)."""
+    e = enrollments
+    return [
+        e.c.program_id == program_id,
+        e.c.removed_at.is_(None),
+        e.c.completed_at.is_(None),
+        e.c.exempted_reason.is_(None),
+        e.c.status == policy.REQUIRED,
+        e.c.launch_sent_at.is_not(None),
+    ]
+
+
 def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behind]:
     """Everyone of this program who is behind on `today`, with whom to tell.
 
@@ -81,12 +95,7 @@ def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behi
         .join(e, e.c.person_id == people.c.id)
         .join(waves, and_(waves.c.program_id == stored.id, waves.c.key == e.c.wave_key))
         .where(
-            e.c.program_id == stored.id,
-            e.c.removed_at.is_(None),
-            e.c.completed_at.is_(None),
-            e.c.exempted_reason.is_(None),
-            e.c.status == policy.REQUIRED,
-            e.c.launch_sent_at.is_not(None),
+            *_owing_since_launch(stored.id),
             waves.c.launched_at.is_not(None),
         )
     )
@@ -205,12 +214,7 @@ def planned_digests(conn: Connection, stored: StoredProgram, now: dt.datetime) -
         )
         .join(e, e.c.person_id == people.c.id)
         .where(
-            e.c.program_id == stored.id,
-            e.c.removed_at.is_(None),
-            e.c.completed_at.is_(None),
-            e.c.exempted_reason.is_(None),
-            e.c.status == policy.REQUIRED,
-            e.c.launch_sent_at.is_not(None),
+            *_owing_since_launch(stored.id),
         )
     )
     tz = program.tz
