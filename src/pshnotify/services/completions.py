@@ -94,16 +94,30 @@ class _Enrolled(NamedTuple):
     complete: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Incoming:
-    """One completion on its way in, checked."""
+class _Incoming(NamedTuple):
+    """One completion on its way in, checked (`_incoming` builds it)."""
 
     person_ref: str
     option: str
     completed_at: dt.datetime
     note: str | None
     dedupe_key: str
-    confirm: bool = True  # False: back-filled history, nobody is emailed
+    confirm: bool  # False: back-filled history, nobody is emailed
+    instant: str  # completed_at in UTC as ISO-8601 text: what keys are made of
+
+
+def _incoming(
+    person_ref: str,
+    option: str,
+    completed_at: dt.datetime,
+    note: str | None,
+    confirm: bool = True,
+    dedupe_key: str | None = None,
+) -> _Incoming:
+    """The completion, its instant written once; its key `completion_key` unless given."""
+    instant = _instant(completed_at)
+    key = _key(person_ref, option, instant) if dedupe_key is None else dedupe_key
+    return _Incoming(person_ref, option, completed_at, note, key, confirm, instant)
 
 
 # -- checks shared by every way in ----------------------------------------------------------------
@@ -138,7 +152,14 @@ def completion_problems(
 
 def completion_key(person_ref: str, option: str, completed_at: dt.datetime) -> str:
     """Who, what, when: the same completion gets the same key whichever way it arrives."""
-    instant = completed_at.astimezone(dt.UTC).isoformat()
+    return _key(person_ref, option, _instant(completed_at))
+
+
+def _instant(completed_at: dt.datetime) -> str:
+    return completed_at.astimezone(dt.UTC).isoformat()
+
+
+def _key(person_ref: str, option: str, instant: str) -> str:
     key = f"{person_ref_key(person_ref)}|{option}|{instant}"
     if len(key) <= _MAX_KEY:
         return key
@@ -179,7 +200,7 @@ def record_completion(
     (result,) = _record_many(
         conn,
         stored,
-        [_Incoming(person_ref, option, completed_at, note, dedupe_key, confirm)],
+        [_incoming(person_ref, option, completed_at, note, confirm, dedupe_key)],
         source=source,
         now=now,
         message_id_domain=message_id_domain,
@@ -270,8 +291,8 @@ def _record_many(
         keys = {item.dedupe_key}
         if person is not None:
             keys |= {
-                completion_key(ref, item.option, item.completed_at)
-                for ref in (person.external_id, person.email)
+                _key(person.external_id, item.option, item.instant),
+                _key(person.email, item.option, item.instant),
             }
         if not batch_keys.isdisjoint(keys) or people.stored(keys):
             results.append(
@@ -289,8 +310,7 @@ def _record_many(
         completion_batch.stage(
             conn, [_staged(index, item, p, index in satisfying) for index, item, p in fresh]
         )
-        staged_keys = {item.dedupe_key: index for index, item, _ in fresh}
-        missed = set(completion_batch.insert_completions(conn, stored.id, source, now, staged_keys))
+        missed = set(completion_batch.insert_completions(conn, stored.id, source, now, len(fresh)))
         if missed:  # a concurrent writer stored these meanwhile: duplicates after all
             firsts = _classify(fresh, missed, results)
             completion_batch.stage(conn, [_staged(i, item, p, True) for i, item, p in firsts])
@@ -338,7 +358,7 @@ def _staged(
         item.person_ref.strip(),
         item.option,
         db_time(item.completed_at),
-        item.completed_at.isoformat(),
+        item.instant if item.completed_at.tzinfo is dt.UTC else item.completed_at.isoformat(),
         item.note,
         item.dedupe_key,
         item.confirm,
@@ -364,9 +384,8 @@ def _satisfy(
         return
     if not staged:
         completion_batch.stage(conn, [_staged(i, item, p, True) for i, item, p in firsts])
-    enrollment_ids = {person.enrollment_id: index for index, _, person in firsts}
     # The guard makes a race (another way in completed the person meanwhile) an "extra".
-    raced = set(completion_batch.mark_complete(conn, now, enrollment_ids))
+    raced = set(completion_batch.mark_complete(conn, now, len(firsts)))
     if raced:
         completion_batch.unmark(conn, sorted(raced))
         for index, _, person in firsts:
@@ -389,7 +408,7 @@ def _satisfy(
             batch=uuid.uuid4().hex,
             message_id_domain=message_id_domain,
             now=now,
-            person_ids=notified,
+            notified=len(notified),
         )
     )
     for position, (index, _, person) in enumerate(firsts):
@@ -498,8 +517,8 @@ def match_unmatched(
             continue
         done.add(person.enrollment_id)
         # A completion imported with --no-confirmations stays silent when it matches later.
-        item = _Incoming(
-            row.person_ref, row.option, row.completed_at, None, "", confirm and row.confirm
+        item = _incoming(
+            row.person_ref, row.option, row.completed_at, None, confirm and row.confirm, ""
         )
         firsts.append((index, item, person))
     _satisfy(conn, stored, firsts, now, message_id_domain, results)
@@ -654,15 +673,7 @@ def import_completions(
     _refuse_future(rows, str(path), now)
     report = ImportReport(file=str(path), rows=len(rows), confirm=confirm, dry_run=dry_run)
     items = [
-        _Incoming(
-            row.person_ref,
-            row.option,
-            row.completed_at,
-            row.note,
-            completion_key(row.person_ref, row.option, row.completed_at),
-            confirm,
-        )
-        for row in rows
+        _incoming(row.person_ref, row.option, row.completed_at, row.note, confirm) for row in rows
     ]
     with transaction(engine, dry_run=dry_run) as conn:
         for result in _record_many(

@@ -12,10 +12,14 @@ through SQLAlchemy spent more time converting 800,000 datetimes and building par
 than the database spent writing; PostgreSQL parsed a JSON parameter of 100,000 rows in about
 0.5 s each time, where a COPY loads them in 0.2 s once.
 
-Each write reports the staged rows it did not apply (a concurrent writer got there first),
-by position: on PostgreSQL from the statement's RETURNING, compared in the database (nothing
-comes back when all were applied); SQLite has one writer at a time (BEGIN IMMEDIATE), so
-there the RETURNING is compared in Python.
+Each write reports the staged rows it did not apply, by position. A completion or an
+enrollment can only be missed on PostgreSQL (a concurrent writer got there first): there the
+statement's RETURNING is compared with the staged rows in the database, so nothing comes back
+when all were applied. SQLite has one writer at a time (every transaction is BEGIN IMMEDIATE,
+`store.db`) and the caller read what it checked the batch against in the same transaction, so
+there a count short of the staged rows is a bug and raises (RETURNING cost 0.1 s per 100,000
+rows there). A confirmation is missed where the person had one already: told by the rows
+count, and then by this batch's Message-IDs, on both.
 """
 
 from __future__ import annotations
@@ -113,10 +117,10 @@ def stage(conn: Connection, rows: Sequence[Staged]) -> None:
 
 
 def insert_completions(
-    conn: Connection, program_id: int, source: str, now: dt.datetime, keys: dict[str, int]
+    conn: Connection, program_id: int, source: str, now: dt.datetime, staged: int
 ) -> list[int]:
-    """Insert every staged row as a completion (a key stored already is skipped); returns the
-    positions of the skipped ones. `keys` is the staged rows' dedupe_key -> pos."""
+    """Insert each of the `staged` rows as a completion (a key stored already is skipped);
+    returns the positions of the skipped ones."""
     s = incoming
     values = {
         "program_id": literal(program_id),
@@ -133,13 +137,12 @@ def insert_completions(
     # WHERE true: SQLite reads an upsert's SELECT without one as ambiguous.
     rows = select(*values.values()).where(true())
     stmt = insert_ignoring_duplicates(conn, completions).from_select(list(values), rows)
-    return _missed(conn, stmt.returning(completions.c.dedupe_key), s.c.dedupe_key, true(), keys)
+    return _missed(conn, stmt, completions.c.dedupe_key, s.c.dedupe_key, true(), staged)
 
 
-def mark_complete(conn: Connection, now: dt.datetime, enrollment_ids: dict[int, int]) -> list[int]:
-    """Mark the enrollments of the satisfying rows complete unless they already are; returns
-    the positions of those that were (another way in completed the person meanwhile).
-    `enrollment_ids` is the satisfying rows' enrollment id -> pos."""
+def mark_complete(conn: Connection, now: dt.datetime, satisfying: int) -> list[int]:
+    """Mark the enrollments of the `satisfying` rows complete unless they already are; returns
+    the positions of those that were (another way in completed the person meanwhile)."""
     s, e = incoming, enrollments
     stmt = (
         update(e)
@@ -150,9 +153,8 @@ def mark_complete(conn: Connection, now: dt.datetime, enrollment_ids: dict[int, 
             next_action_at=None,
             updated_at=literal(now, UTCDateTime),
         )
-        .returning(e.c.id)
     )
-    return _missed(conn, stmt, s.c.enrollment_id, s.c.satisfies, enrollment_ids)
+    return _missed(conn, stmt, e.c.id, s.c.enrollment_id, s.c.satisfies, satisfying)
 
 
 def unmark(conn: Connection, positions: list[int]) -> None:
@@ -191,11 +193,11 @@ def queue_confirmations(
     batch: str,
     message_id_domain: str,
     now: dt.datetime,
-    person_ids: dict[int, int],
+    notified: int,
 ) -> list[int]:
-    """Queue a confirmation for each notified row, due at once (one per person and program:
-    the idempotency key says so); returns the positions of those not queued because the person
-    had one already. `person_ids` is the notified rows' person id -> pos.
+    """Queue a confirmation for each of the `notified` rows, due at once (one per person and
+    program: the idempotency key says so); returns the positions of those not queued because
+    the person had one already.
 
     Built in SQL like `outbox.queue`'s rows: the key is `idempotency_key`'s, the Message-ID
     this batch's random part and the person's row id, the context the option and the instant.
@@ -213,9 +215,7 @@ def queue_confirmations(
         "wave_key": e.c.wave_key,
         "step": literal("0"),
         "idempotency_key": literal(head) + wave + literal(middle) + p.c.external_id + literal(tail),
-        "message_id": (
-            literal(f"<{batch}.") + cast(p.c.id, String) + literal(f"@{message_id_domain}>")
-        ),
+        "message_id": _message_id(batch, p.c.id, message_id_domain),
         "recipient_email": p.c.email,
         "recipient_name": p.c.name,
         "context": json_object("option", s.c.option, "completed_at", s.c.completed_text),
@@ -232,8 +232,17 @@ def queue_confirmations(
         .where(s.c.notify)
     )
     stmt = insert_ignoring_duplicates(conn, messages).from_select(list(values), rows)
-    returning = stmt.returning(messages.c.person_id)
-    return _missed(conn, returning, s.c.person_id, s.c.notify, person_ids)
+    # preserve_rowcount: psycopg's rowcount of an INSERT is otherwise not kept.
+    if conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == notified:
+        return []
+    mine = messages.c.message_id == _message_id(batch, s.c.person_id, message_id_domain)
+    q = select(s.c.pos).where(s.c.notify, ~exists().where(mine)).order_by(s.c.pos)
+    return list(conn.scalars(q))
+
+
+def _message_id(batch: str, person_id: Any, domain: str) -> Any:
+    """This batch's random part and the person's row id, as the launch writes them."""
+    return literal(f"<{batch}.") + cast(person_id, String) + literal(f"@{domain}>")
 
 
 def _key_parts(program_key: str, kind: str) -> tuple[str, str, str]:
@@ -245,17 +254,23 @@ def _key_parts(program_key: str, kind: str) -> tuple[str, str, str]:
 
 
 def _missed(
-    conn: Connection, stmt: Any, staged_key: Any, staged: Any, expected: dict[Any, int]
+    conn: Connection, stmt: Any, written: Any, staged_key: Any, staged: Any, count: int
 ) -> list[int]:
-    """Run `stmt` (a write returning one column, compared with `staged_key`); the positions of
-    the staged rows (`staged` says which count) it did not return, in order."""
+    """Run `stmt`, a write of the `count` staged rows that `staged` selects; the positions of
+    those it did not write, `written` (a column of the table written) being compared with
+    `staged_key` (module docstring)."""
     if is_postgresql(conn):
-        done = stmt.cte("done")
+        done = stmt.returning(written).cte("done")
         q = (
             select(incoming.c.pos)
             .where(staged, ~exists().where(next(iter(done.c)) == staged_key))
             .order_by(incoming.c.pos)
         )
         return list(conn.scalars(q))
-    returned = set(conn.scalars(stmt))
-    return sorted(pos for key, pos in expected.items() if key not in returned)
+    applied = conn.execute(stmt).rowcount
+    if applied != count:
+        raise RuntimeError(
+            f"{applied} of {count} staged rows written by {stmt.table.name}, on SQLite's one "
+            "writer: the batch was checked against something else than what is stored"
+        )
+    return []
