@@ -12,9 +12,8 @@ webhook, xAPI) must read a completion's instant and person the same way.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
@@ -39,8 +38,7 @@ LIMITS = {"id": MAX_REF, "email": MAX_REF, "option": MAX_OPTION, "completed_at":
 _INSTANT_EXAMPLE = "2023-09-12T14:30:00-04:00"
 
 
-@dataclass(frozen=True, slots=True)
-class CompletionRow:
+class CompletionRow(NamedTuple):
     """One validated line: who (as written), which option, when (aware UTC)."""
 
     line: int

@@ -67,8 +67,9 @@ class CompletionOutcome(StrEnum):
     UNMATCHED = "unmatched"  # nobody with that id or email in the program: kept for review
 
 
-@dataclass(frozen=True)
-class CompletionResult:
+class CompletionResult(NamedTuple):
+    """What one completion did. A tuple: a nightly export makes one per row."""
+
     outcome: CompletionOutcome
     person: str | None  # the person's roster id, when matched
     confirmation_queued: bool = False
@@ -104,6 +105,7 @@ class _Incoming(NamedTuple):
     dedupe_key: str
     confirm: bool  # False: back-filled history, nobody is emailed
     instant: str  # completed_at in UTC as ISO-8601 text: what keys are made of
+    by_ref: bool  # dedupe_key is `completion_key` of person_ref
 
 
 def _incoming(
@@ -116,8 +118,9 @@ def _incoming(
 ) -> _Incoming:
     """The completion, its instant written once; its key `completion_key` unless given."""
     instant = _instant(completed_at)
+    by_ref = dedupe_key is None
     key = _key(person_ref, option, instant) if dedupe_key is None else dedupe_key
-    return _Incoming(person_ref, option, completed_at, note, key, confirm, instant)
+    return _Incoming(person_ref, option, completed_at, note, key, confirm, instant, by_ref)
 
 
 # -- checks shared by every way in ----------------------------------------------------------------
@@ -289,11 +292,12 @@ def _record_many(
     for item in items:
         person = people.find(item.person_ref)
         keys = {item.dedupe_key}
-        if person is not None:
-            keys |= {
-                _key(person.external_id, item.option, item.instant),
-                _key(person.email, item.option, item.instant),
-            }
+        if person is not None:  # its key by id and by email; the one named is dedupe_key
+            named = item.person_ref if item.by_ref else None
+            if person.external_id != named:
+                keys.add(_key(person.external_id, item.option, item.instant))
+            if person.email != named:
+                keys.add(_key(person.email, item.option, item.instant))
         if not batch_keys.isdisjoint(keys) or people.stored(keys):
             results.append(
                 CompletionResult(
