@@ -32,6 +32,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from pshnotify.clock import FixedClock
+from pshnotify.runtime.daemon import Daemon
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.store.retry import Guard
 from pshnotify.store.schema import attempts, messages
@@ -362,3 +363,107 @@ def test_run_once_exits_1_when_the_relay_refuses_everything(
     smtp.behaviour = Behaviour()
     later = "2023-09-11T12:30:00-04:00"
     assert cli(env, "run", "--once", "--now", later).returncode == 0
+
+
+class Records(logging.Handler):
+    """Every record the daemon logs, kept with its level and fields."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the alarm is the daemon's
+def test_a_relay_refusing_everything_for_an_hour_is_an_error_said_again_each_hour(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path, clock: FixedClock
+) -> None:
+    """The daemon itself (its scheduler, passes and log) on the runtime's clock, moved by hand
+    through three hours of a relay answering 5xx to one address and 4xx to the rest: each
+    pass that tried and got nothing through is a WARNING, the first one an hour or more into
+    the refusals is an ERROR, said again an hour later and not in between; a message accepted
+    starts the hour anew."""
+    total = 6
+    pilot(runtime, tmp_path, total)
+    launch(runtime)
+    refused = {"p0@": "550 5.7.1 relaying denied", "p": "451 4.3.0 try again later"}
+
+    def reply(address: str) -> str | None:
+        return next((r for start, r in refused.items() if address.startswith(start)), None)
+
+    smtp.behaviour = Behaviour(data=reply)
+    start = clock.now()
+    records = Records()
+    logger = logging.getLogger("pshnotify")
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    daemon = Daemon(runtime, 0.2, logging.getLogger("pshnotify.daemon"))
+
+    async def pass_at(minutes: int) -> list[logging.LogRecord]:
+        """Move the clock to `minutes` after the start; what the pass that tried again then
+        logged (the retries' backoff, at most 1.2 times 1, 2, 4, 8, 16 minutes, has run out)."""
+        first = len(records.records)
+        clock.set(start + dt.timedelta(minutes=minutes))
+        at = clock.now().isoformat()
+        deadline = time.monotonic() + 30
+        while not any(
+            r.getMessage() == "pass" and getattr(r, "at", None) == at and getattr(r, "claimed", 0)
+            for r in records.records[first:]
+        ):
+            assert time.monotonic() < deadline, f"no pass tried anything at +{minutes} min"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a pass that may follow at the same instant tries nothing
+        return records.records[first:]
+
+    def said(got: list[logging.LogRecord], level: int, words: str) -> list[str]:
+        return [r.getMessage() for r in got if r.levelno == level and words in r.getMessage()]
+
+    alarm = "the relay has refused every message for"
+    all_failed = "every attempt of this pass failed"
+
+    async def rehearse() -> dict[int, list[logging.LogRecord]]:
+        serving = asyncio.create_task(daemon.serve())
+        try:
+            passes = {m: await pass_at(m) for m in (0, 30, 61, 91, 122)}
+            refused.clear()
+            refused["p5@"] = "451 4.3.0 try again later"  # all but one get through
+            passes[150] = await pass_at(150)
+            passes[189] = await pass_at(189)  # that one refused again: the hour starts anew
+        finally:
+            daemon.stop.set()
+            await serving
+        return passes
+
+    try:
+        passes = asyncio.run(rehearse())
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+    assert said(passes[0], logging.WARNING, f"{all_failed} (1 permanent, 5 transient)")
+    for minutes in (30, 61, 91, 122):
+        assert said(passes[minutes], logging.WARNING, f"{all_failed} (5 transient)"), minutes
+    alarms = {m: said(got, logging.ERROR, alarm) for m, got in passes.items()}
+    assert alarms == {
+        0: [],
+        30: [],  # half an hour: only the passes' warnings
+        61: [
+            f"{alarm} 61 minutes; check the relay and `pshnotify messages list --state retry`"
+            " for its replies"
+        ],
+        91: [],  # said 30 minutes ago
+        122: [
+            f"{alarm} 122 minutes; check the relay and `pshnotify messages list --state retry`"
+            " for its replies"
+        ],
+        150: [],
+        189: [],  # refused for 39 minutes since the relay last accepted something
+    }
+    assert said(passes[150], logging.WARNING, "the relay accepts messages again")
+    assert not said(passes[150], logging.WARNING, all_failed)
+    assert said(passes[189], logging.WARNING, f"{all_failed} (1 transient)")
+    assert states(runtime.settings.database_url) == {"sent": total - 2, "failed": 1, "retry": 1}
+    assert extra_copies(smtp) == (total - 2, 0)
