@@ -21,6 +21,7 @@ from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.completions import prune_receipts
 from pshnotify.services.dispatch import Dispatcher, DispatchReport
 from pshnotify.services.schedule import NightlyJob, PassReport, run_pass
+from pshnotify.store.retry import DatabaseUnavailableError
 
 
 async def one_pass(
@@ -105,6 +106,11 @@ class Daemon:
     async def _pass(self, dispatcher: Dispatcher) -> None:
         try:
             queued, sent = await one_pass(self.rt, dispatcher, self.nightly)
+        except DatabaseUnavailableError as exc:
+            # The daemon waits for its database as long as it takes: this comes of a stop while
+            # it was away, which the log has said already. One line, not the pipeline's tasks.
+            self.log.warning("pass ended by the stop: %s", exc)
+            return
         except Exception:
             self.log.exception("pass failed; the next pass retries")
             return
