@@ -6,8 +6,10 @@ an in-process drain; the daemon is SIGKILLed and started again at once; two repl
 with clocks ten minutes apart. Copies are counted at the relay by Message-ID: a crash or a
 fault may cost at most two per SMTP connection (message k being recorded, k+1 in flight).
 
-Sizes are smaller than the issue's 5,000 and 20,000 where the property does not need them
-(it is per connection, not per message): 3,000 for the PostgreSQL faults, 4,000 for the kills.
+Sizes are the issue's (5,000 for the PostgreSQL faults, 20,000 for the kills) except where
+they would cost the suite much time and the property does not need them (it is per
+connection, not per message): the kills drain 5,000 on PostgreSQL, and the faults under a
+20 msg/s limit 300 (the limit, not the size, is what they test).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def test_postgresql_restarted_cut_off_and_stopped_mid_drain(
     """Every message reaches its person; each fault costs at most two copies per connection;
     nothing goes out while the database is down; the daemon keeps running and says when the
     database went and when it came back."""
-    total, faults = 3000, 3
+    total, faults = 5000, 3
     env = {**env, "PSHNOTIFY_DATABASE_URL": pg.url, "PSHNOTIFY_SMTP_CONNECTIONS": "4"}
     prepared(env, tmp_path, total)
     smtp.behaviour = Behaviour(delay=0.01)  # a drain of some seconds, to fault in the middle
@@ -308,7 +310,10 @@ def test_sigkill_and_an_immediate_restart_wait_for_no_lease(
     """A service manager's Restart=always: the new process takes back the dead one's claims at
     once (the default five-minute lease never runs out here), and each kill costs at most two
     copies per connection, at full speed."""
-    total, kills = 4000, 2
+    # The issue's 20,000 on SQLite; 5,000 on PostgreSQL, where the drain is slower and 20,000
+    # cost the suite over a minute more. The bound is per connection: size adds kill moments.
+    sqlite = env["PSHNOTIFY_DATABASE_URL"].startswith("sqlite")
+    total, kills = (20_000 if sqlite else 5_000), 2
     prepared(env, tmp_path, total)
     run_env = {**env, "PSHNOTIFY_SMTP_CONNECTIONS": str(CONNECTIONS)}
     rng = random.Random(5)
@@ -321,7 +326,7 @@ def test_sigkill_and_an_immediate_restart_wait_for_no_lease(
         run.communicate(timeout=30)
     run = daemon(run_env)
     try:
-        wait_for(lambda: sent_count(env["PSHNOTIFY_DATABASE_URL"]) == total, 90, every=0.5)
+        wait_for(lambda: sent_count(env["PSHNOTIFY_DATABASE_URL"]) == total, 240, every=0.5)
     finally:
         code, err = stop(run)
     assert code == 0, err[-3000:]
