@@ -246,15 +246,14 @@ class _EveryPerson:
     def __init__(self, conn: Connection, program_id: int) -> None:
         self.by_id: dict[str, _Enrolled] = {}
         self.by_email: dict[str, _Enrolled] = {}
-        for row in conn.execute(_enrolled_query().where(enrollments.c.program_id == program_id)):
+        # .all(): fetched at once, where iterating the result fetched a row at a time
+        everyone = _enrolled_query().where(enrollments.c.program_id == program_id)
+        for row in conn.execute(everyone).all():
             person = _enrolled(row)
             self.by_id[person.external_id] = person
             self.by_email.setdefault(person.email.lower(), person)
-        self.keys = set(
-            conn.scalars(
-                select(completions.c.dedupe_key).where(completions.c.program_id == program_id)
-            )
-        )
+        keys = select(completions.c.dedupe_key).where(completions.c.program_id == program_id)
+        self.keys = set(conn.scalars(keys).all())
 
     def find(self, person_ref: str) -> _Enrolled | None:
         ref = person_ref.strip()
