@@ -156,15 +156,15 @@ def fitted_table(
     wraps = ({wrap} if isinstance(wrap, str) else set(wrap)) & set(columns)
     cells = {c: [_plain(r[i]) for r in rows] for i, c in enumerate(columns)}
     natural = {c: max([len(c), *map(cell_len, v)]) for c, v in cells.items()}
-    # Free text wraps between words (a heading too). Its narrowest: "keep", 20 or its
-    # longest word, before a column is left out; "words", its longest word; "fold", 10, a
-    # long word folded. A column narrower than that keeps its width.
+    # Free text wraps between words (a heading too). Its narrowest: "keep", 20 (a longer
+    # word folded), before a column is left out; "words", its longest word, if every column
+    # fits so; else "fold", 10. A column narrower than that keeps its width.
     word = {c: max(cell_len(w) for v in [c, *cells[c]] for w in v.split() or [""]) for c in wraps}
 
     def floor(c: str, how: str) -> int:
         if c not in wraps:
             return natural[c]
-        least = {"keep": max(word[c], 20), "words": word[c], "fold": 10}[how]
+        least = {"keep": 20, "words": word[c], "fold": 10}[how]
         return min(natural[c], max(least, *(len(w) for w in c.split() or [""])))
 
     def width(names: Sequence[str], how: str) -> int:
