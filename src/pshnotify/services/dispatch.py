@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
-from pshnotify.domain.delivery import Kind, State
+from pshnotify.domain.delivery import State
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
@@ -38,7 +38,7 @@ from pshnotify.services.batch_build import Builder, Enricher
 from pshnotify.services.ledger import Ledger, RecorderFailedError
 from pshnotify.services.send_gates import Gates, released
 from pshnotify.services.sender_lock import SenderLock
-from pshnotify.store import outbox
+from pshnotify.store import outbox, outcomes
 from pshnotify.store import people as people_repo
 from pshnotify.store.db import server_time
 from pshnotify.store.programs import ProgramCache
@@ -324,16 +324,7 @@ class Dispatcher:
 
     def _record(self, results: list[outbox.Result]) -> None:
         with self.engine.begin() as conn:
-            written = outbox.record(conn, results, worker=self.config.worker, now=self.clock.now())
-            launched = [
-                (r.message.program_id, r.message.person_id, r.finished_at)
-                for r in written
-                if r.state == State.SENT
-                and r.message.kind == Kind.LAUNCH.value
-                and r.message.person_id
-            ]
-            # The cadence counts from each person's own launch email: start it now.
-            people_repo.mark_launch_sent(conn, launched)
+            outcomes.record(conn, results, worker=self.config.worker, now=self.clock.now())
 
     def _envelope(self, claimed: outbox.Claimed) -> str:
         if self.config.bounce_sender is not None:

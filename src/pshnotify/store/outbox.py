@@ -30,12 +30,11 @@ from sqlalchemy import (
 
 from pshnotify.domain.delivery import PENDING, State
 from pshnotify.store.db import is_postgresql
-from pshnotify.store.schema import UTCDateTime, attempts, messages, programs, waves
+from pshnotify.store.schema import UTCDateTime, messages, programs, waves
 from pshnotify.store.sql import (
     among,
     chunks,
     insert_many,
-    json_rows,
 )
 
 _CHUNK = 5000
@@ -272,171 +271,6 @@ class Result:
     due_at: dt.datetime | None = None  # for retry
     reason: str | None = None  # for skipped
     attempted: bool = True  # False when nothing reached the relay (skipped before sending)
-
-
-def record(
-    conn: Connection, results: list[Result], *, worker: str, now: dt.datetime
-) -> list[Result]:
-    """Write outcomes and attempts; returns those the lease still allowed us to write.
-
-    A few statements for the whole list, not two per message. PostgreSQL: one UPDATE joined
-    to the outcomes (one JSON parameter, see `json_rows`) whose WHERE keeps only rows still under
-    our lease token; the row lock the UPDATE takes re-checks the token against a concurrent
-    takeover. SQLite (its write lock is already held): read which tokens are still ours,
-    then one executemany UPDATE. Then the attempts, in one INSERT.
-    """
-    if not results:
-        return []
-    if is_postgresql(conn):
-        ours = _write_outcomes_postgresql(conn, results, now)
-        written = [r for r in results if r.message.id in ours]
-    else:
-        ours = _still_ours(conn, results)
-        written = [r for r in results if r.message.id in ours]
-        if written:
-            conn.execute(
-                _OUTCOME_UPDATE.values(updated_at=now), [_update_params(r) for r in written]
-            )
-    tried = [r for r in written if r.attempted]
-    if tried:
-        _insert_attempts(conn, tried, worker)
-    return written
-
-
-_OUTCOME_UPDATE = (
-    update(messages)
-    .where(messages.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("b_state"),
-        lease_owner=None,
-        lease_token=None,
-        lease_until=None,
-        last_code=bindparam("b_code"),
-        last_reply=bindparam("b_reply"),
-        attempts=messages.c.attempts + bindparam("b_tried", type_=Integer),
-        sent_at=func.coalesce(bindparam("b_sent_at", type_=UTCDateTime), messages.c.sent_at),
-        first_attempt_at=func.coalesce(
-            messages.c.first_attempt_at, bindparam("b_tried_at", type_=UTCDateTime)
-        ),
-        due_at=func.coalesce(bindparam("b_due_at", type_=UTCDateTime), messages.c.due_at),
-        reason=func.coalesce(bindparam("b_reason", type_=Text), messages.c.reason),
-    )
-)
-
-# A message's id, its lease token and its `_outcome`.
-_OUTCOME_COLUMNS: list[tuple[str, Any]] = [
-    ("id", Integer()),
-    ("token", Text()),
-    ("state", Text()),
-    ("code", Integer()),
-    ("reply", Text()),
-    ("tried", Integer()),
-    ("sent_at", UTCDateTime()),
-    ("tried_at", UTCDateTime()),
-    ("due_at", UTCDateTime()),
-    ("reason", Text()),
-]
-
-
-def _write_outcomes_postgresql(
-    conn: Connection, results: list[Result], now: dt.datetime
-) -> set[int]:
-    rows = [(r.message.id, r.message.lease_token, *_outcome(r)) for r in results]
-    m = messages
-    v = json_rows("v", _OUTCOME_COLUMNS, rows)
-    stmt = (
-        update(m)
-        .where(m.c.id == v.c.id, m.c.lease_token == v.c.token)
-        .values(
-            state=v.c.state,
-            updated_at=now,
-            lease_owner=None,
-            lease_token=None,
-            lease_until=None,
-            last_code=v.c.code,
-            last_reply=v.c.reply,
-            attempts=m.c.attempts + v.c.tried,
-            sent_at=func.coalesce(v.c.sent_at, m.c.sent_at),
-            first_attempt_at=func.coalesce(m.c.first_attempt_at, v.c.tried_at),
-            due_at=func.coalesce(v.c.due_at, m.c.due_at),
-            reason=func.coalesce(v.c.reason, m.c.reason),
-        )
-        .returning(m.c.id)
-    )
-    return set(conn.scalars(stmt))
-
-
-_ATTEMPT_COLUMNS: list[tuple[str, Any]] = [
-    ("message_id", Integer()),
-    ("number", Integer()),
-    ("worker", Text()),
-    ("started_at", UTCDateTime()),
-    ("finished_at", UTCDateTime()),
-    ("outcome", Text()),
-    ("code", Integer()),
-    ("reply", Text()),
-]
-
-
-def _insert_attempts(conn: Connection, tried: list[Result], worker: str) -> None:
-    rows = [
-        (
-            r.message.id,
-            r.message.attempts + 1,
-            worker,
-            r.started_at,
-            r.finished_at,
-            r.outcome,
-            r.code,
-            r.reply,
-        )
-        for r in tried
-    ]
-    names = [name for name, _ in _ATTEMPT_COLUMNS]
-    if is_postgresql(conn):
-        v = json_rows("a", _ATTEMPT_COLUMNS, rows)
-        conn.execute(attempts.insert().from_select(names, select(*(v.c[n] for n in names))))
-    else:
-        conn.execute(attempts.insert(), [dict(zip(names, row, strict=True)) for row in rows])
-
-
-def _still_ours(conn: Connection, results: list[Result]) -> set[int]:
-    by_token: dict[str, list[int]] = {}
-    for r in results:
-        by_token.setdefault(r.message.lease_token, []).append(r.message.id)
-    ours: set[int] = set()
-    for token, ids in by_token.items():
-        for part in chunks(ids, _CHUNK):
-            q = (
-                select(messages.c.id)
-                .where(messages.c.id.in_(part), messages.c.lease_token == token)
-                .with_for_update()
-            )
-            ours.update(conn.scalars(q))
-    return ours
-
-
-_OUTCOME_NAMES = ["state", "code", "reply", "tried", "sent_at", "tried_at", "due_at", "reason"]
-
-
-def _outcome(r: Result) -> tuple[Any, ...]:
-    """What an attempt changes on its message, in `_OUTCOME_NAMES` order."""
-    return (
-        r.state.value,
-        r.code,
-        r.reply,
-        1 if r.attempted else 0,
-        r.finished_at if r.state == State.SENT else None,
-        r.started_at if r.attempted else None,
-        r.due_at,
-        r.reason,
-    )
-
-
-def _update_params(r: Result) -> dict[str, Any]:
-    params = dict(zip((f"b_{n}" for n in _OUTCOME_NAMES), _outcome(r), strict=True))
-    params["b_id"] = r.message.id
-    return params
 
 
 def cancel_pending(

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
 from pshnotify.store.db import is_postgresql
-from pshnotify.store.schema import UTCDateTime, enrollments, people, undeliverable
-from pshnotify.store.sql import among, chunks, json_rows
+from pshnotify.store.schema import enrollments, people, undeliverable
+from pshnotify.store.sql import among, chunks
 
 PERSON_FIELDS = (
     "email",
@@ -134,29 +134,6 @@ def mark_removed(conn: Connection, enrollment_ids: list[int], now: dt.datetime) 
             .where(and_(enrollments.c.id.in_(part), enrollments.c.removed_at.is_(None)))
             .values(removed_at=now, updated_at=now)
         )
-
-
-def mark_launch_sent(conn: Connection, sent: list[tuple[int, int, dt.datetime]]) -> None:
-    """Record when each person's launch email was accepted, and wake the scheduler for them."""
-    if not sent:
-        return
-    e = enrollments
-    if is_postgresql(conn):  # one statement for the batch (see json_rows)
-        v = json_rows(
-            "s", [("program", Integer()), ("person", Integer()), ("at", UTCDateTime())], sent
-        )
-        conn.execute(
-            update(e)
-            .where(e.c.program_id == v.c.program, e.c.person_id == v.c.person)
-            .values(launch_sent_at=v.c.at, next_action_at=v.c.at)
-        )
-        return
-    stmt = (
-        update(e)
-        .where(e.c.program_id == bindparam("b_program"), e.c.person_id == bindparam("b_person"))
-        .values(launch_sent_at=bindparam("b_at"), next_action_at=bindparam("b_at"))
-    )
-    conn.execute(stmt, [{"b_program": p, "b_person": pid, "b_at": at} for p, pid, at in sent])
 
 
 def batch_people(

@@ -1,0 +1,208 @@
+"""Writing a drain's results: outcomes, attempts and launch marks, in hand-written SQL.
+
+This is the hot path of every drain. The ledger writes a group of about one result per
+connection, hundreds of times a second, so what a write costs the sending process is what a
+message costs: through SQLAlchemy's compiled statements a group of four cost 1.2 ms of the
+sender's CPU on SQLite and 2.2 ms on PostgreSQL (cache keys, parameter processing, three
+statements). Here the SQL is fixed text
+handed to the driver (`exec_driver_sql`: nothing compiled, and the driver's errors still come
+wrapped, so the database guard sees a lost connection), its values converted once:
+
+- PostgreSQL: one statement, one round trip. The group goes as one JSON parameter read with
+  `jsonb_to_recordset()`; the UPDATE keeps only rows still under our lease token (its row
+  lock re-checks the token against a concurrent takeover), and data-modifying CTEs insert
+  the attempts and mark the launches of exactly the rows it updated. psycopg prepares the
+  statement after a few executions.
+- SQLite (the write lock is held: every transaction is BEGIN IMMEDIATE): one UPDATE ... FROM
+  `json_each()` over the group, `RETURNING id` (a row whose lease was taken over meanwhile
+  does not match), then the attempts and launch marks of the rows written, one executemany
+  each.
+
+Times are stored as `UTCDateTime` stores them: naive UTC, on SQLite as its text form.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Connection
+
+from pshnotify.domain.delivery import Kind, State
+from pshnotify.store.db import is_postgresql
+from pshnotify.store.outbox import Result
+from pshnotify.store.schema import naive_utc
+
+__all__ = ["record"]
+
+_LAUNCH = Kind.LAUNCH.value
+_SENT = State.SENT
+
+
+def record(
+    conn: Connection, results: list[Result], *, worker: str, now: dt.datetime
+) -> list[Result]:
+    """Write each result under its lease token, with its attempt (if it reached the relay)
+    and, for an accepted launch email, the start of the person's cadence. Returns the results
+    the lease still allowed us to write; the others were taken over and are left alone."""
+    if not results:
+        return []
+    if is_postgresql(conn):
+        ours = _record_postgresql(conn, results, worker, naive_utc(now))
+    else:
+        ours = _record_sqlite(conn, results, worker, _sqlite_time(now))
+    return [r for r in results if r.message.id in ours]
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+_PG_RECORD = (
+    """
+WITH v AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(
+        id integer, token text, state text, code integer, reply text, tried integer,
+        sent_at timestamp, tried_at timestamp, due_at timestamp, reason text,
+        number integer, started_at timestamp, finished_at timestamp, outcome text)
+), u AS (
+    UPDATE messages AS m SET
+        state = v.state,
+        updated_at = %s,
+        lease_owner = NULL,
+        lease_token = NULL,
+        lease_until = NULL,
+        last_code = v.code,
+        last_reply = v.reply,
+        attempts = m.attempts + v.tried,
+        sent_at = coalesce(v.sent_at, m.sent_at),
+        first_attempt_at = coalesce(m.first_attempt_at, v.tried_at),
+        due_at = coalesce(v.due_at, m.due_at),
+        reason = coalesce(v.reason, m.reason)
+    FROM v
+    WHERE m.id = v.id AND m.lease_token = v.token
+    RETURNING m.id, m.program_id, m.person_id, m.kind, m.state
+), a AS (
+    INSERT INTO attempts (message_id, number, worker, started_at, finished_at, outcome, code,
+                          reply)
+    SELECT v.id, v.number, %s, v.started_at, v.finished_at, v.outcome, v.code, v.reply
+    FROM v JOIN u ON u.id = v.id
+    WHERE v.tried = 1
+), l AS (
+    UPDATE enrollments AS e SET launch_sent_at = v.finished_at, next_action_at = v.finished_at
+    FROM u JOIN v ON v.id = u.id
+    WHERE u.kind = '"""
+    + _LAUNCH
+    + """' AND u.state = '"""
+    + _SENT.value
+    + """'
+      AND e.program_id = u.program_id AND e.person_id = u.person_id
+)
+SELECT id FROM u
+"""
+)
+
+
+def _record_postgresql(
+    conn: Connection, results: list[Result], worker: str, now: dt.datetime
+) -> set[int]:
+    rows = json.dumps([_pg_row(r) for r in results])
+    return set(conn.exec_driver_sql(_PG_RECORD, (rows, now, worker)).scalars())
+
+
+def _pg_row(r: Result) -> dict[str, Any]:
+    m = r.message
+    tried = r.attempted
+    return {
+        "id": m.id,
+        "token": m.lease_token,
+        "state": r.state.value,
+        "code": r.code,
+        "reply": r.reply,
+        "tried": 1 if tried else 0,
+        "sent_at": _iso(r.finished_at) if r.state == _SENT else None,
+        "tried_at": _iso(r.started_at) if tried else None,
+        "due_at": _iso(r.due_at) if r.due_at is not None else None,
+        "reason": r.reason,
+        "number": m.attempts + 1,
+        "started_at": _iso(r.started_at),
+        "finished_at": _iso(r.finished_at),
+        "outcome": r.outcome,
+    }
+
+
+def _iso(value: dt.datetime) -> str:
+    return naive_utc(value).isoformat()
+
+
+# -- SQLite -------------------------------------------------------------------------------------
+_SQLITE_OUTCOME = """
+UPDATE messages SET
+    state = v.value ->> 1, updated_at = ?, lease_owner = NULL, lease_token = NULL,
+    lease_until = NULL, last_code = v.value ->> 2, last_reply = v.value ->> 3,
+    attempts = attempts + (v.value ->> 4),
+    sent_at = coalesce(v.value ->> 5, sent_at),
+    first_attempt_at = coalesce(first_attempt_at, v.value ->> 6),
+    due_at = coalesce(v.value ->> 7, due_at), reason = coalesce(v.value ->> 8, reason)
+FROM json_each(?) AS v
+WHERE messages.id = v.value ->> 0 AND messages.lease_token = v.value ->> 9
+RETURNING messages.id
+"""
+_SQLITE_ATTEMPT = """
+INSERT INTO attempts (message_id, number, worker, started_at, finished_at, outcome, code, reply)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SQLITE_LAUNCH = """
+UPDATE enrollments SET launch_sent_at = ?, next_action_at = ?
+WHERE program_id = ? AND person_id = ?
+"""
+
+
+def _record_sqlite(conn: Connection, results: list[Result], worker: str, now: str) -> set[int]:
+    rows = [
+        (
+            r.message.id,
+            r.state.value,
+            r.code,
+            r.reply,
+            1 if r.attempted else 0,
+            _sqlite_time(r.finished_at) if r.state == _SENT else None,
+            _sqlite_time(r.started_at) if r.attempted else None,
+            _sqlite_time(r.due_at) if r.due_at is not None else None,
+            r.reason,
+            r.message.lease_token,
+        )
+        for r in results
+    ]
+    ours = set(conn.exec_driver_sql(_SQLITE_OUTCOME, (now, json.dumps(rows))).scalars())
+    attempts = [
+        (
+            r.message.id,
+            r.message.attempts + 1,
+            worker,
+            _sqlite_time(r.started_at),
+            _sqlite_time(r.finished_at),
+            r.outcome,
+            r.code,
+            r.reply,
+        )
+        for r in results
+        if r.attempted and r.message.id in ours
+    ]
+    if attempts:
+        conn.exec_driver_sql(_SQLITE_ATTEMPT, attempts)
+    launches = [
+        (sent_at, sent_at, r.message.program_id, r.message.person_id)
+        for r in results
+        if r.state == _SENT
+        and r.message.kind == _LAUNCH
+        and r.message.person_id is not None
+        and r.message.id in ours
+        for sent_at in (_sqlite_time(r.finished_at),)
+    ]
+    if launches:
+        conn.exec_driver_sql(_SQLITE_LAUNCH, launches)
+    return ours
+
+
+def _sqlite_time(value: dt.datetime) -> str:
+    """`UTCDateTime`'s text form on SQLite ("2023-09-11 14:00:00.000000")."""
+    return naive_utc(value).isoformat(" ", "microseconds")
