@@ -6,8 +6,10 @@ an in-process drain; the daemon is SIGKILLed and started again at once; two repl
 with clocks ten minutes apart. Copies are counted at the relay by Message-ID: a crash or a
 fault may cost at most two per SMTP connection (message k being recorded, k+1 in flight).
 
-Sizes are smaller than the issue's 5,000 and 20,000 where the property does not need them
-(it is per connection, not per message): 3,000 for the PostgreSQL faults, 4,000 for the kills.
+Sizes are the issue's (5,000 for the PostgreSQL faults, 20,000 for the kills) except where
+they would cost the suite much time and the property does not need them (it is per
+connection, not per message): the kills drain 5,000 on PostgreSQL, and the faults under a
+20 msg/s limit 300 (the limit, not the size, is what they test).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from pshnotify.clock import FixedClock
+from pshnotify.runtime.daemon import Daemon
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.store.retry import Guard
 from pshnotify.store.schema import attempts, messages
@@ -92,7 +95,12 @@ def sent_count(url: str) -> int:
 
 def stop(process: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=timeout)
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()  # a daemon that ignored SIGTERM fails the test, and is not left running
+        process.communicate()
+        raise
     return process.returncode, err
 
 
@@ -104,7 +112,7 @@ def test_postgresql_restarted_cut_off_and_stopped_mid_drain(
     """Every message reaches its person; each fault costs at most two copies per connection;
     nothing goes out while the database is down; the daemon keeps running and says when the
     database went and when it came back."""
-    total, faults = 3000, 3
+    total, faults = 5000, 3
     env = {**env, "PSHNOTIFY_DATABASE_URL": pg.url, "PSHNOTIFY_SMTP_CONNECTIONS": "4"}
     prepared(env, tmp_path, total)
     smtp.behaviour = Behaviour(delay=0.01)  # a drain of some seconds, to fault in the middle
@@ -177,38 +185,68 @@ def test_run_once_gives_up_on_a_database_gone_for_good_and_says_so(
     assert states(pg.url) == {"sent": total}
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_under_a_relay_limit_a_database_outage_neither_hangs_nor_keeps_sigterm_waiting(
+def test_under_a_relay_limit_database_faults_neither_hang_the_drain_nor_keep_sigterm_waiting(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path, pg: PrivatePostgres
 ) -> None:
-    total = 300
+    """At 20 msg/s the senders wait for their slots with the queue full and the producer
+    waiting to put into it: PostgreSQL restarted, its backends terminated, stopped for 30 s
+    and stopped again for a SIGTERM, all in one drain. Sending stops while it is away and goes
+    on by itself when it is back, SIGTERM ends the daemon in seconds even while the database
+    is down, and each fault costs at most two copies per connection."""
+    total, faults, batch = 300, 4, 20  # the queue holds two batches: it is full at 20 msg/s
     env = {
         **env,
         "PSHNOTIFY_DATABASE_URL": pg.url,
-        "PSHNOTIFY_SMTP_CONNECTIONS": "4",
+        "PSHNOTIFY_SMTP_CONNECTIONS": str(CONNECTIONS),
         "PSHNOTIFY_RATE_PER_SECOND": "20",
+        "PSHNOTIFY_BATCH_SIZE": str(batch),
     }
     prepared(env, tmp_path, total)
+
+    def more(n: int) -> None:
+        mark = len(smtp.received)
+        wait_for(lambda: len(smtp.received) >= mark + n, 60)
+
     run = daemon(env)
-    wait_for(lambda: len(smtp.received) > 40, 60)
-    pg.stop()
-    time.sleep(8)
-    asked = time.monotonic()
-    code, err = stop(run, timeout=60)
+    try:
+        more(40)
+        pg.restart()
+        more(40)
+        assert pg.terminate_backends() >= 1
+        more(40)
+        pg.stop()
+        time.sleep(2)  # what was in flight when it stopped ends
+        held = len(smtp.received)
+        time.sleep(28)
+        assert len(smtp.received) == held < total  # nothing sent while it cannot be recorded
+        assert run.poll() is None  # still running, not ended by the faults
+        pg.start()
+        more(40)  # it goes on by itself: nothing hangs
+        pg.stop()
+        time.sleep(3)  # every sender now waits on the database, the producer on the queue
+    finally:
+        asked = time.monotonic()
+        code, err = stop(run, timeout=60)
     assert time.monotonic() - asked < 15, "SIGTERM waited for the database"
     assert code == 0, err[-3000:]
-    assert "database unavailable" in err
+    assert err.count("database unavailable") >= 2, err[-3000:]  # the stops (a restart may pass)
+    assert "database back after" in err
+    assert "Traceback" not in err, err[-3000:]
     pg.start()
     run = daemon(env)
     try:
         wait_for(lambda: sent_count(pg.url) == total, 120, every=0.5)
     finally:
+        asked = time.monotonic()
         code, err = stop(run)
+    assert time.monotonic() - asked < 15
     assert code == 0, err[-3000:]
     delivered, copies = extra_copies(smtp)
     assert delivered == total
-    assert copies <= 2 * CONNECTIONS, copies
+    assert copies <= 2 * CONNECTIONS * faults, copies
+    assert states(pg.url) == {"sent": total}
 
 
 def test_sqlite_full_stops_the_sending_says_why_and_goes_on_once_there_is_room(
@@ -272,7 +310,10 @@ def test_sigkill_and_an_immediate_restart_wait_for_no_lease(
     """A service manager's Restart=always: the new process takes back the dead one's claims at
     once (the default five-minute lease never runs out here), and each kill costs at most two
     copies per connection, at full speed."""
-    total, kills = 4000, 2
+    # The issue's 20,000 on SQLite; 5,000 on PostgreSQL, where the drain is slower and 20,000
+    # cost the suite over a minute more. The bound is per connection: size adds kill moments.
+    sqlite = env["PSHNOTIFY_DATABASE_URL"].startswith("sqlite")
+    total, kills = (20_000 if sqlite else 5_000), 2
     prepared(env, tmp_path, total)
     run_env = {**env, "PSHNOTIFY_SMTP_CONNECTIONS": str(CONNECTIONS)}
     rng = random.Random(5)
@@ -285,7 +326,7 @@ def test_sigkill_and_an_immediate_restart_wait_for_no_lease(
         run.communicate(timeout=30)
     run = daemon(run_env)
     try:
-        wait_for(lambda: sent_count(env["PSHNOTIFY_DATABASE_URL"]) == total, 90, every=0.5)
+        wait_for(lambda: sent_count(env["PSHNOTIFY_DATABASE_URL"]) == total, 240, every=0.5)
     finally:
         code, err = stop(run)
     assert code == 0, err[-3000:]
@@ -362,3 +403,107 @@ def test_run_once_exits_1_when_the_relay_refuses_everything(
     smtp.behaviour = Behaviour()
     later = "2023-09-11T12:30:00-04:00"
     assert cli(env, "run", "--once", "--now", later).returncode == 0
+
+
+class Records(logging.Handler):
+    """Every record the daemon logs, kept with its level and fields."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the alarm is the daemon's
+def test_a_relay_refusing_everything_for_an_hour_is_an_error_said_again_each_hour(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path, clock: FixedClock
+) -> None:
+    """The daemon itself (its scheduler, passes and log) on the runtime's clock, moved by hand
+    through three hours of a relay answering 5xx to one address and 4xx to the rest: each
+    pass that tried and got nothing through is a WARNING, the first one an hour or more into
+    the refusals is an ERROR, said again an hour later and not in between; a message accepted
+    starts the hour anew."""
+    total = 6
+    pilot(runtime, tmp_path, total)
+    launch(runtime)
+    refused = {"p0@": "550 5.7.1 relaying denied", "p": "451 4.3.0 try again later"}
+
+    def reply(address: str) -> str | None:
+        return next((r for start, r in refused.items() if address.startswith(start)), None)
+
+    smtp.behaviour = Behaviour(data=reply)
+    start = clock.now()
+    records = Records()
+    logger = logging.getLogger("pshnotify")
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    daemon = Daemon(runtime, 0.2, logging.getLogger("pshnotify.daemon"))
+
+    async def pass_at(minutes: int) -> list[logging.LogRecord]:
+        """Move the clock to `minutes` after the start; what the pass that tried again then
+        logged (the retries' backoff, at most 1.2 times 1, 2, 4, 8, 16 minutes, has run out)."""
+        first = len(records.records)
+        clock.set(start + dt.timedelta(minutes=minutes))
+        at = clock.now().isoformat()
+        deadline = time.monotonic() + 30
+        while not any(
+            r.getMessage() == "pass" and getattr(r, "at", None) == at and getattr(r, "claimed", 0)
+            for r in records.records[first:]
+        ):
+            assert time.monotonic() < deadline, f"no pass tried anything at +{minutes} min"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a pass that may follow at the same instant tries nothing
+        return records.records[first:]
+
+    def said(got: list[logging.LogRecord], level: int, words: str) -> list[str]:
+        return [r.getMessage() for r in got if r.levelno == level and words in r.getMessage()]
+
+    alarm = "the relay has refused every message for"
+    all_failed = "every attempt of this pass failed"
+
+    async def rehearse() -> dict[int, list[logging.LogRecord]]:
+        serving = asyncio.create_task(daemon.serve())
+        try:
+            passes = {m: await pass_at(m) for m in (0, 30, 61, 91, 122)}
+            refused.clear()
+            refused["p5@"] = "451 4.3.0 try again later"  # all but one get through
+            passes[150] = await pass_at(150)
+            passes[189] = await pass_at(189)  # that one refused again: the hour starts anew
+        finally:
+            daemon.stop.set()
+            await serving
+        return passes
+
+    try:
+        passes = asyncio.run(rehearse())
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+    assert said(passes[0], logging.WARNING, f"{all_failed} (1 permanent, 5 transient)")
+    for minutes in (30, 61, 91, 122):
+        assert said(passes[minutes], logging.WARNING, f"{all_failed} (5 transient)"), minutes
+    alarms = {m: said(got, logging.ERROR, alarm) for m, got in passes.items()}
+    assert alarms == {
+        0: [],
+        30: [],  # half an hour: only the passes' warnings
+        61: [
+            f"{alarm} 61 minutes; check the relay and `pshnotify messages list --state retry`"
+            " for its replies"
+        ],
+        91: [],  # said 30 minutes ago
+        122: [
+            f"{alarm} 122 minutes; check the relay and `pshnotify messages list --state retry`"
+            " for its replies"
+        ],
+        150: [],
+        189: [],  # refused for 39 minutes since the relay last accepted something
+    }
+    assert said(passes[150], logging.WARNING, "the relay accepts messages again")
+    assert not said(passes[150], logging.WARNING, all_failed)
+    assert said(passes[189], logging.WARNING, f"{all_failed} (1 transient)")
+    assert states(runtime.settings.database_url) == {"sent": total - 2, "failed": 1, "retry": 1}
+    assert extra_copies(smtp) == (total - 2, 0)

@@ -224,6 +224,7 @@ def test_pause_during_a_drain_stops_the_wave_until_resume(
     assert len(set(ids)) == total
 
 
+@pytest.mark.timeout(300)  # 67 s on a quiet machine, near the default 120 s under load
 def test_sigkill_at_random_moments_loses_nothing(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:

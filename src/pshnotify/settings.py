@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     rate_per_second: float | None = Field(default=None, gt=0)
     rate_per_minute: int | None = Field(default=None, gt=0)
     rate_per_day: int | None = Field(default=None, gt=0)
+    # A relay's own "N per unit" (Postfix: smtpd_client_message_rate_limit per
+    # anvil_rate_time_unit, in whole seconds).
+    rate_per_window: int | None = Field(default=None, gt=0)
+    rate_window_seconds: int = Field(default=60, ge=1)
     smtp_ca_file: Path | None = None
 
     # The sender identity. The visible From and Reply-To come from the program file; these

@@ -1,11 +1,23 @@
-"""Send no faster than the relay allows: at most N messages in any rolling second, minute, day.
+"""Send no faster than the relay allows: at most N messages in any rolling second, minute, day,
+or window of the relay's own length.
 
 A sliding log per window (not a token bucket): a bucket lets a burst of its capacity through at
 once, which a relay counting per rolling second answers with 4xx. A message holds a slot from
 the moment it starts until one window after the relay's reply: the relay counts it somewhere in
-between, so no rolling window on the relay's side can ever see more than the limit, whatever
-the latency. The cost is a rate a little under the limit (by about latency/window). Real
-(monotonic) time: the relay's limits run on its clock, not the rehearsal's.
+between (Postfix at its MAIL FROM), so no window on the relay's side can ever see more than the
+limit, whatever the latency. Every message counts, whatever its outcome (refused, reset, cut
+off): the relay counted its MAIL FROM all the same. The cost is a rate a little under the limit
+(by about latency/window). Real (monotonic) time: the relay's limits run on its clock, not the
+rehearsal's.
+
+Relays count in whole seconds. Postfix's anvil(8) counts a client's MAIL FROMs (refused ones
+too) from the whole second of its first event, `start`, and resets the count at the first event
+after `start + anvil_rate_time_unit`: the seconds `start` to `start + unit` both count, so its
+"120 per 60 s" holds the MAIL FROMs of 61 real seconds. Every window of whole seconds is
+therefore kept one second longer than it says (a minute as 61 s, a day as 86,401 s, a window of
+the relay's as unit + 1 s), which costs a minute's rate 1.6%. The per-second limit is kept over
+exactly one second (one more would halve it): it is for relays that measure finer than that,
+and a Postfix relay's limit goes in the window of its own length (`Limits.per_window`).
 """
 
 from __future__ import annotations
@@ -18,14 +30,22 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+# A window of whole seconds on the relay's side holds one second more (see above).
+WHOLE_SECOND = 1.0
+
 
 @dataclass(frozen=True)
 class Limits:
     per_second: float | None = None
     per_minute: int | None = None
     per_day: int | None = None
+    # The relay's own "N per unit": Postfix's smtpd_client_message_rate_limit per
+    # anvil_rate_time_unit (whole seconds).
+    per_window: int | None = None
+    window_seconds: int = 60
 
     def windows(self) -> list[tuple[float, int]]:
+        """(seconds, messages): at most that many messages in any rolling span that long."""
         out = []
         if self.per_second:
             # A fractional rate (0.5/s) is one message per 2 s.
@@ -34,9 +54,11 @@ class Limits:
             else:
                 out.append((1.0 / self.per_second, 1))
         if self.per_minute:
-            out.append((60.0, self.per_minute))
+            out.append((60.0 + WHOLE_SECOND, self.per_minute))
         if self.per_day:
-            out.append((86400.0, self.per_day))
+            out.append((86400.0 + WHOLE_SECOND, self.per_day))
+        if self.per_window:
+            out.append((self.window_seconds + WHOLE_SECOND, self.per_window))
         return out
 
 
@@ -58,7 +80,9 @@ class RateLimiter:
 
     def set_share(self, senders: int) -> None:
         """Keep 1/senders of each limit: with every replica doing the same, the deployment as a
-        whole stays under the relay's limit in any rolling window."""
+        whole stays under the relay's limit in any window. Not while n changes: a sender that
+        joins cannot see what the others sent in the last window, nor those left what a sender
+        that left did, so for one window after a change the whole can go one share over."""
         senders = max(1, senders)
         if senders == self.share:
             return

@@ -9,9 +9,9 @@ everything that came due meanwhile and applies the catch-up rules.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +21,7 @@ from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.completions import prune_receipts
 from pshnotify.services.dispatch import Dispatcher, DispatchReport
 from pshnotify.services.schedule import NightlyJob, PassReport, run_pass
+from pshnotify.store.retry import DatabaseUnavailableError
 
 
 async def one_pass(
@@ -49,11 +50,13 @@ class Daemon:
         self.nightly = nightly
         self.stop = asyncio.Event()
         self._current: asyncio.Task[Any] | None = None
-        self._refused_since: float | None = None  # every attempt failed since then
-        self._refusal_told = 0.0
+        # Since when every attempt has failed, and when that was last said at ERROR: on the
+        # runtime's clock, as the retries' backoff is, so a rehearsal's hours are the same hours.
+        self._refused_since: dt.datetime | None = None
+        self._refusal_told: dt.datetime | None = None
 
     # The relay refusing everything this long is an alarm (logged at ERROR, then hourly).
-    RELAY_ALARM_AFTER = 3600.0
+    RELAY_ALARM_AFTER = dt.timedelta(hours=1)
 
     async def serve(self, extra_tasks: Sequence[Any] = ()) -> None:
         # Checks settings, programs and templates first. The daemon waits for a database that
@@ -103,6 +106,11 @@ class Daemon:
     async def _pass(self, dispatcher: Dispatcher) -> None:
         try:
             queued, sent = await one_pass(self.rt, dispatcher, self.nightly)
+        except DatabaseUnavailableError as exc:
+            # The daemon waits for its database as long as it takes: this comes of a stop while
+            # it was away, which the log has said already. One line, not the pipeline's tasks.
+            self.log.warning("pass ended by the stop: %s", exc)
+            return
         except Exception:
             self.log.exception("pass failed; the next pass retries")
             return
@@ -121,18 +129,21 @@ class Daemon:
         if sent.attempts.get("sent"):
             if self._refused_since is not None:
                 self.log.warning("the relay accepts messages again")
-            self._refused_since = None
+            self._refused_since = self._refusal_told = None
             return
         if not sent.all_failed:
             return
-        now = time.monotonic()
+        now = self.rt.clock.now()
         if self._refused_since is None:
             self._refused_since = now
         refused_for = now - self._refused_since
-        if refused_for >= self.RELAY_ALARM_AFTER and now - self._refusal_told >= 3600:
+        told = self._refusal_told
+        if refused_for >= self.RELAY_ALARM_AFTER and (
+            told is None or now - told >= self.RELAY_ALARM_AFTER
+        ):
             self._refusal_told = now
             self.log.error(
                 "the relay has refused every message for %.0f minutes; check the relay and "
                 "`pshnotify messages list --state retry` for its replies",
-                refused_for / 60,
+                refused_for.total_seconds() / 60,
             )

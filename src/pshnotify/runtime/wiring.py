@@ -271,7 +271,15 @@ class Runtime:
     @cached_property
     def _limiter(self) -> RateLimiter:
         s = self.settings
-        return RateLimiter(Limits(s.rate_per_second, s.rate_per_minute, s.rate_per_day))
+        return RateLimiter(
+            Limits(
+                s.rate_per_second,
+                s.rate_per_minute,
+                s.rate_per_day,
+                per_window=s.rate_per_window,
+                window_seconds=s.rate_window_seconds,
+            )
+        )
 
     def http_tasks(
         self, stop: asyncio.Event, on_listening: Callable[[str, int], None] | None = None

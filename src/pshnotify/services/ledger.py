@@ -3,11 +3,13 @@
 Postfix marks a delivery done before it starts the next on that connection. Here a
 connection may send message k+1 while k is being recorded, never k+2: before each send it
 waits until at most one of its own results is unwritten (`ready`). Results of all
-connections are written together (group commit) when a connection needs its older result
-written to go on, or every `_LONGEST` seconds for the rest: one commit then carries about one
-result per connection, and a crash at any instant costs at most two copies per connection,
-whatever the rate. While the database cannot be written, the connections wait here: nothing
-more goes out whose outcome could not be recorded, and nothing collected is dropped.
+connections are written together (group commit): a write starts `_GATHER` seconds after an
+attempt's result came (while its connection sends the next message, so that it seldom waits
+for it), at once when a connection does wait, and every `_LONGEST` seconds for results nobody
+waits for. One commit then carries about one result per connection, and a crash at any
+instant costs at most two copies per connection, whatever the rate. While the database
+cannot be written, the connections wait here: nothing more goes out whose outcome could not
+be recorded, and nothing collected is dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ Writer = Callable[[list[outbox.Result]], Awaitable[None]]
 
 # Results nobody waits for (skips, releases) are written within this many seconds.
 _LONGEST = 0.1
+# An attempt's result is written at most this many seconds after it came, while its
+# connection sends the next message (so that it rarely has to wait for it), together with
+# the results the other connections bring meanwhile.
+_GATHER = 0.002
 
 
 class RecorderFailedError(Exception):
@@ -36,6 +42,7 @@ class Ledger:
         self._needed = asyncio.Event()  # a connection waits for a write, or the end came
         self._written = asyncio.Event()
         self._closed = False
+        self._soon: asyncio.TimerHandle | None = None
         self.failure: BaseException | None = None
 
     def add(self, result: outbox.Result, connection: int | None = None) -> None:
@@ -45,6 +52,8 @@ class Ledger:
         self._pending.append((connection, result))
         if connection is not None:
             self._unwritten[connection] += 1
+            if self._soon is None:
+                self._soon = asyncio.get_running_loop().call_later(_GATHER, self._needed.set)
 
     async def ready(self, connection: int) -> None:
         """Return once this connection may send again: at most one result of it unwritten."""
@@ -73,6 +82,9 @@ class Ledger:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._needed.wait(), _LONGEST)
                 self._needed.clear()
+                if self._soon is not None:
+                    self._soon.cancel()
+                    self._soon = None
                 if self._pending:
                     taken = self._pending[:]
                     # Kept in the list until written: a failed write loses nothing.

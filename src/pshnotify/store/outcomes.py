@@ -134,16 +134,30 @@ def _iso(value: dt.datetime) -> str:
 
 
 # -- SQLite -------------------------------------------------------------------------------------
+# The group as one JSON array of rows, in `_record_sqlite`'s order (json_extract: SQLite 3.9+;
+# UPDATE ... FROM: 3.33+; RETURNING: 3.35+).
 _SQLITE_OUTCOME = """
 UPDATE messages SET
-    state = v.value ->> 1, updated_at = ?, lease_owner = NULL, lease_token = NULL,
-    lease_until = NULL, last_code = v.value ->> 2, last_reply = v.value ->> 3,
-    attempts = attempts + (v.value ->> 4),
-    sent_at = coalesce(v.value ->> 5, sent_at),
-    first_attempt_at = coalesce(first_attempt_at, v.value ->> 6),
-    due_at = coalesce(v.value ->> 7, due_at), reason = coalesce(v.value ->> 8, reason)
-FROM json_each(?) AS v
-WHERE messages.id = v.value ->> 0 AND messages.lease_token = v.value ->> 9
+    state = v.state, updated_at = ?, lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+    last_code = v.code, last_reply = v.reply, attempts = messages.attempts + v.tried,
+    sent_at = coalesce(v.sent_at, messages.sent_at),
+    first_attempt_at = coalesce(messages.first_attempt_at, v.tried_at),
+    due_at = coalesce(v.due_at, messages.due_at), reason = coalesce(v.reason, messages.reason)
+FROM (
+    SELECT
+        json_extract(value, '$[0]') AS id,
+        json_extract(value, '$[1]') AS state,
+        json_extract(value, '$[2]') AS code,
+        json_extract(value, '$[3]') AS reply,
+        json_extract(value, '$[4]') AS tried,
+        json_extract(value, '$[5]') AS sent_at,
+        json_extract(value, '$[6]') AS tried_at,
+        json_extract(value, '$[7]') AS due_at,
+        json_extract(value, '$[8]') AS reason,
+        json_extract(value, '$[9]') AS token
+    FROM json_each(?)
+) AS v
+WHERE messages.id = v.id AND messages.lease_token = v.token
 RETURNING messages.id
 """
 _SQLITE_ATTEMPT = """

@@ -79,6 +79,7 @@ class Guard:
         self.stop_grace = stop_grace  # once stopping, how long a call still tries
         self.initial, self.longest = initial, longest
         self.down_since: float | None = None  # the first failure of the current outage
+        self._began: float | None = None  # the same, kept after a call gave up on it
         self._failing: set[str] = set()  # the calls failing now (a read may pass meanwhile)
         self._stop_seen: float | None = None
         self.outages = 0
@@ -148,7 +149,7 @@ class Guard:
         self._failing.add(name)
         if self.down_since is not None:
             return
-        self.down_since = time.monotonic()
+        self.down_since = self._began = time.monotonic()
         self.outages += 1
         exc = state.outcome.exception() if state.outcome else None
         waits = (
@@ -172,7 +173,10 @@ class Guard:
         log.warning("database back after %.1f s; sending resumes", gone)
 
     def _gave_up(self, exc: BaseException) -> DatabaseUnavailableError:
-        gone = time.monotonic() - (self.down_since or time.monotonic())
+        # The calls waiting on the same outage give up one after the other: each says how long
+        # it has lasted, not the time since the first of them gave up.
+        began = self.down_since if self.down_since is not None else self._began
+        gone = time.monotonic() - began if began is not None else 0.0
         self.down_since = None
         self._failing.clear()
         return DatabaseUnavailableError(
