@@ -78,7 +78,14 @@ class CsvRecords:
         return self.records()
 
     def records(self, progress: ProgressFn | None = None) -> Iterator[tuple[int, dict[str, str]]]:
+        header = self.header
+        for line, values in self.rows(progress):
+            yield line, dict(zip(header, values, strict=True))
+
+    def rows(self, progress: ProgressFn | None = None) -> Iterator[tuple[int, list[str]]]:
+        """`records` as (line, values in the header's order), without a dict per record."""
         start = 2
+        width = len(self.header)
         while len(self.errors) < MAX_ERRORS:
             try:
                 values = next(self._reader)
@@ -93,14 +100,12 @@ class CsvRecords:
             line, start = start, self._reader.line_num + 1
             if progress:
                 progress(start - line)
-            if not any(v.strip() for v in values):
+            if not "".join(values).strip():
                 continue  # a blank line
-            if len(values) != len(self.header):
-                self.error(
-                    line, "(row)", f"has {len(values)} fields, the header has {len(self.header)}"
-                )
+            if len(values) != width:
+                self.error(line, "(row)", f"has {len(values)} fields, the header has {width}")
                 continue
-            yield line, dict(zip(self.header, values, strict=True))
+            yield line, values
 
     def raise_if_errors(
         self, hint: str = "fix these rows and import again; nothing was changed"

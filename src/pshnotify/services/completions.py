@@ -17,15 +17,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, Engine, Integer, Text, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from pshnotify.clock import Clock
-from pshnotify.domain.delivery import Kind, idempotency_key
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.ingest.completions_csv import (
     CompletionRow,
@@ -35,18 +35,11 @@ from pshnotify.ingest.completions_csv import (
     person_ref_key,
     read_completions,
 )
-from pshnotify.store import audit, outbox
-from pshnotify.store.db import is_postgresql, transaction
+from pshnotify.store import audit, completion_batch
+from pshnotify.store.db import transaction
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import (
-    UTCDateTime,
-    completions,
-    enrollments,
-    messages,
-    people,
-    webhook_receipts,
-)
-from pshnotify.store.sql import chunks, insert_ignoring_duplicates, insert_many_returning, json_rows
+from pshnotify.store.schema import completions, db_time, enrollments, people, webhook_receipts
+from pshnotify.store.sql import insert_ignoring_duplicates
 
 SOURCES = ("import", "webhook", "xapi", "operator")
 ALTERNATIVE = "alternative"  # an operator-approved alternative to the program's options
@@ -74,8 +67,9 @@ class CompletionOutcome(StrEnum):
     UNMATCHED = "unmatched"  # nobody with that id or email in the program: kept for review
 
 
-@dataclass(frozen=True)
-class CompletionResult:
+class CompletionResult(NamedTuple):
+    """What one completion did. A tuple: a nightly export makes one per row."""
+
     outcome: CompletionOutcome
     person: str | None  # the person's roster id, when matched
     confirmation_queued: bool = False
@@ -90,30 +84,43 @@ class CompletionResult:
         }
 
 
-@dataclass(frozen=True)
-class _Enrolled:
-    """The person and enrollment a completion applies to."""
+class _Enrolled(NamedTuple):
+    """The person and enrollment a completion applies to (`_enrolled_query`'s columns)."""
 
     person_id: int
     external_id: str
     email: str
-    name: str
     enrollment_id: int
-    wave_key: str
     removed: bool
-    complete: bool = False
+    complete: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Incoming:
-    """One completion on its way in, checked."""
+class _Incoming(NamedTuple):
+    """One completion on its way in, checked (`_incoming` builds it)."""
 
     person_ref: str
     option: str
     completed_at: dt.datetime
     note: str | None
     dedupe_key: str
-    confirm: bool = True  # False: back-filled history, nobody is emailed
+    confirm: bool  # False: back-filled history, nobody is emailed
+    instant: str  # completed_at in UTC as ISO-8601 text: what keys are made of
+    by_ref: bool  # dedupe_key is `completion_key` of person_ref
+
+
+def _incoming(
+    person_ref: str,
+    option: str,
+    completed_at: dt.datetime,
+    note: str | None,
+    confirm: bool = True,
+    dedupe_key: str | None = None,
+) -> _Incoming:
+    """The completion, its instant written once; its key `completion_key` unless given."""
+    instant = _instant(completed_at)
+    by_ref = dedupe_key is None
+    key = _key(person_ref, option, instant) if dedupe_key is None else dedupe_key
+    return _Incoming(person_ref, option, completed_at, note, key, confirm, instant, by_ref)
 
 
 # -- checks shared by every way in ----------------------------------------------------------------
@@ -148,7 +155,14 @@ def completion_problems(
 
 def completion_key(person_ref: str, option: str, completed_at: dt.datetime) -> str:
     """Who, what, when: the same completion gets the same key whichever way it arrives."""
-    instant = completed_at.astimezone(dt.UTC).isoformat()
+    return _key(person_ref, option, _instant(completed_at))
+
+
+def _instant(completed_at: dt.datetime) -> str:
+    return completed_at.astimezone(dt.UTC).isoformat()
+
+
+def _key(person_ref: str, option: str, instant: str) -> str:
     key = f"{person_ref_key(person_ref)}|{option}|{instant}"
     if len(key) <= _MAX_KEY:
         return key
@@ -189,7 +203,7 @@ def record_completion(
     (result,) = _record_many(
         conn,
         stored,
-        [_Incoming(person_ref, option, completed_at, note, dedupe_key, confirm)],
+        [_incoming(person_ref, option, completed_at, note, confirm, dedupe_key)],
         source=source,
         now=now,
         message_id_domain=message_id_domain,
@@ -263,9 +277,10 @@ def _record_many(
     message_id_domain: str,
     people: _People,
 ) -> list[CompletionResult]:
-    """The rule (module docstring) for many completions at once, in their order: one INSERT
-    of the new completions, one UPDATE of the enrollments they satisfy, one cancellation of
-    those people's pending asking emails and one bulk queue of their confirmations.
+    """The rule (module docstring) for many completions at once, in their order: the batch
+    staged once, then one INSERT of the new completions, one UPDATE of the enrollments they
+    satisfy, one cancellation of those people's pending asking emails and one INSERT of their
+    confirmations (`store.completion_batch`).
 
     The same completion twice (same key, or the same person, option and instant named by id
     once and by email the next) is a duplicate, in the batch or against what is stored; the
@@ -277,11 +292,12 @@ def _record_many(
     for item in items:
         person = people.find(item.person_ref)
         keys = {item.dedupe_key}
-        if person is not None:
-            keys |= {
-                completion_key(ref, item.option, item.completed_at)
-                for ref in (person.external_id, person.email)
-            }
+        if person is not None:  # its key by id and by email; the one named is dedupe_key
+            named = item.person_ref if item.by_ref else None
+            if person.external_id != named:
+                keys.add(_key(person.external_id, item.option, item.instant))
+            if person.email != named:
+                keys.add(_key(person.email, item.option, item.instant))
         if not batch_keys.isdisjoint(keys) or people.stored(keys):
             results.append(
                 CompletionResult(
@@ -292,27 +308,67 @@ def _record_many(
         batch_keys |= keys
         fresh.append((len(results), item, person))
         results.append(None)
-    inserted = _insert_completions(conn, stored.id, fresh, source, now)
+    if fresh:
+        firsts = _classify(fresh, set(), results)
+        satisfying = {index for index, _, _ in firsts}
+        completion_batch.stage(
+            conn, [_staged(index, item, p, index in satisfying) for index, item, p in fresh]
+        )
+        missed = set(completion_batch.insert_completions(conn, stored.id, source, now, len(fresh)))
+        if missed:  # a concurrent writer stored these meanwhile: duplicates after all
+            firsts = _classify(fresh, missed, results)
+            completion_batch.stage(conn, [_staged(i, item, p, True) for i, item, p in firsts])
+        if any(person is None for index, _, person in fresh if index not in missed):
+            _check_room_for_unmatched(conn, stored)  # counts what this batch kept too
+        _satisfy(conn, stored, firsts, now, message_id_domain, results, staged=True)
+    return [r for r in results if r is not None]
+
+
+def _classify(
+    fresh: list[tuple[int, _Incoming, _Enrolled | None]],
+    missed: set[int],
+    results: list[CompletionResult | None],
+) -> list[tuple[int, _Incoming, _Enrolled]]:
+    """What each new completion is once stored (`missed`: not stored after all); fills in
+    `results` for all but the firsts, which it returns: the completions that satisfy a
+    requirement, one per enrollment."""
     done: set[int] = set()  # enrollments satisfied by this batch
-    unmatched = False
     firsts: list[tuple[int, _Incoming, _Enrolled]] = []
     for index, item, person in fresh:
-        if item.dedupe_key not in inserted:  # a concurrent writer stored it meanwhile
+        if index in missed:
             results[index] = CompletionResult(
                 CompletionOutcome.DUPLICATE, person.external_id if person else None
             )
         elif person is None:
             results[index] = CompletionResult(CompletionOutcome.UNMATCHED, None)
-            unmatched = True
         elif person.complete or person.enrollment_id in done:
             results[index] = CompletionResult(CompletionOutcome.EXTRA, person.external_id)
         else:
             done.add(person.enrollment_id)
             firsts.append((index, item, person))
-    if unmatched:
-        _check_room_for_unmatched(conn, stored)  # counts what this batch kept too
-    _satisfy(conn, stored, firsts, now, message_id_domain, results)
-    return [r for r in results if r is not None]
+    return firsts
+
+
+def _staged(
+    index: int, item: _Incoming, person: _Enrolled | None, satisfies: bool
+) -> completion_batch.Staged:
+    """A completion as `completion_batch` stages it; someone who left the roster is recorded
+    as complete but not written to."""
+    notify = satisfies and item.confirm and person is not None and not person.removed
+    return completion_batch.Staged(
+        index,
+        person.person_id if person else None,
+        person.enrollment_id if person else None,
+        item.person_ref.strip(),
+        item.option,
+        db_time(item.completed_at),
+        item.instant if item.completed_at.tzinfo is dt.UTC else item.completed_at.isoformat(),
+        item.note,
+        item.dedupe_key,
+        item.confirm,
+        satisfies,
+        notify,
+    )
 
 
 def _satisfy(
@@ -322,175 +378,51 @@ def _satisfy(
     now: dt.datetime,
     message_id_domain: str,
     results: list[CompletionResult | None],
+    *,
+    staged: bool = False,
 ) -> None:
     """These people's first completions: mark them complete, cancel their pending asking
-    emails, queue their confirmations; results[index] says what happened to each."""
-    firsts = _mark_complete(conn, firsts, now, results)
-    cancelled = outbox.cancel_pending(
-        conn,
-        program_id=stored.id,
-        person_ids=[person.person_id for _, _, person in firsts],
-        reason="completed",
-        now=now,
-        kinds=Kind.asking(),
-    )
-    # Someone who left the roster is recorded as complete but not written to.
-    confirmed = _queue_confirmations(
-        conn,
-        stored,
-        [(item, person) for _, item, person in firsts if item.confirm and not person.removed],
-        now,
-        message_id_domain,
+    emails, queue their confirmations; results[index] says what happened to each. `staged`:
+    `completion_batch` holds them already, flagged as satisfying."""
+    if not firsts:
+        return
+    if not staged:
+        completion_batch.stage(conn, [_staged(i, item, p, True) for i, item, p in firsts])
+    # The guard makes a race (another way in completed the person meanwhile) an "extra".
+    raced = set(completion_batch.mark_complete(conn, now, len(firsts)))
+    if raced:
+        completion_batch.unmark(conn, sorted(raced))
+        for index, _, person in firsts:
+            if index in raced:
+                results[index] = CompletionResult(CompletionOutcome.EXTRA, person.external_id)
+        firsts = [f for f in firsts if f[0] not in raced]
+    cancelled = completion_batch.cancel_asking(conn, stored.id, "completed", now)
+    # One per person and program (its idempotency key says so), due at once: not held to
+    # working hours, since the person is waiting for it.
+    notified = {
+        person.person_id: index
+        for index, item, person in firsts
+        if item.confirm and not person.removed
+    }
+    had_one = set(
+        completion_batch.queue_confirmations(
+            conn,
+            program_id=stored.id,
+            program_key=stored.key,
+            batch=uuid.uuid4().hex,
+            message_id_domain=message_id_domain,
+            now=now,
+            notified=len(notified),
+        )
     )
     for position, (index, _, person) in enumerate(firsts):
         results[index] = CompletionResult(
             CompletionOutcome.RECORDED,
             person.external_id,
-            confirmation_queued=person.person_id in confirmed,
+            confirmation_queued=person.person_id in notified and index not in had_one,
             # the batch's cancellations, counted once (on its first recorded completion)
             cancelled_messages=cancelled if position == 0 else 0,
         )
-
-
-_INSERT_CHUNK = 2000
-
-
-def _insert_completions(
-    conn: Connection,
-    program_id: int,
-    fresh: list[tuple[int, _Incoming, _Enrolled | None]],
-    source: str,
-    now: dt.datetime,
-) -> set[str]:
-    """The keys actually inserted (a row a concurrent writer stored first is not)."""
-    rows = [
-        {
-            "program_id": program_id,
-            "person_id": person.person_id if person else None,
-            "person_ref": item.person_ref.strip(),
-            "option": item.option,
-            "completed_at": item.completed_at,
-            "source": source,
-            "dedupe_key": item.dedupe_key,
-            "note": item.note,
-            "recorded_at": now,
-            "confirm": item.confirm,
-        }
-        for _, item, person in fresh
-    ]
-    return set(insert_many_returning(conn, completions, rows, "dedupe_key"))
-
-
-def _mark_complete(
-    conn: Connection,
-    firsts: list[tuple[int, _Incoming, _Enrolled]],
-    now: dt.datetime,
-    results: list[CompletionResult | None],
-) -> list[tuple[int, _Incoming, _Enrolled]]:
-    """Mark the enrollments complete unless they already are; the guard makes a race (another
-    way in completed the person meanwhile) an "extra". Returns the ones marked."""
-    if not firsts:
-        return []
-    params = [(p.enrollment_id, item.completed_at, item.option) for _, item, p in firsts]
-    marked = set(_mark_enrollments(conn, params, now))
-    for index, _, person in firsts:
-        if person.enrollment_id not in marked:
-            results[index] = CompletionResult(CompletionOutcome.EXTRA, person.external_id)
-    return [f for f in firsts if f[2].enrollment_id in marked]
-
-
-_MARK_COLUMNS: list[tuple[str, Any]] = [
-    ("id", Integer()),
-    ("completed_at", UTCDateTime()),
-    ("option", Text()),
-]
-
-
-def _mark_enrollments(
-    conn: Connection, params: list[tuple[int, dt.datetime, str]], now: dt.datetime
-) -> list[int]:
-    """UPDATE the enrollments not yet complete; the ids marked. PostgreSQL: one statement a
-    chunk, the rows as one JSON parameter (an executemany parses the statement per row)."""
-    e = enrollments
-    marked: list[int] = []
-    for part in chunks(params, 5000):
-        if is_postgresql(conn):
-            v = json_rows("v", _MARK_COLUMNS, part)
-            marking = (
-                update(e)
-                .where(e.c.id == v.c.id, e.c.completed_at.is_(None))
-                .values(
-                    completed_at=v.c.completed_at,
-                    completion_option=v.c.option,
-                    next_action_at=None,
-                    updated_at=now,
-                )
-                .returning(e.c.id)
-            )
-            marked += conn.scalars(marking)
-            continue
-        stmt = (
-            update(e)
-            .where(e.c.id == bindparam("b_id"), e.c.completed_at.is_(None))
-            .values(
-                completed_at=bindparam("b_at"),
-                completion_option=bindparam("b_option"),
-                next_action_at=None,
-                updated_at=now,
-            )
-        )
-        rows = [{"b_id": i, "b_at": at, "b_option": o} for i, at, o in part]
-        if len(rows) == 1:
-            if conn.execute(stmt, rows[0]).rowcount == 1:
-                marked.append(part[0][0])
-            continue
-        conn.execute(stmt, rows)  # SQLite: one writer, so the guard cannot have lost a race
-        marked += [i for i, _, _ in part]
-    return marked
-
-
-def _queue_confirmations(
-    conn: Connection,
-    stored: StoredProgram,
-    satisfied: list[tuple[_Incoming, _Enrolled]],
-    now: dt.datetime,
-    message_id_domain: str,
-) -> set[int]:
-    """One per person and program (its idempotency key says so), due at once: not held to
-    working hours, since the person is waiting for it. Queued in bulk; returns the people
-    whose confirmation is new."""
-    kind = Kind.CONFIRMATION.value
-    rows = [
-        {
-            "program_id": stored.id,
-            "person_id": person.person_id,
-            "kind": kind,
-            "wave_key": person.wave_key,
-            "step": "0",
-            "idempotency_key": idempotency_key(
-                stored.key, person.wave_key, person.external_id, kind
-            ),
-            "message_id": outbox.new_message_id(message_id_domain),
-            "recipient_email": person.email,
-            "recipient_name": person.name,
-            "context": {"option": item.option, "completed_at": item.completed_at.isoformat()},
-            "due_at": now,
-        }
-        for item, person in satisfied
-    ]
-    if not rows:
-        return set()
-    if outbox.queue(conn, rows, now) == len(rows):
-        return {person.person_id for _, person in satisfied}
-    # Some had one already: ask which are this batch's (rare; the key says one per person).
-    keys = [r["message_id"] for r in rows]
-    return set(
-        conn.scalars(
-            select(messages.c.person_id).where(
-                messages.c.program_id == stored.id, messages.c.message_id.in_(keys)
-            )
-        )
-    )
 
 
 def _audit_operator(
@@ -536,25 +468,14 @@ def _enrolled_query() -> Any:
         people.c.id,
         people.c.external_id,
         people.c.email,
-        people.c.name,
         enrollments.c.id.label("enrollment_id"),
-        enrollments.c.wave_key,
-        enrollments.c.removed_at,
-        enrollments.c.completed_at,
+        enrollments.c.removed_at.is_not(None).label("removed"),
+        enrollments.c.completed_at.is_not(None).label("complete"),
     ).join(enrollments, enrollments.c.person_id == people.c.id)
 
 
 def _enrolled(row: Any) -> _Enrolled:
-    return _Enrolled(
-        row.id,
-        row.external_id,
-        row.email,
-        row.name,
-        row.enrollment_id,
-        row.wave_key,
-        row.removed_at is not None,
-        row.completed_at is not None,
-    )
+    return _Enrolled(*row)
 
 
 def match_unmatched(
@@ -600,8 +521,8 @@ def match_unmatched(
             continue
         done.add(person.enrollment_id)
         # A completion imported with --no-confirmations stays silent when it matches later.
-        item = _Incoming(
-            row.person_ref, row.option, row.completed_at, None, "", confirm and row.confirm
+        item = _incoming(
+            row.person_ref, row.option, row.completed_at, None, confirm and row.confirm, ""
         )
         firsts.append((index, item, person))
     _satisfy(conn, stored, firsts, now, message_id_domain, results)
@@ -756,15 +677,7 @@ def import_completions(
     _refuse_future(rows, str(path), now)
     report = ImportReport(file=str(path), rows=len(rows), confirm=confirm, dry_run=dry_run)
     items = [
-        _Incoming(
-            row.person_ref,
-            row.option,
-            row.completed_at,
-            row.note,
-            completion_key(row.person_ref, row.option, row.completed_at),
-            confirm,
-        )
-        for row in rows
+        _incoming(row.person_ref, row.option, row.completed_at, row.note, confirm) for row in rows
     ]
     with transaction(engine, dry_run=dry_run) as conn:
         for result in _record_many(

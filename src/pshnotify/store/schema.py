@@ -46,6 +46,13 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
+def db_time(value: dt.datetime) -> str:
+    """An aware datetime as the text `UTCDateTime` stores on SQLite (SQLAlchemy's own format,
+    "2023-09-11 14:00:00.000000"), which PostgreSQL reads as a timestamp too: for rows bound
+    past SQLAlchemy's type processing (`store.completion_batch`)."""
+    return naive_utc(value).isoformat(" ", "microseconds")
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
 
@@ -75,8 +82,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return super().bind_processor(dialect)
 
         def process(value: Any) -> str | None:
-            naive = self.process_bind_param(value, dialect)
-            return None if naive is None else naive.isoformat(" ", "microseconds")
+            return None if value is None else db_time(value)
 
         return process
 

@@ -69,47 +69,29 @@ _JSON_CHUNK = 5000  # rows per statement: one JSON parameter of a few MB at most
 
 def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
     """Insert rows (all with the same keys), skipping those that break a UNIQUE constraint;
-    returns how many were inserted."""
-    return _insert_many(conn, table, rows, None)[0]
+    returns how many were inserted.
 
-
-def insert_many_returning(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], col: str
-) -> list[Any]:
-    """`insert_many`, returning `col` of each row inserted."""
-    return _insert_many(conn, table, rows, col)[1]
-
-
-def _insert_many(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], col: str | None
-) -> tuple[int, list[Any]]:
-    """PostgreSQL: INSERT ... SELECT from the rows as one JSON parameter per chunk (`json_rows`);
+    PostgreSQL: INSERT ... SELECT from the rows as one JSON parameter per chunk (`json_rows`);
     an executemany or a multi-row VALUES costs psycopg a parse of the statement's text per
-    chunk, which measured 0.3 ms a row for 20,000 completions. SQLite: an executemany."""
+    chunk, which measured 0.3 ms a row for 20,000 completions. SQLite: an executemany. (A
+    batch of a size that matters is better staged once and written by set-based statements,
+    as `store.completion_batch` does.)"""
     if not rows:
-        return 0, []
+        return 0
     names = list(rows[0])
     stmt: Any = insert_ignoring_duplicates(conn, table)
-    count, returned = 0, list[Any]()
+    count = 0
     if is_postgresql(conn):
         columns = [(n, _plain_type(table.c[n].type)) for n in names]
         for part in chunks(list(rows), _JSON_CHUNK):
             source = json_rows("v", columns, [[r[n] for n in names] for r in part])
             query = stmt.from_select(names, select(*(source.c[n] for n in names)))
-            if col is not None:
-                found = list(conn.scalars(query.returning(table.c[col])))
-                count, returned = count + len(found), returned + found
-            else:
-                result = conn.execute(query.execution_options(preserve_rowcount=True))
-                count += max(result.rowcount, 0)
-        return count, returned
+            result = conn.execute(query.execution_options(preserve_rowcount=True))
+            count += max(result.rowcount, 0)
+        return count
     for part in chunks(list(rows), _JSON_CHUNK):
-        if col is not None:
-            found = list(conn.scalars(stmt.returning(table.c[col]), part))
-            count, returned = count + len(found), returned + found
-        else:
-            count += max(conn.execute(stmt, part).rowcount, 0)
-    return count, returned
+        count += max(conn.execute(stmt, part).rowcount, 0)
+    return count
 
 
 def _plain_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
