@@ -159,6 +159,7 @@ def run_season(
             cli("run", "--once", "--now", at(day, 10, 5))
 
 
+@pytest.mark.timeout(300)  # a whole season of passes: 56 s quiet, 120 s seen at load 5
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_whole_season_sends_exactly_the_expected_emails(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
@@ -347,6 +348,7 @@ def test_the_november_change_keeps_reminders_at_nine_local(
     assert got == [("launch", "2023-10-30 09:00"), ("reminder", "2023-11-06 09:00")]
 
 
+@pytest.mark.timeout(300)  # a whole season of passes: 56 s quiet, 120 s seen at load 5
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_after_three_days_down_a_catch_up_at_0830_sends_one_reminder_that_day(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
