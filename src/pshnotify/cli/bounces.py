@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from pshnotify.cli.common import (
     JsonOpt,
@@ -14,6 +13,7 @@ from pshnotify.cli.common import (
     ProgramOpt,
     app,
     err,
+    fitted_table,
     handle_errors,
     label,
     make_runtime,
@@ -21,6 +21,7 @@ from pshnotify.cli.common import (
     print_json,
     rehearsal_note,
 )
+from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 
 bounces_app = typer.Typer(help="Bounces: read them, list what could not be read.")
@@ -48,8 +49,8 @@ def scan_cmd(
 
     with handle_errors():
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
         rt.require_schema()
+        rehearsal_note(rt, now)
         sources: list[Source] = []
         problems = [f"{f}: no such file" for f in files or [] if not f.is_file()]
         if maildir is not None:
@@ -120,16 +121,16 @@ def unrecognised_cmd(
         if not rows:
             out.print("no unrecognised mail")
             return
-        table = Table("received", "from", "subject", "where", "why")
         tz = rt.program(None).program.tz
-        for r in rows:
-            table.add_row(
-                (r.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")),
-                (r.sender[:30]),
-                (r.subject[:30]),
-                (r.location[:30]),
-                (r.reason[:60]),
-            )
+        table = fitted_table(
+            ["received", "from", "subject", "where", "why"],
+            [
+                [local_time(r.received_at, tz), r.sender, r.subject, r.location, r.reason]
+                for r in rows
+            ],
+            drop_first=("where", "subject"),
+            wrap=("from", "subject", "why"),
+        )
         out.print(table)
 
 
@@ -145,10 +146,11 @@ def address_ok_cmd(
 
     with handle_errors():
         rt = make_runtime(now)
-        rehearsal_note(rt, now)
+        stored = rt.program(program)
+        rehearsal_note(rt, now, stored.program.tz)
         result = address_ok(
             rt.engine,
-            rt.program(program),
+            stored,
             person,
             rt.clock,
             actor=rt.actor,

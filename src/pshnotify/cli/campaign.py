@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from pshnotify.cli.common import (
@@ -23,7 +22,6 @@ from pshnotify.cli.common import (
     fitted_table,
     handle_errors,
     label,
-    local_time,
     make_runtime,
     out,
     print_json,
@@ -31,6 +29,7 @@ from pshnotify.cli.common import (
     rehearsal_note,
     roster_app,
 )
+from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.text import visible
 
@@ -90,8 +89,10 @@ def program_list(as_json: JsonOpt = False) -> None:
         if as_json:
             print_json(rows)
             return
-        for r in rows:
-            out.print(f"{r['key']}: {r['name']} {r['cycle']} ({', '.join(r['waves'])})")
+        table = [
+            [str(r["key"]), str(r["name"]), str(r["cycle"]), ", ".join(r["waves"])] for r in rows
+        ]
+        out.print(fitted_table(["key", "name", "cycle", "waves"], table, wrap=("name", "waves")))
 
 
 @program_app.command("check")
@@ -170,14 +171,9 @@ def roster_import(
             f"{report.updated} updated, {report.unchanged} unchanged, "
             f"{report.removed} removed"
         )
-        table = Table("wave", "people")
-        for wave, n in sorted(report.by_wave.items()):
-            table.add_row(wave, str(n))
-        out.print(table)
-        reasons = Table("eligibility", "people")
-        for reason, n in sorted(report.by_reason.items()):
-            reasons.add_row(reason, str(n))
-        out.print(reasons)
+        for heading, counts in (("wave", report.by_wave), ("eligibility", report.by_reason)):
+            rows = [[key, str(n)] for key, n in sorted(counts.items())]
+            out.print(fitted_table([heading, "people"], rows, wrap=heading, right=["people"]))
         if dry_run:
             out.print("dry run: nothing was changed")
         else:
@@ -344,15 +340,15 @@ def _show_launch(s: Any, as_json: bool) -> None:
         print_json(s.as_dict())
         return
     out.print(label(s.wave, "bold", f"- {s.title}: {s.opens} to {s.closes} (window {s.window})"))
-    table = Table("", "people")
-    table.add_row("members", str(s.members))
-    table.add_row(Text("get the launch email now", "green"), str(s.to_queue))
-    table.add_row("already queued or sent", str(s.already_queued))
-    table.add_row("already complete", str(s.completed))
-    table.add_row("exempted by an operator", str(s.operator_exempt))
-    for reason, n in sorted(s.not_required.items()):
-        table.add_row(f"not required: {reason}", str(n))
-    out.print(table)
+    rows: list[list[str | Text]] = [
+        ["members", str(s.members)],
+        [Text("get the launch email now", "green"), str(s.to_queue)],
+        ["already queued or sent", str(s.already_queued)],
+        ["already complete", str(s.completed)],
+        ["exempted by an operator", str(s.operator_exempt)],
+    ]
+    rows += [[f"not required: {reason}", str(n)] for reason, n in sorted(s.not_required.items())]
+    out.print(fitted_table(["", "people"], rows, wrap="", right=["people"]))
     if s.window == "before":
         out.print(label("note:", "yellow", f"the window opens on {s.opens}"))
 
@@ -454,7 +450,8 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
             )
         all_reasons = sorted({r for by in reasons.values() for r in by})
         if all_reasons:
-            why = Table("not required", *reasons)
-            for r in all_reasons:
-                why.add_row(r, *(str(reasons[w].get(r, 0)) for w in reasons))
+            counts = [[r, *(str(reasons[w].get(r, 0)) for w in reasons)] for r in all_reasons]
+            # many waves: the last ones are left out (and named) before a reason is cut
+            waves = list(reversed(reasons))
+            why = fitted_table(["not required", *reasons], counts, waves, right=list(reasons))
             out.print(why)

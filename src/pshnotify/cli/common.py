@@ -11,11 +11,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from pshnotify.clock import parse_instant
+from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError
 from pshnotify.domain.text import visible
 from pshnotify.runtime.wiring import Runtime
@@ -112,15 +114,10 @@ def make_runtime(now: str | None, moving: bool = False) -> Runtime:
 
 
 def rehearsal_note(rt: Runtime, now: str | None, tz: dt.tzinfo | None = None) -> None:
+    """`--now` said, in the zone of the program (`tz`, default the program file's)."""
     if now is not None:
-        at = local_time(rt.clock.now(), tz) if tz else rt.clock.now().isoformat()
+        at = local_time(rt.clock.now(), tz or rt.program(None).program.tz)
         err.print(Text(f"rehearsal: acting as if it were {at}", "dim"))
-
-
-def local_time(at: dt.datetime | None, tz: dt.tzinfo) -> str:
-    """A time a person reads: in the program's zone, with its abbreviation (2023-09-11 10:05
-    EDT)."""
-    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if at else "-"
 
 
 def _json_value(value: Any) -> Any:
@@ -136,28 +133,76 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=_json_value) + "\n")
 
 
+Cell = str | Text
+
+
+def _plain(value: Cell) -> str:
+    return value.plain if isinstance(value, Text) else visible(value)
+
+
 def fitted_table(
     columns: Sequence[str],
-    rows: Sequence[Sequence[str]],
+    rows: Sequence[Sequence[Cell]],
     drop_first: Sequence[str] = (),
-    wrap: str | None = None,
+    wrap: str | Sequence[str] = (),
+    *,
+    right: Sequence[str] = (),
 ) -> Table:
-    """A table no wider than the output (80 columns when it is not a terminal): columns
-    named in `drop_first` are left out, in that order, until it fits, and a caption says so;
-    the `wrap` column (free text) wraps onto more lines. No cell or heading is cut short."""
-    widths = {c: max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)}
-    if wrap is not None:
-        widths[wrap] = max(len(wrap), 20)
+    """A table no wider than the output (80 columns when it is not a terminal), for every
+    table the command line prints. Columns named in `drop_first` are left out, in that
+    order, until it fits, and a caption names them; `wrap` columns (free text) wrap between
+    words. No cell or heading is ever cut short (`laun…`): if it still does not fit, every
+    column wraps, folding a long word. `right`: columns of figures."""
+    wraps = ({wrap} if isinstance(wrap, str) else set(wrap)) & set(columns)
+    cells = {c: [_plain(r[i]) for r in rows] for i, c in enumerate(columns)}
+    natural = {c: max([len(c), *map(cell_len, v)]) for c, v in cells.items()}
+    # Free text wraps between words (a heading too). Its narrowest: "keep", 20 (a longer
+    # word folded), before a column is left out; "words", its longest word, if every column
+    # fits so; else "fold", 10. A column narrower than that keeps its width.
+    word = {c: max(cell_len(w) for v in [c, *cells[c]] for w in v.split() or [""]) for c in wraps}
+
+    def floor(c: str, how: str) -> int:
+        if c not in wraps:
+            return natural[c]
+        least = {"keep": 20, "words": word[c], "fold": 10}[how]
+        return min(natural[c], max(least, *(len(w) for w in c.split() or [""])))
+
+    def width(names: Sequence[str], how: str) -> int:
+        """The table's width at the floors: each column has a space either side and a rule
+        (the outer padding excepted)."""
+        return sum(floor(c, how) for c in names) + 3 * len(names) - 1
+
     shown = list(columns)
     dropped: list[str] = []
     for name in drop_first:
-        if sum(widths[c] + 3 for c in shown) + 1 <= out.width:  # padding and a rule per column
+        if width(shown, "keep") <= out.width:
             break
         shown.remove(name)
         dropped.append(name)
+    widths: dict[str, int | None] = dict.fromkeys(shown)
+    # Fixed columns whole, free text sharing what is left: its words whole if they fit,
+    # else folded. Else (still too wide) no width is set, and every column wraps.
+    for how in ("words", "fold"):
+        if width(shown, how) > out.width:
+            continue
+        for c in shown:
+            widths[c] = floor(c, how)
+        spare = out.width - width(shown, how)
+        text = sorted((c for c in shown if c in wraps), key=lambda c: natural[c] - floor(c, how))
+        for i, c in enumerate(text):  # who wants least is served first; the rest shared
+            more = min(natural[c] - floor(c, how), spare // (len(text) - i))
+            widths[c] = floor(c, how) + more
+            spare -= more
+        break
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for c in shown:
-        table.add_column(c, no_wrap=c != wrap, min_width=widths[c])
+        table.add_column(
+            c,
+            width=widths[c],
+            no_wrap=widths[c] is not None and c not in wraps,
+            overflow="fold",
+            justify="right" if c in right else "left",
+        )
     for r in rows:
         table.add_row(*(v for c, v in zip(columns, r, strict=True) if c in shown))
     if dropped:

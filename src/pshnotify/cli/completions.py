@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from pshnotify.cli.common import (
     JsonOpt,
     NowOpt,
     ProgramOpt,
     app,
+    fitted_table,
     handle_errors,
     make_runtime,
     out,
     print_json,
     rehearsal_note,
 )
+from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def completions_unmatched(
         if as_json:
             print_json(rows)
             return
-        _show_unmatched(rows)
+        _show_unmatched(rows, stored.program.tz)
 
 
 def _local_midnight(day: str, tz: Any) -> dt.datetime:
@@ -129,20 +130,30 @@ def _local_midnight(day: str, tz: Any) -> dt.datetime:
     return dt.datetime.combine(date, dt.time(0), tz)
 
 
-def _show_unmatched(rows: list[dict[str, Any]]) -> None:
+def _show_unmatched(rows: list[dict[str, Any]], tz: Any) -> None:
     if not rows:
         out.print("no unmatched completions")
         return
-    table = Table("person", "option", "completed at", "source", "recorded at", "note")
-    for r in rows:
-        table.add_row(
-            r["person_ref"],
-            r["option"],
-            r["completed_at"],
-            r["source"],
-            r["recorded_at"],
-            r["note"] or "",
-        )
+
+    def when(value: str) -> str:
+        return local_time(dt.datetime.fromisoformat(value), tz)
+
+    table = fitted_table(
+        ["person", "option", "completed at", "source", "recorded at", "note"],
+        [
+            [
+                r["person_ref"],
+                r["option"],
+                when(r["completed_at"]),
+                r["source"],
+                when(r["recorded_at"]),
+                r["note"] or "",
+            ]
+            for r in rows
+        ],
+        drop_first=("recorded at", "source", "note"),
+        wrap="note",
+    )
     out.print(table)
     out.print(f"{len(rows)} unmatched; they are matched when the roster names them")
 

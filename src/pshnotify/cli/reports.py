@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from pshnotify.cli.common import (
@@ -15,6 +14,7 @@ from pshnotify.cli.common import (
     NowOpt,
     ProgramOpt,
     app,
+    fitted_table,
     handle_errors,
     make_runtime,
     out,
@@ -90,13 +90,23 @@ def _show(result: Report) -> None:
 
     # Roster values are data, never rich markup: a name like "[red]x" must print as written.
     out.print(Text(visible(result.title), style="bold"))
-    table = Table("department", "id", "name", "wave", "status", "details")
-    for row in result.row_dicts():
-        table.add_row(
+    rows = [
+        [
             *(Text(visible(str(row[k]))) for k in ("department", "id", "name", "wave")),
             Text(STATUS_LABELS.get(row["status"], row["status"])),
             Text(visible(detail(row))),
-        )
+        ]
+        for row in result.row_dicts()
+    ]
+    # A report of one department names it in its title: then that column is the first left
+    # out; an officer's, over several departments, leaves out the wave first.
+    one = len({row["department"] for row in result.row_dicts()}) <= 1
+    table = fitted_table(
+        ["department", "id", "name", "wave", "status", "details"],
+        rows,
+        drop_first=("department", "wave") if one else ("wave", "department"),
+        wrap=("name", "details"),
+    )
     out.print(table)
     s = result.summary
     out.print(

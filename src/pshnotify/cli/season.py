@@ -7,23 +7,24 @@ import datetime as dt
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from pshnotify.cli.common import (
+    Cell,
     JsonOpt,
     NowOpt,
     ProgramOpt,
     app,
     err,
+    fitted_table,
     handle_errors,
     label,
-    local_time,
     make_runtime,
     out,
     print_json,
     rehearsal_note,
 )
+from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.store.retry import DatabaseUnavailableError
@@ -166,21 +167,22 @@ def plan(
         kinds = [k for k in KINDS if data["totals"].get(k)]
         # People in other zones than the program's: each day says how many go to which zone.
         several = len({z for day in data["days"] for z in day["zones"]}) > 1
-        table = Table(
-            "date",
-            *kinds,
-            *(["by zone"] if several else []),
-            title=f"plan for {data['program']} from "
-            f"{local_time(dt.datetime.fromisoformat(data['now']), stored.program.tz)}",
-        )
+        rows: list[list[Cell]] = []
         for day in data["days"]:
             when = dt.date.fromisoformat(day["date"]).strftime("%a %Y-%m-%d")
             zones = [_zone_counts(day["zones"])] if several else []
-            table.add_row(when, *(str(day.get(k, "")) for k in kinds), *zones)
-        table.add_row(
-            Text("total", "bold"),
-            *(str(data["totals"][k]) for k in kinds),
-            *([""] if several else []),
+            rows.append([when, *(str(day.get(k, "")) for k in kinds), *zones])
+        rows.append(
+            [
+                Text("total", "bold"),
+                *(str(data["totals"][k]) for k in kinds),
+                *([""] if several else []),
+            ]
+        )
+        since = local_time(dt.datetime.fromisoformat(data["now"]), stored.program.tz)
+        out.print(label(f"plan for {data['program']}", "bold", f"from {since}"))
+        table = fitted_table(
+            ["date", *kinds, *(["by zone"] if several else [])], rows, wrap="by zone", right=kinds
         )
         out.print(table)
         for key, at in data.get("scheduled_launches", {}).items():
@@ -210,9 +212,10 @@ def extend(
         except ValueError:
             raise InputError([f"--until: expected YYYY-MM-DD, got {until!r}"]) from None
         rt = make_runtime(now)
+        stored = rt.program(program)
         done = do_extend(
             rt.engine,
-            rt.program(program),
+            stored,
             person,
             day,
             rt.clock,
@@ -226,9 +229,17 @@ def extend(
             else ""
         )
         out.print(
-            f"{done.person} ({done.wave}): deadline {done.detail['previous']} -> "
-            f"{done.detail['until']}{told}"
+            f"{done.person} ({done.wave}): deadline {_last_minute(stored, done.detail['previous'])}"
+            f" -> {_last_minute(stored, done.detail['until'])}{told}"
         )
+
+
+def _last_minute(stored: Any, day: str) -> str:
+    """A deadline as people read it: its last minute in the program's zone (2023-10-20 23:59
+    EDT); the deadline passes at the midnight after it."""
+    program = stored.program
+    end = program.closes_at(dt.date.fromisoformat(day)) - dt.timedelta(minutes=1)
+    return local_time(end, program.tz)
 
 
 @app.command()

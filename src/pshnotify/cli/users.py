@@ -6,9 +6,16 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from pshnotify.cli.common import JsonOpt, app, handle_errors, make_runtime, out, print_json
+from pshnotify.cli.common import (
+    JsonOpt,
+    app,
+    fitted_table,
+    handle_errors,
+    make_runtime,
+    out,
+    print_json,
+)
 from pshnotify.domain.errors import InputError
 
 user_app = typer.Typer(help="Users of the web console.", no_args_is_help=True)
@@ -65,10 +72,8 @@ def user_list(as_json: JsonOpt = False) -> None:
         if as_json:
             print_json([u.as_dict() for u in found])
             return
-        table = Table("login", "role", "departments")
-        for u in found:
-            table.add_row(u.login, u.role, ", ".join(u.departments) or "(all)")
-        out.print(table)
+        rows = [[u.login, u.role, ", ".join(u.departments) or "(all)"] for u in found]
+        out.print(fitted_table(["login", "role", "departments"], rows, wrap="departments"))
 
 
 @user_app.command("remove")

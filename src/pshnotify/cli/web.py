@@ -27,8 +27,8 @@ def web(
         if log_format not in ("text", "json"):
             raise InputError([f"--log-format: expected text or json, got {log_format!r}"])
         rt = make_runtime(now, moving=True)
-        rehearsal_note(rt, now)
         rt.program(None)  # checks the database and the program file before listening
+        rehearsal_note(rt, now)
         logs.configure(log_format)
         try:
             asyncio.run(_serve(rt))

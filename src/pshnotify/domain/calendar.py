@@ -64,6 +64,16 @@ def human_time(at: dt.time) -> str:
     return f"{hour}:{at.minute:02d} {'a.m.' if at.hour < 12 else 'p.m.'}"
 
 
+def local_time(at: dt.datetime | None, tz: dt.tzinfo) -> str:
+    """A time a person reads (a table, a confirmation, an error message): in `tz` (the
+    program's zone), with its abbreviation: '2023-09-11 10:05 EDT'; '-' for none. A naive
+    datetime is UTC, as stored. JSON says times otherwise (ISO-8601 with an offset)."""
+    if at is None:
+        return "-"
+    aware = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    return aware.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
 # A window or deadline ends at local midnight after its last day: people say "11:59 p.m.".
 LAST_MINUTE = dt.time(23, 59)
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
-from pshnotify.domain.calendar import next_sending_instant
+from pshnotify.domain.calendar import LAST_MINUTE, local_time, next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
 from pshnotify.domain.program import Program
@@ -54,6 +54,7 @@ class LaunchSummary:
     due_at: dt.datetime | None = None
     window: str = "open"  # before | open | over
     first_launch: bool = True
+    tz: dt.tzinfo = dt.UTC  # the program's: the zone its times are told in
 
     @property
     def required(self) -> int:
@@ -187,7 +188,9 @@ def _summarise(
             [f"WAVE: unknown wave {wave_key!r}"],
             hint=f"waves: {', '.join(w.key for w in program.waves)}",
         ) from None
-    s = LaunchSummary(wave=wave.key, title=wave.title, opens=wave.opens, closes=wave.closes)
+    s = LaunchSummary(
+        wave=wave.key, title=wave.title, opens=wave.opens, closes=wave.closes, tz=program.tz
+    )
     s.due_at = next_sending_instant(now, program.sending, program.tz)
     if now >= program.closes_at(wave.closes):
         s.window = "over"
@@ -267,17 +270,22 @@ def refuse_outside_window(summary: LaunchSummary, force: bool) -> None:
     closed is refused unless forced."""
     if force:
         return
+    tz = summary.tz
     if summary.window == "over":
+        last = dt.datetime.combine(summary.closes, LAST_MINUTE, tz)
         raise ConflictError(
-            f"wave {summary.wave!r} closed on {summary.closes.isoformat()}; nothing was queued",
+            f"wave {summary.wave!r} closed on {local_time(last, tz)}; nothing was queued",
             hint="pass --force to launch it anyway (for example, for late joiners)",
         )
     if summary.window == "before":
+        opens = dt.datetime.combine(summary.opens, dt.time(0), tz)
+        going = f" go out at {local_time(summary.due_at, tz)} and" if summary.due_at else ""
+        nine = local_time(dt.datetime.combine(summary.opens, dt.time(9), tz), tz)[11:]
         raise ConflictError(
-            f"wave {summary.wave!r} opens on {summary.opens.isoformat()}: its launch email would "
-            "say the rollout has begun; nothing was queued",
+            f"wave {summary.wave!r} opens on {local_time(opens, tz)}: its launch email would"
+            f"{going} say the rollout has begun; nothing was queued",
             hint=f"schedule it with `pshnotify launch {summary.wave} --at "
-            f"{summary.opens.isoformat()}T09:00`, or pass --force to launch it now",
+            f"{summary.opens.isoformat()}T09:00` ({nine}), or pass --force to launch it now",
         )
 
 
@@ -320,8 +328,9 @@ def schedule_launch(
                 "sends any still owed now",
             )
         if at <= now:
+            tz = stored.program.tz
             raise ConflictError(
-                f"--at {at.isoformat()} is not in the future (now {now.isoformat()})",
+                f"--at {local_time(at, tz)} is not in the future (now {local_time(now, tz)})",
                 hint=f"launch it now with `pshnotify launch {wave}`",
             )
         refuse_outside_window(summary, force)
@@ -347,9 +356,10 @@ def cancel_launch(
         _summarise(conn, stored, wave, now)  # an unknown wave is bad input
         state = program_repo.wave_states(conn, stored.id).get(wave)
         if state is not None and state.launched_at is not None:
+            launched = local_time(state.launched_at, stored.program.tz)
             raise ConflictError(
-                f"wave {wave!r} was launched on {state.launched_at.isoformat()}; there is no "
-                "scheduled launch to withdraw",
+                f"wave {wave!r} was launched on {launched}; there is no scheduled launch to "
+                "withdraw",
                 hint=f"`pshnotify pause {wave}` stops its emails",
             )
         scheduled = state.launch_at if state else None

@@ -62,9 +62,13 @@ class SenderLock:
             if locks.acquire(conn, "dispatch", self.worker, wall, self.lease):
                 return
         owner, until = held if held else ("?", wall)
+        # How long, not until when: the lease is on the machine's clock (a rehearsal's --now
+        # is elsewhere), and a clock time here would be in UTC, not the program's zone.
+        left = max(0, round((until - wall).total_seconds()))
         raise ConflictError(
-            f"another pshnotify process ({owner}) is sending from this SQLite database "
-            f"(lease until {until:%H:%M:%S} UTC); SQLite supports one sending process",
+            f"another pshnotify process ({owner}) is sending from this SQLite database (its "
+            f"lease runs {left} s more, renewed while it runs); SQLite supports one sending "
+            "process",
             hint="stop the other process, or use PostgreSQL (PSHNOTIFY_DATABASE_URL) to run "
             "several",
         )
