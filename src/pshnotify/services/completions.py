@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from pshnotify.clock import Clock
+from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.ingest.completions_csv import (
     CompletionRow,
@@ -148,7 +149,11 @@ def completion_problems(
         problems.append(("completed_at", "has no UTC offset"))
     elif completed_at > now + FUTURE_TOLERANCE:
         problems.append(
-            ("completed_at", f"{completed_at.isoformat()} is in the future (now {now.isoformat()})")
+            (
+                "completed_at",
+                f"{local_time(completed_at, stored.program.tz)} is in the future "
+                f"(now {local_time(now, stored.program.tz)})",
+            )
         )
     return problems
 
@@ -673,7 +678,7 @@ def import_completions(
     """
     rows = read_completions(path, stored.program)
     now = clock.now()
-    _refuse_future(rows, str(path), now)
+    _refuse_future(rows, str(path), now, stored.program.tz)
     report = ImportReport(file=str(path), rows=len(rows), confirm=confirm, dry_run=dry_run)
     items = [
         _incoming(row.person_ref, row.option, row.completed_at, row.note, confirm) for row in rows
@@ -701,10 +706,10 @@ def import_completions(
     return report
 
 
-def _refuse_future(rows: list[CompletionRow], name: str, now: dt.datetime) -> None:
+def _refuse_future(rows: list[CompletionRow], name: str, now: dt.datetime, tz: dt.tzinfo) -> None:
     errors = [
-        f"{name}:{r.line}: completed_at: {r.completed_at.isoformat()} is in the future "
-        f"(now {now.isoformat()})"
+        f"{name}:{r.line}: completed_at: {local_time(r.completed_at, tz)} is in the future "
+        f"(now {local_time(now, tz)})"
         for r in rows
         if r.completed_at > now + FUTURE_TOLERANCE
     ]
