@@ -18,7 +18,8 @@ wrapped, so the database guard sees a lost connection), its values converted onc
   does not match), then the attempts and launch marks of the rows written, one executemany
   each.
 
-Times are stored as `UTCDateTime` stores them: naive UTC, on SQLite as its text form.
+Times go as `UTCDateTime` stores them (`schema.db_time`: naive UTC as text, which
+PostgreSQL's jsonb_to_recordset reads as a timestamp too).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy import Connection
 from pshnotify.domain.delivery import Kind, State
 from pshnotify.store.db import is_postgresql
 from pshnotify.store.outbox import Result
-from pshnotify.store.schema import naive_utc
+from pshnotify.store.schema import db_time, naive_utc
 
 __all__ = ["record"]
 
@@ -51,7 +52,7 @@ def record(
     if is_postgresql(conn):
         ours = _record_postgresql(conn, results, worker, naive_utc(now))
     else:
-        ours = _record_sqlite(conn, results, worker, _sqlite_time(now))
+        ours = _record_sqlite(conn, results, worker, db_time(now))
     return [r for r in results if r.message.id in ours]
 
 
@@ -118,19 +119,15 @@ def _pg_row(r: Result) -> dict[str, Any]:
         "code": r.code,
         "reply": r.reply,
         "tried": 1 if tried else 0,
-        "sent_at": _iso(r.finished_at) if r.state == _SENT else None,
-        "tried_at": _iso(r.started_at) if tried else None,
-        "due_at": _iso(r.due_at) if r.due_at is not None else None,
+        "sent_at": db_time(r.finished_at) if r.state == _SENT else None,
+        "tried_at": db_time(r.started_at) if tried else None,
+        "due_at": db_time(r.due_at) if r.due_at is not None else None,
         "reason": r.reason,
         "number": m.attempts + 1,
-        "started_at": _iso(r.started_at),
-        "finished_at": _iso(r.finished_at),
+        "started_at": db_time(r.started_at),
+        "finished_at": db_time(r.finished_at),
         "outcome": r.outcome,
     }
-
-
-def _iso(value: dt.datetime) -> str:
-    return naive_utc(value).isoformat()
 
 
 # -- SQLite -------------------------------------------------------------------------------------
@@ -171,6 +168,8 @@ WHERE program_id = ? AND person_id = ?
 
 
 def _record_sqlite(conn: Connection, results: list[Result], worker: str, now: str) -> set[int]:
+    # Each result's times in stored form, converted once for the three statements.
+    times = [(r, db_time(r.started_at), db_time(r.finished_at)) for r in results]
     rows = [
         (
             r.message.id,
@@ -178,45 +177,37 @@ def _record_sqlite(conn: Connection, results: list[Result], worker: str, now: st
             r.code,
             r.reply,
             1 if r.attempted else 0,
-            _sqlite_time(r.finished_at) if r.state == _SENT else None,
-            _sqlite_time(r.started_at) if r.attempted else None,
-            _sqlite_time(r.due_at) if r.due_at is not None else None,
+            finished if r.state == _SENT else None,
+            started if r.attempted else None,
+            db_time(r.due_at) if r.due_at is not None else None,
             r.reason,
             r.message.lease_token,
         )
-        for r in results
+        for r, started, finished in times
     ]
     ours = set(conn.exec_driver_sql(_SQLITE_OUTCOME, (now, json.dumps(rows))).scalars())
+    written = [t for t in times if t[0].message.id in ours]
     attempts = [
         (
             r.message.id,
             r.message.attempts + 1,
             worker,
-            _sqlite_time(r.started_at),
-            _sqlite_time(r.finished_at),
+            started,
+            finished,
             r.outcome,
             r.code,
             r.reply,
         )
-        for r in results
-        if r.attempted and r.message.id in ours
+        for r, started, finished in written
+        if r.attempted
     ]
     if attempts:
         conn.exec_driver_sql(_SQLITE_ATTEMPT, attempts)
     launches = [
-        (sent_at, sent_at, r.message.program_id, r.message.person_id)
-        for r in results
-        if r.state == _SENT
-        and r.message.kind == _LAUNCH
-        and r.message.person_id is not None
-        and r.message.id in ours
-        for sent_at in (_sqlite_time(r.finished_at),)
+        (finished, finished, r.message.program_id, r.message.person_id)
+        for r, _, finished in written
+        if r.state == _SENT and r.message.kind == _LAUNCH and r.message.person_id is not None
     ]
     if launches:
         conn.exec_driver_sql(_SQLITE_LAUNCH, launches)
     return ours
-
-
-def _sqlite_time(value: dt.datetime) -> str:
-    """`UTCDateTime`'s text form on SQLite ("2023-09-11 14:00:00.000000")."""
-    return naive_utc(value).isoformat(" ", "microseconds")
