@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pshnotify.clock import Clock
+from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.services import lookup, progress
 from pshnotify.services.adjust import exempt, extend
@@ -261,7 +262,7 @@ class Console:
             "csrf_field": CSRF_FIELD,
             "flash": session.pop_flash(),
             "now": now.astimezone(tz),
-            "local": lambda at: _local(at, tz),
+            "local": lambda at: local_time(at, tz),
             "path": request.url.path,
             "program": None,
         }
@@ -453,7 +454,7 @@ class Console:
             )
         except ConflictError as exc:
             raise PageError(409, "Not launched", [str(exc), _web_hint(exc.hint)]) from None
-        when = _local(done.due_at, call.stored.program.tz)
+        when = local_time(done.due_at, call.stored.program.tz)
         message = f"Queued {done.queued:,} launch emails for {key}, to go out from {when}."
         return self._done(call, message, f"/waves/{quote(key)}")
 
@@ -482,7 +483,7 @@ class Console:
             )
         except ConflictError as exc:
             raise PageError(409, "Not scheduled", [str(exc), _web_hint(exc.hint)]) from None
-        message = f"The launch of {key} is scheduled for {_local(done.at, tz)}."
+        message = f"The launch of {key} is scheduled for {local_time(done.at, tz)}."
         return self._done(call, message, f"/waves/{quote(key)}")
 
     async def unschedule(self, call: _Call, _form: FormData) -> Response:
@@ -684,12 +685,6 @@ def _scope(user: User) -> Sequence[str] | None:
 
 def _folded(names: Sequence[str]) -> set[str]:
     return {n.casefold() for n in names}
-
-
-def _local(at: dt.datetime | None, tz: Any) -> str:
-    if at is None:
-        return "-"
-    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _local_path(request: Request) -> str:
