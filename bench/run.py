@@ -52,8 +52,8 @@ from sqlalchemy import create_engine, text
 from pshnotify.clock import FixedClock
 from pshnotify.demo.sample_roster import COLUMNS, sample_people
 from pshnotify.domain.delivery import Kind
-from pshnotify.mail.compose import compose, envelope_for
-from pshnotify.mail.kinds import Recipient, launch_context
+from pshnotify.mail.build import BuildSpec, build
+from pshnotify.mail.kinds import Recipient
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.launch import launch_wave
 from pshnotify.services.roster import import_roster
@@ -534,21 +534,23 @@ class _Progress:
 
 
 def sample_message(rt: Runtime, stored: StoredProgram) -> bytes:
-    """One real launch email, rendered and composed the way the dispatcher does it."""
-    program = stored.program
+    """One real launch email, built as the dispatcher builds it (`mail.build`: the templates,
+    the MIME composition and the deadline's calendar attachment), so the bare loops send the
+    same bytes as the drain. Until 2026-12-02 it was composed without the attachment, 511
+    bytes and 9 lines shorter than what the drain sent since the calendar work."""
     person = Recipient("E000001", "Zoë Brontë", BASELINE_RECIPIENT, "Human Resources")
-    content = rt.templates().render(Kind.LAUNCH.value, launch_context(program, WAVE, person))
-    return compose(
-        envelope_for(
-            program,
+    return build(
+        rt.templates(),
+        stored.program,
+        BuildSpec(
+            kind=Kind.LAUNCH.value,
+            wave_key=WAVE,
+            person=person,
             to_name=person.name,
             to_address=person.email,
             message_id=f"<{uuid.uuid4().hex}@bench.invalid>",
             date=rt.clock.now(),
-            wave=WAVE,
-            kind=Kind.LAUNCH.value,
         ),
-        content,
     )
 
 

@@ -187,7 +187,8 @@ class Dispatcher:
         self.problem = None
         await self.guard.call(self.lock.hold)
         jobs: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=2 * self.config.batch_size)
-        ledger = Ledger(lambda rs: self._write(rs, report), len(self.connections))
+        writer = outcomes.Writer(self.engine, self.config.worker)
+        ledger = Ledger(lambda rs: self._write(writer, rs, report), len(self.connections))
         recorder = asyncio.create_task(ledger.run())
         failed = False
         try:
@@ -208,6 +209,8 @@ class Dispatcher:
             except Exception:
                 if not failed:
                     raise
+            finally:
+                writer.close()
             await asyncio.gather(*(c.close() for c in self.connections))
             if self.limiter.active:
                 await _quietly(self.guard.call(self.lock.leave))
@@ -317,14 +320,15 @@ class Dispatcher:
         self.programs.load(set(programs))  # here, in a thread, not on the loop
         return batch, rows, reminded
 
-    async def _write(self, results: list[outbox.Result], report: DispatchReport) -> None:
-        await self.guard.call(self._record, results)
+    async def _write(
+        self, writer: outcomes.Writer, results: list[outbox.Result], report: DispatchReport
+    ) -> None:
+        await self.guard.call(self._record, writer, results)
         for r in results:
             report.note(r)
 
-    def _record(self, results: list[outbox.Result]) -> None:
-        with self.engine.begin() as conn:
-            outcomes.record(conn, results, worker=self.config.worker, now=self.clock.now())
+    def _record(self, writer: outcomes.Writer, results: list[outbox.Result]) -> None:
+        writer.record(results, self.clock.now())
 
     def _envelope(self, claimed: outbox.Claimed) -> str:
         if self.config.bounce_sender is not None:

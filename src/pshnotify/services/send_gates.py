@@ -8,6 +8,7 @@ hours are worked out once a minute per program, not per message.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Gates:
         self.lease = lease
         self._paused: set[tuple[int, str | None]] = set()
         self._paused_at = float("-inf")
+        self._reading = asyncio.Lock()  # one read for all the connections that find it old
         self._openings: dict[tuple[int, str | None, dt.datetime], dt.datetime] = {}
 
     async def check(
@@ -65,8 +67,10 @@ class Gates:
 
     async def _is_paused(self, claimed: outbox.Claimed) -> bool:
         if time.monotonic() - self._paused_at > 1.0:
-            self._paused = await self.guard.call(self._read_paused)
-            self._paused_at = time.monotonic()
+            async with self._reading:
+                if time.monotonic() - self._paused_at > 1.0:  # nobody read it meanwhile
+                    self._paused = await self.guard.call(self._read_paused)
+                    self._paused_at = time.monotonic()
         paused = self._paused
         return (claimed.program_id, None) in paused or (
             claimed.program_id,
