@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -507,3 +508,84 @@ def test_a_relay_refusing_everything_for_an_hour_is_an_error_said_again_each_hou
     assert said(passes[189], logging.WARNING, f"{all_failed} (1 transient)")
     assert states(runtime.settings.database_url) == {"sent": total - 2, "failed": 1, "retry": 1}
     assert extra_copies(smtp) == (total - 2, 0)
+
+
+def test_a_write_lock_held_by_another_process_pauses_the_drain_and_loses_nothing(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path, db_url: str
+) -> None:
+    """A command holding SQLite's write lock for a while (an import, say): the drain's writes
+    wait for it off the event loop, at most two messages per connection go out meanwhile, and
+    the drain goes on when the lock is free, with every outcome recorded once."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    total = 600
+    pilot(runtime, tmp_path, total)
+    launch(runtime)
+    runtime.settings.smtp_connections = CONNECTIONS
+    smtp.behaviour = Behaviour(delay=0.002)
+    report: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: report.update(r=asyncio.run(runtime.dispatcher().run_once())), daemon=True
+    )
+    worker.start()
+    wait_for(lambda: len(smtp.received) > 100, 60)
+    path = db_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        time.sleep(0.3)  # what was in flight ends
+        held = len(smtp.received)
+        time.sleep(1.2)
+        assert len(smtp.received) - held <= 2 * CONNECTIONS  # waiting, not sending
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert report["r"].outcomes == Counter({"sent": total})
+    assert extra_copies(smtp) == (total, 0)
+    with runtime.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(attempts)) == total
+
+
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+def test_the_guard_retries_a_locked_database_until_it_is_free_and_says_when_it_is_back(
+    tmp_path: Path, caplog: Any, on_loop: bool
+) -> None:
+    """A call that meets `database is locked` (no busy wait) is tried again with backoff until
+    the lock holder lets go; the outage is logged once, and so is the return."""
+    path = tmp_path / "locked.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (n INTEGER)").connection.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def write() -> int:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (1)")
+            conn.execute("COMMIT")
+            return 1
+        finally:
+            conn.close()
+
+    async def write_async() -> int:
+        return write()
+
+    async def main() -> int:
+        guard = Guard(give_up_after=30)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.4, holder.execute, "ROLLBACK")
+        if on_loop:
+            return await guard.call_async(write_async)
+        return await guard.call(write)
+
+    caplog.set_level(logging.INFO, logger="pshnotify.database")
+    started = time.monotonic()
+    assert asyncio.run(main()) == 1
+    assert time.monotonic() - started >= 0.4
+    holder.close()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (1,)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pshnotify.database"]
+    assert len([m for m in lines if "database unavailable: database is locked" in m]) == 1, lines
+    assert len([m for m in lines if "database back after" in m]) == 1, lines

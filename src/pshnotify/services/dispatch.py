@@ -210,7 +210,7 @@ class Dispatcher:
                 if not failed:
                     raise
             finally:
-                writer.close()
+                await writer.aclose()
             await asyncio.gather(*(c.close() for c in self.connections))
             if self.limiter.active:
                 await _quietly(self.guard.call(self.lock.leave))
@@ -299,7 +299,7 @@ class Dispatcher:
         if self.observe_send is not None:
             self.observe_send(time.perf_counter() - started)
 
-    # -- database side (through the guard, in a thread: the loop keeps sending meanwhile) ----
+    # -- database side (through the guard; in a thread, but the writes wait on the loop) ---
     def _claim(
         self,
     ) -> tuple[list[outbox.Claimed], dict[tuple[int, int], Any], outbox.Reminded]:
@@ -323,12 +323,12 @@ class Dispatcher:
     async def _write(
         self, writer: outcomes.Writer, results: list[outbox.Result], report: DispatchReport
     ) -> None:
-        await self.guard.call(self._record, writer, results)
+        await self.guard.call_async(self._record, writer, results)
         for r in results:
             report.note(r)
 
-    def _record(self, writer: outcomes.Writer, results: list[outbox.Result]) -> None:
-        writer.record(results, self.clock.now())
+    async def _record(self, writer: outcomes.Writer, results: list[outbox.Result]) -> None:
+        await writer.write(results, self.clock.now())
 
     def _envelope(self, claimed: outbox.Claimed) -> str:
         if self.config.bounce_sender is not None:

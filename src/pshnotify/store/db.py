@@ -50,6 +50,9 @@ def server_time(conn: Connection, local: dt.datetime) -> dt.datetime:
     return at.astimezone(dt.UTC)
 
 
+# How long a SQLite writer waits for another's write lock before "database is locked".
+BUSY_TIMEOUT_MS = 30_000
+
 # After a bulk change of this many rows, PostgreSQL's statistics of the tables are renewed.
 STATISTICS_AFTER = 1000
 
@@ -132,7 +135,7 @@ def _sqlite_durability(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import psycopg
@@ -94,14 +94,30 @@ class Guard:
         self.outages = 0
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a thread; transient errors are retried with jittered backoff.
+        """`fn(*args)` in a thread; transient errors are retried with jittered backoff."""
 
-        The first try goes without tenacity: a drain makes hundreds of calls a second, and
-        setting up its retry state for each cost 20 us of the event loop's time, a twentieth
-        of a message. Only a call that failed transiently enters the retry loop.
-        """
+        async def attempt() -> T:
+            return await asyncio.to_thread(fn, *args)
+
+        return await self._run(attempt, fn)
+
+    async def call_async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """The same for a coroutine function, which waits for its database on the loop."""
+
+        async def attempt() -> T:
+            return await fn(*args)
+
+        return await self._run(attempt, fn)
+
+    async def _run(
+        self, attempt: Callable[[], Coroutine[Any, Any, T]], fn: Callable[..., object]
+    ) -> T:
+        # `attempt` must be a coroutine function: tenacity awaits only those.
+        # The first try goes without tenacity: a drain makes hundreds of calls a second, and
+        # setting up its retry state for each cost 20 us of the event loop's time, a
+        # twentieth of a message. Only a call that failed transiently enters the retry loop.
         try:
-            first: T = await asyncio.to_thread(fn, *args)
+            first: T = await attempt()
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -121,7 +137,7 @@ class Guard:
             reraise=True,
         )
         try:
-            result: T = await retrying(asyncio.to_thread, fn, *args)
+            result: T = await retrying(attempt)
         except Exception as exc:
             if is_transient(exc):
                 raise self._gave_up(exc) from exc
