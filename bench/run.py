@@ -260,8 +260,9 @@ def server_cpu_seconds(backend: str) -> float:
     """CPU time used so far by this host's PostgreSQL processes (Linux /proc); 0 for SQLite.
 
     The server shares the machine's cores with the sender and the sink, so its work per
-    message is part of what the drain costs. Processes that exit in between are not counted
-    (the pool's connections live through a drain).
+    message is part of what the drain costs. A backend that exits in between (the drain's
+    own connection for its writes closes with the drain) is counted too: the postmaster's
+    children's times (cutime, cstime) hold what its reaped backends used.
     """
     if backend != "postgres":
         return 0.0
@@ -273,7 +274,7 @@ def server_cpu_seconds(backend: str) -> float:
             continue
         if head.split("(", 1)[-1] == "postgres":
             fields = tail.split()
-            total += int(fields[11]) + int(fields[12])
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -65,8 +65,12 @@ class Writer:
     - PostgreSQL: psycopg's own async connection, autocommit, opened at the first write.
     - SQLite: the driver's connection, its write lock asked for with no busy wait; when
       another connection holds it (the claim, a command), the write goes to a thread and waits
-      there as long as the busy timeout says, so the loop never blocks on a lock.
-    After any error the connection is discarded and the next write opens another.
+      there as long as the busy timeout says, so the loop never blocks on a lock. The
+      connection is opened in a thread too. What does run on the loop is the write itself,
+      its fsync (`synchronous=FULL`) included, about 0.3 ms, and now and then SQLite's
+      automatic checkpoint of its WAL, a few ms.
+    After any error the connection is discarded and the next write opens another. A write
+    after `aclose` is refused.
     """
 
     def __init__(self, engine: Engine, worker: str) -> None:
@@ -85,6 +89,8 @@ class Writer:
         were taken over and are left alone."""
         if not results:
             return []
+        if self._closed:
+            raise RuntimeError("the drain's writer is closed")
         if self._postgresql:
             ours = await self._write_postgresql(results, naive_utc(now))
         else:
@@ -97,11 +103,17 @@ class Writer:
         if pg is not None:
             with contextlib.suppress(Exception):
                 await pg.close()
-        if self._lock.acquire(blocking=False):  # else a thread's write in flight closes it
+        if self._lock.acquire(blocking=False):
             try:
                 self._drop_sqlite()
             finally:
                 self._lock.release()
+        else:  # a thread's write in flight (the drain was cancelled): wait for it, off the loop
+            await asyncio.to_thread(self._close_sqlite)
+
+    def _close_sqlite(self) -> None:
+        with self._lock:
+            self._drop_sqlite()
 
     # -- PostgreSQL -----------------------------------------------------------------------------
     async def _write_postgresql(self, results: list[Result], now: dt.datetime) -> set[int]:
@@ -109,6 +121,10 @@ class Writer:
             _args, kwargs = self._engine.dialect.create_connect_args(self._engine.url)
             kwargs.pop("context", None)  # SQLAlchemy's own adapters
             kwargs.setdefault("connect_timeout", 10)
+            # A server that vanished without closing the connection (a host gone, a network
+            # cut) fails the write within seconds instead of TCP's quarter of an hour.
+            for key, value in _PG_KEEPALIVE.items():
+                kwargs.setdefault(key, value)
             self._pg = await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
         conn = self._pg
         try:
@@ -124,7 +140,9 @@ class Writer:
 
     # -- SQLite ---------------------------------------------------------------------------------
     async def _write_sqlite(self, results: list[Result], now: str) -> set[int]:
-        if self._lock.acquire(blocking=False):
+        # Opening a connection may wait (a pool slot, the PRAGMAs under the busy timeout):
+        # the first write of a drain, and the first after an error, go to a thread.
+        if self._raw is not None and self._lock.acquire(blocking=False):
             try:
                 return self._sqlite(results, now, wait=False)
             except sqlite3.OperationalError as exc:
@@ -141,9 +159,8 @@ class Writer:
     def _sqlite(self, results: list[Result], now: str, *, wait: bool) -> set[int]:
         try:
             if self._raw is None:
-                raw = self._engine.raw_connection()
-                raw.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
-                self._raw = raw
+                self._raw = self._engine.raw_connection()
+                self._raw.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
             cursor = self._raw.driver_connection.cursor()  # type: ignore[union-attr]
             try:
                 if wait:  # the engine's busy timeout, in a thread
@@ -167,14 +184,29 @@ class Writer:
         raw, self._raw = self._raw, None
         if raw is None:
             return
-        with contextlib.suppress(Exception):  # a connection that broke: nothing to keep
+        try:
+            if not broken:
+                try:  # back to the pool as it came out, or not at all
+                    raw.driver_connection.execute(  # type: ignore[union-attr]
+                        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"
+                    )
+                except Exception:
+                    broken = True
             if broken:
-                raw.invalidate()  # closed, never handed out again
-            else:
-                raw.driver_connection.execute(  # type: ignore[union-attr]
-                    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"
-                )
-            raw.close()  # back to the pool as it came out
+                with contextlib.suppress(Exception):
+                    raw.invalidate()  # closed, never handed out again
+        finally:
+            with contextlib.suppress(Exception):
+                raw.close()
+
+
+_PG_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms: unacknowledged data
+}
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:
@@ -249,7 +281,7 @@ def _pg_row(r: Result) -> dict[str, Any]:
 
 
 # -- SQLite -------------------------------------------------------------------------------------
-# The group as one JSON array of rows, in `_write_sqlite`'s order (json_extract: SQLite 3.9+;
+# The group as one JSON array of rows, in `_sqlite_statements`' order (json_extract: SQLite 3.9+;
 # UPDATE ... FROM: 3.33+; RETURNING: 3.35+).
 _SQLITE_OUTCOME = """
 UPDATE messages SET
@@ -285,19 +317,23 @@ WHERE program_id = ? AND person_id = ?
 """
 
 
-def _record_sqlite(cursor: Any, results: list[Result], worker: str, now: str) -> set[int]:
+def _record_sqlite(
+    cursor: sqlite3.Cursor, results: list[Result], worker: str, now: str
+) -> set[int]:
     cursor.execute("BEGIN IMMEDIATE")
     try:
-        ours = _write_sqlite(cursor, results, worker, now)
+        ours = _sqlite_statements(cursor, results, worker, now)
+        cursor.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(Exception):  # the connection is discarded in any case
+        with contextlib.suppress(Exception):  # a failed COMMIT too: nothing left open
             cursor.execute("ROLLBACK")
         raise
-    cursor.execute("COMMIT")
     return ours
 
 
-def _write_sqlite(cursor: Any, results: list[Result], worker: str, now: str) -> set[int]:
+def _sqlite_statements(
+    cursor: sqlite3.Cursor, results: list[Result], worker: str, now: str
+) -> set[int]:
     # Each result's times in stored form, converted once for the three statements.
     times = [(r, db_time(r.started_at), db_time(r.finished_at)) for r in results]
     rows = [

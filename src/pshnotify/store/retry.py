@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -72,7 +73,8 @@ def describe(exc: BaseException) -> str:
 
 
 class Guard:
-    """Runs blocking database calls in a thread, retrying those that fail transiently."""
+    """Runs database calls (blocking ones in a thread, coroutines on the loop), retrying those
+    that fail transiently."""
 
     def __init__(
         self,
@@ -123,7 +125,7 @@ class Guard:
                 raise
             name = _name(fn)
             self._failed(name, exc)
-            await self._sleep(self.initial)
+            await self._sleep(random.uniform(0, 2 * self.initial))  # jittered, as tenacity's
         else:
             if self.down_since is not None:
                 self._back(_name(fn))
