@@ -8,7 +8,7 @@ DEMO_NOW ?= 2023-09-11T10:00:00-04:00
 DEMO_PORT ?= 8025
 export PSHNOTIFY_SMTP_PORT ?= $(DEMO_PORT)
 
-.PHONY: setup demo test lint typecheck check bench clean
+.PHONY: setup demo test test-fast lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	@bash scripts/test-deps.sh
 	$(BIN)/pytest -q -n 2
+
+# Everything but the tests marked slow (the nine of 40 s or more): for a quick run while
+# working. CI and `make test` run them all.
+test-fast: $(STAMP)
+	@bash scripts/test-deps.sh
+	$(BIN)/pytest -q -n 2 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -162,6 +162,7 @@ def ticks(first: dt.date, last: dt.date) -> list[dt.datetime]:
 
 @pytest.mark.timeout(300)  # a whole season of passes: 56 s quiet, 120 s seen at load 5
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_a_season_in_four_zones_keeps_each_persons_working_hours_and_closures(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

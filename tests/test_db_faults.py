@@ -107,6 +107,7 @@ def stop(process: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the private server is the one
+@pytest.mark.slow
 def test_postgresql_restarted_cut_off_and_stopped_mid_drain(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path, pg: PrivatePostgres
 ) -> None:
@@ -188,6 +189,7 @@ def test_run_once_gives_up_on_a_database_gone_for_good_and_says_so(
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_under_a_relay_limit_database_faults_neither_hang_the_drain_nor_keep_sigterm_waiting(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path, pg: PrivatePostgres
 ) -> None:
@@ -305,6 +307,7 @@ def _wait_out_a_full_disk(smtp: SmtpServer, caplog: Any, limit: dict[str, int], 
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_sigkill_and_an_immediate_restart_wait_for_no_lease(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:

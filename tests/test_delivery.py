@@ -225,6 +225,7 @@ def test_pause_during_a_drain_stops_the_wave_until_resume(
 
 
 @pytest.mark.timeout(300)  # 67 s on a quiet machine, near the default 120 s under load
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -294,6 +295,7 @@ def _free_port() -> int:
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+@pytest.mark.slow
 def test_three_replicas_share_a_wave_and_one_dies(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:

@@ -106,6 +106,7 @@ def drain_through(
 
 
 @pytest.mark.timeout(300)  # about 70 s: the drain itself takes four units
+@pytest.mark.slow
 def test_a_real_postfix_with_a_message_rate_limit_never_defers_what_pshnotify_sends(
     relay: Postfix, smtp: SmtpServer, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -161,6 +161,7 @@ def run_season(
 
 @pytest.mark.timeout(300)  # a whole season of passes: 56 s quiet, 120 s seen at load 5
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_a_whole_season_sends_exactly_the_expected_emails(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -294,6 +295,7 @@ def expected_reports(rows: list[dict[str, str]], extended: str) -> dict[str, lis
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.slow
 def test_plan_on_day_one_is_what_the_season_sends(
     env: dict[str, str], db_url: str, smtp: SmtpServer, tmp_path: Path
 ) -> None:
