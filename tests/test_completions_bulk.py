@@ -53,6 +53,17 @@ def _completions(tmp_path: Path, name: str, refs: list[str], later: int = 0) -> 
     return path
 
 
+def _run_import(runtime: Runtime, path: Path) -> Any:
+    return import_completions(
+        runtime.engine,
+        runtime.program(None),
+        path,
+        runtime.clock,
+        actor=ACTOR,
+        message_id_domain=runtime.settings.message_id_domain,
+    )
+
+
 def _statements(runtime: Runtime, path: Path) -> tuple[list[str], Any]:
     seen: list[str] = []
 
@@ -61,14 +72,7 @@ def _statements(runtime: Runtime, path: Path) -> tuple[list[str], Any]:
 
     event.listen(runtime.engine, "before_cursor_execute", count)
     try:
-        report = import_completions(
-            runtime.engine,
-            runtime.program(None),
-            path,
-            runtime.clock,
-            actor=ACTOR,
-            message_id_domain=runtime.settings.message_id_domain,
-        )
+        report = _run_import(runtime, path)
     finally:
         event.remove(runtime.engine, "before_cursor_execute", count)
     return seen, report
@@ -114,15 +118,7 @@ TEAM = [
 
 
 def _import(runtime: Runtime, path: Path) -> dict[str, Any]:
-    report = import_completions(
-        runtime.engine,
-        runtime.program(None),
-        path,
-        runtime.clock,
-        actor=ACTOR,
-        message_id_domain=runtime.settings.message_id_domain,
-    )
-    return report.as_dict()
+    return _run_import(runtime, path).as_dict()
 
 
 def _export(tmp_path: Path, rows: list[str], name: str = "export.csv") -> Path:

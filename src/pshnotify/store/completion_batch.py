@@ -49,8 +49,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
-from pshnotify.domain.delivery import PENDING, Kind, State, idempotency_key
+from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.store.db import is_postgresql
+from pshnotify.store.outbox import cancel_pending
 from pshnotify.store.schema import UTCDateTime, completions, enrollments, messages, people
 from pshnotify.store.sql import insert_ignoring_duplicates
 
@@ -170,19 +171,14 @@ def unmark(conn: Connection, positions: list[int]) -> None:
 
 def cancel_asking(conn: Connection, program_id: int, reason: str, now: dt.datetime) -> int:
     """Cancel (never delete) the satisfied people's pending asking emails; how many."""
-    s, m = incoming, messages
-    people_satisfied = select(s.c.person_id).where(s.c.satisfies)
-    stmt = (
-        update(m)
-        .where(
-            m.c.program_id == program_id,
-            m.c.person_id.in_(people_satisfied),
-            m.c.state.in_([st.value for st in PENDING]),
-            m.c.kind.in_(Kind.asking()),
-        )
-        .values(state=State.CANCELLED.value, reason=reason, updated_at=literal(now, UTCDateTime))
+    return cancel_pending(
+        conn,
+        program_id=program_id,
+        person_ids=select(incoming.c.person_id).where(incoming.c.satisfies),
+        reason=reason,
+        now=now,
+        kinds=Kind.asking(),
     )
-    return int(conn.execute(stmt).rowcount)
 
 
 def queue_confirmations(

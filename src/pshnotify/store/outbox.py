@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Integer,
+    Select,
     Text,
     and_,
     bindparam,
@@ -277,14 +278,16 @@ def cancel_pending(
     conn: Connection,
     *,
     program_id: int,
-    person_ids: list[int],
+    person_ids: list[int] | Select[Any],
     reason: str,
     now: dt.datetime,
     kinds: list[str] | None = None,
 ) -> int:
-    """Cancel (never delete) what has not gone out yet for these people."""
+    """Cancel (never delete) what has not gone out yet for these people: their ids, or a
+    query of them (one statement, however many it finds)."""
     total = 0
-    for part in chunks(person_ids, _CHUNK):
+    parts = [person_ids] if isinstance(person_ids, Select) else chunks(person_ids, _CHUNK)
+    for part in parts:
         stmt = (
             update(messages)
             .where(
