@@ -176,9 +176,6 @@ class Writer:
             if not (isinstance(exc, sqlite3.OperationalError) and _locked(exc)):
                 self._drop_sqlite(broken=True)
             raise
-        finally:
-            if self._closed:
-                self._drop_sqlite()
 
     def _drop_sqlite(self, broken: bool = False) -> None:
         raw, self._raw = self._raw, None

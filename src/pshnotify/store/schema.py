@@ -49,7 +49,7 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
 def db_time(value: dt.datetime) -> str:
     """An aware datetime as the text `UTCDateTime` stores on SQLite (SQLAlchemy's own format,
     "2023-09-11 14:00:00.000000"), which PostgreSQL reads as a timestamp too: for rows bound
-    past SQLAlchemy's type processing (`store.completion_batch`)."""
+    past SQLAlchemy's type processing (`store.completion_batch`, `store.outcomes`)."""
     naive = value.replace(tzinfo=None) if value.tzinfo is dt.UTC else naive_utc(value)
     return naive.isoformat(" ", "microseconds")
 
