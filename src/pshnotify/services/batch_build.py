@@ -21,6 +21,7 @@ from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, Outcome, State
 from pshnotify.domain.errors import NothingToSend
 from pshnotify.domain.program import Program
+from pshnotify.mail import ics
 from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.render import Templates
@@ -56,6 +57,7 @@ class Builder:
         self.enrichers = dict(enrichers)
         self.envelope_sender = envelope_sender
         self.rules = rules
+        ics.load_library()  # here, once, not on the loop in the middle of a batch
 
     async def build(
         self,
