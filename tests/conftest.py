@@ -143,3 +143,9 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return values
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: the workers start them at once and share out the short ones
+    after, instead of one worker finishing a two-minute test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -80,7 +80,7 @@ def test_a_flaky_relay_that_defers_and_closes_still_gets_everything(
     runtime.settings.smtp_messages_per_connection = 25
     assert launch(runtime) == total
     drain(runtime, clock)
-    ids = [r.message()["Message-ID"] for r in smtp.received]
+    ids = [r.message_id for r in smtp.received]
     assert len(ids) == total
     assert len(set(ids)) == total
     with runtime.engine.connect() as conn:
@@ -170,7 +170,7 @@ def test_messages_can_be_listed_and_retried(
     assert "requeued 1" in cli(env, "messages", "retry", "--state", "failed", "--now", NOW).stdout
     cli(env, "run", "--once", "--now", NOW)
     assert states(env["PSHNOTIFY_DATABASE_URL"]) == {"sent": 3}
-    ids = [r.message()["Message-ID"] for r in smtp.received]
+    ids = [r.message_id for r in smtp.received]
     assert len(ids) == 3
 
 
@@ -220,7 +220,7 @@ def test_pause_during_a_drain_stops_the_wave_until_resume(
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=30)
     assert daemon.returncode == 0
-    ids = [r.message()["Message-ID"] for r in smtp.received]
+    ids = [r.message_id for r in smtp.received]
     assert len(set(ids)) == total
 
 
@@ -256,7 +256,7 @@ def test_sigkill_at_random_moments_loses_nothing(
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=30)
-    ids = [r.message()["Message-ID"] for r in smtp.received]
+    ids = [r.message_id for r in smtp.received]
     duplicates = len(ids) - len(set(ids))
     assert len(set(ids)) == total  # every message delivered
     assert duplicates <= in_flight_at_kills

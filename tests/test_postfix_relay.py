@@ -94,7 +94,7 @@ def drain_through(
     deadline = time.monotonic() + 60  # Postfix's queue hands on what it accepted
     while len(smtp.received) < TOTAL - int(deferred or 0) and time.monotonic() < deadline:
         time.sleep(0.1)
-    ids = {r.message()["Message-ID"] for r in smtp.received}
+    ids = {r.message_id for r in smtp.received}
     assert run.returncode in (0, 1), run.stderr
     return Drain(
         int(deferred or 0),
