@@ -20,6 +20,9 @@ def test_migrations_match_the_declared_schema(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         assert migrate.is_current(engine)
+        # The commands' quick view of the newest revision (no alembic) is alembic's own.
+        assert migrate.head_revision() == migrate.alembic_head(engine) is not None
+        assert migrate.current_revision(engine) == migrate.head_revision()
         with engine.connect() as conn:
             context = MigrationContext.configure(
                 conn, opts={"include_object": _declared_for(conn.dialect.name)}

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -28,8 +28,6 @@ from pshnotify.mail.kinds import sample_contexts
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConfig, SmtpConnection
-from pshnotify.runtime.metrics import Metrics
-from pshnotify.services.bounce_scan import ScanConfig, ScanReport, scan
 from pshnotify.services.dispatch import DispatchConfig, Dispatcher
 from pshnotify.services.escalation import escalation_enricher, queue_escalations
 from pshnotify.services.programs import all_programs, select_program
@@ -40,6 +38,10 @@ from pshnotify.store import migrate
 from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.retry import Guard
+
+if TYPE_CHECKING:  # imported where used: the daemon's metrics and the bounce scan only
+    from pshnotify.runtime.metrics import Metrics
+    from pshnotify.services.bounce_scan import ScanConfig, ScanReport
 
 
 def actor_name() -> str:
@@ -99,7 +101,7 @@ class Runtime:
 
     def require_schema(self) -> None:
         current = migrate.current_revision(self.engine)
-        if current != migrate.head_revision(self.engine):
+        if current != migrate.head_revision():
             state = "is not initialised" if current is None else f"is at revision {current}"
             raise InputError(
                 [f"PSHNOTIFY_DATABASE_URL: the database {state}"],
@@ -221,12 +223,16 @@ class Runtime:
         return sources
 
     def scan_config(self) -> ScanConfig:
+        from pshnotify.services.bounce_scan import ScanConfig
+
         return ScanConfig(verp=self.verp, soft_days=self.settings.bounce_soft_days)
 
     def scan_bounces(self) -> ScanReport | None:
         """The daemon's poll of the bounce mailboxes (None when none is configured)."""
         if not (self.settings.bounce_maildir or self.settings.bounce_imap_url):
             return None
+        from pshnotify.services.bounce_scan import scan
+
         sources = self.bounce_sources()
         try:
             return scan(self.engine, self.clock, sources, self.scan_config())
@@ -266,6 +272,8 @@ class Runtime:
 
     @cached_property
     def metrics(self) -> Metrics:
+        from pshnotify.runtime.metrics import Metrics
+
         return Metrics(self.engine, self.clock, lambda: self._limiter.waited)
 
     @cached_property

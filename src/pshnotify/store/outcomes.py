@@ -38,9 +38,8 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -48,6 +47,9 @@ from pshnotify.domain.delivery import Kind, State
 from pshnotify.store.db import BUSY_TIMEOUT_MS, is_postgresql
 from pshnotify.store.outbox import Result
 from pshnotify.store.schema import db_time, naive_utc
+
+if TYPE_CHECKING:  # imported at the first PostgreSQL write: a SQLite drain never needs it
+    import psycopg
 
 __all__ = ["Writer"]
 
@@ -125,6 +127,8 @@ class Writer:
             # cut) fails the write within seconds instead of TCP's quarter of an hour.
             for key, value in _PG_KEEPALIVE.items():
                 kwargs.setdefault(key, value)
+            import psycopg
+
             self._pg = await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
         conn = self._pg
         try:

@@ -14,11 +14,11 @@ import asyncio
 import logging
 import random
 import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import psycopg
 import tenacity
 from sqlalchemy.exc import DBAPIError
 
@@ -47,9 +47,17 @@ def is_transient(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         return exc.orig is not None and _driver_error_passes(exc.orig)
-    if isinstance(exc, sqlite3.Error | psycopg.Error):
+    if isinstance(exc, _driver_errors()):
         return _driver_error_passes(exc)
     return False
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The drivers' own error classes. psycopg's only once something has loaded it (an
+    engine or a connection for PostgreSQL): importing it took 80 ms of every command's
+    start, and no psycopg error can come from a process that never loaded it."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 def _driver_error_passes(orig: BaseException) -> bool:
@@ -60,7 +68,8 @@ def _driver_error_passes(orig: BaseException) -> bool:
         return any(m in str(orig).lower() for m in _SQLITE_TRANSIENT)
     # psycopg: a connection that broke (server gone, restart) is an OperationalError
     # without a SQLSTATE from the server.
-    return isinstance(orig, psycopg.OperationalError) and state is None
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(orig, psycopg.OperationalError) and state is None
 
 
 def describe(exc: BaseException) -> str:
