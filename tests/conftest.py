@@ -144,8 +144,3 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         monkeypatch.setenv(k, v)
     return values
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first: the workers start them at once and share out the short ones
-    after, instead of one worker finishing a two-minute test alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
