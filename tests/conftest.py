@@ -143,4 +143,3 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return values
-
