@@ -7,10 +7,10 @@ connections are written together (group commit): a write starts as late after an
 result as it can while still done before that connection has sent the next message (`_Pace`,
 from the sends' and writes' running times), at once when a connection does wait, and every
 `_LONGEST` seconds for results nobody waits for. One commit then carries up to one result
-per connection, and a crash at any
-instant costs at most two copies per connection, whatever the rate. While the database
-cannot be written, the connections wait here: nothing more goes out whose outcome could not
-be recorded, and nothing collected is dropped.
+per connection, and a crash at any instant costs at most two copies per connection,
+whatever the rate. While the database cannot be written, the connections wait here:
+nothing more goes out whose outcome could not be recorded, and nothing collected is
+dropped.
 """
 
 from __future__ import annotations
