@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cli_checks
+
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("postgres", "sqlite")
 # Figures read from each run of bench/run.py (its JSON): the name here, the name there.
@@ -218,13 +220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", action="store_true", help="print the comparison and runs as JSON")
     args = p.parse_args(argv)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown or not backends:
-        p.error(
-            f"--backends: unknown {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(BACKENDS)}"
-        )
+    backends = cli_checks.backends(p, args.backends, BACKENDS)
     if min(args.rounds, args.people, args.connections) < 1:
         p.error("--rounds, --people and --connections must be at least 1")
     if args.base == args.new:

@@ -49,6 +49,7 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import create_engine, text
 
+import cli_checks
 from pshnotify.clock import FixedClock
 from pshnotify.demo.sample_roster import COLUMNS, sample_people
 from pshnotify.domain.delivery import Kind
@@ -686,13 +687,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rate-seconds", type=int, default=20, help="rate phase length at the limit (default 20)"
     )
     args = p.parse_args(argv)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown or not backends:
-        p.error(
-            f"--backends: unknown {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(BACKENDS)}"
-        )
+    backends = cli_checks.backends(p, args.backends, BACKENDS)
     if min(args.people, args.repeat, args.connections, args.rate, args.rate_seconds) < 1:
         p.error("--people, --repeat, --connections, --rate and --rate-seconds must be at least 1")
     args.backends = backends

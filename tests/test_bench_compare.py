@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _compare_module() -> ModuleType:
+    # As when run as a script: its own folder first on the path, for the modules beside it.
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("bench_compare", ROOT / "bench" / "compare.py")
     assert spec is not None
     assert spec.loader is not None
