@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bench/compare.py: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a run failed: what it printed last, no traceback of ours
+        print(f"bench/compare.py: {exc}", file=sys.stderr)
+        return 1
     results = [compare(runs, args.base, args.new, b) for b in args.backends]
     if args.json:
         print(

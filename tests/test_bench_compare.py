@@ -7,6 +7,7 @@ refused with status 2 before anything is checked out."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -88,3 +89,25 @@ def test_a_revision_git_does_not_know_is_refused_with_status_2() -> None:
         ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert after == before  # nothing was checked out
+
+    # A run that fails (here: a setting bench/run.py refuses) is said in a few lines, status 1,
+    # and the trees checked out for it are removed. In this test, not one of its own: both read
+    # `git worktree list`, and pytest-xdist may run two tests of a module at once.
+    done = subprocess.run(
+        [sys.executable, "bench/compare.py", "HEAD", "HEAD~1", "--rounds", "1"],
+        cwd=ROOT,
+        env={**os.environ, "PSHNOTIFY_BATCH_SIZE": "not-a-number"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "bench/compare.py: bench/run.py failed in" in done.stderr
+    assert "batch_size" in done.stderr  # the run's own last lines say why
+    assert "compare.py\", line" not in done.stderr  # no traceback of compare.py's own
+    after = subprocess.run(
+        ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert after == before  # removed again
+
