@@ -105,9 +105,8 @@ def test_a_revision_git_does_not_know_is_refused_with_status_2() -> None:
     assert done.returncode == 1, done.stderr
     assert "bench/compare.py: bench/run.py failed in" in done.stderr
     assert "batch_size" in done.stderr  # the run's own last lines say why
-    assert "compare.py\", line" not in done.stderr  # no traceback of compare.py's own
+    assert 'compare.py", line' not in done.stderr  # no traceback of compare.py's own
     after = subprocess.run(
         ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert after == before  # removed again
-
