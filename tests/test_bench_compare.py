@@ -71,7 +71,7 @@ def test_equal_commits_give_no_change_and_an_interval_around_zero() -> None:
     assert c.interval[0] < 0 < c.interval[1]
 
 
-def test_a_revision_git_does_not_know_is_refused_with_status_2() -> None:
+def test_unknown_revision_is_status_2_and_a_failing_run_status_1_trees_removed() -> None:
     before = subprocess.run(
         ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
