@@ -101,7 +101,12 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
 
 async def _writes(
-    rt: Runtime, results: list[outbox.Result], group: int, writes: int, schema: str, now: Any
+    rt: Runtime,
+    results: list[outbox.Result],
+    group: int,
+    writes: int,
+    schema: str,
+    now: dt.datetime,
 ) -> dict[str, dict[str, float]]:
     writer = Writer(rt.engine, "bench")
     try:

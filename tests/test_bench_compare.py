@@ -2,7 +2,7 @@
 
 The rounds themselves (bench/run.py of each commit) are the benchmark's business, not a test's:
 here the statistics it prints are checked on known runs, and a revision git does not know is
-refused with status 2 before anything is checked out."""
+refused with status 2 before anything is checked out; a run that fails is said with status 1.
 
 from __future__ import annotations
 

@@ -8,24 +8,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_ADMIN_URL as ADMIN
-from tests.conftest import _require_pg
+from tests.conftest import ROOT, _require_pg
 
 pytestmark = pytest.mark.postgres
+SCRIPT = ROOT / "bench" / "write_cost.py"
 
 
 @pytest.fixture(autouse=True)
 def _postgres() -> None:
     _require_pg()
-
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "bench" / "write_cost.py"
 
 
 def _bench_schemas() -> set[str]:
