@@ -1,8 +1,9 @@
 """bench/compare.py: the figures it reports for two commits, and its refusal of bad input.
 
 The rounds themselves (bench/run.py of each commit) are the benchmark's business, not a test's:
-here the statistics it prints are checked on known runs, and a revision git does not know is
-refused with status 2 before anything is checked out; a run that fails is said with status 1.
+here the statistics it prints are checked on known runs, a revision git does not know is
+refused with status 2 before anything is checked out, and a run that fails is said with
+status 1."""
 
 from __future__ import annotations
 
