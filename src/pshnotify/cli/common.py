@@ -80,12 +80,18 @@ def label(tag: str, style: str, rest: str) -> Text:
 
 
 @contextmanager
-def handle_errors() -> Iterator[None]:
-    """Bad input -> exit 2 with every problem listed; a refused action -> exit 1."""
+def handle_errors(fields: dict[str, str] | None = None) -> Iterator[None]:
+    """Bad input -> exit 2 with every problem listed; a refused action -> exit 1.
+
+    `fields` names, for a command's problems, the option or argument each of the domain's
+    field names was typed as (`until` -> `--until`)."""
     try:
         yield
     except InputError as exc:
         for line in exc.problems:
+            name, sep, rest = line.partition(": ")
+            if fields and sep and name in fields:
+                line = f"{fields[name]}: {rest}"
             err.print(label("error:", "red", line), soft_wrap=True)
         if exc.hint:
             err.print(label("next:", "yellow", exc.hint), soft_wrap=True)

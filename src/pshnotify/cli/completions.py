@@ -177,19 +177,17 @@ def complete(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a completion by hand (audited); the first one stops the person's reminders."""
-    from pshnotify.ingest.completions_csv import parse_completed_at
+    from pshnotify.domain.values import Instant, read
     from pshnotify.services.completions import complete_by_operator
 
-    with handle_errors():
+    with handle_errors({"person": "ID", "option": "--option", "completed_at": "--at"}):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)
+        reach = stored.program.reach
         when = None
         if at is not None:
-            try:
-                when = parse_completed_at(at, stored.program.tz)
-            except ValueError as exc:
-                raise InputError([f"--at: {exc}"]) from None
+            when = read("completed_at", lambda: Instant.parse(at, reach, local_when_bare=False))
         result = complete_by_operator(
             rt.engine,
             stored,

@@ -204,15 +204,13 @@ def extend(
     now: NowOpt = None,
 ) -> None:
     """Give one person a later deadline; their reminders follow it."""
+    from pshnotify.domain.values import Day, read
     from pshnotify.services.adjust import extend as do_extend
 
-    with handle_errors():
-        try:
-            day = dt.date.fromisoformat(until)
-        except ValueError:
-            raise InputError([f"--until: expected YYYY-MM-DD, got {until!r}"]) from None
+    with handle_errors({"until": "--until", "person": "PERSON"}):
         rt = make_runtime(now)
         stored = rt.program(program)
+        day = read("until", lambda: Day.parse(until, stored.program.reach))
         done = do_extend(
             rt.engine,
             stored,

@@ -40,9 +40,9 @@ from starlette.types import ASGIApp
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.text import text_problem
+from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant
 from pshnotify.ingest import completions_csv
 from pshnotify.ingest import webhook_signing as signing
-from pshnotify.ingest.completions_csv import parse_completed_at
 from pshnotify.services.completions import (
     CompletionOutcome,
     CompletionResult,
@@ -70,7 +70,7 @@ _XAPI_FIELDS = {"person": "actor.mbox", "option": "object.id", "completed_at": "
 _WEBHOOK_LIMITS = {
     "person": completions_csv.MAX_REF,
     "option": completions_csv.MAX_OPTION,
-    "completed_at": completions_csv.MAX_INSTANT,
+    "completed_at": MAX_INSTANT,
     "program": 64,
     "note": completions_csv.MAX_NOTE,
 }
@@ -190,8 +190,9 @@ class _Endpoints:
         stored = self._program(req.program)
         now = self.clock.now()
         try:
-            completed_at = parse_completed_at(req.completed_at, stored.program.tz)
-        except ValueError as exc:
+            reach = stored.program.reach
+            completed_at = Instant.parse(req.completed_at, reach, local_when_bare=False).utc
+        except BadValueError as exc:
             raise HttpError(400, "bad completion", [f"completed_at: {exc}"]) from None
         problems = completion_problems(
             stored,

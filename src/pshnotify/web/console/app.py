@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
+from pshnotify.domain.values import Day, Instant, read
 from pshnotify.services import lookup, progress
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page
@@ -377,7 +378,9 @@ class Console:
             cards=[_wave_card(key, status["waves"][key], marked.get(key, 0)) for key, *_ in waves],
             undeliverable=sum(marked.values()),
             timeline=charts.timeline(waves, today),
-            daily=charts.daily(per_day, opens, closes, today),
+            daily=charts.daily(
+                per_day, opens, closes, today, (program.reach.first, program.reach.last)
+            ),
             completed_total=sum(per_day.values()),
         )
 
@@ -463,11 +466,13 @@ class Console:
         raw = str(form.get("at", "")).strip()
         tz = call.stored.program.tz
         try:
-            at = dt.datetime.fromisoformat(raw).replace(tzinfo=tz)
-        except ValueError:
-            raise PageError(
-                400, "Not scheduled", [f"at: expected a date and time, got {raw!r}"]
-            ) from None
+            # A time without an offset is the program's (what the form's field sends); an
+            # offset typed or sent with it is kept.
+            at = read(
+                "at", lambda: Instant.parse(raw, call.stored.program.reach, local_when_bare=True)
+            )
+        except InputError as exc:
+            raise PageError(400, "Not scheduled", exc.problems) from None
         force = form.get("force") == "yes"
         try:
             done = await run_in_threadpool(
@@ -599,10 +604,7 @@ class Console:
         raw = str(form.get("until", "")).strip()
 
         def work(person_id: str) -> str:
-            try:
-                until = dt.date.fromisoformat(raw)
-            except ValueError:
-                raise InputError([f"until: expected a date YYYY-MM-DD, got {raw!r}"]) from None
+            until = read("until", lambda: Day.parse(raw, call.stored.program.reach))
             note = str(form.get("note", "")).strip() or None
             done = extend(
                 self.engine,
@@ -635,15 +637,11 @@ class Console:
         option = str(form.get("option", ""))
         note = str(form.get("note", "")).strip() or None
         raw = str(form.get("completed_on", "")).strip()
-        tz = call.stored.program.tz
+        reach = call.stored.program.reach
 
         def work(person_id: str) -> str:
-            when = None
-            if raw:
-                try:
-                    when = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time(), tz)
-                except ValueError:
-                    raise InputError([f"completed_on: expected YYYY-MM-DD, got {raw!r}"]) from None
+            # A date: midnight in the program's zone, as the CSV and the CLI read one.
+            when = read("completed_on", lambda: Day.parse(raw, reach)) if raw else None
             result = complete_by_operator(
                 self.engine,
                 call.stored,
@@ -652,7 +650,7 @@ class Console:
                 option=option,
                 actor=call.user.login,
                 message_id_domain=self.settings.message_id_domain,
-                completed_at=when,
+                completed_at=None if when is None else Instant.at_midnight(when),
                 note=note,
             )
             extra = "; a confirmation is queued" if result.confirmation_queued else ""
