@@ -129,7 +129,7 @@ def roster_import(
     """Import the roster CSV (the whole current roster unless --merge)."""
     from pshnotify.services.roster import ManyRemovalsError, import_roster, many_removals
 
-    with handle_errors():
+    with handle_errors(action="" if dry_run else "roster.import", subject=str(file)):
         rt = make_runtime(now)
         stored = rt.program(program)
 
@@ -233,7 +233,7 @@ def launch(
     """Queue the launch email for every required member of WAVE (or schedule it with --at)."""
     from pshnotify.services.launch import launch_wave, preview_launch, refuse_outside_window
 
-    with handle_errors():
+    with handle_errors(action="" if dry_run else "wave.launch", subject=wave):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)

@@ -53,7 +53,7 @@ def completions_import(
     """Import a completions CSV; importing the same file again changes nothing."""
     from pshnotify.services.completions import import_completions
 
-    with handle_errors():
+    with handle_errors(action="" if dry_run else "completions.import", subject=str(file)):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)
@@ -180,7 +180,11 @@ def complete(
     from pshnotify.domain.values import Instant, read
     from pshnotify.services.completions import complete_by_operator
 
-    with handle_errors({"person": "ID", "option": "--option", "completed_at": "--at"}):
+    with handle_errors(
+        {"person": "ID", "option": "--option", "completed_at": "--at"},
+        action="completion.record",
+        subject=person,
+    ):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo
 
 from pshnotify.domain.errors import InputError
-from pshnotify.domain.text import short
+from pshnotify.domain.text import CONTROL, CONTROL_PROBLEM, short
 
 if TYPE_CHECKING:
     from pshnotify.domain.program import Program
@@ -94,6 +94,8 @@ class Day:
     @classmethod
     def parse(cls, text: str, reach: Reach) -> Day:
         value = text.strip()
+        if CONTROL.search(value):
+            raise BadValueError(CONTROL_PROBLEM)
         problem = f"expected a date like {DATE_EXAMPLE}, got {short(value)}"
         if len(value) != 10 or not value.isascii():
             raise BadValueError(problem)
@@ -133,6 +135,8 @@ class Instant:
         machine's export must say its offset)."""
         value = text.strip()
         example = LOCAL_EXAMPLE if local_when_bare else INSTANT_EXAMPLE
+        if CONTROL.search(value):
+            raise BadValueError(CONTROL_PROBLEM)
         if len(value) > MAX_INSTANT:
             raise BadValueError(f"is longer than {MAX_INSTANT} characters; write {example}")
         if not value or not value.isascii():

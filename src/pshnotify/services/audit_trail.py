@@ -1,11 +1,20 @@
-"""Reading the audit log, newest first, a page at a time."""
+"""The audit log as the services use it: refused actions written, the log read a page at a
+time, newest first."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+import logging
+from collections.abc import Sequence
 
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from pshnotify.clock import Clock
 from pshnotify.services.lookup import PER_PAGE, Page
+from pshnotify.store import audit
 from pshnotify.store.schema import audit_log, programs
+
+log = logging.getLogger(__name__)
 
 
 def audit_page(engine: Engine, page: int = 1, per_page: int = PER_PAGE) -> Page:
@@ -42,3 +51,31 @@ def audit_page(engine: Engine, page: int = 1, per_page: int = PER_PAGE) -> Page:
         per_page,
         total,
     )
+
+
+def record_refusal(
+    engine: Engine,
+    clock: Clock,
+    *,
+    actor: str,
+    action: str,
+    subject: str | None,
+    problems: Sequence[str],
+    program_id: int | None = None,
+) -> None:
+    """A refused action goes into the audit log too, in a transaction of its own (the
+    action's own was rolled back): who tried what on whom, and why it was refused. A
+    database that cannot take it (none yet, or down) does not hide the refusal itself."""
+    try:
+        with engine.begin() as conn:
+            audit.record(
+                conn,
+                at=clock.now(),
+                actor=actor,
+                action=action,
+                program_id=program_id,
+                subject=subject,
+                details={"outcome": "refused", "why": [p for p in problems if p][:10]},
+            )
+    except SQLAlchemyError:
+        log.warning("the refusal of %s could not be written to the audit log", action)
