@@ -636,7 +636,9 @@ class Console:
         )
 
     async def audit(self, call: _Call) -> Response:
-        found = await run_in_threadpool(audit_page, self.engine, _page_number(call.request))
+        found = await run_in_threadpool(
+            audit_page, self.engine, call.stored.program.tz, _page_number(call.request)
+        )
         return self.render(call, "audit.html", found=found)
 
     # -- actions on a person -------------------------------------------------------------------
