@@ -285,7 +285,8 @@ class Program(_Model):
     def reach(self) -> Reach:
         """The dates this program can mean (`domain.values`): every typed date is checked
         against it."""
-        return Reach.of(self)
+        opens = min(w.opens for w in self.waves)
+        return Reach.around(opens, max(w.closes for w in self.waves), self.tz)
 
     @cached_property
     def field_types(self) -> dict[str, type]:

@@ -18,14 +18,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.text import CONTROL, CONTROL_PROBLEM, short
-
-if TYPE_CHECKING:
-    from pshnotify.domain.program import Program
 
 MAX_INSTANT = 40  # the longest ISO-8601 instant anyone writes, with room
 DATE_EXAMPLE = "2023-09-12"
@@ -61,10 +58,10 @@ class Reach:
     tz: ZoneInfo
 
     @classmethod
-    def of(cls, program: Program) -> Reach:
-        opens = min(w.opens for w in program.waves)
-        closes = max(w.closes for w in program.waves)
-        return cls(dt.date(opens.year - 1, 1, 1), dt.date(closes.year + 1, 12, 31), program.tz)
+    def around(cls, opens: dt.date, closes: dt.date, tz: ZoneInfo) -> Reach:
+        """The reach of a program whose first wave opens on `opens` and last closes on
+        `closes` (`Program.reach`)."""
+        return cls(dt.date(opens.year - 1, 1, 1), dt.date(closes.year + 1, 12, 31), tz)
 
     def problem(self, day: dt.date, written: str) -> str | None:
         """Why `day` (as `written`) is outside the program's reach, or None."""

@@ -19,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from pshnotify.domain.program import Program
 from pshnotify.domain.text import CONTROL, short, text_problem
-from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant, Reach
+from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant
 from pshnotify.ingest.csvfile import CsvRecords, open_text
 
 WHO = ("id", "email")
@@ -100,7 +100,7 @@ class _CompletionsReader:
         self.name = name
         self.program = program
         self.options = frozenset(o.key for o in program.options)
-        self.reach = Reach.of(program)
+        self.reach = program.reach
         self.errors: list[str] = []
 
     def error(self, line: int, fld: str, problem: str) -> None:
