@@ -58,10 +58,40 @@ def test_the_whole_path_from_the_command_line(
     assert pilot["people"]["not_required"] == {"exempt-new-hire": 1, "exempt-unpaid": 1}
     assert pilot["messages"]["sent"] == 3
     assert status["waves"]["grad"]["launched_at"] is None
-    preview = cli(env, "preview", "launch", "--person", "H2", "--now", NOW)
+    preview = cli(env, "preview", "launch", "--person", "H2", "--raw", "--now", NOW)
     assert preview.returncode == 0
     assert "X-Pshnotify-Kind: launch" in preview.stdout
     assert len(smtp.received) == 3  # preview sends nothing
+
+
+def test_preview_shows_the_email_as_its_recipient_reads_it(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Issue 26: `preview` printed raw MIME, the text quoted-printable ("Jos=C3=A9"); it shows
+    the headers a reader sees, the text decoded and the attachments named; --raw the bytes."""
+    assert cli(env, "init").returncode == 0
+    assert cli(env, "roster", "import", str(write(tmp_path, [HEADER, *PILOT]))).returncode == 0
+    shown = cli(env, "preview", "launch", "--person", "H2", "--now", NOW)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "From:     PSH Training <pshtraining@example.edu>"
+    assert "To:       José Núñez-Ångström <jose@example.edu>" in lines
+    assert any(line.startswith("Subject:  Action required: Preventing Sexual") for line in lines)
+    assert "Date:     Mon, 11 Sep 2023 10:00:00 -0400" in lines
+    assert "Dear José Núñez-Ångström," in lines
+    assert "The attached calendar file (deadline.ics) puts the deadline in your calendar." in lines
+    attachment = lines[lines.index("Attachments:") + 1].split()
+    assert attachment[:2] == ["deadline.ics", "text/calendar"]
+    assert attachment[3] == "bytes"
+    assert int(attachment[2]) > 200
+    for mime in ("=C3", "Content-Transfer-Encoding", "MIME-Version", "X-Pshnotify", "multipart/"):
+        assert mime not in shown.stdout, mime
+    assert max(len(line) for line in lines[: lines.index("Dear José Núñez-Ångström,")]) <= 80
+    raw = cli(env, "preview", "launch", "--person", "H2", "--raw", "--now", NOW)
+    assert raw.returncode == 0
+    assert "Content-Transfer-Encoding: quoted-printable" in raw.stdout
+    assert "Jos=C3=A9" in raw.stdout
+    assert len(smtp.received) == 0  # neither sends anything
 
 
 def test_a_bad_roster_exits_2_listing_every_problem(env: dict[str, str], tmp_path: Path) -> None:

@@ -360,10 +360,13 @@ def preview(
     person: Annotated[str, typer.Option("--person", help="Person id or email.")],
     program: ProgramOpt = None,
     now: NowOpt = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Print the message's bytes as they go out (MIME).")
+    ] = False,
 ) -> None:
-    """Print an email exactly as it would go out (nothing is queued or sent)."""
+    """Show an email as its recipient reads it (nothing is queued or sent)."""
     from pshnotify.services.preview import preview as build
-    from pshnotify.services.preview import would_not_get
+    from pshnotify.services.preview import readable, would_not_get
 
     with handle_errors():
         rt = make_runtime(now)
@@ -377,7 +380,10 @@ def preview(
             person_ref=person,
             message_id_domain=rt.settings.message_id_domain,
         )
-        sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
+        if raw:
+            sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
+        else:
+            sys.stdout.write(readable(data))
         why = would_not_get(rt.engine, stored, rt.clock, kind=kind, person_ref=person)
         if why:
             err.print(label("note:", "yellow", f"{person} would never get this email: {why}"))
