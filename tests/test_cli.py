@@ -94,6 +94,31 @@ def test_preview_shows_the_email_as_its_recipient_reads_it(
     assert len(smtp.received) == 0  # neither sends anything
 
 
+def test_a_department_nobody_is_in_is_named_with_the_closest_on_the_roster(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 26: `user add --department "Human Resorces"` was accepted without a word, and the
+    viewer then saw nobody. The user is still added (the roster may bring the department
+    later), with a warning naming the roster's closest departments."""
+    assert cli(env, "init").returncode == 0
+    assert cli(env, "roster", "import", str(write(tmp_path, [HEADER, *PILOT]))).returncode == 0
+    args = ["--department", "Human Resorces", "--department", "information systems and technology"]
+    added = cli(env, "user", "add", "hr1", "--role", "viewer", *args, "--password-stdin",
+                stdin="a long enough password\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    warning = " ".join(added.stderr.split())
+    assert "warning: nobody on the roster is in 'Human Resorces'; closest: Human Resources" in (
+        warning
+    )
+    assert "information systems" not in warning  # matches the roster, case aside
+    assert "added viewer hr1" in added.stdout
+    assert "hr1" in cli(env, "user", "list").stdout
+    spelt = cli(env, "user", "add", "hr2", "--role", "viewer", "--department", "Human Resources",
+                "--password-stdin", stdin="a long enough password\n")  # fmt: skip
+    assert spelt.returncode == 0
+    assert spelt.stderr == ""
+
+
 def test_a_bad_roster_exits_2_listing_every_problem(env: dict[str, str], tmp_path: Path) -> None:
     assert cli(env, "init").returncode == 0
     roster = write(

@@ -9,7 +9,7 @@ A viewer's departments scope every read; someone outside them does not exist for
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +49,20 @@ def in_departments(engine: Engine, departments: Sequence[str] | None) -> Any:
     exact IN that the index answers rather than lower() over every person."""
     if departments is None:
         return None
-    wanted = {d.casefold() for d in departments}
+    return people.c.department.in_(roster_spellings(roster_departments(engine), departments))
+
+
+def roster_departments(engine: Engine) -> list[str]:
+    """Every department someone on the roster belongs to, as the roster spells it."""
     with engine.connect() as conn:
-        known = conn.scalars(select(people.c.department).distinct())
-        exact = [d for d in known if d.casefold() in wanted]
-    return people.c.department.in_(exact)
+        return list(conn.scalars(select(people.c.department).distinct()))
+
+
+def roster_spellings(known: Iterable[str], departments: Iterable[str]) -> list[str]:
+    """The roster's spellings (of `known`) of these departments: compared without regard
+    to case, as a viewer's scope is."""
+    wanted = {d.casefold() for d in departments}
+    return [d for d in known if d.casefold() in wanted]
 
 
 _PERSON_COLUMNS = (
