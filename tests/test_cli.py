@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.smtp_server import SmtpServer
 from tests.test_launch_and_send import PILOT
 from tests.test_roster_import import HEADER, write
@@ -149,6 +151,27 @@ def test_an_uninitialised_database_says_what_to_do(env: dict[str, str], tmp_path
     result = cli(fresh, "status")
     assert result.returncode == 2
     assert "pshnotify init" in result.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "command", [("status",), ("user", "list"), ("run", "--once"), ("plan", "--json")]
+)
+def test_a_command_before_init_leaves_no_empty_database_behind(
+    env: dict[str, str], tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Issue 26: `status` before `init` created an empty var/pshnotify.db; only init does."""
+    database = tmp_path / "var" / "pshnotify.db"
+    fresh = {**env, "PSHNOTIFY_DATABASE_URL": f"sqlite:///{database}"}
+    result = cli(fresh, *command)
+    assert result.returncode == 2, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"no database at {database}" in said
+    assert "run `pshnotify init` to create it" in said
+    assert not database.exists()
+    assert not database.parent.exists()
+    assert cli(fresh, "init").returncode == 0
+    assert database.exists()
 
 
 def test_a_bad_now_is_refused(env: dict[str, str]) -> None:

@@ -43,7 +43,7 @@ def init(now: NowOpt = None) -> None:
     from pshnotify.store.db import normalize_url
 
     with handle_errors():
-        rt = make_runtime(now)
+        rt = make_runtime(now, creates=True)
         migrate.upgrade(rt.engine)
         stored = register_program_file(rt.engine, rt.settings.program_file, rt.clock, rt.actor)
         from sqlalchemy.engine import make_url

@@ -100,7 +100,9 @@ def handle_errors() -> Iterator[None]:
             _OPEN.pop().close()
 
 
-def make_runtime(now: str | None, moving: bool = False) -> Runtime:
+def make_runtime(now: str | None, moving: bool = False, *, creates: bool = False) -> Runtime:
+    """The command's runtime; only a command that `creates` the database (init) makes a
+    SQLite file that is not there."""
     settings = load_settings()
     instant: dt.datetime | None = None
     if now is not None:
@@ -108,7 +110,7 @@ def make_runtime(now: str | None, moving: bool = False) -> Runtime:
             instant = parse_instant(now)
         except ValueError as exc:
             raise InputError([f"--now: {exc}"]) from None
-    rt = Runtime.create(settings, instant, moving)
+    rt = Runtime.create(settings, instant, moving, create_database=creates)
     _OPEN.append(rt)  # closed by handle_errors when the command ends
     return rt
 
