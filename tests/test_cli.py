@@ -174,6 +174,30 @@ def test_a_command_before_init_leaves_no_empty_database_behind(
     assert database.exists()
 
 
+def test_plan_predicts_no_launch_that_launch_would_refuse(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 26: on a rehearsal database (the program's dates past, driven with --now), `plan`
+    without --now predicted the pilot's launch emails for the next morning, while `launch`
+    refuses a wave whose window has closed. Both now ask the same rule."""
+    assert cli(env, "init").returncode == 0
+    roster = write(tmp_path, [HEADER, *PILOT])
+    assert cli(env, "roster", "import", str(roster), "--now", NOW).returncode == 0
+    inside = json.loads(cli(env, "plan", "--json", "--wave", "pilot", "--now", NOW).stdout)
+    assert inside["totals"]["launch"] == 3
+    assert inside["closed_unlaunched"] == []
+    after = "2023-10-20T10:00:00-04:00"  # the pilot's window closed on 2023-10-06
+    for now in (("--now", after), ()):  # and today, years later, without --now
+        plan = json.loads(cli(env, "plan", "--json", "--wave", "pilot", *now).stdout)
+        assert "launch" not in plan["totals"], plan["days"]
+        assert plan["closed_unlaunched"] == ["pilot"]
+        refused = cli(env, "launch", "pilot", "--yes", *now)
+        assert refused.returncode == 1  # a conflict with the program, as every refusal
+        assert "closed on 2023-10-06" in refused.stderr
+    said = " ".join(cli(env, "plan", "--wave", "pilot").stdout.split())
+    assert "never launched, window over: pilot (closed 2023-10-06)" in said
+
+
 def test_a_bad_now_is_refused(env: dict[str, str]) -> None:
     result = cli(env, "launch", "pilot", "--now", "2023-09-11 10:00")
     assert result.returncode == 2

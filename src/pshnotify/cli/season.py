@@ -185,6 +185,20 @@ def plan(
             ["date", *kinds, *(["by zone"] if several else [])], rows, wrap="by zone", right=kinds
         )
         out.print(table)
+        closed = [
+            f"{key} (closed {stored.program.wave(key).closes.isoformat()})"
+            for key in data["closed_unlaunched"]
+        ]
+        if closed:
+            out.print(
+                label(
+                    "note:",
+                    "yellow",
+                    f"never launched, window over: {', '.join(closed)}; nothing is planned "
+                    "for them, as `launch` refuses them (unless --force)",
+                ),
+                highlight=False,
+            )
         for key, at in data.get("scheduled_launches", {}).items():
             when = local_time(dt.datetime.fromisoformat(at), stored.program.tz)
             out.print(f"{key}: launch scheduled for {when} (`launch {key} --cancel` withdraws it)")
