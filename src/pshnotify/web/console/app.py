@@ -339,8 +339,7 @@ class Console:
             return self._finish(request, session, response)
         user = await run_in_threadpool(authenticate, self.engine, username, password)
         if user is None:
-            self.throttle.failed(username, client)
-            log.warning("console sign-in failed for %r from %s", username, client)
+            self.throttle.failed(username, client)  # logged there, one line
             return self._finish(request, session, again("Wrong login or password.", 401))
         session.sign_in(user.login)
         await run_in_threadpool(note_sign_in, self.engine, user.login, client, self.clock)
