@@ -42,8 +42,12 @@ def run(
     log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the daemon: queue what comes due (launches for late joiners, reminders, reports) and
-    send it. `--once` does exactly one pass; `--now T` without `--once` starts the clock at T."""
+    """Run the daemon: queue what comes due and send it.
+
+    What comes due: launches for late joiners, reminders, reports.
+
+    `--once` does one pass; `--now T` without `--once` starts the clock at T.
+    """  # (one line a paragraph: Typer keeps a later paragraph's line breaks as they are)
     from pshnotify.runtime import logs
 
     with handle_errors():
