@@ -261,7 +261,7 @@ def _days(n: str) -> str:
     return f"{n} day" if n == "1" else f"{n} days"
 
 
-def _why_recorded(state: str, reason: str | None, reply: str | None) -> str:
+def _why_recorded(state: str, reason: str | None, reply: str | None, kind: str) -> str:
     """Why a recorded message is where it is; its time is shown beside it."""
     if state == State.SENT:
         return f"accepted by the relay: {reply}" if reply else "accepted by the relay"
@@ -275,7 +275,13 @@ def _why_recorded(state: str, reason: str | None, reply: str | None) -> str:
         return "no reply after the data: the relay may have it"
     if state == State.CLAIMED:
         return "being sent now"
-    return "waiting for the sender (due then, in working hours)"
+    try:
+        held = Kind(kind).held_to_working_hours
+    except ValueError:  # a kind of the templates only
+        held = True
+    if held:
+        return "waiting for the sender (due then, in working hours)"
+    return "waiting for the sender (goes at once, not held to working hours)"
 
 
 def person_view(
@@ -396,7 +402,7 @@ def _recorded(conn: Connection, program_id: int, person_pk: int) -> list[Entry]:
                 m.step,
                 m.state,
                 describe_step(m.kind, m.step),
-                _why_recorded(m.state, m.reason, reply),
+                _why_recorded(m.state, m.reason, reply, m.kind),
                 m.message_id,
                 by_message.get(m.id, []),
             )
