@@ -105,6 +105,23 @@ def test_the_deadline_is_an_ics_event_that_each_extension_updates(
         dt.datetime(2023, 10, 27, 23, 59, tzinfo=NY),
     ]
     assert all("https://learning.example.edu/psh" in str(e["DESCRIPTION"]) for e in events)
+    # Issue 26: a reminder three days before, at nine in the morning (program time), that
+    # each client shows; nothing of the person in the file but the UID's digest.
+    for event, start in zip(events, starts, strict=True):
+        (alarm,) = event.walk("VALARM")
+        assert str(alarm["ACTION"]) == "DISPLAY"
+        assert "Deadline in 3 days: Preventing Sexual Harassment Training" in str(
+            alarm["DESCRIPTION"]
+        )
+        rings = start + alarm.decoded("TRIGGER")
+        day = start.astimezone(NY).date() - dt.timedelta(days=3)
+        assert rings == dt.datetime.combine(day, dt.time(9), NY)
+    for _, msg in mails:
+        ics = next(p for p in msg.iter_attachments() if p.get_filename() == "deadline.ics")
+        raw = ics.get_content()
+        raw = raw.decode() if isinstance(raw, bytes) else raw
+        for roster_data in ("S1", "Siew", "Goh", "sg@example.edu", "Singapore"):
+            assert roster_data not in raw, roster_data
     # The emails say the deadline in both zones where they differ.
     launch_text = text_of(mails[0][1])
     assert "Friday, October 6, 2023, 11:59 p.m. Eastern Time" in launch_text

@@ -412,3 +412,59 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
 
 
 assert len(PILOT) == 5  # the tests above count on the pilot roster's three required people
+
+
+def test_what_a_new_operator_saw_reads_right_on_a_desk_and_on_a_phone(
+    campaign: Runtime, tmp_path: Path, smtp: SmtpServer, browser: Browser
+) -> None:
+    """Issue 26: "Completion recorded (recorded)"; a queued confirmation said "in working
+    hours" though it goes at once; the waves' chart dropped its first month's label and cut
+    "Apr"; on a 375-px phone the navigation ran off the page."""
+    rt = campaign
+    assert launch(rt) == 3
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(send, rt).result() == {"sent": 3}
+    with web_console(rt, tmp_path, "2023-09-11T10:30:00-04:00") as console:
+        desk = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        sign_in(desk, console, OPERATOR)
+        desk.goto(f"{console.url}/people/H1")
+        desk.get_by_role("button", name="Record completion").click()
+        flash = desk.locator(".flash")
+        expect(flash).to_have_text(
+            "Completion recorded: the training is complete; a confirmation is on its way."
+        )
+        confirmation = desk.locator("table.timeline tbody tr").filter(
+            has_text="the confirmation of a completion"
+        )
+        expect(confirmation.locator(".badge")).to_have_text("queued")
+        expect(confirmation).to_contain_text("goes at once, not held to working hours")
+        expect(confirmation).not_to_contain_text("in working hours)")
+        console.shot(desk, "completion-recorded")
+
+        desk.goto(f"{console.url}/")
+        chart = desk.locator("svg.timeline")
+        labels = chart.locator("text.ticklabel")
+        expect(labels.first).to_have_text("Sep 2023")  # the first month: the pilot opens in it
+        expect(labels.last).to_have_text("Apr 2024")  # the last: the admin wave's week after
+        box = chart.bounding_box()
+        assert box is not None
+        for i in range(labels.count()):
+            label = labels.nth(i).bounding_box()
+            assert label is not None
+            assert label["x"] + label["width"] <= box["x"] + box["width"], labels.nth(
+                i
+            ).text_content()
+        console.shot(desk, "dashboard-desk")
+        desk.context.close()
+
+        phone = browser.new_context(viewport={"width": 375, "height": 800}).new_page()
+        sign_in(phone, console, OPERATOR)
+        phone.goto(f"{console.url}/")
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+        for link in ("Dashboard", "People", "Departments", "Audit log"):
+            nav = phone.locator("header nav").get_by_role("link", name=link).bounding_box()
+            assert nav is not None
+            assert nav["x"] >= 0
+            assert nav["x"] + nav["width"] <= 375, link
+        console.shot(phone, "dashboard-phone")
+        phone.context.close()

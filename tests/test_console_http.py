@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import re
 import signal
@@ -197,6 +198,24 @@ def test_sign_in_is_throttled_after_repeated_failures(console_rt: Runtime) -> No
         assert client.get("/").status_code == 303
         # The viewer, signing in from the same test address, is not locked out by it... yet.
         assert sign_in(client, VIEWER).status_code == 303
+
+
+def test_one_wrong_password_is_one_clear_log_line(
+    console_rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 26: one wrong console password wrote four WARNING lines, one of them garbled
+    ("as 'op1' from op1"). One line now names the login and the address."""
+    caplog.set_level(logging.WARNING, logger="pshnotify")
+    logger = logging.getLogger("pshnotify")
+    logger.addHandler(caplog.handler)  # also where it does not propagate
+    try:
+        with console(console_rt) as client:
+            assert sign_in(client, (OPERATOR[0], "guess guess")).status_code == 401
+    finally:
+        logger.removeHandler(caplog.handler)
+    records = {id(r): r for r in caplog.records}.values()  # each once, by whichever handler
+    lines = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    assert lines == [f"failed console sign-ins: 1 as {OPERATOR[0]!r} from 127.0.0.1"]
 
 
 def test_single_sign_on_header_is_taken_only_from_trusted_proxies(console_rt: Runtime) -> None:

@@ -4,6 +4,8 @@ the program's name and cycle in every reminder's subject."""
 
 from __future__ import annotations
 
+import re
+
 import pshnotify.mail.report_kind  # noqa: F401 - registers the officers' report kind
 from pshnotify.mail.kinds import (
     KindInput,
@@ -45,3 +47,34 @@ def test_the_reminders_subject_keeps_the_programs_name_and_cycle() -> None:
     subject = Templates(TEMPLATES).render("reminder", context).subject
     assert subject.startswith(f"Reminder: {SEED.program.name} {SEED.program.cycle}")
     assert "Friday, October 6, 2023" in subject
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_the_launch_emails_calendar_sentence_starts_its_own_line() -> None:
+    """Issue 26: "...11:59 p.m. Eastern TimeThe attached calendar file..." - the window line
+    and the calendar sentence were one, for people in the program's zone and elsewhere."""
+    templates = Templates(TEMPLATES)
+    abroad = Recipient("E2", "Bo Tan", "bo@example.org", "Human Resources", "Asia/Singapore")
+    for person in (PERSON, abroad):
+        text = templates.render("launch", launch_context(SEED, "pilot", person)).text
+        lines = _lines(text)
+        window = next(line for line in lines if line.startswith("Your window:"))
+        assert window.endswith(("Eastern Time", ")")), window
+        assert (
+            "The attached calendar file (deadline.ics) puts the deadline"
+            in lines[lines.index(window) + 1]
+        )
+
+
+def test_no_email_runs_two_sentences_together() -> None:
+    """A word ending right against the next one's capital ("TimeThe") is a line break a
+    template swallowed; no kind's plain text, nor its HTML, has one."""
+    templates = Templates(TEMPLATES)
+    glued = re.compile(r"[a-z.)][A-Z][a-z]")
+    for kind, context in sample_contexts(SEED):
+        rendered = templates.render(kind, context)
+        for part in (rendered.text, rendered.html):
+            assert not glued.findall(part), (kind, glued.findall(part))

@@ -43,6 +43,7 @@ def scan_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Read bounces once: from FILEs, --maildir, or the configured Maildir and IMAP folder.
+
     Handled mail is moved to Processed, unreadable mail to Unrecognised; nothing is deleted."""
     from pshnotify.bounces.sources import FileSource, MaildirSource, Source
     from pshnotify.services.bounce_scan import scan
@@ -107,8 +108,9 @@ def unrecognised_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """Mail at the bounce address that pshnotify could not read, newest first (kept, never
-    deleted: read it in the Unrecognised folder)."""
+    """Mail at the bounce address that pshnotify could not read, newest first.
+
+    It is kept, never deleted: read it in the Unrecognised folder."""
     from pshnotify.services.bounces import list_unrecognised
 
     with handle_errors():

@@ -43,7 +43,7 @@ def init(now: NowOpt = None) -> None:
     from pshnotify.store.db import normalize_url
 
     with handle_errors():
-        rt = make_runtime(now)
+        rt = make_runtime(now, creates=True)
         migrate.upgrade(rt.engine)
         stored = register_program_file(rt.engine, rt.settings.program_file, rt.clock, rt.actor)
         from sqlalchemy.engine import make_url
@@ -355,10 +355,13 @@ def preview(
     person: Annotated[str, typer.Option("--person", help="Person id or email.")],
     program: ProgramOpt = None,
     now: NowOpt = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Print the message's bytes as they go out (MIME).")
+    ] = False,
 ) -> None:
-    """Print an email exactly as it would go out (nothing is queued or sent)."""
+    """Show an email as its recipient reads it (nothing is queued or sent)."""
     from pshnotify.services.preview import preview as build
-    from pshnotify.services.preview import would_not_get
+    from pshnotify.services.preview import readable, would_not_get
 
     with handle_errors():
         rt = make_runtime(now)
@@ -372,7 +375,10 @@ def preview(
             person_ref=person,
             message_id_domain=rt.settings.message_id_domain,
         )
-        sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
+        if raw:
+            sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
+        else:
+            sys.stdout.write(readable(data))
         why = would_not_get(rt.engine, stored, rt.clock, kind=kind, person_ref=person)
         if why:
             err.print(label("note:", "yellow", f"{person} would never get this email: {why}"))

@@ -132,7 +132,9 @@ def _say_errors(fields: dict[str, str] | None) -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def make_runtime(now: str | None, moving: bool = False) -> Runtime:
+def make_runtime(now: str | None, moving: bool = False, *, creates: bool = False) -> Runtime:
+    """The command's runtime; only a command that `creates` the database (init) makes a
+    SQLite file that is not there."""
     settings = load_settings()
     instant: dt.datetime | None = None
     if now is not None:
@@ -140,7 +142,7 @@ def make_runtime(now: str | None, moving: bool = False) -> Runtime:
             instant = parse_instant(now)
         except ValueError as exc:
             raise InputError([f"--now: {exc}"]) from None
-    rt = Runtime.create(settings, instant, moving)
+    rt = Runtime.create(settings, instant, moving, create_database=creates)
     _OPEN.append(rt)  # closed by handle_errors when the command ends
     return rt
 

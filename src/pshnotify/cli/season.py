@@ -42,8 +42,12 @@ def run(
     log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the daemon: queue what comes due (launches for late joiners, reminders, reports) and
-    send it. `--once` does exactly one pass; `--now T` without `--once` starts the clock at T."""
+    """Run the daemon: queue what comes due and send it.
+
+    What comes due: launches for late joiners, reminders, reports.
+
+    `--once` does one pass; `--now T` without `--once` starts the clock at T.
+    """  # (one line a paragraph: Typer keeps a later paragraph's line breaks as they are)
     from pshnotify.runtime import logs
 
     with handle_errors():
@@ -185,6 +189,20 @@ def plan(
             ["date", *kinds, *(["by zone"] if several else [])], rows, wrap="by zone", right=kinds
         )
         out.print(table)
+        closed = [
+            f"{key} (closed {stored.program.wave(key).closes.isoformat()})"
+            for key in data["closed_unlaunched"]
+        ]
+        if closed:
+            out.print(
+                label(
+                    "note:",
+                    "yellow",
+                    f"never launched, window over: {', '.join(closed)}; nothing is planned "
+                    "for them, as `launch` refuses them (unless --force)",
+                ),
+                highlight=False,
+            )
         for key, at in data.get("scheduled_launches", {}).items():
             when = local_time(dt.datetime.fromisoformat(at), stored.program.tz)
             out.print(f"{key}: launch scheduled for {when} (`launch {key} --cancel` withdraws it)")

@@ -10,8 +10,10 @@ import typer
 from pshnotify.cli.common import (
     JsonOpt,
     app,
+    err,
     fitted_table,
     handle_errors,
+    label,
     make_runtime,
     out,
     print_json,
@@ -35,7 +37,7 @@ def user_add(
     ] = False,
 ) -> None:
     """Add a console user; the password is read from standard input, never an argument."""
-    from pshnotify.services.users import add_user
+    from pshnotify.services.users import add_user, departments_nobody_is_in
 
     with handle_errors(action="user.add", subject=login):
         if not password_stdin:
@@ -46,6 +48,7 @@ def user_add(
         password = sys.stdin.readline().rstrip("\r\n")
         rt = make_runtime(None)
         rt.require_schema()
+        unknown = departments_nobody_is_in(rt.engine, department or [])
         user = add_user(
             rt.engine,
             login,
@@ -55,6 +58,14 @@ def user_add(
             clock=rt.clock,
             actor=rt.actor,
         )
+        for name, close in unknown.items():
+            closest = f"; closest: {'; '.join(close)}" if close else ""
+            err.print(
+                label("warning:", "yellow", f"nobody on the roster is in {name!r}{closest}"),
+                highlight=False,
+            )
+        if unknown:
+            err.print(f"  ({user.login} sees no one there until a roster import brings someone)")
         scope = ", ".join(user.departments) if user.departments else "every department"
         out.print(f"added {user.role} {user.login} ({scope})", highlight=False)
         out.print("next: sign in at the console's /login", highlight=False)

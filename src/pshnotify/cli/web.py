@@ -18,9 +18,14 @@ def web(
     now: NowOpt = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
 ) -> None:
-    """Serve the web console (and the completion endpoints) on PSHNOTIFY_HTTP_HOST/_PORT, for a
-    host of its own: nothing is queued or sent here (`pshnotify run` does that). `--now T`
-    starts its clock at T, as `run --now` does, for rehearsals. SIGTERM/SIGINT stop it."""
+    """Serve the web console and the completion endpoints, sending nothing.
+
+    For a host of its own, on PSHNOTIFY_HTTP_HOST/_PORT; `pshnotify run` queues and sends.
+
+    `--now T` starts its clock at T, as `run --now` does, for rehearsals.
+
+    SIGTERM/SIGINT stop it.
+    """  # (one line a paragraph: Typer keeps a later paragraph's line breaks as they are)
     from pshnotify.runtime import logs
 
     with handle_errors():

@@ -10,6 +10,12 @@ The event is timed in UTC: the deadline is one instant for everyone (the end of 
 date in the program's zone), and each client shows it in its own zone (Saturday 11:59 AM in
 Singapore for a Friday 11:59 PM deadline in Boston). An all-day event would float to the
 wrong day abroad.
+
+The event carries a reminder (VALARM, DISPLAY): REMINDER_DAYS before the deadline's day, at
+the start of the program's working hours (Tuesday 9:00 for a Friday deadline), so a deadline
+in the calendar is not first seen when it has passed. The alarm is relative to the deadline
+(RFC 5545 3.8.6.3), the form every client honours. Like the event, it holds nothing of the
+person but the UID's digest.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pshnotify.domain.program import Program
 
 FILENAME = "deadline.ics"
 MEDIA_PARAMS = "method=PUBLISH"  # RFC 6047 2.4: the Content-Type repeats the METHOD
+REMINDER_DAYS = 3
 
 
 def event_uid(program_key: str, person_id: str) -> str:
@@ -39,13 +46,19 @@ def deadline_event(
     sequence: int,
     stamp: dt.datetime,
 ) -> bytes:
-    """The calendar file: one VEVENT from 11:59 PM to midnight of the deadline, program time.
+    """The calendar file: one VEVENT from 11:59 PM to midnight of the deadline, program time,
+    with a reminder REMINDER_DAYS before.
 
     The icalendar library builds it once per program, deadline and sequence (about 550 us,
     more than the rest of a message's build); each person's copy then only gets its own UID
     and DTSTAMP, two unfolded lines of fixed form, put in place of the template's.
     """
     info = program.program
+    reminder = dt.datetime.combine(
+        deadline - dt.timedelta(days=REMINDER_DAYS),
+        program.sending.working_hours.start,
+        program.tz,
+    )
     shared = _event_template(
         info.key,
         info.name,
@@ -55,6 +68,7 @@ def deadline_event(
         program.closes_at(deadline),
         dt.datetime.combine(deadline, LAST_MINUTE, program.tz),
         sequence,
+        reminder,
     )
     own_stamp = stamp.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ").encode("ascii")
     return shared.replace(_UID_LINE, b"UID:" + event_uid(info.key, person_id).encode()).replace(
@@ -84,10 +98,11 @@ def _event_template(
     ends: dt.datetime,
     starts: dt.datetime,
     sequence: int,
+    reminder: dt.datetime,
 ) -> bytes:
     # Imported here: the library costs about 80 ms to import, which every command (pause,
     # status, ...) would pay at start; only a build of a message with a calendar needs it.
-    from icalendar import Calendar, Event
+    from icalendar import Alarm, Calendar, Event
 
     cal = Calendar()
     cal.add("prodid", f"-//pshnotify//{key}//EN")
@@ -110,6 +125,11 @@ def _event_template(
     event.add("description", "\n".join(lines))
     event.add("transp", "TRANSPARENT")  # a deadline, not a meeting: it blocks no time
     event.add("status", "CONFIRMED")
+    alarm = Alarm()
+    alarm.add("action", "DISPLAY")
+    alarm.add("trigger", reminder - starts)  # negative: before the deadline
+    alarm.add("description", f"Deadline in {REMINDER_DAYS} days: {name} ({cycle})")
+    event.add_component(alarm)
     cal.add_component(event)
     data: bytes = cal.to_ical()
     if data.count(_UID_LINE) != 1 or data.count(_STAMP_LINE) != 1:

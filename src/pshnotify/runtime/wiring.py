@@ -35,7 +35,7 @@ from pshnotify.services.reports import queue_nightly_reports, report_enricher
 from pshnotify.services.schedule import NightlyJob
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
-from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
+from pshnotify.store.db import DatabaseUrlError, NoDatabaseError, display_url, make_engine
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.retry import Guard
 
@@ -56,15 +56,23 @@ def actor_name() -> str:
 class Runtime:
     settings: Settings
     clock: Clock
+    # False: a SQLite file that does not exist is "no database, run init", not created empty
+    create_database: bool = True
 
     @classmethod
     def create(
-        cls, settings: Settings, now: dt.datetime | None = None, moving: bool = False
+        cls,
+        settings: Settings,
+        now: dt.datetime | None = None,
+        moving: bool = False,
+        *,
+        create_database: bool = True,
     ) -> Runtime:
         """`now` fixes the clock (a rehearsal instant); with `moving` it starts there and runs."""
-        if now is None:
-            return cls(settings, SystemClock())
-        return cls(settings, ShiftedClock(now) if moving else FixedClock(now))
+        clock: Clock = SystemClock()
+        if now is not None:
+            clock = ShiftedClock(now) if moving else FixedClock(now)
+        return cls(settings, clock, create_database)
 
     @cached_property
     def engine(self) -> Engine:
@@ -72,7 +80,12 @@ class Runtime:
         input naming the variable (exit 2), not a traceback from the first query."""
         hint = "set PSHNOTIFY_DATABASE_URL to a database this machine can reach"
         try:
-            engine = make_engine(self.settings.database_url)
+            engine = make_engine(self.settings.database_url, create=self.create_database)
+        except NoDatabaseError as exc:
+            raise InputError(
+                [f"PSHNOTIFY_DATABASE_URL: no database at {exc.path}"],
+                hint="run `pshnotify init` to create it",
+            ) from None
         except DatabaseUrlError as exc:
             raise InputError([f"PSHNOTIFY_DATABASE_URL: {exc}"], hint=hint) from None
         try:

@@ -27,7 +27,7 @@ from pshnotify.domain import policy
 from pshnotify.domain.calendar import LAST_MINUTE, local_time, next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
-from pshnotify.domain.program import Program
+from pshnotify.domain.program import Program, Wave
 from pshnotify.domain.values import Instant
 from pshnotify.store import audit
 from pshnotify.store import programs as program_repo
@@ -178,6 +178,19 @@ def launch_audience(engine: Engine, stored: StoredProgram, wave: str) -> list[di
     return out
 
 
+def launch_window(program: Program, wave: Wave, at: dt.datetime) -> tuple[str, dt.datetime]:
+    """Where a launch at `at` falls against the wave's window - "before", "open" or "over"
+    (refused unless forced) - and when its emails would go out."""
+    due = next_sending_instant(at, program.sending, program.tz)
+    if at >= program.closes_at(wave.closes):
+        return "over", due
+    if due < program.opens_at(wave.opens):
+        # the emails would go out before the window opens (a launch on the Saturday before a
+        # Monday opening goes out on Monday morning: inside it)
+        return "before", due
+    return "open", due
+
+
 def _summarise(
     conn: Connection, stored: StoredProgram, wave_key: str, now: dt.datetime
 ) -> LaunchSummary:
@@ -192,13 +205,7 @@ def _summarise(
     s = LaunchSummary(
         wave=wave.key, title=wave.title, opens=wave.opens, closes=wave.closes, tz=program.tz
     )
-    s.due_at = next_sending_instant(now, program.sending, program.tz)
-    if now >= program.closes_at(wave.closes):
-        s.window = "over"
-    elif s.due_at < program.opens_at(wave.opens):
-        # the emails would go out before the window opens (a launch on the Saturday before a
-        # Monday opening goes out on Monday morning: inside it)
-        s.window = "before"
+    s.window, s.due_at = launch_window(program, wave, now)
     state = program_repo.wave_states(conn, stored.id).get(wave_key)
     s.first_launch = state is None or state.launched_at is None
     q = (

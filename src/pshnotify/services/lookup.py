@@ -9,7 +9,7 @@ A viewer's departments scope every read; someone outside them does not exist for
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +49,20 @@ def in_departments(engine: Engine, departments: Sequence[str] | None) -> Any:
     exact IN that the index answers rather than lower() over every person."""
     if departments is None:
         return None
-    wanted = {d.casefold() for d in departments}
+    return people.c.department.in_(roster_spellings(roster_departments(engine), departments))
+
+
+def roster_departments(engine: Engine) -> list[str]:
+    """Every department someone on the roster belongs to, as the roster spells it."""
     with engine.connect() as conn:
-        known = conn.scalars(select(people.c.department).distinct())
-        exact = [d for d in known if d.casefold() in wanted]
-    return people.c.department.in_(exact)
+        return list(conn.scalars(select(people.c.department).distinct()))
+
+
+def roster_spellings(known: Iterable[str], departments: Iterable[str]) -> list[str]:
+    """The roster's spellings (of `known`) of these departments: compared without regard
+    to case, as a viewer's scope is."""
+    wanted = {d.casefold() for d in departments}
+    return [d for d in known if d.casefold() in wanted]
 
 
 _PERSON_COLUMNS = (
@@ -252,7 +261,7 @@ def _days(n: str) -> str:
     return f"{n} day" if n == "1" else f"{n} days"
 
 
-def _why_recorded(state: str, reason: str | None, reply: str | None) -> str:
+def _why_recorded(state: str, reason: str | None, reply: str | None, kind: str) -> str:
     """Why a recorded message is where it is; its time is shown beside it."""
     if state == State.SENT:
         return f"accepted by the relay: {reply}" if reply else "accepted by the relay"
@@ -266,7 +275,13 @@ def _why_recorded(state: str, reason: str | None, reply: str | None) -> str:
         return "no reply after the data: the relay may have it"
     if state == State.CLAIMED:
         return "being sent now"
-    return "waiting for the sender (due then, in working hours)"
+    try:
+        held = Kind(kind).held_to_working_hours
+    except ValueError:  # a kind of the templates only
+        held = True
+    if held:
+        return "waiting for the sender (due then, in working hours)"
+    return "waiting for the sender (goes at once, not held to working hours)"
 
 
 def person_view(
@@ -387,7 +402,7 @@ def _recorded(conn: Connection, program_id: int, person_pk: int) -> list[Entry]:
                 m.step,
                 m.state,
                 describe_step(m.kind, m.step),
-                _why_recorded(m.state, m.reason, reply),
+                _why_recorded(m.state, m.reason, reply, m.kind),
                 m.message_id,
                 by_message.get(m.id, []),
             )

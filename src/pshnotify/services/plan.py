@@ -25,6 +25,7 @@ from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import PENDING, Kind
 from pshnotify.domain.program import Program
 from pshnotify.services.escalation import planned_digests
+from pshnotify.services.launch import launch_window
 from pshnotify.services.reports import officer_windows
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
@@ -71,6 +72,14 @@ def build_plan(
             days[day][p.kind] += 1
             zones[day][r.timezone or home] += 1
     data = _render(stored, now, wave, days, zones)
+    data["closed_unlaunched"] = [
+        w.key
+        for w in program.waves
+        if wave in (None, w.key)
+        and (waves.get(w.key) is None or waves[w.key].launched_at is None)
+        and (waves.get(w.key) is None or waves[w.key].launch_at is None)
+        and launch_window(program, w, now)[0] == "over"
+    ]
     data["scheduled_launches"] = {
         k: w.launch_at.isoformat()
         for k, w in sorted(waves.items())
@@ -193,10 +202,12 @@ def _future(
     zone."""
     tz = policy.person_zone(program, person.timezone)
     if launched is None:
-        opens = program.wave(person.wave_key).opens
+        wave = program.wave(person.wave_key)
         start = scheduled or dt.datetime.combine(
-            opens, program.sending.working_hours.start, program.tz
+            wave.opens, program.sending.working_hours.start, program.tz
         )
+        if scheduled is None and launch_window(program, wave, max(start, now))[0] == "over":
+            return []  # `launch` refuses a wave whose window has closed: nothing will go
         launch = next_sending_instant(max(start, now), program.sending, program.tz)
         launched = next_sending_instant(launch, program.sending, tz)
         assumed = PersonState(**{**person.__dict__, "launch_queued": True, "launch_sent_at": None})

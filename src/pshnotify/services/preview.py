@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import email.policy
+import textwrap
 import uuid
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -106,3 +110,56 @@ def preview(
         kind=kind,
     )
     return compose(envelope, content, attachments_for(kind, data))
+
+
+_SHOWN_HEADERS = ("From", "Reply-To", "To", "Subject", "Date")
+
+
+def readable(data: bytes) -> str:
+    """The message as its recipient reads it: who it is from and to, the subject and date,
+    the plain text decoded, then each attachment by name, type and size (the HTML version is
+    named too; `--raw` shows the bytes that go out)."""
+    message = BytesParser(policy=email.policy.default).parsebytes(data)
+    width = max(len(name) for name in _SHOWN_HEADERS) + 1
+    lines = [
+        textwrap.fill(
+            str(message[name]),
+            80,
+            initial_indent=f"{name + ':':<{width}} ",
+            subsequent_indent=" " * (width + 1),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for name in _SHOWN_HEADERS
+        if message[name]
+    ]
+    body = message.get_body(preferencelist=("plain",))
+    text = body.get_content() if isinstance(body, EmailMessage) else ""
+    lines += ["", text.rstrip("\n"), ""]
+    attached = [
+        (part.get_filename() or "(no name)", part.get_content_type(), _size(part))
+        for part in message.iter_attachments()
+        if isinstance(part, EmailMessage)
+    ]
+    if attached:
+        name_width = max(len(name) for name, _type, _n in attached)
+        type_width = max(len(kind) for _name, kind, _n in attached)
+        lines += ["Attachments:"]
+        lines += [
+            f"  {name:<{name_width}}  {kind:<{type_width}}  {_human(n)}"
+            for name, kind, n in attached
+        ]
+    html = message.get_body(preferencelist=("html",))
+    if isinstance(html, EmailMessage):
+        lines.append(f"Also sent: this text as HTML ({_human(_size(html))}).")
+    lines.append("--raw prints the message as it goes out.")
+    return "\n".join(lines) + "\n"
+
+
+def _size(part: EmailMessage) -> int:
+    payload = part.get_payload(decode=True)
+    return len(payload) if isinstance(payload, bytes) else 0
+
+
+def _human(n: int) -> str:
+    return f"{n} bytes" if n < 1024 else f"{n / 1024:.1f} KB"

@@ -7,6 +7,7 @@ audited like any other action.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from dataclasses import dataclass
@@ -77,6 +78,22 @@ def user_problems(login: str, role: str, departments: list[str], password: str) 
     elif len(password) > MAX_PASSWORD:
         problems.append(f"password: at most {MAX_PASSWORD} characters")
     return problems
+
+
+def departments_nobody_is_in(engine: Engine, departments: list[str]) -> dict[str, list[str]]:
+    """Each of these departments that matches nobody on the roster (compared as a viewer's
+    scope is), with the roster's closest names: a misspelt department would show its viewer
+    nobody at all."""
+    from pshnotify.services.lookup import roster_departments, roster_spellings
+
+    known = roster_departments(engine)
+    by_fold = {d.casefold(): d for d in known}
+    unknown: dict[str, list[str]] = {}
+    for name in _clean_departments(departments):
+        if not roster_spellings(known, [name]):
+            close = difflib.get_close_matches(name.casefold(), list(by_fold), n=3)
+            unknown[name] = [by_fold[c] for c in close]
+    return unknown
 
 
 def add_user(

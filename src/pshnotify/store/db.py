@@ -18,6 +18,15 @@ class DatabaseUrlError(ValueError):
     """The URL cannot name a database we can open; the message says why (no password)."""
 
 
+class NoDatabaseError(DatabaseUrlError):
+    """The URL names a SQLite file that does not exist, and the caller only reads: creating
+    it would leave an empty database behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no database at {path}")
+        self.path = path
+
+
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever the URL's scheme says."""
     parsed = make_url(url)
@@ -78,8 +87,9 @@ def refresh_statistics(engine: Engine, changed: int, *tables: str) -> None:
             conn.execute(text(f"ANALYZE {table}"))
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; raises DatabaseUrlError for a URL that names no usable database.
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for `url`; raises DatabaseUrlError for a URL that names no usable database,
+    NoDatabaseError for a SQLite file that does not exist when not to `create` it.
 
     A SQLite file holds personal data: it is created 0600 (its -wal and -shm files take the
     same mode from it) in a folder created 0700. Only the file's own folder is created, and
@@ -93,6 +103,8 @@ def make_engine(url: str) -> Engine:
         raise DatabaseUrlError(f"not a database URL ({exc})") from None
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
+            if not create and not Path(parsed.database).exists():
+                raise NoDatabaseError(Path(parsed.database))
             _private_sqlite_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"timeout": 30})
         _sqlite_durability(engine)

@@ -113,7 +113,11 @@ def create_app(
     return Starlette(
         routes=routes,
         exception_handlers={HttpError: http_error, UnmatchedFullError: _unmatched_full},
-        middleware=[Middleware(ThrottleMiddleware, throttle=throttle, exempt=["/healthz"])],
+        middleware=[
+            Middleware(
+                ThrottleMiddleware, throttle=throttle, exempt=["/healthz"], logged=["/login"]
+            )
+        ],
     )
 
 

@@ -54,7 +54,8 @@ class FailureThrottle:
         wait = times[-self.limit] + self.window - self.clock()
         return max(1, math.ceil(wait))
 
-    def failed(self, key: str, what: str) -> None:
+    def failed(self, key: str, what: str | None) -> None:
+        """A failure of `key`; `what` is tallied for the log (None: the caller logs it)."""
         now = self.clock()
         times = self._recent(key)
         if times is None:
@@ -63,10 +64,12 @@ class FailureThrottle:
                 self._failures.popitem(last=False)
         times.append(now)
         self._failures.move_to_end(key)
-        self.tally.add(f"{what} from {key}")
+        if what is not None:
+            self.tally.add(f"{what} from {key}")
 
-    def refused(self, key: str, what: str) -> None:
-        self.tally.add(f"{what} from {key} answered 429")
+    def refused(self, key: str, what: str | None) -> None:
+        if what is not None:
+            self.tally.add(f"{what} from {key} answered 429")
 
     def _recent(self, key: str) -> deque[float] | None:
         times = self._failures.get(key)
@@ -82,12 +85,21 @@ class FailureThrottle:
 
 
 class ThrottleMiddleware:
-    """Answers 429 to an address over the limit; counts the 401 answers."""
+    """Answers 429 to an address over the limit; counts the 401 answers. The `logged` paths'
+    401s count alike but are not logged here: the app logs them itself (the console's sign-in,
+    one line a failure)."""
 
-    def __init__(self, app: ASGIApp, throttle: FailureThrottle, exempt: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        throttle: FailureThrottle,
+        exempt: Iterable[str] = (),
+        logged: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.throttle = throttle
         self.exempt = frozenset(exempt)
+        self.logged = frozenset(logged)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
@@ -104,7 +116,7 @@ class ThrottleMiddleware:
 
         async def watching(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
-                self.throttle.failed(key, f"401 on {path}")
+                self.throttle.failed(key, None if path in self.logged else f"401 on {path}")
             await send(message)
 
         await self.app(scope, receive, watching)

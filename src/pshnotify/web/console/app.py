@@ -38,7 +38,12 @@ from pshnotify.services import lookup, progress
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page, record_refusal
 from pshnotify.services.bounces import address_ok
-from pshnotify.services.completions import ALTERNATIVE, complete_by_operator
+from pshnotify.services.completions import (
+    ALTERNATIVE,
+    CompletionOutcome,
+    CompletionResult,
+    complete_by_operator,
+)
 from pshnotify.services.launch import (
     cancel_launch,
     launch_wave,
@@ -384,8 +389,7 @@ class Console:
             return self._finish(request, session, response)
         user = await run_in_threadpool(authenticate, self.engine, username, password)
         if user is None:
-            self.throttle.failed(username, client)
-            log.warning("console sign-in failed for %r from %s", username, client)
+            self.throttle.failed(username, client)  # logged there, one line
             return self._finish(request, session, again("Wrong login or password.", 401))
         session.sign_in(user.login)
         await run_in_threadpool(note_sign_in, self.engine, user.login, client, self.clock)
@@ -713,8 +717,7 @@ class Console:
                 completed_at=None if when is None else Instant.at_midnight(when),
                 note=note,
             )
-            extra = "; a confirmation is queued" if result.confirmation_queued else ""
-            return f"Completion recorded ({result.outcome.value}){extra}."
+            return _completion_said(result)
 
         return await self._person_action(call, work, form)
 
@@ -737,6 +740,21 @@ class Console:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+def _completion_said(result: CompletionResult) -> str:
+    """What an operator's completion did, in words (not the outcome's code name)."""
+    if result.outcome is CompletionOutcome.DUPLICATE:
+        return "This completion was recorded before; nothing changed."
+    if result.outcome is CompletionOutcome.EXTRA:
+        return "Completion recorded as an extra: the training was already complete."
+    n = result.cancelled_messages
+    said = "Completion recorded: the training is complete"
+    if n:
+        said += f"; {n} pending email{'s' if n != 1 else ''} cancelled"
+    if result.confirmation_queued:
+        said += "; a confirmation is on its way"
+    return said + "."
+
+
 def _scope(user: User) -> Sequence[str] | None:
     return None if user.is_operator else user.departments
 

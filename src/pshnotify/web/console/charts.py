@@ -56,7 +56,7 @@ class Span:
 @dataclass(frozen=True)
 class Tick:
     x: float
-    label: str
+    label: str  # "" for a line without a label (the axis's end, or a month thinned out)
 
 
 @dataclass
@@ -72,15 +72,18 @@ class Timeline:
 
 
 LEFT, ROW, TOP = 250.0, 26.0, 24.0
+LABEL = 56.0  # room a tick's label ("Sep 2023", 11 px) takes to the right of its line
 
 
 def timeline(
     waves: list[tuple[str, str, dt.date, dt.date, bool]], today: dt.date, width: float = 760.0
 ) -> Timeline:
-    """waves: (key, title, opens, closes, launched). The axis runs from the first opening to
-    the last close (and today, if outside), a week's margin each side."""
-    start = min([w[2] for w in waves] + [today]) - dt.timedelta(days=7)
-    end = max([w[3] for w in waves] + [today]) + dt.timedelta(days=7)
+    """waves: (key, title, opens, closes, launched). The axis runs over whole months, from
+    the first opening to the last close (and today, if outside) with a week's margin each
+    side: every month on it is labelled at its first day, the first one included, and no
+    label runs past the right edge (the last line, the axis's end, has none)."""
+    start = _month(min([w[2] for w in waves] + [today]) - dt.timedelta(days=7))
+    end = _next_month(max([w[3] for w in waves] + [today]) + dt.timedelta(days=7))
     days = max(1, (end - start).days)
     scale = (width - LEFT - 10) / days
 
@@ -93,13 +96,23 @@ def timeline(
         # The window ends at local midnight after `closes`: the bar covers that whole day.
         w = max(2.0, x_of(closes + dt.timedelta(days=1)) - x)
         chart.spans.append(Span(key, title, opens, closes, launched, x, w, TOP + ROW * i))
-    month = dt.date(start.year, start.month, 1)
+    month, labelled = start, None
     while month <= end:
-        if month >= start:
-            chart.ticks.append(Tick(x_of(month), month.strftime("%b %Y")))
-        month = dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        x = x_of(month)
+        room = month < end and (labelled is None or x - labelled >= LABEL)
+        chart.ticks.append(Tick(x, month.strftime("%b %Y") if room else ""))
+        labelled = x if room else labelled
+        month = _next_month(month)
     chart.today_x, chart.today = x_of(today), today.isoformat()
     return chart
+
+
+def _month(day: dt.date) -> dt.date:
+    return dt.date(day.year, day.month, 1)
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return dt.date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 @dataclass(frozen=True)

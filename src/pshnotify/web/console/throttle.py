@@ -4,12 +4,15 @@ Two counts, each a `FailureThrottle`: failures per login (5 in 15 minutes: a pas
 be guessed at the speed of the server) and per client address (30 in 15 minutes: an office
 behind one NAT may mistype more). Either one over its limit refuses the sign-in, the right
 password included, until its oldest failure leaves the window. In memory, per process.
+A failure is one line in the log (tallied, as the HTTP side's are: a flood costs a line a
+minute), naming the login and the address.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pshnotify.web.bounds import Tally
 from pshnotify.web.throttle import FailureThrottle
 
 
@@ -17,6 +20,7 @@ from pshnotify.web.throttle import FailureThrottle
 class SignInThrottle:
     by_login: FailureThrottle = field(default_factory=lambda: FailureThrottle(5, 900.0))
     by_address: FailureThrottle = field(default_factory=lambda: FailureThrottle(30, 900.0))
+    tally: Tally = field(default_factory=lambda: Tally("failed console sign-ins"))
 
     def retry_after(self, login: str, address: str) -> int | None:
         """Seconds until this login from this address may try again; None if it may now."""
@@ -25,8 +29,9 @@ class SignInThrottle:
         return max(found) if found else None
 
     def failed(self, login: str, address: str) -> None:
-        self.by_login.failed(login, f"console sign-in as {login!r}")
-        self.by_address.failed(address, "console sign-in")
+        self.by_login.failed(login, None)
+        self.by_address.failed(address, None)
+        self.tally.add(f"as {login!r} from {address}")
 
     def refused(self, login: str, address: str) -> None:
-        self.by_login.refused(login, "console sign-in")
+        self.tally.add(f"as {login!r} from {address}, refused: too many")
