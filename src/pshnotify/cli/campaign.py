@@ -44,8 +44,9 @@ def init(now: NowOpt = None) -> None:
 
     with handle_errors():
         rt = make_runtime(now)
+        program_file = rt.program_file()  # before the database is made
         migrate.upgrade(rt.engine)
-        stored = register_program_file(rt.engine, rt.settings.program_file, rt.clock, rt.actor)
+        stored = register_program_file(rt.engine, program_file, rt.clock, rt.actor)
         from sqlalchemy.engine import make_url
 
         url = make_url(normalize_url(rt.settings.database_url)).render_as_string(hide_password=True)
@@ -53,6 +54,15 @@ def init(now: NowOpt = None) -> None:
         out.print(
             f"program: {stored.key} - {stored.program.program.name} "
             f"{stored.program.program.cycle}, {len(stored.program.waves)} waves"
+        )
+        from pshnotify.skeleton import packaged_templates
+
+        shipped = rt.templates_dir == packaged_templates()
+        out.print(
+            "templates: the ones shipped with pshnotify (`pshnotify new DIR` writes copies to "
+            "edit)"
+            if shipped
+            else f"templates: {rt.templates_dir}"
         )
         out.print("next: pshnotify roster import ROSTER.csv")
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -108,20 +109,34 @@ class Runtime:
                 hint="run `pshnotify init` to create or upgrade it",
             )
 
+    def program_file(self) -> Path:
+        """The program file, or bad input naming where it was looked for (and `new`)."""
+        from pshnotify.skeleton import require_program_file
+
+        return require_program_file(self.settings.program_file)
+
     def program(self, key: str | None) -> StoredProgram:
+        program_file = self.program_file() if key is None else self.settings.program_file
         self.require_schema()
-        return select_program(self.engine, self.settings.program_file, key, self.clock, self.actor)
+        return select_program(self.engine, program_file, key, self.clock, self.actor)
+
+    @property
+    def templates_dir(self) -> Path:
+        """PSHNOTIFY_TEMPLATES_DIR; when it is not set and the folder has no templates/email,
+        the templates shipped with pshnotify."""
+        from pshnotify.skeleton import templates_dir
+
+        explicit = "templates_dir" in self.settings.model_fields_set
+        return templates_dir(self.settings.templates_dir, explicit)
 
     def templates(self) -> Templates:
-        return Templates(self.settings.templates_dir)
+        return Templates(self.templates_dir)
 
     def checked_templates(self) -> Templates:
         """Templates checked against every stored program: a broken one stops the start."""
         templates = self.templates()
-        if not self.settings.templates_dir.is_dir():
-            raise InputError(
-                [f"PSHNOTIFY_TEMPLATES_DIR: {self.settings.templates_dir} is not a directory"]
-            )
+        if not self.templates_dir.is_dir():
+            raise InputError([f"PSHNOTIFY_TEMPLATES_DIR: {self.templates_dir} is not a directory"])
         for stored in all_programs(self.engine):
             templates.check(sample_contexts(stored.program))
         return templates
