@@ -59,8 +59,7 @@ def init(now: NowOpt = None) -> None:
 
         shipped = rt.templates_dir == packaged_templates()
         out.print(
-            "templates: the ones shipped with pshnotify (`pshnotify new DIR` writes copies to "
-            "edit)"
+            "templates: the ones shipped with pshnotify (`pshnotify new DIR` writes copies to edit)"
             if shipped
             else f"templates: {rt.templates_dir}"
         )
