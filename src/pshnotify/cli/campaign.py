@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from pshnotify.cli.common import (
@@ -22,6 +21,7 @@ from pshnotify.cli.common import (
     fitted_table,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
@@ -29,7 +29,6 @@ from pshnotify.cli.common import (
     rehearsal_note,
     roster_app,
 )
-from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.text import visible
 
@@ -194,6 +193,8 @@ def _progress(file: Path, what: str) -> Iterator[Callable[[int], None] | None]:
     if not err.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     try:
         total = sum(1 for _ in file.open("rb")) - 1
     except OSError:

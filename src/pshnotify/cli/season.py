@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -19,15 +19,16 @@ from pshnotify.cli.common import (
     fitted_table,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
     rehearsal_note,
 )
-from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
-from pshnotify.runtime.wiring import Runtime
-from pshnotify.store.retry import DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from pshnotify.runtime.wiring import Runtime
 
 
 @app.command()
@@ -61,6 +62,7 @@ def run(
 
 def _once(rt: Runtime, as_json: bool) -> None:
     from pshnotify.runtime.daemon import one_pass
+    from pshnotify.store.retry import DatabaseUnavailableError
 
     async def once() -> tuple[Any, Any]:
         dispatcher = rt.dispatcher()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pshnotify.cli.common import NowOpt, app, err, handle_errors, make_runtime, rehearsal_note
 from pshnotify.domain.errors import InputError
-from pshnotify.runtime.wiring import Runtime
+
+if TYPE_CHECKING:
+    from pshnotify.runtime.wiring import Runtime
 
 
 @app.command()

@@ -1,0 +1,67 @@
+"""How long the command line takes as a whole process: `pshnotify --help`, and `pshnotify
+status` on the demo's database (`make demo` makes it), each run N times, beside a baseline of
+`python -c pass` measured in the same run. Prints min / median / max in seconds, or --json.
+
+    .venv/bin/python bench/startup.py [-n 20] [--db var/demo/pshnotify.db] [--json]
+
+The targets (issue 26): --help under 0.3 s, status under 0.5 s. On a loaded machine compare
+the minimum, which is the least disturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_NOW = "2023-09-11T10:00:00-04:00"
+
+
+def _time(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(argv, env=env, capture_output=True, check=False)
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-500:]}")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--runs", type=int, default=20, help="runs of each (default 20)")
+    parser.add_argument("--db", type=Path, default=ROOT / "var/demo/pshnotify.db")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args()
+    exe = Path(sys.executable).with_name("pshnotify")
+    if not exe.exists():
+        sys.exit(f"{exe}: not found; run this with the environment's python (.venv/bin/python)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSHNOTIFY_")}
+    cases = {"python -c pass": [sys.executable, "-c", "pass"], "--help": [str(exe), "--help"]}
+    if args.db.is_file():
+        env["PSHNOTIFY_DATABASE_URL"] = f"sqlite:///{args.db.resolve()}"
+        env["PSHNOTIFY_PROGRAM_FILE"] = str(ROOT / "config/program.toml")
+        cases["status"] = [str(exe), "status", "--now", DEMO_NOW]
+    else:
+        print(f"{args.db}: no demo database (make demo); status not measured", file=sys.stderr)
+    results = {}
+    for name, argv in cases.items():
+        t = _time(argv, env, args.runs)
+        results[name] = {"min": min(t), "median": statistics.median(t), "max": max(t)}
+    if args.json:
+        print(json.dumps({"runs": args.runs, "seconds": results}, indent=2))
+        return
+    print(f"{'command':<16} {'min':>7} {'median':>7} {'max':>7}   ({args.runs} runs, seconds)")
+    for name, r in results.items():
+        print(f"{name:<16} {r['min']:>7.3f} {r['median']:>7.3f} {r['max']:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()
