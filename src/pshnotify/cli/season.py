@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -61,6 +60,8 @@ def run(
 
 
 def _once(rt: Runtime, as_json: bool) -> None:
+    import asyncio
+
     from pshnotify.runtime.daemon import one_pass
     from pshnotify.store.retry import DatabaseUnavailableError
 
@@ -123,6 +124,8 @@ def _paused(rt: Runtime) -> str:
 
 
 def _serve(rt: Runtime, interval: float, log: Any) -> None:
+    import asyncio
+
     from pshnotify.runtime.daemon import Daemon
     from pshnotify.store.db import display_url
 

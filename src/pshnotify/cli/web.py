@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +22,8 @@ def web(
     """Serve the web console (and the completion endpoints) on PSHNOTIFY_HTTP_HOST/_PORT, for a
     host of its own: nothing is queued or sent here (`pshnotify run` does that). `--now T`
     starts its clock at T, as `run --now` does, for rehearsals. SIGTERM/SIGINT stop it."""
+    import asyncio
+
     from pshnotify.runtime import logs
 
     with handle_errors():
@@ -43,6 +44,8 @@ def web(
 
 
 async def _serve(rt: Runtime) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

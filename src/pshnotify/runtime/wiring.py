@@ -16,33 +16,32 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-
 import pshnotify.mail.escalation_kind
 import pshnotify.mail.report_kind  # noqa: F401 - registers the report kind
-from pshnotify.bounces.sources import ImapSource, MaildirSource, Source, parse_imap_url
-from pshnotify.bounces.verp import Verp
 from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
-from pshnotify.mail.kinds import sample_contexts
-from pshnotify.mail.ratelimit import Limits, RateLimiter
-from pshnotify.mail.render import Templates
-from pshnotify.mail.transport import SmtpConfig, SmtpConnection
-from pshnotify.services.dispatch import DispatchConfig, Dispatcher
-from pshnotify.services.escalation import escalation_enricher, queue_escalations
 from pshnotify.services.programs import all_programs, select_program
-from pshnotify.services.reports import queue_nightly_reports, report_enricher
-from pshnotify.services.schedule import NightlyJob
-from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
-from pshnotify.store.programs import StoredProgram
-from pshnotify.store.retry import Guard
 
-if TYPE_CHECKING:  # imported where used: the daemon's metrics and the bounce scan only
+# Every command builds a Runtime: what only some of them use (the sender, the templates,
+# bounces, the HTTP side) is imported where it is built, so that `status` and the other
+# reading commands start fast (bench/startup.py).
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from pshnotify.bounces.sources import Source
+    from pshnotify.bounces.verp import Verp
+    from pshnotify.mail.ratelimit import RateLimiter
+    from pshnotify.mail.render import Templates
+    from pshnotify.mail.transport import SmtpConfig, SmtpConnection
     from pshnotify.runtime.metrics import Metrics
     from pshnotify.services.bounce_scan import ScanConfig, ScanReport
+    from pshnotify.services.dispatch import Dispatcher
+    from pshnotify.services.schedule import NightlyJob
+    from pshnotify.settings import Settings
+    from pshnotify.store.programs import StoredProgram
+    from pshnotify.store.retry import Guard
 
 
 def actor_name() -> str:
@@ -71,6 +70,8 @@ class Runtime:
     def engine(self) -> Engine:
         """The database, reached once before any work: a wrong or unreachable URL is bad
         input naming the variable (exit 2), not a traceback from the first query."""
+        from sqlalchemy.exc import DBAPIError
+
         hint = "set PSHNOTIFY_DATABASE_URL to a database this machine can reach"
         try:
             engine = make_engine(self.settings.database_url)
@@ -130,10 +131,14 @@ class Runtime:
         return templates_dir(self.settings.templates_dir, explicit)
 
     def templates(self) -> Templates:
+        from pshnotify.mail.render import Templates
+
         return Templates(self.templates_dir)
 
     def checked_templates(self) -> Templates:
         """Templates checked against every stored program: a broken one stops the start."""
+        from pshnotify.mail.kinds import sample_contexts
+
         templates = self.templates()
         if not self.templates_dir.is_dir():
             raise InputError([f"PSHNOTIFY_TEMPLATES_DIR: {self.templates_dir} is not a directory"])
@@ -142,6 +147,8 @@ class Runtime:
         return templates
 
     def smtp_config(self) -> SmtpConfig:
+        from pshnotify.mail.transport import SmtpConfig
+
         s = self.settings
         return SmtpConfig(
             host=s.smtp_host,
@@ -156,6 +163,8 @@ class Runtime:
 
     def smtp_connections(self) -> list[SmtpConnection]:
         """Connections spread over the relays by share; every one may fall back."""
+        from pshnotify.mail.transport import SmtpConnection
+
         s = self.settings
         primary = self.smtp_config()
         # Further relays differ in address and credentials; timeouts, CA file and the
@@ -186,9 +195,15 @@ class Runtime:
     def db_guard(self, *, daemon: bool = False) -> Guard:
         """How database calls are retried: the daemon waits as long as it takes (until a stop);
         a command gives up after PSHNOTIFY_DB_RETRY_SECONDS."""
+        from pshnotify.store.retry import Guard
+
         return Guard(give_up_after=None if daemon else self.settings.db_retry_seconds)
 
     def dispatcher(self, guard: Guard | None = None) -> Dispatcher:
+        from pshnotify.services.dispatch import DispatchConfig, Dispatcher
+        from pshnotify.services.escalation import escalation_enricher
+        from pshnotify.services.reports import report_enricher
+
         s = self.settings
         config = DispatchConfig(
             worker=self.worker,
@@ -220,6 +235,8 @@ class Runtime:
 
     @cached_property
     def verp(self) -> Verp | None:
+        from pshnotify.bounces.verp import Verp
+
         s = self.settings
         if not s.bounce_address or s.bounce_secret is None:
             return None
@@ -227,6 +244,8 @@ class Runtime:
 
     def bounce_sources(self) -> list[Source]:
         """The configured bounce mailboxes, opened (an IMAP login happens here)."""
+        from pshnotify.bounces.sources import ImapSource, MaildirSource, parse_imap_url
+
         s = self.settings
         sources: list[Source] = []
         if s.bounce_maildir is not None:
@@ -260,6 +279,9 @@ class Runtime:
 
     def nightly_jobs(self) -> list[NightlyJob]:
         """Once-a-night work run by every pass (each job is idempotent per night)."""
+        from pshnotify.services.escalation import queue_escalations
+        from pshnotify.services.reports import queue_nightly_reports
+
         return [queue_nightly_reports, queue_escalations]
 
     def http_enabled(self) -> bool:
@@ -293,6 +315,8 @@ class Runtime:
 
     @cached_property
     def _limiter(self) -> RateLimiter:
+        from pshnotify.mail.ratelimit import Limits, RateLimiter
+
         s = self.settings
         return RateLimiter(
             Limits(
