@@ -1,8 +1,9 @@
 """How long the command line takes as a whole process: `pshnotify --help`, and `pshnotify
 status` on the demo's database (`make demo` makes it), each run N times, beside a baseline of
 `python -c pass` measured in the same run. Prints min / median / max in seconds, or --json.
+`status` runs in the demo's campaign folder, var/demo/, as a user would.
 
-    .venv/bin/python bench/startup.py [-n 20] [--db var/demo/pshnotify.db] [--json]
+    .venv/bin/python bench/startup.py [-n 20] [--folder var/demo] [--json]
 
 The targets (issue 26): --help under 0.3 s, status under 0.5 s. On a loaded machine compare
 the minimum, which is the least disturbed.
@@ -29,13 +30,15 @@ def _cpu() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def _time(argv: list[str], env: dict[str, str], runs: int) -> tuple[list[float], list[float]]:
+def _time(
+    argv: list[str], env: dict[str, str], runs: int, cwd: Path
+) -> tuple[list[float], list[float]]:
     """Wall-clock seconds of each run, and its CPU seconds (user + system): on a machine
     busy with other work the wall clock waits for a core; the CPU time does not."""
     wall, cpu = [], []
     for _ in range(runs):
         start, start_cpu = time.perf_counter(), _cpu()
-        done = subprocess.run(argv, env=env, capture_output=True, check=False)
+        done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False)
         wall.append(time.perf_counter() - start)
         cpu.append(_cpu() - start_cpu)
         if done.returncode != 0:
@@ -46,7 +49,7 @@ def _time(argv: list[str], env: dict[str, str], runs: int) -> tuple[list[float],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--runs", type=int, default=20, help="runs of each (default 20)")
-    parser.add_argument("--db", type=Path, default=ROOT / "var/demo/pshnotify.db")
+    parser.add_argument("--folder", type=Path, default=ROOT / "var/demo", help="a campaign")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args()
     exe = Path(sys.executable).with_name("pshnotify")
@@ -54,15 +57,13 @@ def main() -> None:
         sys.exit(f"{exe}: not found; run this with the environment's python (.venv/bin/python)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSHNOTIFY_")}
     cases = {"python -c pass": [sys.executable, "-c", "pass"], "--help": [str(exe), "--help"]}
-    if args.db.is_file():
-        env["PSHNOTIFY_DATABASE_URL"] = f"sqlite:///{args.db.resolve()}"
-        env["PSHNOTIFY_PROGRAM_FILE"] = str(ROOT / "config/program.toml")
+    if (args.folder / "var" / "pshnotify.db").is_file():
         cases["status"] = [str(exe), "status", "--now", DEMO_NOW]
     else:
-        print(f"{args.db}: no demo database (make demo); status not measured", file=sys.stderr)
+        print(f"{args.folder}: no demo campaign (make demo); status not measured", file=sys.stderr)
     results = {}
     for name, argv in cases.items():
-        wall, cpu = _time(argv, env, args.runs)
+        wall, cpu = _time(argv, env, args.runs, args.folder if name == "status" else ROOT)
         results[name] = {
             "min": min(wall),
             "median": statistics.median(wall),
