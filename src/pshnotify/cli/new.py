@@ -36,8 +36,5 @@ def new(
         out.print(f"wrote a campaign folder in {directory}:")
         for name, about in _ABOUT.items():
             out.print(f"  {name:<19} {about}")
-        out.print(
-            f"next: cd {shlex.quote(str(directory))} && pshnotify init && "
-            "pshnotify roster import roster-example.csv",
-            soft_wrap=True,
-        )
+        out.print(f"next: cd {shlex.quote(str(directory))} && pshnotify init", soft_wrap=True)
+        out.print("then: pshnotify roster import roster-example.csv (or your roster)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import functools
@@ -28,6 +27,8 @@ from pshnotify.store.db import DatabaseUrlError, display_url, make_engine
 # bounces, the HTTP side) is imported where it is built, so that `status` and the other
 # reading commands start fast (bench/startup.py).
 if TYPE_CHECKING:
+    import asyncio
+
     from sqlalchemy import Engine
 
     from pshnotify.bounces.sources import Source

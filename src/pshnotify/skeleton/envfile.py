@@ -96,8 +96,8 @@ def _value(value: Any) -> str:
 def env_template() -> str:
     """Every PSHNOTIFY_* setting, commented out at its default, with what it does."""
     lines = [
-        "# pshnotify's settings for this campaign folder. pshnotify reads this file from the",
-        "# folder it runs in; a variable in the environment wins over the same one here.",
+        "# pshnotify's settings for this campaign folder. pshnotify reads this file from",
+        "# the folder it runs in; a variable in the environment wins over the one here.",
         "# Every setting is shown commented out at its default: uncomment to change it.",
         "# It will hold passwords: keep it readable by its owner only (chmod 600).",
     ]
