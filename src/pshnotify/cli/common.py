@@ -95,7 +95,9 @@ def handle_errors(
             try:
                 yield
             except (InputError, ConflictError) as exc:
-                if action and _OPEN:
+                # a refusal before the database was reached (no program file, bad
+                # settings) has no campaign to be audited in: none is created for it
+                if action and _OPEN and _OPEN[-1].database_reached:
                     _audit_refusal(_OPEN[-1], action, subject, exc)
                 raise
     finally:

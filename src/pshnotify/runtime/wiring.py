@@ -90,6 +90,11 @@ class Runtime:
             ) from None
         return engine
 
+    @property
+    def database_reached(self) -> bool:
+        """Whether this command opened the database (`engine` was used)."""
+        return "engine" in self.__dict__
+
     @cached_property
     def actor(self) -> str:
         return actor_name()
