@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# The README's first command runs this: every step is a real pshnotify command.
+# The README's first command runs this: every step is a real pshnotify command, run in a
+# campaign folder that `pshnotify new` makes, as a user would.
 set -euo pipefail
 NOW="${1:-2023-09-11T10:00:00-04:00}"
 PORT="${2:-8025}"
-BIN=.venv/bin
-# A rehearsal database and mail folder of the demo's own, made afresh on every run: a second
-# `make demo` shows its own emails again, and never touches var/pshnotify.db.
+ROOT=$PWD
+export PATH="$ROOT/.venv/bin:$PATH"
+# A rehearsal campaign folder of the demo's own, made afresh on every run: a second
+# `make demo` shows its own emails again, and never touches anything else.
 DEMO=var/demo
 export PSHNOTIFY_SMTP_HOST=127.0.0.1 PSHNOTIFY_SMTP_PORT="$PORT"
-export PSHNOTIFY_DATABASE_URL="sqlite:///$DEMO/pshnotify.db"
+unset PSHNOTIFY_DATABASE_URL PSHNOTIFY_PROGRAM_FILE PSHNOTIFY_TEMPLATES_DIR
 
 if [ -t 1 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD='' PLAIN=''; fi
-step() { printf '\n%s$ %s%s\n' "$BOLD" "$*" "$PLAIN"; "$@"; }
+step() { printf '\n%s%s$ %s%s\n' "$BOLD" "$DEMO" "$*" "$PLAIN"; "$@"; }
 
 rm -rf "$DEMO"
-mkdir -p "$DEMO"
-chmod 0700 var "$DEMO"
-"$BIN/pshnotify" demo catcher --dir "$DEMO/mail" --port "$PORT" > "$DEMO/catcher.log" 2>&1 &
+mkdir -p var
+chmod 0700 var
+pshnotify new "$DEMO" > /dev/null
+cd "$DEMO"
+pshnotify demo catcher --dir mail --port "$PORT" > catcher.log 2>&1 &
 CATCHER=$!
 trap 'kill $CATCHER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -24,17 +28,17 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-echo "pshnotify demo: the seed program's dates are in the past, so this runs in rehearsal"
-echo "time: every command that decides by time gets --now $NOW."
-echo "Its database and emails are under $DEMO/, made afresh on every run."
-step "$BIN/pshnotify" init
-step "$BIN/pshnotify" demo roster --out "$DEMO/sample-roster.csv" --count 500
-step "$BIN/pshnotify" roster import "$DEMO/sample-roster.csv"
-step "$BIN/pshnotify" launch pilot --yes --now "$NOW"
-step "$BIN/pshnotify" run --once --now "$NOW"
-step "$BIN/pshnotify" status
+echo "pshnotify demo: a campaign folder, $DEMO/, made by \`pshnotify new $DEMO\` (the seed"
+echo "program, the email templates, a .env, made afresh on every run). The seed's dates are"
+echo "in the past, so this runs in rehearsal time: commands that decide by time get --now."
+step pshnotify init
+step pshnotify demo roster --out sample-roster.csv --count 500
+step pshnotify roster import sample-roster.csv
+step pshnotify launch pilot --yes --now "$NOW"
+step pshnotify run --once --now "$NOW"
+step pshnotify status
 shopt -s nullglob
-EMAILS=("$DEMO"/mail/*.eml)
+EMAILS=(mail/*.eml)
 if [ ${#EMAILS[@]} -eq 0 ]; then
   echo "no email reached the demo's mail catcher; its log: $DEMO/catcher.log" >&2
   exit 1
@@ -42,7 +46,7 @@ fi
 FIRST=${EMAILS[0]}
 printf '\n%s emails are in %s/mail/ (open them in any mail client). The first one:\n\n' \
   "${#EMAILS[@]}" "$DEMO"
-"$BIN/python" - "$FIRST" <<'PY'
+python - "$FIRST" <<'PY'
 import email, email.policy, sys
 msg = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.default)
 for name in ("From", "To", "Subject", "Date", "Message-ID", "X-Pshnotify-Wave", "X-Pshnotify-Kind"):
@@ -50,6 +54,17 @@ for name in ("From", "To", "Subject", "Date", "Message-ID", "X-Pshnotify-Wave", 
 print(f"Content-Type: {msg.get_content_type()} (plain text and HTML)\n")
 print(msg.get_body(("plain",)).get_content())
 PY
-printf "\\nLook around: PSHNOTIFY_DATABASE_URL=sqlite:///%s/pshnotify.db %s/pshnotify messages\\n" \
-  "$DEMO" "$BIN"
-printf 'Next: edit config/program.toml, import your roster, set PSHNOTIFY_SMTP_* to your relay.\n'
+
+# A console operator for the demo, with a password made here and shown only this once.
+PASSWORD=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
+printf '%s\n' "$PASSWORD" | pshnotify user add demo --role operator --password-stdin > /dev/null
+cat <<EOF
+
+The console: run \`make console\`, open http://127.0.0.1:8080/ and sign in as
+  login:    demo
+  password: $PASSWORD
+(this password is shown once; \`pshnotify user add\` in $DEMO/ makes more users).
+Look around: cd $DEMO, then ../../.venv/bin/pshnotify status (or messages, plan, report).
+Your own campaign: pshnotify new DIR, edit DIR/program.toml and DIR/.env (your relay),
+then run pshnotify init, roster import, launch and run in DIR.
+EOF

@@ -12,7 +12,9 @@ def test_defaults_need_no_setup(monkeypatch: pytest.MonkeyPatch, tmp_path: objec
     monkeypatch.chdir(str(tmp_path))
     settings = load_settings()
     assert settings.database_url.startswith("sqlite:///var/")
-    assert str(settings.program_file) == "config/program.toml"
+    # a campaign folder's files, where `pshnotify new DIR` writes them
+    assert str(settings.program_file) == "program.toml"
+    assert str(settings.templates_dir) == "templates/email"
 
 
 def test_a_wrong_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,9 +43,10 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
+    # Relative to the folder pshnotify runs in: a campaign folder (`pshnotify new DIR`).
     database_url: str = "sqlite:///var/pshnotify.db"
-    program_file: Path = Path("config/program.toml")
-    templates_dir: Path = Path("templates/email")
+    program_file: Path = Path("program.toml")
+    templates_dir: Path = Path("templates/email")  # missing: the templates shipped with it
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8025, ge=1, le=65535)

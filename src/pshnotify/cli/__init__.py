@@ -11,6 +11,7 @@ from pshnotify.cli import (  # noqa: F401 - each module registers its commands
     completions,
     demo,
     messages,
+    new,
     reports,
     season,
     users,

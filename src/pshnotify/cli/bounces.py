@@ -16,12 +16,12 @@ from pshnotify.cli.common import (
     fitted_table,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
     rehearsal_note,
 )
-from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 
 bounces_app = typer.Typer(help="Bounces: read them, list what could not be read.")

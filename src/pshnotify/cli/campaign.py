@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from pshnotify.cli.common import (
@@ -22,6 +21,7 @@ from pshnotify.cli.common import (
     fitted_table,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
@@ -29,7 +29,6 @@ from pshnotify.cli.common import (
     rehearsal_note,
     roster_app,
 )
-from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.text import visible
 
@@ -44,8 +43,9 @@ def init(now: NowOpt = None) -> None:
 
     with handle_errors():
         rt = make_runtime(now, creates=True)
+        program_file = rt.program_file()  # before the database is made
         migrate.upgrade(rt.engine)
-        stored = register_program_file(rt.engine, rt.settings.program_file, rt.clock, rt.actor)
+        stored = register_program_file(rt.engine, program_file, rt.clock, rt.actor)
         from sqlalchemy.engine import make_url
 
         url = make_url(normalize_url(rt.settings.database_url)).render_as_string(hide_password=True)
@@ -53,6 +53,14 @@ def init(now: NowOpt = None) -> None:
         out.print(
             f"program: {stored.key} - {stored.program.program.name} "
             f"{stored.program.program.cycle}, {len(stored.program.waves)} waves"
+        )
+        from pshnotify.skeleton import packaged_templates
+
+        shipped = rt.templates_dir == packaged_templates()
+        out.print(
+            "templates: the ones shipped with pshnotify (`pshnotify new DIR` writes copies to edit)"
+            if shipped
+            else f"templates: {rt.templates_dir}"
         )
         out.print("next: pshnotify roster import ROSTER.csv")
 
@@ -185,6 +193,8 @@ def _progress(file: Path, what: str) -> Iterator[Callable[[int], None] | None]:
     if not err.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     try:
         total = sum(1 for _ in file.open("rb")) - 1
     except OSError:

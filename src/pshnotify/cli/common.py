@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich import box
@@ -16,12 +16,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pshnotify.clock import parse_instant
-from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError
 from pshnotify.domain.text import visible
-from pshnotify.runtime.wiring import Runtime
-from pshnotify.settings import load_settings
+
+# Every command imports this module, `pshnotify --help` included: what a command needs
+# (settings, the database, the program model, the services) is imported where it is used,
+# so that the command line starts in a fraction of a second (bench/startup.py).
+if TYPE_CHECKING:
+    from pshnotify.runtime.wiring import Runtime
 
 app = typer.Typer(
     help="Run a mandatory-training campaign by email.",
@@ -93,7 +95,9 @@ def handle_errors(
             try:
                 yield
             except (InputError, ConflictError) as exc:
-                if action and _OPEN:
+                # a refusal before the database was reached (no program file, bad
+                # settings) has no campaign to be audited in: none is created for it
+                if action and _OPEN and _OPEN[-1].database_reached:
                     _audit_refusal(_OPEN[-1], action, subject, exc)
                 raise
     finally:
@@ -132,9 +136,20 @@ def _say_errors(fields: dict[str, str] | None) -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def local_time(at: dt.datetime | None, tz: dt.tzinfo) -> str:
+    """pshnotify.domain.calendar.local_time, imported when first used."""
+    from pshnotify.domain.calendar import local_time as local
+
+    return local(at, tz)
+
+
 def make_runtime(now: str | None, moving: bool = False, *, creates: bool = False) -> Runtime:
     """The command's runtime; only a command that `creates` the database (init) makes a
     SQLite file that is not there."""
+    from pshnotify.clock import parse_instant
+    from pshnotify.runtime.wiring import Runtime
+    from pshnotify.settings import load_settings
+
     settings = load_settings()
     instant: dt.datetime | None = None
     if now is not None:

@@ -16,12 +16,12 @@ from pshnotify.cli.common import (
     app,
     fitted_table,
     handle_errors,
+    local_time,
     make_runtime,
     out,
     print_json,
     rehearsal_note,
 )
-from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
 
 if TYPE_CHECKING:

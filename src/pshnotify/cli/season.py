@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -19,15 +18,16 @@ from pshnotify.cli.common import (
     fitted_table,
     handle_errors,
     label,
+    local_time,
     make_runtime,
     out,
     print_json,
     rehearsal_note,
 )
-from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import InputError
-from pshnotify.runtime.wiring import Runtime
-from pshnotify.store.retry import DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from pshnotify.runtime.wiring import Runtime
 
 
 @app.command()
@@ -64,7 +64,10 @@ def run(
 
 
 def _once(rt: Runtime, as_json: bool) -> None:
+    import asyncio
+
     from pshnotify.runtime.daemon import one_pass
+    from pshnotify.store.retry import DatabaseUnavailableError
 
     async def once() -> tuple[Any, Any]:
         dispatcher = rt.dispatcher()
@@ -125,6 +128,8 @@ def _paused(rt: Runtime) -> str:
 
 
 def _serve(rt: Runtime, interval: float, log: Any) -> None:
+    import asyncio
+
     from pshnotify.runtime.daemon import Daemon
     from pshnotify.store.db import display_url
 

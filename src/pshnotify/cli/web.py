@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pshnotify.cli.common import NowOpt, app, err, handle_errors, make_runtime, rehearsal_note
 from pshnotify.domain.errors import InputError
-from pshnotify.runtime.wiring import Runtime
+
+if TYPE_CHECKING:
+    from pshnotify.runtime.wiring import Runtime
 
 
 @app.command()
@@ -26,6 +27,8 @@ def web(
 
     SIGTERM/SIGINT stop it.
     """  # (one line a paragraph: Typer keeps a later paragraph's line breaks as they are)
+    import asyncio
+
     from pshnotify.runtime import logs
 
     with handle_errors():
@@ -46,6 +49,8 @@ def web(
 
 
 async def _serve(rt: Runtime) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

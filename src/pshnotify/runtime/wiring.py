@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import functools
@@ -13,35 +12,37 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 import pshnotify.mail.escalation_kind
 import pshnotify.mail.report_kind  # noqa: F401 - registers the report kind
-from pshnotify.bounces.sources import ImapSource, MaildirSource, Source, parse_imap_url
-from pshnotify.bounces.verp import Verp
 from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
-from pshnotify.mail.kinds import sample_contexts
-from pshnotify.mail.ratelimit import Limits, RateLimiter
-from pshnotify.mail.render import Templates
-from pshnotify.mail.transport import SmtpConfig, SmtpConnection
-from pshnotify.services.dispatch import DispatchConfig, Dispatcher
-from pshnotify.services.escalation import escalation_enricher, queue_escalations
 from pshnotify.services.programs import all_programs, select_program
-from pshnotify.services.reports import queue_nightly_reports, report_enricher
-from pshnotify.services.schedule import NightlyJob
-from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.db import DatabaseUrlError, NoDatabaseError, display_url, make_engine
-from pshnotify.store.programs import StoredProgram
-from pshnotify.store.retry import Guard
 
-if TYPE_CHECKING:  # imported where used: the daemon's metrics and the bounce scan only
+# Every command builds a Runtime: what only some of them use (the sender, the templates,
+# bounces, the HTTP side) is imported where it is built, so that `status` and the other
+# reading commands start fast (bench/startup.py).
+if TYPE_CHECKING:
+    import asyncio
+
+    from sqlalchemy import Engine
+
+    from pshnotify.bounces.sources import Source
+    from pshnotify.bounces.verp import Verp
+    from pshnotify.mail.ratelimit import RateLimiter
+    from pshnotify.mail.render import Templates
+    from pshnotify.mail.transport import SmtpConfig, SmtpConnection
     from pshnotify.runtime.metrics import Metrics
     from pshnotify.services.bounce_scan import ScanConfig, ScanReport
+    from pshnotify.services.dispatch import Dispatcher
+    from pshnotify.services.schedule import NightlyJob
+    from pshnotify.settings import Settings
+    from pshnotify.store.programs import StoredProgram
+    from pshnotify.store.retry import Guard
 
 
 def actor_name() -> str:
@@ -78,6 +79,8 @@ class Runtime:
     def engine(self) -> Engine:
         """The database, reached once before any work: a wrong or unreachable URL is bad
         input naming the variable (exit 2), not a traceback from the first query."""
+        from sqlalchemy.exc import DBAPIError
+
         hint = "set PSHNOTIFY_DATABASE_URL to a database this machine can reach"
         try:
             engine = make_engine(self.settings.database_url, create=self.create_database)
@@ -100,6 +103,11 @@ class Runtime:
             ) from None
         return engine
 
+    @property
+    def database_reached(self) -> bool:
+        """Whether this command opened the database (`engine` was used)."""
+        return "engine" in self.__dict__
+
     @cached_property
     def actor(self) -> str:
         return actor_name()
@@ -121,25 +129,45 @@ class Runtime:
                 hint="run `pshnotify init` to create or upgrade it",
             )
 
+    def program_file(self) -> Path:
+        """The program file, or bad input naming where it was looked for (and `new`)."""
+        from pshnotify.skeleton import require_program_file
+
+        return require_program_file(self.settings.program_file)
+
     def program(self, key: str | None) -> StoredProgram:
+        program_file = self.program_file() if key is None else self.settings.program_file
         self.require_schema()
-        return select_program(self.engine, self.settings.program_file, key, self.clock, self.actor)
+        return select_program(self.engine, program_file, key, self.clock, self.actor)
+
+    @property
+    def templates_dir(self) -> Path:
+        """PSHNOTIFY_TEMPLATES_DIR; when it is not set and the folder has no templates/email,
+        the templates shipped with pshnotify."""
+        from pshnotify.skeleton import templates_dir
+
+        explicit = "templates_dir" in self.settings.model_fields_set
+        return templates_dir(self.settings.templates_dir, explicit)
 
     def templates(self) -> Templates:
-        return Templates(self.settings.templates_dir)
+        from pshnotify.mail.render import Templates
+
+        return Templates(self.templates_dir)
 
     def checked_templates(self) -> Templates:
         """Templates checked against every stored program: a broken one stops the start."""
+        from pshnotify.mail.kinds import sample_contexts
+
         templates = self.templates()
-        if not self.settings.templates_dir.is_dir():
-            raise InputError(
-                [f"PSHNOTIFY_TEMPLATES_DIR: {self.settings.templates_dir} is not a directory"]
-            )
+        if not self.templates_dir.is_dir():
+            raise InputError([f"PSHNOTIFY_TEMPLATES_DIR: {self.templates_dir} is not a directory"])
         for stored in all_programs(self.engine):
             templates.check(sample_contexts(stored.program))
         return templates
 
     def smtp_config(self) -> SmtpConfig:
+        from pshnotify.mail.transport import SmtpConfig
+
         s = self.settings
         return SmtpConfig(
             host=s.smtp_host,
@@ -154,6 +182,8 @@ class Runtime:
 
     def smtp_connections(self) -> list[SmtpConnection]:
         """Connections spread over the relays by share; every one may fall back."""
+        from pshnotify.mail.transport import SmtpConnection
+
         s = self.settings
         primary = self.smtp_config()
         # Further relays differ in address and credentials; timeouts, CA file and the
@@ -184,9 +214,15 @@ class Runtime:
     def db_guard(self, *, daemon: bool = False) -> Guard:
         """How database calls are retried: the daemon waits as long as it takes (until a stop);
         a command gives up after PSHNOTIFY_DB_RETRY_SECONDS."""
+        from pshnotify.store.retry import Guard
+
         return Guard(give_up_after=None if daemon else self.settings.db_retry_seconds)
 
     def dispatcher(self, guard: Guard | None = None) -> Dispatcher:
+        from pshnotify.services.dispatch import DispatchConfig, Dispatcher
+        from pshnotify.services.escalation import escalation_enricher
+        from pshnotify.services.reports import report_enricher
+
         s = self.settings
         config = DispatchConfig(
             worker=self.worker,
@@ -218,6 +254,8 @@ class Runtime:
 
     @cached_property
     def verp(self) -> Verp | None:
+        from pshnotify.bounces.verp import Verp
+
         s = self.settings
         if not s.bounce_address or s.bounce_secret is None:
             return None
@@ -225,6 +263,8 @@ class Runtime:
 
     def bounce_sources(self) -> list[Source]:
         """The configured bounce mailboxes, opened (an IMAP login happens here)."""
+        from pshnotify.bounces.sources import ImapSource, MaildirSource, parse_imap_url
+
         s = self.settings
         sources: list[Source] = []
         if s.bounce_maildir is not None:
@@ -258,6 +298,9 @@ class Runtime:
 
     def nightly_jobs(self) -> list[NightlyJob]:
         """Once-a-night work run by every pass (each job is idempotent per night)."""
+        from pshnotify.services.escalation import queue_escalations
+        from pshnotify.services.reports import queue_nightly_reports
+
         return [queue_nightly_reports, queue_escalations]
 
     def http_enabled(self) -> bool:
@@ -291,6 +334,8 @@ class Runtime:
 
     @cached_property
     def _limiter(self) -> RateLimiter:
+        from pshnotify.mail.ratelimit import Limits, RateLimiter
+
         s = self.settings
         return RateLimiter(
             Limits(
