@@ -130,6 +130,11 @@ def with_mark(from_: Any, person_id: Any = people.c.id) -> Any:
     return from_.outerjoin(undeliverable, _mark_on(person_id))
 
 
+def marked() -> ColumnElement[bool]:
+    """The address is marked now, in a FROM that has `with_mark`."""
+    return undeliverable.c.person_id.is_not(None)
+
+
 def marked_ids() -> Any:
     """The ids of people whose address is marked undeliverable now (a subquery)."""
     return select(undeliverable.c.person_id).where(undeliverable.c.cleared_at.is_(None))
