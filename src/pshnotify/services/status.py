@@ -69,7 +69,13 @@ def program_status(
         }
     for wave, status, reason, exempted, completed, removed, n in people_rows:
         entry = waves.setdefault(
-            wave, {"title": wave, "people": defaultdict(int), "messages": Counter()}
+            # a wave no longer in the program file: its people are still counted
+            wave,
+            {
+                "title": wave,
+                "people": defaultdict(int, not_required=Counter()),
+                "messages": Counter(),
+            },
         )["people"]
         if removed:
             entry["removed"] += n
