@@ -227,9 +227,7 @@ def _mark(
 
 def _active_mark(conn: Connection, person_id: int) -> Any:
     return conn.execute(
-        select(undeliverable).where(
-            undeliverable.c.person_id == person_id, undeliverable.c.cleared_at.is_(None)
-        )
+        select(undeliverable).where(undeliverable.c.person_id == person_id, standing.active())
     ).first()
 
 
@@ -248,7 +246,7 @@ def undeliverable_ids(conn: Connection, person_ids: list[int]) -> set[int]:
     if not person_ids:
         return set()
     q = select(undeliverable.c.person_id).where(
-        undeliverable.c.person_id.in_(person_ids), undeliverable.c.cleared_at.is_(None)
+        undeliverable.c.person_id.in_(person_ids), standing.active()
     )
     return set(conn.scalars(q))
 
@@ -264,7 +262,7 @@ def marks(conn: Connection, person_ids: list[int] | None = None) -> list[Mark]:
             undeliverable.c.reason,
         )
         .join(people, people.c.id == undeliverable.c.person_id)
-        .where(undeliverable.c.cleared_at.is_(None))
+        .where(standing.active())
         .order_by(undeliverable.c.since, people.c.external_id)
     )
     if person_ids is not None:
@@ -328,7 +326,7 @@ def address_ok(
 def _clear(conn: Connection, person_id: int, now: dt.datetime, by: str) -> None:
     conn.execute(
         update(undeliverable)
-        .where(undeliverable.c.person_id == person_id, undeliverable.c.cleared_at.is_(None))
+        .where(undeliverable.c.person_id == person_id, standing.active())
         .values(cleared_at=now, cleared_by=by)
     )
     # The scheduler looks at them again at once: their next steps go to the address.
@@ -518,7 +516,7 @@ def undeliverable_reasons(conn: Connection, person_ids: list[int]) -> dict[int, 
     for start in range(0, len(person_ids), 500):
         part = person_ids[start : start + 500]
         q = select(undeliverable.c.person_id, undeliverable.c.reason).where(
-            undeliverable.c.person_id.in_(part), undeliverable.c.cleared_at.is_(None)
+            undeliverable.c.person_id.in_(part), standing.active()
         )
         out.update(dict(conn.execute(q).tuples().all()))
     return out

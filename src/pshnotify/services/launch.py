@@ -201,7 +201,7 @@ def _summarise(
     )
     for status, reason, exempted, completed, n in conn.execute(q):
         s.members += n
-        if status != "required":
+        if status != policy.REQUIRED:
             s.not_required[reason] += n
         elif exempted:
             s.operator_exempt += n

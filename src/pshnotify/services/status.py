@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, select
 
+from pshnotify.domain import policy
 from pshnotify.domain.delivery import State
 from pshnotify.services.bounces import bounce_summary
 from pshnotify.services.completions import unmatched_completions
@@ -81,7 +82,7 @@ def program_status(
             entry["removed"] += n
             continue
         entry["total"] += n
-        if status != "required":
+        if status != policy.REQUIRED:
             entry["not_required"][reason] += n
         elif exempted:
             entry["not_required"]["operator-exempt"] += n

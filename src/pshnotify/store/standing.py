@@ -117,8 +117,14 @@ def deadline_ahead(program: Program, now: dt.datetime) -> ColumnElement[bool]:
 
 
 # -- the undeliverable mark -----------------------------------------------------------------------
+def active() -> ColumnElement[bool]:
+    """A row of `undeliverable` that marks its address now (not cleared): `services.bounces`
+    writes and clears the marks, and reads them through this."""
+    return undeliverable.c.cleared_at.is_(None)
+
+
 def _mark_on(person_id: Any) -> ColumnElement[bool]:
-    return and_(undeliverable.c.person_id == person_id, undeliverable.c.cleared_at.is_(None))
+    return and_(undeliverable.c.person_id == person_id, active())
 
 
 # A row's mark (outer-joined by `with_mark`): true when the address is marked now.
@@ -137,7 +143,7 @@ def marked() -> ColumnElement[bool]:
 
 def marked_ids() -> Any:
     """The ids of people whose address is marked undeliverable now (a subquery)."""
-    return select(undeliverable.c.person_id).where(undeliverable.c.cleared_at.is_(None))
+    return select(undeliverable.c.person_id).where(active())
 
 
 def marked_by_wave(conn: Connection, program_id: int) -> dict[str, int]:
