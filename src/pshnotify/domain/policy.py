@@ -103,9 +103,10 @@ def _not_asked(person: Standing) -> str | None:
 
 
 def asks(person: Standing) -> bool:
-    """Is this person still asked anything (launch, invitation, reminders)? ASKED says it;
-    `_not_asked` says why not, in the same words the outbox keeps."""
-    return meets(person, ASKED)
+    """Is this person still asked anything (launch, invitation, reminders)? `_not_asked` is
+    ASKED with the reasons the outbox keeps (and asked once per person on every pass:
+    tests/test_standing.py holds the two together)."""
+    return _not_asked(person) is None
 
 
 def first_message(program: Program, person: Standing) -> Kind | None:

@@ -149,8 +149,9 @@ def _owes(r: Row[Any]) -> bool:
     return policy.owes_training(standing.to_standing(r))
 
 
-def _row(program: Program, r: Row[Any], now: dt.datetime, launch_sent: bool) -> ReportRow:
-    """Complete first (whatever the rules say), then exempt, then what is still owed."""
+def _row(program: Program, r: Row[Any], last_passed: dt.date, launch_sent: bool) -> ReportRow:
+    """Complete first (whatever the rules say), then exempt, then what is still owed.
+    `last_passed`: `store.standing.last_day_passed` now (a deadline on or before it passed)."""
     base = ReportRow(r.external_id, r.name, r.email, r.department, r.wave_key, PENDING)
     person = standing.to_standing(r)
     if person.completed:
@@ -166,11 +167,12 @@ def _row(program: Program, r: Row[Any], now: dt.datetime, launch_sent: bool) -> 
         # The program file's note for the rule's reason ("Unpaid appointees ..."), not its code.
         why = r.exempted_reason or program.reason_note(r.reason) or r.reason
         return replace(base, status=EXEMPT, exemption_reason=why)
+    deadline = policy.deadline(program, person)
     return replace(
         base,
         status=PENDING if r.launched_at is not None else NOT_LAUNCHED,
-        deadline=policy.deadline(program, person),
-        deadline_passed=policy.deadline_passed(program, person, now),
+        deadline=deadline,
+        deadline_passed=deadline is not None and deadline <= last_passed,
         launch_email_sent=launch_sent,
     )
 
@@ -222,10 +224,12 @@ def build_report(
     """The rows for these filters, possibly none (the nightly path must never fail on it)."""
     program = stored.program
     found = conn.execute(_select_people(stored.id, department, officer)).all()
+    last_passed = standing.last_day_passed(program, now)
     unknown = {r.id for r in found if r.launch_sent_at is None and _owes(r)}
     by_message = _launch_sent_by_message(conn, stored.id, unknown) if unknown else set()
     rows = [
-        _row(program, r, now, r.launch_sent_at is not None or r.id in by_message) for r in found
+        _row(program, r, last_passed, r.launch_sent_at is not None or r.id in by_message)
+        for r in found
     ]
     rows.sort(key=_sort_key)  # here, not in SQL: collations differ between backends
     name = title or _title(program, rows, department, officer)

@@ -169,9 +169,11 @@ def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> d
 def _state(program: Program, r: Any, box: _Outbox | None) -> PersonState:
     """Every reminder that went or goes uses its day (`store.standing.reminder_days`): the one
     being decided now would be queued after all of them."""
-    box = box or _Outbox()
-    tz = policy.person_zone(program, r.timezone)
-    days = standing.reminder_days(box.reminders, tz)
+    if box is None:
+        return standing.person_state(r)
+    days = frozenset[dt.date]()
+    if box.reminders:
+        days = standing.reminder_days(box.reminders, policy.person_zone(program, r.timezone))
     return standing.person_state(r, steps=box.steps, reminder_days=days)
 
 

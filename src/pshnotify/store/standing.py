@@ -218,20 +218,21 @@ def person_state(
     reminder_days: frozenset[dt.date] = frozenset(),
 ) -> PersonState:
     """What `domain.cadence` decides by, from a row with `COLUMNS` and `launch_sent_at`, and
-    the person's steps already in the outbox ("launch" for the launch email)."""
-    s = to_standing(row)
+    the person's steps already in the outbox ("launch" for the launch email). The same
+    reading of the row as `to_standing` (tests/test_standing.py holds them together), built
+    directly: the scheduler's pass builds one per person due."""
     return PersonState(
         wave_key=row.wave_key,
-        status=s.status,
-        exempted=s.exempted_reason is not None,
-        removed=s.removed,
-        completed=s.completed,
-        extended_until=s.extended_until,
+        status=row.status,
+        exempted=row.exempted_reason is not None,
+        removed=row.removed_at is not None,
+        completed=row.completed_at is not None,
+        extended_until=row.extended_until,
         launch_queued="launch" in steps,
         launch_sent_at=row.launch_sent_at,
-        steps_queued=frozenset(set(steps) - {"launch"}),
-        timezone=s.timezone,
-        undeliverable=s.undeliverable,
+        steps_queued=frozenset(steps).difference(("launch",)),
+        timezone=row.timezone,
+        undeliverable=bool(row.undeliverable),
         reminder_days=reminder_days,
     )
 
