@@ -3,6 +3,7 @@ sessions, throttling, single sign-on, scope, audited actions; and `pshnotify run
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -247,9 +248,16 @@ def test_actions_are_audited_under_the_login_and_viewers_stay_in_scope(
             ).status_code
             == 404
         )
-        audit = client.get("/audit").text
-        for action in ("person.extend", "person.exempt", "completion.record"):
-            assert action in audit
+        audit = html.unescape(client.get("/audit").text)
+        for done in (
+            "Extended the deadline of H1 (Ada Lovelace)</td>",
+            "Exempted H2 (José Núñez-Ångström)</td>",
+            "Recorded a completion for H3",
+            "reason on leave",
+            "Refused: until: 2023-09-01 is before the wave's close (2023-10-06)",
+        ):
+            assert done in audit, done
+        assert "{'" not in audit, "a Python dict on the audit page"
     with rt.engine.connect() as conn:
         rows = conn.execute(
             select(audit_log.c.actor, audit_log.c.action, audit_log.c.subject).where(
@@ -372,9 +380,16 @@ def test_an_operator_schedules_a_launch_and_withdraws_it(console_rt: Runtime) ->
         assert "The scheduled launch is withdrawn." in client.get("/waves/pilot").text
     with rt.engine.connect() as conn:
         actions = conn.execute(
-            select(audit_log.c.action, audit_log.c.actor).where(audit_log.c.action.like("wave.%"))
+            select(audit_log.c.action, audit_log.c.actor, audit_log.c.details)
+            .where(audit_log.c.action.like("wave.%"))
+            .order_by(audit_log.c.id)
         ).all()
-    assert actions == [
-        ("wave.schedule_launch", OPERATOR[0]),
-        ("wave.cancel_launch", OPERATOR[0]),
+    # The two refusals are in the log too, with why.
+    assert [(a, who, d.get("outcome", "done")) for a, who, d in actions] == [
+        ("wave.schedule_launch", OPERATOR[0], "refused"),
+        ("wave.schedule_launch", OPERATOR[0], "refused"),
+        ("wave.schedule_launch", OPERATOR[0], "done"),
+        ("wave.cancel_launch", OPERATOR[0], "done"),
     ]
+    assert "got 'soon'" in actions[0][2]["why"][0]
+    assert "is not in the future" in actions[1][2]["why"][0]

@@ -147,7 +147,9 @@ def test_any_completions_file_is_read_or_refused_by_file_and_line(
         assert_file_errors(exc, path)
         return
     for row in read:
-        assert dt.datetime(1970, 1, 1, tzinfo=dt.UTC) <= row.completed_at
+        # Within the program's reach, as written (a day either side once put in its zone).
+        day, margin = row.completed_at.astimezone(SEED.tz).date(), dt.timedelta(days=1)
+        assert SEED.reach.first - margin <= day <= SEED.reach.last + margin
         assert not CONTROL.search(row.person_ref + row.option + (row.note or ""))
 
 

@@ -208,7 +208,7 @@ def test_refusals_and_confirmations_tell_times_in_the_programs_zone(
     assert "would go out at 2023-09-11 10:00 EDT" in early, early
     assert "--at 2023-10-25T09:00` (09:00 EDT)" in early, early
     past = words(cli(env, "launch", "grad", "--at", "2023-09-01T09:00", "--now", NOW), 1)
-    assert "--at 2023-09-01 09:00 EDT is not in the future (now 2023-09-11 10:00 EDT)" in past
+    assert "2023-09-01 09:00 EDT is not in the future (now 2023-09-11 10:00 EDT)" in past
     closed = words(cli(env, "launch", "vpr", "--yes", "--now", "2023-12-21T10:00:00-05:00"), 1)
     assert "closed on 2023-12-20 23:59 EST" in closed, closed
     assert cli(env, "launch", "pilot", "--yes", "--now", NOW).returncode == 0

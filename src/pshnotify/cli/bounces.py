@@ -144,7 +144,7 @@ def address_ok_cmd(
     email that bounced goes out again on the next pass."""
     from pshnotify.services.bounces import address_ok
 
-    with handle_errors():
+    with handle_errors(action="address.ok", subject=person):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)

@@ -129,7 +129,7 @@ def roster_import(
     """Import the roster CSV (the whole current roster unless --merge)."""
     from pshnotify.services.roster import ManyRemovalsError, import_roster, many_removals
 
-    with handle_errors():
+    with handle_errors(action="" if dry_run else "roster.import", subject=str(file)):
         rt = make_runtime(now)
         stored = rt.program(program)
 
@@ -233,7 +233,7 @@ def launch(
     """Queue the launch email for every required member of WAVE (or schedule it with --at)."""
     from pshnotify.services.launch import launch_wave, preview_launch, refuse_outside_window
 
-    with handle_errors():
+    with handle_errors(action="" if dry_run else "wave.launch", subject=wave):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)
@@ -299,6 +299,7 @@ def _launched(launched_at: str | None, launch_at: str | None, tz: Any) -> str:
 def _schedule(
     rt: Any, stored: Any, wave: str, at: str | None, *, cancel: bool, force: bool, as_json: bool
 ) -> None:
+    from pshnotify.domain.values import Instant, read
     from pshnotify.services.launch import cancel_launch, schedule_launch
 
     tz = stored.program.tz
@@ -314,20 +315,14 @@ def _schedule(
             out.print(f"{wave} had no scheduled launch: nothing changed")
         return
     assert at is not None
-    try:
-        when = dt.datetime.fromisoformat(at.strip())
-    except ValueError:
-        raise InputError(
-            [f"--at: {at!r} is not an ISO-8601 time; write it like 2023-09-11T09:00"]
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=tz)  # the program's zone, as people mean it
+    # A time without an offset is in the program's zone, as people mean it; an offset is kept.
+    when = read("--at", lambda: Instant.parse(at, stored.program.reach, local_when_bare=True))
     done = schedule_launch(rt.engine, stored, wave, when, rt.clock, actor=rt.actor, force=force)
     if as_json:
         print_json(done.as_dict())
         return
     out.print(
-        f"{wave} will launch at {local_time(when, tz)}: the launch emails go to its required "
+        f"{wave} will launch at {local_time(when.at, tz)}: the launch emails go to its required "
         f"members then ({done.members} now; people added meanwhile included)"
     )
     out.print(

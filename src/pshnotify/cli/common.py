@@ -80,12 +80,47 @@ def label(tag: str, style: str, rest: str) -> Text:
 
 
 @contextmanager
-def handle_errors() -> Iterator[None]:
-    """Bad input -> exit 2 with every problem listed; a refused action -> exit 1."""
+def handle_errors(
+    fields: dict[str, str] | None = None, *, action: str = "", subject: str | None = None
+) -> Iterator[None]:
+    """Bad input -> exit 2 with every problem listed; a refused action -> exit 1.
+
+    `fields` names, for a command's problems, the option or argument each of the domain's
+    field names was typed as (`until` -> `--until`). A command that changes state names its
+    `action` (and `subject`): a refusal is then written to the audit log as well."""
+    try:
+        with _say_errors(fields):
+            try:
+                yield
+            except (InputError, ConflictError) as exc:
+                if action and _OPEN:
+                    _audit_refusal(_OPEN[-1], action, subject, exc)
+                raise
+    finally:
+        while _OPEN:
+            _OPEN.pop().close()
+
+
+def _audit_refusal(
+    rt: Runtime, action: str, subject: str | None, exc: InputError | ConflictError
+) -> None:
+    from pshnotify.services.audit_trail import record_refusal
+
+    problems = exc.problems if isinstance(exc, InputError) else [str(exc)]
+    record_refusal(
+        rt.engine, rt.clock, actor=rt.actor, action=action, subject=subject, problems=problems
+    )
+
+
+@contextmanager
+def _say_errors(fields: dict[str, str] | None) -> Iterator[None]:
     try:
         yield
     except InputError as exc:
         for line in exc.problems:
+            name, sep, rest = line.partition(": ")
+            if fields and sep and name in fields:
+                line = f"{fields[name]}: {rest}"
             err.print(label("error:", "red", line), soft_wrap=True)
         if exc.hint:
             err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
@@ -95,9 +130,6 @@ def handle_errors() -> Iterator[None]:
         if exc.hint:
             err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
         raise typer.Exit(1) from None
-    finally:
-        while _OPEN:
-            _OPEN.pop().close()
 
 
 def make_runtime(now: str | None, moving: bool = False) -> Runtime:

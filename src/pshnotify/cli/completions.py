@@ -53,7 +53,7 @@ def completions_import(
     """Import a completions CSV; importing the same file again changes nothing."""
     from pshnotify.services.completions import import_completions
 
-    with handle_errors():
+    with handle_errors(action="" if dry_run else "completions.import", subject=str(file)):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)
@@ -177,19 +177,21 @@ def complete(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a completion by hand (audited); the first one stops the person's reminders."""
-    from pshnotify.ingest.completions_csv import parse_completed_at
+    from pshnotify.domain.values import Instant, read
     from pshnotify.services.completions import complete_by_operator
 
-    with handle_errors():
+    with handle_errors(
+        {"person": "ID", "option": "--option", "completed_at": "--at"},
+        action="completion.record",
+        subject=person,
+    ):
         rt = make_runtime(now)
         stored = rt.program(program)
         rehearsal_note(rt, now, stored.program.tz)
+        reach = stored.program.reach
         when = None
         if at is not None:
-            try:
-                when = parse_completed_at(at, stored.program.tz)
-            except ValueError as exc:
-                raise InputError([f"--at: {exc}"]) from None
+            when = read("completed_at", lambda: Instant.parse(at, reach, local_when_bare=False))
         result = complete_by_operator(
             rt.engine,
             stored,

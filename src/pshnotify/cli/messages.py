@@ -81,7 +81,7 @@ def retry(
     """Queue chosen messages again (same Message-ID); audited."""
     from pshnotify.services.messages import retry_messages
 
-    with handle_errors():
+    with handle_errors(action="messages.retry"):
         rt = make_runtime(now)
         n = retry_messages(
             rt.engine,

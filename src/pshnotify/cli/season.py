@@ -204,15 +204,15 @@ def extend(
     now: NowOpt = None,
 ) -> None:
     """Give one person a later deadline; their reminders follow it."""
+    from pshnotify.domain.values import Day, read
     from pshnotify.services.adjust import extend as do_extend
 
-    with handle_errors():
-        try:
-            day = dt.date.fromisoformat(until)
-        except ValueError:
-            raise InputError([f"--until: expected YYYY-MM-DD, got {until!r}"]) from None
+    with handle_errors(
+        {"until": "--until", "person": "PERSON"}, action="person.extend", subject=person
+    ):
         rt = make_runtime(now)
         stored = rt.program(program)
+        day = read("until", lambda: Day.parse(until, stored.program.reach))
         done = do_extend(
             rt.engine,
             stored,
@@ -252,7 +252,7 @@ def exempt(
     """Exempt one person; their pending messages are cancelled (kept, with the reason)."""
     from pshnotify.services.adjust import exempt as do_exempt
 
-    with handle_errors():
+    with handle_errors(action="person.exempt", subject=person):
         rt = make_runtime(now)
         done = do_exempt(rt.engine, rt.program(program), person, reason, rt.clock, actor=rt.actor)
         if done.detail.get("changed") is False:
@@ -270,7 +270,7 @@ WaveArg = Annotated[str | None, typer.Argument(help="A wave key; none: the whole
 def _pause(wave: str | None, program: str | None, now: str | None, paused: bool) -> Any:
     from pshnotify.services.pause import set_paused
 
-    with handle_errors():
+    with handle_errors(action="pause" if paused else "resume", subject=wave):
         rt = make_runtime(now)
         return set_paused(rt.engine, rt.program(program), wave, paused, rt.clock, actor=rt.actor)
 

@@ -37,7 +37,7 @@ def user_add(
     """Add a console user; the password is read from standard input, never an argument."""
     from pshnotify.services.users import add_user
 
-    with handle_errors():
+    with handle_errors(action="user.add", subject=login):
         if not password_stdin:
             raise InputError(
                 ["--password-stdin: the password is read from standard input"],
@@ -81,7 +81,7 @@ def user_remove(login: Annotated[str, typer.Argument(help="The sign-in name.")])
     """Remove a console user; their sessions end at their next request."""
     from pshnotify.services.users import remove_user
 
-    with handle_errors():
+    with handle_errors(action="user.remove", subject=login):
         rt = make_runtime(None)
         rt.require_schema()
         remove_user(rt.engine, login, clock=rt.clock, actor=rt.actor)

@@ -23,10 +23,16 @@ class NotFoundError(InputError):
 
 
 class ConflictError(Exception):
-    """The action would contradict the current state (for example, a closed wave)."""
+    """The action would contradict the current state (for example, a closed wave).
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    `hint` is the next step in the CLI's words. `advice` names the same step for any other
+    door (`force`: do it anyway; `schedule`: schedule it for `when`; `launch_now`), which
+    words it its own way: the console never shows a CLI flag."""
+
+    def __init__(self, message: str, hint: str = "", *, advice: str = "", when: str = "") -> None:
         self.hint = hint
+        self.advice = advice
+        self.when = when
         super().__init__(message)
 
 

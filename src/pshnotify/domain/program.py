@@ -27,6 +27,7 @@ from pydantic import (
 
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.rules import EXTRA_TYPES, FIELD_TYPES, Rule, check_types, first_match
+from pshnotify.domain.values import Reach
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -279,6 +280,13 @@ class Program(_Model):
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.program.timezone)
+
+    @cached_property
+    def reach(self) -> Reach:
+        """The dates this program can mean (`domain.values`): every typed date is checked
+        against it."""
+        opens = min(w.opens for w in self.waves)
+        return Reach.around(opens, max(w.closes for w in self.waves), self.tz)
 
     @cached_property
     def field_types(self) -> dict[str, type]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import IO, NamedTuple
-from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
 
 from pshnotify.domain.program import Program
 from pshnotify.domain.text import CONTROL, short, text_problem
+from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant
 from pshnotify.ingest.csvfile import CsvRecords, open_text
 
 WHO = ("id", "email")
@@ -29,13 +29,8 @@ COLUMNS = (*WHO, *REQUIRED, *OPTIONAL)
 MAX_REF = 320  # the longest email address; ids are shorter
 MAX_NOTE = 1000
 MAX_OPTION = 32  # completions.option
-MAX_INSTANT = 40  # the longest ISO-8601 instant anyone writes, with room
-# The years a completion's instant may name: anything else is a typo (and years 1 and 9999
-# overflow when converted to UTC).
-YEARS = (1970, 2999)
 # Each column's limit, checked before anything else so one huge cell is one short error.
 LIMITS = {"id": MAX_REF, "email": MAX_REF, "option": MAX_OPTION, "completed_at": MAX_INSTANT}
-_INSTANT_EXAMPLE = "2023-09-12T14:30:00-04:00"
 
 
 class CompletionRow(NamedTuple):
@@ -49,46 +44,6 @@ class CompletionRow(NamedTuple):
 
 
 # -- shared value parsers --------------------------------------------------------------------------
-def parse_completed_at(text: str, tz: ZoneInfo) -> dt.datetime:
-    """An instant with offset, or a date meaning local midnight in `tz`; aware UTC out.
-
-    A bare date is what spreadsheets export; midnight local keeps it on the same calendar day
-    in the program's zone, so the confirmation shows the date the person saw.
-    """
-    value = text.strip()
-    if len(value) > MAX_INSTANT:
-        raise ValueError(f"is longer than {MAX_INSTANT} characters; write {_INSTANT_EXAMPLE}")
-    if not value.isascii():
-        raise ValueError(_instant_problem(value))
-    if len(value) == 10:
-        try:
-            day = dt.date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(_instant_problem(value)) from None
-        _check_year(day.year, value)
-        return dt.datetime.combine(day, dt.time(0), tz).astimezone(dt.UTC)
-    try:
-        instant = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(_instant_problem(value)) from None
-    if instant.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset; write it like {_INSTANT_EXAMPLE}")
-    _check_year(instant.year, value)
-    return instant.astimezone(dt.UTC)
-
-
-def _check_year(year: int, value: str) -> None:
-    if not YEARS[0] <= year <= YEARS[1]:
-        raise ValueError(f"{value!r} is out of range (a year from {YEARS[0]} to {YEARS[1]})")
-
-
-def _instant_problem(value: str) -> str:
-    return (
-        f"expected an ISO-8601 instant with offset ({_INSTANT_EXAMPLE}) "
-        f"or a date (2023-09-12), got {short(value)}"
-    )
-
-
 def person_ref_key(ref: str) -> str:
     """The normalised form of a person reference: emails compare without regard to case."""
     value = ref.strip()
@@ -145,6 +100,7 @@ class _CompletionsReader:
         self.name = name
         self.program = program
         self.options = frozenset(o.key for o in program.options)
+        self.reach = program.reach
         self.errors: list[str] = []
 
     def error(self, line: int, fld: str, problem: str) -> None:
@@ -230,7 +186,7 @@ class _CompletionsReader:
             self.error(line, "completed_at", "is empty; a value is required")
             return None
         try:
-            return parse_completed_at(value, self.program.tz)
-        except ValueError as exc:
+            return Instant.parse(value, self.reach, local_when_bare=False).utc
+        except BadValueError as exc:
             self.error(line, "completed_at", str(exc))
             return None

@@ -13,6 +13,7 @@ from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, idempotency_key
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.text import text_problem
+from pshnotify.domain.values import Day
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox, standing
 from pshnotify.store.programs import StoredProgram
@@ -55,7 +56,7 @@ def extend(
     engine: Engine,
     stored: StoredProgram,
     person_ref: str,
-    until: dt.date,
+    new_deadline: Day,
     clock: Clock,
     *,
     actor: str,
@@ -65,13 +66,13 @@ def extend(
     """A new personal deadline; the reminders before the deadline follow it at once, and the
     person gets a confirmation carrying the deadline's calendar event (same UID, next
     SEQUENCE) if they are still asked to take the training."""
-    now = clock.now()
+    now, until = clock.now(), new_deadline.date
     with engine.begin() as conn:
         row = find_enrollment(conn, stored, person_ref)
         closes = stored.program.wave(row.wave_key).closes
         if until < closes:
             raise InputError(
-                [f"--until: {until} is before the wave's close ({closes})"],
+                [f"until: {until} is before the wave's close ({closes})"],
                 hint="an extension moves the deadline later",
             )
         # Reminders queued for the old deadline and not yet sent no longer fit: cancel them.

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
+from pshnotify.domain.values import Instant
 from pshnotify.ingest.completions_csv import (
     CompletionRow,
     note_problem,
@@ -726,43 +727,31 @@ def complete_by_operator(
     option: str,
     actor: str,
     message_id_domain: str,
-    completed_at: dt.datetime | None = None,
+    completed_at: Instant | None = None,
     note: str | None = None,
     confirm: bool = True,
 ) -> CompletionResult:
     """An operator records a completion by hand (audited). An unknown person is refused, not
     kept as unmatched: the operator is there to fix the typo."""
     now = clock.now()
-    when = completed_at or now
+    when = completed_at.utc if completed_at is not None else now
     with engine.begin() as conn:
         if find_enrolled(conn, stored.id, person_ref) is None:
             raise NotFoundError(
                 [f"ID: nobody with id or email {person_ref!r} in program {stored.key}"],
                 hint="check the id, or import the roster first",
             )
-        try:
-            return record_completion(
-                conn,
-                stored,
-                person_ref=person_ref,
-                option=option,
-                completed_at=when,
-                source="operator",
-                dedupe_key=completion_key(person_ref, option, when),
-                note=note,
-                now=now,
-                message_id_domain=message_id_domain,
-                confirm=confirm,
-                actor=actor,
-            )
-        except InputError as exc:
-            raise InputError([_as_option(p) for p in exc.problems], hint=exc.hint) from None
-
-
-_OPERATOR_FIELDS = {"person": "ID", "option": "--option", "completed_at": "--at"}
-
-
-def _as_option(problem: str) -> str:
-    """'option: ...' -> '--option: ...': name what the operator typed."""
-    fld, sep, rest = problem.partition(": ")
-    return f"{_OPERATOR_FIELDS.get(fld, fld)}{sep}{rest}"
+        return record_completion(
+            conn,
+            stored,
+            person_ref=person_ref,
+            option=option,
+            completed_at=when,
+            source="operator",
+            dedupe_key=completion_key(person_ref, option, when),
+            note=note,
+            now=now,
+            message_id_domain=message_id_domain,
+            confirm=confirm,
+            actor=actor,
+        )

@@ -27,6 +27,7 @@ from pshnotify.domain.calendar import LAST_MINUTE, local_time, next_sending_inst
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
 from pshnotify.domain.program import Program
+from pshnotify.domain.values import Instant
 from pshnotify.store import audit, standing
 from pshnotify.store import programs as program_repo
 from pshnotify.store.db import refresh_statistics
@@ -255,6 +256,7 @@ def refuse_outside_window(summary: LaunchSummary, force: bool) -> None:
         raise ConflictError(
             f"wave {summary.wave!r} closed on {local_time(last, tz)}; nothing was queued",
             hint="pass --force to launch it anyway (for example, for late joiners)",
+            advice="force",
         )
     if summary.window == "before":
         opens = dt.datetime.combine(summary.opens, dt.time(0), tz)
@@ -265,6 +267,8 @@ def refuse_outside_window(summary: LaunchSummary, force: bool) -> None:
             f"{going} say the rollout has begun; nothing was queued",
             hint=f"schedule it with `pshnotify launch {summary.wave} --at "
             f"{summary.opens.isoformat()}T09:00` ({nine}), or pass --force to launch it now",
+            advice="schedule",
+            when=f"{summary.opens.isoformat()}T09:00",
         )
 
 
@@ -289,15 +293,15 @@ def schedule_launch(
     engine: Engine,
     stored: StoredProgram,
     wave: str,
-    at: dt.datetime,
+    when: Instant,
     clock: Clock,
     *,
     actor: str,
     force: bool = False,
 ) -> Scheduled:
-    """Launch WAVE at `at` (the scheduler's first pass at or after it does): whoever is a
+    """Launch WAVE at `when` (the scheduler's first pass at or after it does): whoever is a
     required member then gets the email, people added meanwhile included. Audited."""
-    now = clock.now()
+    now, at = clock.now(), when.at
     with engine.begin() as conn:
         summary = _summarise(conn, stored, wave, at)  # the window as it will be then
         if not summary.first_launch:
@@ -305,12 +309,14 @@ def schedule_launch(
                 f"wave {wave!r} was launched already; nothing was scheduled",
                 hint=f"late joiners get theirs on the next pass; `pshnotify launch {wave}` "
                 "sends any still owed now",
+                advice="launch_now",
             )
         if at <= now:
             tz = stored.program.tz
             raise ConflictError(
-                f"--at {local_time(at, tz)} is not in the future (now {local_time(now, tz)})",
+                f"{local_time(at, tz)} is not in the future (now {local_time(now, tz)})",
                 hint=f"launch it now with `pshnotify launch {wave}`",
+                advice="launch_now",
             )
         refuse_outside_window(summary, force)
         changed = program_repo.schedule_launch(conn, stored.id, wave, at, actor)

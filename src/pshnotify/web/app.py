@@ -20,10 +20,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
-import json
 import logging
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
@@ -40,9 +39,9 @@ from starlette.types import ASGIApp
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.text import text_problem
+from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant
 from pshnotify.ingest import completions_csv
 from pshnotify.ingest import webhook_signing as signing
-from pshnotify.ingest.completions_csv import parse_completed_at
 from pshnotify.services.completions import (
     CompletionOutcome,
     CompletionResult,
@@ -55,50 +54,32 @@ from pshnotify.services.completions import (
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web import xapi
+from pshnotify.web.bounces import bounce_routes
 from pshnotify.web.bounds import HttpLimits, bounded_protocol, uvicorn_options
 from pshnotify.web.throttle import FailureThrottle, ThrottleMiddleware
+from pshnotify.web.webhook_io import (
+    HttpError,
+    delivery_headers,
+    http_error,
+    parse_json,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 
 # Given `--program KEY` semantics: None means the program file's program. Called per request
 # in a worker thread; raises NotFoundError for an unknown key (Runtime.program fits).
 ProgramLoader = Callable[[str | None], StoredProgram]
-MAX_BODY = 1024 * 1024  # a completion is a few hundred bytes; a batch of statements, more
 _REALM = 'Basic realm="pshnotify xAPI", charset="UTF-8"'
 _XAPI_FIELDS = {"person": "actor.mbox", "option": "object.id", "completed_at": "timestamp"}
 # The same limits as the completions file's columns (a program key is 64 at most).
 _WEBHOOK_LIMITS = {
     "person": completions_csv.MAX_REF,
     "option": completions_csv.MAX_OPTION,
-    "completed_at": completions_csv.MAX_INSTANT,
+    "completed_at": MAX_INSTANT,
     "program": 64,
     "note": completions_csv.MAX_NOTE,
 }
-
-
-class HttpError(Exception):
-    """Refuse the request with `status` and a JSON body naming every problem."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        problems: Sequence[str] = (),
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.status = status
-        self.error = error
-        self.problems = list(problems)
-        self.headers = headers
-        super().__init__(error)
-
-
-async def _http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HttpError)
-    body: dict[str, Any] = {"error": exc.error}
-    if exc.problems:
-        body["problems"] = exc.problems
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 async def _unmatched_full(_request: Request, exc: Exception) -> Response:
@@ -125,15 +106,13 @@ def create_app(
     ]
     if metrics is not None:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
-    from pshnotify.web.bounces import bounce_routes  # it uses this module's request helpers
-
     routes += bounce_routes(engine, clock, settings)
     if console is not None:  # last: it answers every other path
         routes.append(Mount("/", app=console))
     throttle = FailureThrottle(limit=settings.http_auth_failures, window=60.0)
     return Starlette(
         routes=routes,
-        exception_handlers={HttpError: _http_error, UnmatchedFullError: _unmatched_full},
+        exception_handlers={HttpError: http_error, UnmatchedFullError: _unmatched_full},
         middleware=[Middleware(ThrottleMiddleware, throttle=throttle, exempt=["/healthz"])],
     )
 
@@ -174,13 +153,13 @@ class _Endpoints:
     async def webhook(self, request: Request) -> Response:
         if self.webhook_key is None:
             raise HttpError(503, "webhooks are not configured: set PSHNOTIFY_WEBHOOK_SECRET")
-        body = await _read_body(request)
-        delivery = _delivery(request)
+        body = await read_body(request)
+        delivery = delivery_headers(request)
         try:
             signing.verify(self.webhook_key, delivery, body, self.clock.wall())
         except signing.VerificationError as exc:
             raise HttpError(exc.status, str(exc)) from None
-        payload = _webhook_payload(_parse_json(body))
+        payload = _webhook_payload(parse_json(body))
         result = await run_in_threadpool(self._record_webhook, delivery.msg_id, payload)
         log.info("webhook %s: %s", delivery.msg_id, result.outcome.value)
         status = 202 if result.outcome == CompletionOutcome.UNMATCHED else 200
@@ -190,8 +169,9 @@ class _Endpoints:
         stored = self._program(req.program)
         now = self.clock.now()
         try:
-            completed_at = parse_completed_at(req.completed_at, stored.program.tz)
-        except ValueError as exc:
+            reach = stored.program.reach
+            completed_at = Instant.parse(req.completed_at, reach, local_when_bare=False).utc
+        except BadValueError as exc:
             raise HttpError(400, "bad completion", [f"completed_at: {exc}"]) from None
         problems = completion_problems(
             stored,
@@ -231,7 +211,7 @@ class _Endpoints:
         if not _basic_auth_matches(request.headers.get("authorization"), expected):
             raise HttpError(401, "bad credentials", headers={"WWW-Authenticate": _REALM})
         try:
-            statements = xapi.statements_of(_parse_json(await _read_body(request)))
+            statements = xapi.statements_of(parse_json(await read_body(request)))
         except ValueError as exc:
             raise HttpError(400, str(exc)) from None
         program = request.query_params.get("program")
@@ -303,43 +283,6 @@ def _rule_problems(
         ):
             out.append(f"statement[{m.index}].{_XAPI_FIELDS.get(fld, fld)}: {problem}")
     return out
-
-
-# -- request parsing ------------------------------------------------------------------------------
-async def _read_body(request: Request) -> bytes:
-    """The raw bytes (signatures cover them exactly), refused beyond MAX_BODY."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise HttpError(413, f"body larger than {MAX_BODY} bytes")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise HttpError(413, f"body larger than {MAX_BODY} bytes")
-    except ClientDisconnect:  # gone, or cut for being too slow (web/bounds.py)
-        raise HttpError(400, "the request body did not arrive") from None
-    return bytes(body)
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise HttpError(400, "the body is not valid JSON") from None
-
-
-def _delivery(request: Request) -> signing.Delivery:
-    h = request.headers
-    values = {name: h.get(name, "") for name in signing.HEADERS}
-    missing = [name for name, value in values.items() if not value]
-    if missing:
-        raise HttpError(401, f"missing headers: {', '.join(missing)}")
-    if len(values["webhook-id"]) > 255:
-        raise HttpError(400, "webhook-id: longer than 255 characters")
-    return signing.Delivery(
-        values["webhook-id"], values["webhook-timestamp"], values["webhook-signature"]
-    )
 
 
 def _webhook_payload(data: Any) -> _WebhookCompletion:

@@ -23,7 +23,7 @@ from pshnotify.domain.bounces import ENHANCED_CODE, BounceClass, classify
 from pshnotify.ingest import webhook_signing as signing
 from pshnotify.services.bounces import Recorded, record_event
 from pshnotify.settings import Settings
-from pshnotify.web.app import HttpError, _delivery, _parse_json, _read_body
+from pshnotify.web.webhook_io import HttpError, delivery_headers, parse_json, read_body
 
 log = logging.getLogger(__name__)
 _TYPES = ("hard", "soft", "complaint")
@@ -48,13 +48,13 @@ def bounce_routes(engine: Engine, clock: Clock, settings: Settings) -> list[Rout
             raise HttpError(
                 503, "bounce webhooks are not configured: set PSHNOTIFY_BOUNCE_WEBHOOK_SECRET"
             )
-        body = await _read_body(request)
-        delivery = _delivery(request)
+        body = await read_body(request)
+        delivery = delivery_headers(request)
         try:
             signing.verify(key, delivery, body, clock.wall())
         except signing.VerificationError as exc:
             raise HttpError(exc.status, str(exc)) from None
-        event = _event(_parse_json(body))
+        event = _event(parse_json(body))
         result = await run_in_threadpool(
             lambda: record_event(
                 engine,

@@ -13,7 +13,8 @@ from typing import Any
 
 from pshnotify.domain.program import Program
 from pshnotify.domain.text import short
-from pshnotify.ingest.completions_csv import address_problem, parse_completed_at
+from pshnotify.domain.values import BadValueError, Instant
+from pshnotify.ingest.completions_csv import address_problem
 
 COMPLETED = "http://adlnet.gov/expapi/verbs/completed"
 VERSION = "1.0.3"  # the X-Experience-API-Version we answer with
@@ -144,8 +145,8 @@ def _when(
             problems.append(f"{where}.{fld}: expected an ISO-8601 string")
             return None
         try:
-            return parse_completed_at(value, program.tz)
-        except ValueError as exc:
+            return Instant.parse(value, program.reach, local_when_bare=False).utc
+        except BadValueError as exc:
             problems.append(f"{where}.{fld}: {exc}")
             return None
     return now

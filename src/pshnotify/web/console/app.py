@@ -13,11 +13,12 @@ import datetime as dt
 import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import Engine
@@ -32,9 +33,10 @@ from starlette.staticfiles import StaticFiles
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
+from pshnotify.domain.values import Day, Instant, read
 from pshnotify.services import lookup, progress
 from pshnotify.services.adjust import exempt, extend
-from pshnotify.services.audit_trail import audit_page
+from pshnotify.services.audit_trail import audit_page, record_refusal
 from pshnotify.services.bounces import address_ok
 from pshnotify.services.completions import ALTERNATIVE, complete_by_operator
 from pshnotify.services.launch import (
@@ -70,10 +72,21 @@ _SECURITY_HEADERS = {
 
 
 class PageError(Exception):
-    """Answer with an error page: `status`, a title and what to do."""
+    """Answer with an error page: `status`, a title and what to do; for a refused form, the
+    page it came from (`back`) and what was typed (`kept`), which the link back fills in
+    again."""
 
-    def __init__(self, status: int, title: str, problems: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        problems: Sequence[str] = (),
+        *,
+        back: str = "/",
+        kept: Mapping[str, str] | None = None,
+    ) -> None:
         self.status, self.title, self.problems = status, title, list(problems)
+        self.back, self.kept = back, dict(kept or {})
         super().__init__(title)
 
 
@@ -127,14 +140,26 @@ class Console:
             Route("/waves/{key}", p(self.wave, operator=True)),
             Route("/waves/{key}/progress", p(self.wave_progress, operator=True)),
             Route("/waves/{key}/launch", p(self.launch_confirm, operator=True), methods=["GET"]),
-            Route("/waves/{key}/launch", a(self.launch), methods=["POST"]),
-            Route("/waves/{key}/schedule", a(self.schedule), methods=["POST"]),
-            Route("/waves/{key}/unschedule", a(self.unschedule), methods=["POST"]),
+            Route("/waves/{key}/launch", a(self.launch, "wave.launch"), methods=["POST"]),
+            Route(
+                "/waves/{key}/schedule", a(self.schedule, "wave.schedule_launch"), methods=["POST"]
+            ),
+            Route(
+                "/waves/{key}/unschedule",
+                a(self.unschedule, "wave.cancel_launch"),
+                methods=["POST"],
+            ),
             Route("/people", p(self.people)),
-            Route("/people/{id:path}/extend", a(self.extend), methods=["POST"]),
-            Route("/people/{id:path}/exempt", a(self.exempt), methods=["POST"]),
-            Route("/people/{id:path}/complete", a(self.complete), methods=["POST"]),
-            Route("/people/{id:path}/address-ok", a(self.address_ok), methods=["POST"]),
+            Route("/people/{id:path}/extend", a(self.extend, "person.extend"), methods=["POST"]),
+            Route("/people/{id:path}/exempt", a(self.exempt, "person.exempt"), methods=["POST"]),
+            Route(
+                "/people/{id:path}/complete",
+                a(self.complete, "completion.record"),
+                methods=["POST"],
+            ),
+            Route(
+                "/people/{id:path}/address-ok", a(self.address_ok, "address.ok"), methods=["POST"]
+            ),
             Route("/people/{id:path}", p(self.person), methods=["GET"]),
             Route("/departments", p(self.departments)),
             Route("/departments/report.csv", p(self.report_csv)),
@@ -162,7 +187,10 @@ class Console:
 
         return endpoint
 
-    def _action(self, handler: FormHandler) -> Callable[[Request], Any]:
+    def _action(self, handler: FormHandler, action: str) -> Callable[[Request], Any]:
+        """A form that acts: `action` is its name in the audit log, where a refusal (bad
+        input, or a state it contradicts) is written too."""
+
         async def endpoint(request: Request) -> Response:
             session = self.codec.load(request)
             user: User | None = None
@@ -176,6 +204,18 @@ class Console:
             except SignInNeededError:
                 response = RedirectResponse("/login", 303)
             except PageError as exc:
+                if exc.status in (400, 409) and user is not None:
+                    await run_in_threadpool(
+                        partial(
+                            record_refusal,
+                            self.engine,
+                            self.clock,
+                            actor=user.login,
+                            action=action,
+                            subject=request.path_params.get("id") or request.path_params.get("key"),
+                            problems=exc.problems,
+                        )
+                    )
                 response = self._problem(request, session, user, exc)
             return self._finish(request, session, response)
 
@@ -265,6 +305,9 @@ class Console:
             "local": lambda at: local_time(at, tz),
             "path": request.url.path,
             "program": None,
+            # What a refused form had (the problem page's link back carries it): forms show
+            # it again instead of starting empty.
+            "typed": request.query_params,
         }
         html = self.env.get_template(template).render({**base, **context})
         return HTMLResponse(html, status_code=code)
@@ -281,6 +324,8 @@ class Console:
             user=user,
             title=exc.title,
             problems=exc.problems,
+            kept=exc.kept,
+            back=f"{exc.back}?{urlencode(exc.kept)}" if exc.kept else exc.back,
         )
 
     def _done(self, call: _Call, message: str, to: str) -> Response:
@@ -377,7 +422,9 @@ class Console:
             cards=[_wave_card(key, status["waves"][key], marked.get(key, 0)) for key, *_ in waves],
             undeliverable=sum(marked.values()),
             timeline=charts.timeline(waves, today),
-            daily=charts.daily(per_day, opens, closes, today),
+            daily=charts.daily(
+                per_day, opens, closes, today, (program.reach.first, program.reach.last)
+            ),
             completed_total=sum(per_day.values()),
         )
 
@@ -453,7 +500,9 @@ class Console:
                 )
             )
         except ConflictError as exc:
-            raise PageError(409, "Not launched", [str(exc), _web_hint(exc.hint)]) from None
+            raise PageError(
+                409, "Not launched", [str(exc), _advice(exc)], back=f"/waves/{quote(key)}/launch"
+            ) from None
         when = local_time(done.due_at, call.stored.program.tz)
         message = f"Queued {done.queued:,} launch emails for {key}, to go out from {when}."
         return self._done(call, message, f"/waves/{quote(key)}")
@@ -463,10 +512,15 @@ class Console:
         raw = str(form.get("at", "")).strip()
         tz = call.stored.program.tz
         try:
-            at = dt.datetime.fromisoformat(raw).replace(tzinfo=tz)
-        except ValueError:
+            # A time without an offset is the program's (what the form's field sends); an
+            # offset typed or sent with it is kept.
+            at = read(
+                "at", lambda: Instant.parse(raw, call.stored.program.reach, local_when_bare=True)
+            )
+        except InputError as exc:
+            back = f"/waves/{quote(key)}/launch"
             raise PageError(
-                400, "Not scheduled", [f"at: expected a date and time, got {raw!r}"]
+                400, "Not scheduled", exc.problems, back=back, kept={"at": raw}
             ) from None
         force = form.get("force") == "yes"
         try:
@@ -482,7 +536,10 @@ class Console:
                 )
             )
         except ConflictError as exc:
-            raise PageError(409, "Not scheduled", [str(exc), _web_hint(exc.hint)]) from None
+            back = f"/waves/{quote(key)}/launch"
+            raise PageError(
+                409, "Not scheduled", [str(exc), _advice(exc)], back=back, kept={"at": raw}
+            ) from None
         message = f"The launch of {key} is scheduled for {local_time(done.at, tz)}."
         return self._done(call, message, f"/waves/{quote(key)}")
 
@@ -579,30 +636,35 @@ class Console:
         )
 
     async def audit(self, call: _Call) -> Response:
-        found = await run_in_threadpool(audit_page, self.engine, _page_number(call.request))
+        found = await run_in_threadpool(
+            audit_page, self.engine, call.stored.program.tz, _page_number(call.request)
+        )
         return self.render(call, "audit.html", found=found)
 
     # -- actions on a person -------------------------------------------------------------------
-    async def _person_action(self, call: _Call, work: Callable[[str], str]) -> Response:
+    async def _person_action(
+        self, call: _Call, work: Callable[[str], str], form: FormData | None = None
+    ) -> Response:
         person_id = call.request.path_params["id"]
+        page = f"/people/{quote(person_id, safe='')}"
+        kept = {k: str(v) for k, v in form.items() if k != CSRF_FIELD} if form else {}
         try:
             message = await run_in_threadpool(work, person_id)
         except NotFoundError:
             raise PageError(404, "Not found", [f"Nobody with id {person_id!r}."]) from None
         except InputError as exc:
-            raise PageError(400, "Nothing was changed", exc.problems) from None
+            raise PageError(
+                400, "Nothing was changed", exc.problems, back=page, kept=kept
+            ) from None
         except ConflictError as exc:
-            raise PageError(409, "Nothing was changed", [str(exc)]) from None
-        return self._done(call, message, f"/people/{quote(person_id, safe='')}")
+            raise PageError(409, "Nothing was changed", [str(exc)], back=page, kept=kept) from None
+        return self._done(call, message, page)
 
     async def extend(self, call: _Call, form: FormData) -> Response:
         raw = str(form.get("until", "")).strip()
 
         def work(person_id: str) -> str:
-            try:
-                until = dt.date.fromisoformat(raw)
-            except ValueError:
-                raise InputError([f"until: expected a date YYYY-MM-DD, got {raw!r}"]) from None
+            until = read("until", lambda: Day.parse(raw, call.stored.program.reach))
             note = str(form.get("note", "")).strip() or None
             done = extend(
                 self.engine,
@@ -617,7 +679,7 @@ class Console:
                 f"Deadline of {done.person}: {done.detail['previous']} -> {done.detail['until']}."
             )
 
-        return await self._person_action(call, work)
+        return await self._person_action(call, work, form)
 
     async def exempt(self, call: _Call, form: FormData) -> Response:
         reason = str(form.get("reason", ""))
@@ -629,21 +691,17 @@ class Console:
             cancelled = done.detail["cancelled_messages"]
             return f"{done.person} is exempt; {cancelled} pending messages cancelled."
 
-        return await self._person_action(call, work)
+        return await self._person_action(call, work, form)
 
     async def complete(self, call: _Call, form: FormData) -> Response:
         option = str(form.get("option", ""))
         note = str(form.get("note", "")).strip() or None
         raw = str(form.get("completed_on", "")).strip()
-        tz = call.stored.program.tz
+        reach = call.stored.program.reach
 
         def work(person_id: str) -> str:
-            when = None
-            if raw:
-                try:
-                    when = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time(), tz)
-                except ValueError:
-                    raise InputError([f"completed_on: expected YYYY-MM-DD, got {raw!r}"]) from None
+            # A date: midnight in the program's zone, as the CSV and the CLI read one.
+            when = read("completed_on", lambda: Day.parse(raw, reach)) if raw else None
             result = complete_by_operator(
                 self.engine,
                 call.stored,
@@ -652,13 +710,13 @@ class Console:
                 option=option,
                 actor=call.user.login,
                 message_id_domain=self.settings.message_id_domain,
-                completed_at=when,
+                completed_at=None if when is None else Instant.at_midnight(when),
                 note=note,
             )
             extra = "; a confirmation is queued" if result.confirmation_queued else ""
             return f"Completion recorded ({result.outcome.value}){extra}."
 
-        return await self._person_action(call, work)
+        return await self._person_action(call, work, form)
 
     async def address_ok(self, call: _Call, _form: FormData) -> Response:
         def work(person_id: str) -> str:
@@ -704,8 +762,14 @@ def _page_number(request: Request) -> int:
     return int(raw) if raw.isdigit() and 0 < len(raw) < 7 else 1
 
 
-def _web_hint(hint: str) -> str:
-    return hint.replace("pass --force", "tick 'launch anyway'") if hint else ""
+def _advice(exc: ConflictError) -> str:
+    """The next step of a refused launch, in the console's words (never a CLI flag)."""
+    return {
+        "force": "To launch it all the same, tick “Launch anyway” on the launch page.",
+        "schedule": f"Schedule the launch for {exc.when.replace('T', ' ')} on the launch page "
+        "(it is filled in there), or tick “Launch anyway” to launch it now.",
+        "launch_now": "Launch it now from the launch page instead.",
+    }.get(exc.advice, "")
 
 
 @dataclass(frozen=True)

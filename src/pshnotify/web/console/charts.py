@@ -132,11 +132,15 @@ def daily(
     opens: dt.date,
     closes: dt.date,
     today: dt.date,
+    bounds: tuple[dt.date, dt.date],
     width: float = 760.0,
     height: float = 160.0,
 ) -> DailyChart:
-    start = min([opens, *counts]) if counts else opens
-    end = max([closes, *counts]) if counts else closes
+    """A column a day from the first completion (or the opening) to the last (or the close),
+    never outside `bounds` (the program's reach), whatever is stored: a completion dated in
+    year 1 once made every dashboard view draw 740,000 columns."""
+    start = max(min([opens, *counts]) if counts else opens, bounds[0])
+    end = min(max([closes, *counts]) if counts else closes, bounds[1])
     days = (end - start).days + 1
     step = (width - 40) / days
     peak = max(counts.values(), default=0)
