@@ -55,15 +55,38 @@ OWING: dict[str, object] = {
 }
 
 
-def owes_training(person: Standing) -> bool:
-    """Required, present, not exempted by an operator, not complete."""
-    facts = {
+# Who is still asked anything (the launch email, an invitation, reminders): `asks`. A tuple
+# is "one of". `store.standing` turns these conditions into SQL the way launch did OWING.
+ASKED: dict[str, object] = {
+    "status": (REQUIRED, ENCOURAGED),
+    "removed": False,
+    "exempted": False,
+    "completed": False,
+}
+
+
+def facts(person: Standing) -> dict[str, object]:
+    """The facts about an enrollment that OWING and ASKED are conditions on."""
+    return {
         "status": person.status,
         "removed": person.removed,
         "exempted": person.exempted_reason is not None,
         "completed": person.completed,
     }
-    return all(facts[name] == value for name, value in OWING.items())
+
+
+def meets(person: Standing, conditions: dict[str, object]) -> bool:
+    """Does this person meet every condition (a tuple: one of its values)?"""
+    known = facts(person)
+    return all(
+        known[name] in value if isinstance(value, tuple) else known[name] == value
+        for name, value in conditions.items()
+    )
+
+
+def owes_training(person: Standing) -> bool:
+    """Required, present, not exempted by an operator, not complete."""
+    return meets(person, OWING)
 
 
 def _not_asked(person: Standing) -> str | None:
@@ -80,7 +103,9 @@ def _not_asked(person: Standing) -> str | None:
 
 
 def asks(person: Standing) -> bool:
-    """Is this person still asked anything (launch, invitation, reminders)?"""
+    """Is this person still asked anything (launch, invitation, reminders)? `_not_asked` is
+    ASKED with the reasons the outbox keeps (and asked once per person on every pass:
+    tests/test_standing.py holds the two together)."""
     return _not_asked(person) is None
 
 

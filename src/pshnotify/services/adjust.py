@@ -15,7 +15,7 @@ from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.text import text_problem
 from pshnotify.domain.values import Day
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
-from pshnotify.store import audit, outbox
+from pshnotify.store import audit, outbox, standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
 
@@ -35,17 +35,12 @@ def find_enrollment(conn: Connection, stored: StoredProgram, person_ref: str) ->
         select(
             enrollments.c.id,
             enrollments.c.person_id,
-            enrollments.c.wave_key,
-            enrollments.c.extended_until,
-            enrollments.c.status,
-            enrollments.c.removed_at,
-            enrollments.c.exempted_reason,
-            enrollments.c.completed_at,
+            *standing.COLUMNS,
             people.c.external_id,
             people.c.email,
             people.c.name,
         )
-        .join(people, people.c.id == enrollments.c.person_id)
+        .select_from(standing.joined())
         .where(enrollments.c.program_id == stored.id)
         .where((people.c.external_id == person_ref) | (people.c.email_key == person_ref.lower()))
     ).first()
@@ -126,13 +121,7 @@ def _queue_extension_email(
     """The person hears of their new deadline at once (not held to working hours: it answers
     their request). Each extension is its own message, numbered: the number is the calendar
     event's SEQUENCE, so the latest extension's event replaces the earlier ones'."""
-    standing = policy.Standing(
-        status=row.status,
-        removed=row.removed_at is not None,
-        exempted_reason=row.exempted_reason,
-        completed=row.completed_at is not None,
-    )
-    if not policy.owes_training(standing):
+    if not policy.owes_training(standing.to_standing(row)):
         return False  # nothing is asked of them: no email about a deadline
     earlier = conn.scalar(
         select(func.count()).where(

@@ -26,7 +26,7 @@ from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_
 from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.render import Templates
 from pshnotify.services.attempt import Job, outcome_result
-from pshnotify.store import outbox
+from pshnotify.store import outbox, standing
 from pshnotify.store.programs import ProgramCache, StoredProgram
 from pshnotify.store.retry import Guard, is_transient
 
@@ -175,29 +175,15 @@ def _days(
     if claimed.kind != Kind.REMINDER.value or claimed.person_id is None:
         return frozenset()
     tz = policy.person_zone(program, row.timezone if row is not None else None)
-    days = set()
-    for mid, state, due_at, sent_at in reminded.get((claimed.program_id, claimed.person_id), []):
-        if state == State.SENT.value and sent_at is not None:
-            days.add(sent_at.astimezone(tz).date())
-        elif state != State.SENT.value and mid < claimed.id:
-            days.add(due_at.astimezone(tz).date())
-    return frozenset(days)
+    others = reminded.get((claimed.program_id, claimed.person_id), [])
+    return standing.reminder_days(others, tz, before=claimed.id)
 
 
 def _standing(
     claimed: outbox.Claimed, row: Any, reminded_on: frozenset[dt.date] = frozenset()
 ) -> policy.Standing | None:
-    """The person's standing from their enrollment row (None: no longer enrolled)."""
+    """The person's standing from their enrollment row (None: no longer enrolled), asked
+    about the message's own wave."""
     if row is None:
         return None
-    return policy.Standing(
-        status=row.status,
-        removed=row.removed_at is not None,
-        exempted_reason=row.exempted_reason or None,
-        completed=row.completed_at is not None,
-        wave_key=claimed.wave_key,
-        extended_until=row.extended_until,
-        undeliverable=row.undeliverable is not None,
-        reminded_on=reminded_on,
-        timezone=row.timezone,
-    )
+    return standing.to_standing(row, wave_key=claimed.wave_key, reminded_on=reminded_on)

@@ -23,11 +23,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, and_, func, select, update
 
 from pshnotify.clock import Clock
+from pshnotify.domain import policy
 from pshnotify.domain.bounces import BounceClass
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
-from pshnotify.store import audit, outbox
+from pshnotify.store import audit, outbox, standing
 from pshnotify.store.programs import StoredProgram, load_program_by_id
 from pshnotify.store.schema import (
     bounces,
@@ -226,9 +227,7 @@ def _mark(
 
 def _active_mark(conn: Connection, person_id: int) -> Any:
     return conn.execute(
-        select(undeliverable).where(
-            undeliverable.c.person_id == person_id, undeliverable.c.cleared_at.is_(None)
-        )
+        select(undeliverable).where(undeliverable.c.person_id == person_id, standing.active())
     ).first()
 
 
@@ -247,7 +246,7 @@ def undeliverable_ids(conn: Connection, person_ids: list[int]) -> set[int]:
     if not person_ids:
         return set()
     q = select(undeliverable.c.person_id).where(
-        undeliverable.c.person_id.in_(person_ids), undeliverable.c.cleared_at.is_(None)
+        undeliverable.c.person_id.in_(person_ids), standing.active()
     )
     return set(conn.scalars(q))
 
@@ -263,7 +262,7 @@ def marks(conn: Connection, person_ids: list[int] | None = None) -> list[Mark]:
             undeliverable.c.reason,
         )
         .join(people, people.c.id == undeliverable.c.person_id)
-        .where(undeliverable.c.cleared_at.is_(None))
+        .where(standing.active())
         .order_by(undeliverable.c.since, people.c.external_id)
     )
     if person_ids is not None:
@@ -327,13 +326,13 @@ def address_ok(
 def _clear(conn: Connection, person_id: int, now: dt.datetime, by: str) -> None:
     conn.execute(
         update(undeliverable)
-        .where(undeliverable.c.person_id == person_id, undeliverable.c.cleared_at.is_(None))
+        .where(undeliverable.c.person_id == person_id, standing.active())
         .values(cleared_at=now, cleared_by=by)
     )
     # The scheduler looks at them again at once: their next steps go to the address.
     conn.execute(
         update(enrollments)
-        .where(enrollments.c.person_id == person_id, enrollments.c.removed_at.is_(None))
+        .where(enrollments.c.person_id == person_id, standing.present())
         .values(next_action_at=now)
     )
 
@@ -386,23 +385,19 @@ def _resend_launch(
     e = enrollments
     row = conn.execute(
         select(
-            e.c.wave_key,
-            e.c.status,
-            e.c.completed_at,
-            e.c.exempted_reason,
-            e.c.removed_at,
+            *standing.COLUMNS,
             people.c.external_id,
             people.c.email,
             people.c.name,
             waves.c.launched_at,
         )
-        .join(people, people.c.id == e.c.person_id)
+        .select_from(standing.joined())
         .outerjoin(waves, and_(waves.c.program_id == stored.id, waves.c.key == e.c.wave_key))
         .where(e.c.program_id == stored.id, e.c.person_id == person_id)
     ).first()
-    if row is None or row.launched_at is None or row.status != "required":
+    if row is None or row.launched_at is None:
         return False
-    if row.completed_at is not None or row.exempted_reason or row.removed_at is not None:
+    if not policy.owes_training(standing.to_standing(row)):
         return False
     launches = conn.execute(
         select(messages.c.id, messages.c.state).where(
@@ -521,25 +516,10 @@ def undeliverable_reasons(conn: Connection, person_ids: list[int]) -> dict[int, 
     for start in range(0, len(person_ids), 500):
         part = person_ids[start : start + 500]
         q = select(undeliverable.c.person_id, undeliverable.c.reason).where(
-            undeliverable.c.person_id.in_(part), undeliverable.c.cleared_at.is_(None)
+            undeliverable.c.person_id.in_(part), standing.active()
         )
         out.update(dict(conn.execute(q).tuples().all()))
     return out
-
-
-def undeliverable_by_wave(conn: Connection, program_id: int) -> dict[str, int]:
-    """Enrolled (not removed) people with an address marked undeliverable, per wave."""
-    q = (
-        select(enrollments.c.wave_key, func.count())
-        .join(undeliverable, undeliverable.c.person_id == enrollments.c.person_id)
-        .where(
-            enrollments.c.program_id == program_id,
-            enrollments.c.removed_at.is_(None),
-            undeliverable.c.cleared_at.is_(None),
-        )
-        .group_by(enrollments.c.wave_key)
-    )
-    return {w: int(n) for w, n in conn.execute(q)}
 
 
 def bounce_summary(conn: Connection, program_id: int) -> dict[str, int]:
@@ -552,6 +532,6 @@ def bounce_summary(conn: Connection, program_id: int) -> dict[str, int]:
     )
     by_class = {str(c): int(n) for c, n in conn.execute(q)}
     out = {c.value: by_class.get(c.value, 0) for c in BounceClass}
-    out["undeliverable"] = sum(undeliverable_by_wave(conn, program_id).values())
+    out["undeliverable"] = sum(standing.marked_by_wave(conn, program_id).values())
     out["unrecognised"] = count_unrecognised(conn)
     return out

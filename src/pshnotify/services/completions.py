@@ -37,7 +37,7 @@ from pshnotify.ingest.completions_csv import (
     person_ref_key,
     read_completions,
 )
-from pshnotify.store import audit, completion_batch
+from pshnotify.store import audit, completion_batch, standing
 from pshnotify.store.db import transaction
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import completions, db_time, enrollments, people, webhook_receipts
@@ -474,8 +474,8 @@ def _enrolled_query() -> Any:
         people.c.external_id,
         people.c.email,
         enrollments.c.id.label("enrollment_id"),
-        enrollments.c.removed_at.is_not(None).label("removed"),
-        enrollments.c.completed_at.is_not(None).label("complete"),
+        standing.FACTS["removed"].label("removed"),
+        standing.FACTS["completed"].label("complete"),
     ).join(enrollments, enrollments.c.person_id == people.c.id)
 
 

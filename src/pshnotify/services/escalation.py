@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from pshnotify.domain import policy
-from pshnotify.domain.cadence import PersonState, deadline_date, timeline
+from pshnotify.domain.cadence import deadline_date, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NothingToSend
 from pshnotify.services.bounces import undeliverable_reasons
-from pshnotify.store import outbox
+from pshnotify.store import outbox, standing
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, waves
@@ -60,14 +60,7 @@ def _owing_since_launch(program_id: int) -> list[Any]:
     """In SQL, `policy.owes_training` for people whose launch email has gone: the ones an
     escalation can be about (the digest queued now and the digests `plan` foresees)."""
     e = enrollments
-    return [
-        e.c.program_id == program_id,
-        e.c.removed_at.is_(None),
-        e.c.completed_at.is_(None),
-        e.c.exempted_reason.is_(None),
-        e.c.status == policy.REQUIRED,
-        e.c.launch_sent_at.is_not(None),
-    ]
+    return [e.c.program_id == program_id, standing.owes(), e.c.launch_sent_at.is_not(None)]
 
 
 def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behind]:
@@ -89,8 +82,7 @@ def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behi
             people.c.department,
             people.c.manager_email,
             people.c.admin_officer,
-            e.c.wave_key,
-            e.c.extended_until,
+            standing.deadline(program).label("deadline"),
         )
         .join(e, e.c.person_id == people.c.id)
         .join(waves, and_(waves.c.program_id == stored.id, waves.c.key == e.c.wave_key))
@@ -106,9 +98,8 @@ def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behi
     dead = undeliverable_reasons(conn, [r.id for r in found])
     out: list[Behind] = []
     for r in found:
-        try:
-            deadline = r.extended_until or program.wave(r.wave_key).closes
-        except KeyError:
+        deadline = r.deadline
+        if deadline is None:
             continue  # a wave no longer in the program file
         days_left = (deadline - today).days
         if not policy.escalated(esc, reminders_sent=sent[r.id], days_left=days_left):
@@ -207,12 +198,10 @@ def planned_digests(conn: Connection, stored: StoredProgram, now: dt.datetime) -
             people.c.id,
             people.c.manager_email,
             people.c.admin_officer,
-            e.c.wave_key,
-            e.c.status,
-            e.c.extended_until,
             e.c.launch_sent_at,
+            *standing.COLUMNS,
         )
-        .join(e, e.c.person_id == people.c.id)
+        .select_from(standing.joined())
         .where(
             *_owing_since_launch(stored.id),
         )
@@ -226,13 +215,7 @@ def planned_digests(conn: Connection, stored: StoredProgram, now: dt.datetime) -
         recipient = (r.manager_email if esc.to == "manager" else None) or r.admin_officer
         if not recipient:
             continue
-        state = PersonState(
-            wave_key=r.wave_key,
-            status=r.status,
-            extended_until=r.extended_until,
-            launch_queued=True,
-            launch_sent_at=r.launch_sent_at,
-        )
+        state = standing.person_state(r, steps={"launch"})
         try:
             deadline = deadline_date(program, state)
         except KeyError:

@@ -13,7 +13,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     String,
-    and_,
     case,
     cast,
     func,
@@ -29,7 +28,7 @@ from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
 from pshnotify.domain.program import Program, Wave
 from pshnotify.domain.values import Instant
-from pshnotify.store import audit
+from pshnotify.store import audit, standing
 from pshnotify.store import programs as program_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
@@ -82,19 +81,10 @@ class LaunchSummary:
         }
 
 
-# Each of `policy.OWING`'s facts about an enrollment, as SQL.
-_FACTS: dict[str, Any] = {
-    "status": enrollments.c.status,
-    "removed": enrollments.c.removed_at.is_not(None),
-    "exempted": enrollments.c.exempted_reason.is_not(None),
-    "completed": enrollments.c.completed_at.is_not(None),
-}
-
-
 def _eligible() -> Any:
     """The launch email's audience as `domain.policy` defines it (required, present, not
     exempted by an operator, not complete), in SQL."""
-    return and_(*(_FACTS[name] == value for name, value in policy.OWING.items()))
+    return standing.owes()
 
 
 def _count_to_queue(conn: Connection, program_id: int, wave: str) -> int:
@@ -149,26 +139,25 @@ def launch_audience(engine: Engine, stored: StoredProgram, wave: str) -> list[di
                 people.c.external_id,
                 people.c.name,
                 people.c.email,
-                enrollments.c.status,
                 enrollments.c.reason,
-                enrollments.c.exempted_reason,
-                enrollments.c.completed_at,
+                *standing.COLUMNS,
             )
-            .join(enrollments, enrollments.c.person_id == people.c.id)
+            .select_from(standing.joined())
             .where(
                 enrollments.c.program_id == stored.id,
                 enrollments.c.wave_key == wave,
-                enrollments.c.removed_at.is_(None),
+                standing.present(),
             )
             .order_by(people.c.external_id)
         ).all()
     out = []
     for r in rows:
-        if r.status != "required":
+        person = standing.to_standing(r)
+        if person.status != policy.REQUIRED:
             why = f"not required: {r.reason}"
-        elif r.exempted_reason:
+        elif person.exempted_reason is not None:
             why = f"exempted by an operator: {r.exempted_reason}"
-        elif r.completed_at is not None:
+        elif person.completed:
             why = "already complete"
         elif r.id in launched:
             why = "already queued or sent"
@@ -208,29 +197,19 @@ def _summarise(
     s.window, s.due_at = launch_window(program, wave, now)
     state = program_repo.wave_states(conn, stored.id).get(wave_key)
     s.first_launch = state is None or state.launched_at is None
+    exempted, completed = standing.FACTS["exempted"], standing.FACTS["completed"]
     q = (
-        select(
-            enrollments.c.status,
-            enrollments.c.reason,
-            enrollments.c.exempted_reason.is_not(None),
-            enrollments.c.completed_at.is_not(None),
-            func.count(),
-        )
+        select(enrollments.c.status, enrollments.c.reason, exempted, completed, func.count())
         .where(
             enrollments.c.program_id == stored.id,
             enrollments.c.wave_key == wave_key,
-            enrollments.c.removed_at.is_(None),
+            standing.present(),
         )
-        .group_by(
-            enrollments.c.status,
-            enrollments.c.reason,
-            enrollments.c.exempted_reason.is_not(None),
-            enrollments.c.completed_at.is_not(None),
-        )
+        .group_by(enrollments.c.status, enrollments.c.reason, exempted, completed)
     )
     for status, reason, exempted, completed, n in conn.execute(q):
         s.members += n
-        if status != "required":
+        if status != policy.REQUIRED:
             s.not_required[reason] += n
         elif exempted:
             s.operator_exempt += n
@@ -491,8 +470,8 @@ def _wake_encouraged(conn: Connection, program_id: int, wave: str, now: dt.datet
         .where(
             enrollments.c.program_id == program_id,
             enrollments.c.wave_key == wave,
-            enrollments.c.status == "encouraged",
-            enrollments.c.removed_at.is_(None),
+            enrollments.c.status == policy.ENCOURAGED,
+            standing.present(),
         )
         .values(next_action_at=now)
     )

@@ -23,6 +23,7 @@ from pshnotify.domain.program import Program
 from pshnotify.services.bounces import Mark, marks
 from pshnotify.services.plan import person_plan
 from pshnotify.store import programs as program_repo
+from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import attempts, completions, enrollments, messages, people
 
@@ -70,13 +71,8 @@ _PERSON_COLUMNS = (
     people.c.name,
     people.c.email,
     people.c.department,
-    enrollments.c.wave_key,
-    enrollments.c.status,
     enrollments.c.reason,
-    enrollments.c.exempted_reason,
-    enrollments.c.completed_at,
-    enrollments.c.removed_at,
-    enrollments.c.extended_until,
+    *standing.COLUMNS,
 )
 
 
@@ -99,7 +95,7 @@ def paged_people(
         page = max(1, min(page, max(1, -(-total // per_page))))
         rows = conn.execute(
             select(*_PERSON_COLUMNS, *extra)
-            .select_from(joined)
+            .select_from(standing.with_mark(joined))
             .where(*conds)
             .order_by(*order_by)
             .limit(per_page)
@@ -161,21 +157,15 @@ def _summary(program: Program, r: Any, now: dt.datetime) -> dict[str, Any]:
         "email": r.email,
         "department": r.department,
         "wave": r.wave_key,
-        "standing": standing(program, r, now),
+        "standing": standing_line(program, r, now),
     }
 
 
-def standing(program: Program, r: Any, now: dt.datetime) -> str:
+def standing_line(program: Program, r: Any, now: dt.datetime) -> str:
     """One line: where the person stands and why, in the words of the one policy that decides
-    whether they are still asked (the same reasons the outbox records on skipped messages)."""
-    person = policy.Standing(
-        status=r.status,
-        removed=r.removed_at is not None,
-        exempted_reason=r.exempted_reason,
-        completed=r.completed_at is not None,
-        wave_key=r.wave_key,
-        extended_until=r.extended_until,
-    )
+    whether they are still asked (the same reasons the outbox records on skipped messages).
+    `r` has `store.standing.COLUMNS` (and the rule's `reason`)."""
+    person = standing.to_standing(r)
     why = policy.skip_reason(program, Kind.REMINDER, person, now)
     if why is None:
         return "required, not complete yet"
@@ -307,15 +297,10 @@ def person_view(
                 people.c.department,
                 people.c.role,
                 people.c.admin_officer,
-                enrollments.c.wave_key,
-                enrollments.c.status,
                 enrollments.c.reason,
-                enrollments.c.extended_until,
-                enrollments.c.exempted_reason,
-                enrollments.c.completed_at,
-                enrollments.c.removed_at,
+                *standing.COLUMNS,
             )
-            .select_from(people.join(enrollments, enrollments.c.person_id == people.c.id))
+            .select_from(standing.joined())
             .where(*conds)
         ).first()
         if r is None:
@@ -336,10 +321,10 @@ def person_view(
             Entry(p.due_at, p.kind, p.step, "planned", what, _why_planned(p, launched, mark))
         )
     try:
-        wave = program.wave(r.wave_key)
-        closes, title = wave.closes, wave.title
+        title = program.wave(r.wave_key).title
     except KeyError:
-        closes, title = r.extended_until or now.date(), r.wave_key
+        title = r.wave_key
+    person = standing.to_standing(r)
     return PersonView(
         id=r.external_id,
         name=r.name,
@@ -351,12 +336,12 @@ def person_view(
         wave_title=title,
         status=r.status,
         reason=r.reason,
-        standing=standing(program, r, now),
-        deadline=r.extended_until or closes,
-        extended=r.extended_until is not None,
-        removed=r.removed_at is not None,
-        completed=r.completed_at is not None,
-        exempted=r.exempted_reason is not None,
+        standing=standing_line(program, r, now),
+        deadline=policy.deadline(program, person) or now.date(),
+        extended=person.extended_until is not None,
+        removed=person.removed,
+        completed=person.completed,
+        exempted=person.exempted_reason is not None,
         launched_at=launched,
         entries=entries,
         completions=[{"option": c.option, "at": c.completed_at, "source": c.source} for c in done],

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from pshnotify.domain.delivery import Kind, State
+from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import audit_log, enrollments, messages, people, undeliverable
 
@@ -77,7 +78,7 @@ def _officer_name(conn: Connection, program_id: int, officer: str) -> str | None
         .join(enrollments, enrollments.c.person_id == people.c.id)
         .where(
             enrollments.c.program_id == program_id,
-            enrollments.c.removed_at.is_(None),
+            standing.present(),
             func.lower(people.c.admin_officer) == officer.strip().lower(),
             people.c.admin_officer_name.is_not(None),
             people.c.admin_officer_name != "",
@@ -98,13 +99,8 @@ def _undeliverable(conn: Connection, stored: StoredProgram, officer: str) -> lis
             undeliverable.c.since,
             undeliverable.c.reason,
         )
-        .join(enrollments, enrollments.c.person_id == people.c.id)
-        .join(undeliverable, undeliverable.c.person_id == people.c.id)
-        .where(
-            _mine(stored, officer),
-            enrollments.c.removed_at.is_(None),
-            undeliverable.c.cleared_at.is_(None),
-        )
+        .select_from(standing.joined())
+        .where(_mine(stored, officer), standing.present(), standing.marked())
         .order_by(people.c.name, people.c.external_id)
     )
     tz = stored.program.tz

@@ -28,6 +28,7 @@ from pshnotify.services.escalation import planned_digests
 from pshnotify.services.launch import launch_window
 from pshnotify.services.reports import officer_windows
 from pshnotify.store import programs as program_repo
+from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
 
@@ -43,9 +44,7 @@ def build_plan(
     with engine.connect() as conn:
         waves = program_repo.wave_states(conn, stored.id)
         steps, pending = _outbox(conn, stored.id, wave)
-        q = _with_zone(select(enrollments)).where(
-            enrollments.c.program_id == stored.id, enrollments.c.removed_at.is_(None)
-        )
+        q = _enrolled().where(enrollments.c.program_id == stored.id, standing.present())
         if wave is not None:
             q = q.where(enrollments.c.wave_key == wave)
         rows = conn.execute(q).all()
@@ -63,7 +62,7 @@ def build_plan(
         days[day][kind] += 1
         zones[day][tz or home] += 1
     for r in rows:
-        state = _state(r, steps.get(r.person_id, set()))
+        state = standing.person_state(r, steps=steps.get(r.person_id, set()))
         wave_state = waves.get(r.wave_key)
         launched = wave_state.launched_at if wave_state else None
         scheduled = wave_state.launch_at if wave_state else None
@@ -88,9 +87,11 @@ def build_plan(
     return data
 
 
-def _with_zone(q: Any) -> Any:
-    """The person's own zone beside their enrollment."""
-    return q.add_columns(people.c.timezone).join(people, people.c.id == enrollments.c.person_id)
+def _enrolled() -> Any:
+    """What the cadence decides by (`store.standing`), with the person's id."""
+    return select(
+        enrollments.c.person_id, enrollments.c.launch_sent_at, *standing.COLUMNS
+    ).select_from(standing.joined())
 
 
 def person_plan(
@@ -99,10 +100,10 @@ def person_plan(
     """What the scheduler will queue for one person from now on, if nothing changes: the
     same answer `build_plan` counts for everyone (the console's person timeline)."""
     row = conn.execute(
-        _with_zone(select(enrollments)).where(
+        _enrolled().where(
             enrollments.c.program_id == stored.id,
             enrollments.c.person_id == person_id,
-            enrollments.c.removed_at.is_(None),
+            standing.present(),
         )
     ).first()
     if row is None:
@@ -112,7 +113,8 @@ def person_plan(
     )
     steps = {"launch" if kind == "launch" else step for kind, step in conn.execute(q)}
     state = program_repo.wave_states(conn, stored.id).get(row.wave_key)
-    return _future(stored.program, state.launched_at if state else None, _state(row, steps), now)
+    launched = state.launched_at if state else None
+    return _future(stored.program, launched, standing.person_state(row, steps=steps), now)
 
 
 def _reported(conn: Any, program_id: int) -> set[tuple[str, str]]:
@@ -172,21 +174,6 @@ def _outbox(
         if state in [s.value for s in PENDING]:
             pending.append((due, kind, tz))
     return steps, pending
-
-
-def _state(r: Any, steps: set[str]) -> PersonState:
-    return PersonState(
-        wave_key=r.wave_key,
-        status=r.status,
-        exempted=r.exempted_reason is not None,
-        removed=False,
-        completed=r.completed_at is not None,
-        extended_until=r.extended_until,
-        launch_queued="launch" in steps,
-        launch_sent_at=r.launch_sent_at,
-        steps_queued=frozenset(steps - {"launch"}),
-        timezone=r.timezone,
-    )
 
 
 def _future(

@@ -18,6 +18,7 @@ from pshnotify.domain.errors import NotFoundError
 from pshnotify.mail.compose import compose, envelope_for
 from pshnotify.mail.kinds import KINDS, KindInput, Recipient, attachments_for, context_for
 from pshnotify.mail.render import Templates
+from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
 
@@ -32,19 +33,12 @@ def would_not_get(
         k = Kind(kind)
     except ValueError:
         return None  # a kind of the templates only: nothing to say
-    standing = policy.Standing(
-        status=row.status,
-        removed=row.removed_at is not None,
-        exempted_reason=row.exempted_reason or None,
-        completed=row.completed_at is not None,
-        wave_key=row.wave_key,
-        extended_until=row.extended_until,
-    )
-    if k is Kind.LAUNCH and standing.status != policy.REQUIRED:
+    person = standing.to_standing(row)
+    if k is Kind.LAUNCH and person.status != policy.REQUIRED:
         return f"not required ({row.status}): the launch email goes to required members only"
-    if k is Kind.INVITATION and standing.status != policy.ENCOURAGED:
+    if k is Kind.INVITATION and person.status != policy.ENCOURAGED:
         return "invitations go to the encouraged only"
-    return policy.skip_reason(stored.program, k, standing, clock.now())
+    return policy.skip_reason(stored.program, k, person, clock.now())
 
 
 def _person(engine: Engine, stored: StoredProgram, person_ref: str) -> Any:
@@ -54,15 +48,9 @@ def _person(engine: Engine, stored: StoredProgram, person_ref: str) -> Any:
             people.c.name,
             people.c.email,
             people.c.department,
-            people.c.timezone,
-            enrollments.c.wave_key,
-            enrollments.c.extended_until,
-            enrollments.c.status,
-            enrollments.c.removed_at,
-            enrollments.c.exempted_reason,
-            enrollments.c.completed_at,
+            *standing.COLUMNS,
         )
-        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .select_from(standing.joined())
         .where(enrollments.c.program_id == stored.id)
         .where((people.c.external_id == person_ref) | (people.c.email_key == person_ref.lower()))
     )

@@ -14,25 +14,21 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Date,
     Engine,
     and_,
     case,
     func,
-    literal,
-    not_,
-    or_,
     select,
     union,
 )
 
 from pshnotify.domain.delivery import State
 from pshnotify.domain.program import Program
-from pshnotify.services.lookup import PER_PAGE, Page, in_departments, paged_people, standing
+from pshnotify.services.lookup import PER_PAGE, Page, in_departments, paged_people, standing_line
+from pshnotify.store import standing
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people, undeliverable
-from pshnotify.store.sql import chunks
+from pshnotify.store.schema import enrollments, messages, people
 
 SHOWS = ("overdue", "pending", "complete", "exempt", "unreachable")
 # Messages whose failure means the person did not hear from us (a report's is the officer's).
@@ -48,7 +44,7 @@ def completions_per_day(engine: Engine, stored: StoredProgram) -> dict[dt.date, 
         rows = conn.execute(
             select(hour, func.count())
             .where(enrollments.c.program_id == stored.id, col.is_not(None))
-            .where(enrollments.c.removed_at.is_(None))
+            .where(standing.present())
             .group_by(hour)
         ).all()
     out: Counter[dt.date] = Counter()
@@ -56,24 +52,6 @@ def completions_per_day(engine: Engine, stored: StoredProgram) -> dict[dt.date, 
         at = dt.datetime.strptime(text, "%Y-%m-%d %H").replace(tzinfo=dt.UTC)
         out[at.astimezone(stored.program.tz).date()] += int(n)
     return dict(out)
-
-
-def _deadline(program: Program) -> Any:
-    """Each enrollment's deadline in SQL: the extension, else its wave's close."""
-    closes = case(
-        {w.key: literal(w.closes, Date) for w in program.waves},
-        value=enrollments.c.wave_key,
-        else_=None,
-    )
-    return func.coalesce(enrollments.c.extended_until, closes)
-
-
-def _owes() -> Any:
-    return and_(
-        enrollments.c.status == "required",
-        enrollments.c.exempted_reason.is_(None),
-        enrollments.c.completed_at.is_(None),
-    )
 
 
 def _unreachable(program_id: int) -> Any:
@@ -84,51 +62,28 @@ def _unreachable(program_id: int) -> Any:
         messages.c.kind.in_(_PERSONAL),
         messages.c.state == State.FAILED.value,
     )
-    marked = select(undeliverable.c.person_id).where(undeliverable.c.cleared_at.is_(None))
-    return union(failed, marked)
+    return union(failed, standing.marked_ids())
 
 
-def undeliverable_by_wave(engine: Engine, stored: StoredProgram) -> dict[str, int]:
+def owing_marked_by_wave(engine: Engine, stored: StoredProgram) -> dict[str, int]:
     """Per wave, the people who still owe the training and whose address is marked
-    undeliverable: nothing reaches them until the roster or an operator fixes it.
-
-    The marks are read first (few, and none at all in most programs), then their enrollments:
-    a join let SQLite walk all 100,000 enrollments to probe the marks (62 ms with none)."""
-    out: Counter[str] = Counter()
+    undeliverable (`store.standing`): the console's people bar."""
     with engine.connect() as conn:
-        marked = list(
-            conn.scalars(
-                select(undeliverable.c.person_id).where(undeliverable.c.cleared_at.is_(None))
-            )
-        )
-        for part in chunks(marked, 500):
-            q = (
-                select(enrollments.c.wave_key, func.count())
-                .where(
-                    enrollments.c.program_id == stored.id,
-                    enrollments.c.person_id.in_(part),
-                    enrollments.c.removed_at.is_(None),
-                    _owes(),
-                )
-                .group_by(enrollments.c.wave_key)
-            )
-            out.update({w: int(n) for w, n in conn.execute(q)})
-    return dict(out)
+        return standing.owing_marked_by_wave(conn, stored.id)
 
 
-def _show_condition(show: str, program: Program, program_id: int, today: dt.date) -> Any:
-    deadline = _deadline(program)
+def _show_condition(show: str, program: Program, program_id: int, now: dt.datetime) -> Any:
+    """Of the people present: complete, exempt (not complete and not owing), overdue and
+    pending (owing, the deadline passed or not), unreachable."""
+    complete = standing.FACTS["completed"]
     if show == "complete":
-        return enrollments.c.completed_at.is_not(None)
+        return complete
     if show == "exempt":
-        return and_(
-            enrollments.c.completed_at.is_(None),
-            or_(enrollments.c.status != "required", enrollments.c.exempted_reason.is_not(None)),
-        )
+        return and_(~complete, ~standing.owes())
     if show == "overdue":
-        return and_(_owes(), deadline < today)
+        return and_(standing.owes(), standing.deadline_passed(program, now))
     if show == "pending":
-        return and_(_owes(), not_(deadline < today))
+        return and_(standing.owes(), standing.deadline_ahead(program, now))
     return people.c.id.in_(_unreachable(program_id))
 
 
@@ -149,11 +104,10 @@ def department_summary(
     """Per department: people, complete, pending (deadline ahead), overdue, exempt and
     unreachable, for the departments in scope (all for an operator)."""
     program = stored.program
-    today = now.astimezone(program.tz).date()
     dept = people.c.department
-    owes = _owes()
-    overdue = and_(owes, _deadline(program) < today)
-    conds = [enrollments.c.program_id == stored.id, enrollments.c.removed_at.is_(None)]
+    owes = standing.owes()
+    overdue = and_(owes, standing.deadline_passed(program, now))
+    conds = [enrollments.c.program_id == stored.id, standing.present()]
     scope = in_departments(engine, departments)
     if scope is not None:
         conds.append(scope)
@@ -167,7 +121,7 @@ def department_summary(
             select(
                 dept,
                 func.count(),
-                total(enrollments.c.completed_at.is_not(None)),
+                total(standing.FACTS["completed"]),
                 total(owes),
                 total(overdue),
             )
@@ -213,11 +167,10 @@ def department_people(
 ) -> Page:
     """The people of the departments in scope who are `show` (one of SHOWS), paged."""
     program = stored.program
-    today = now.astimezone(program.tz).date()
     conds = [
         enrollments.c.program_id == stored.id,
-        enrollments.c.removed_at.is_(None),
-        _show_condition(show, program, stored.id, today),
+        standing.present(),
+        _show_condition(show, program, stored.id, now),
     ]
     scope = in_departments(engine, departments)
     if scope is not None:
@@ -228,7 +181,7 @@ def department_people(
         order_by=(people.c.department, people.c.name, people.c.external_id),
         page=page,
         per_page=per_page,
-        extra=(_deadline(program).label("deadline"),),
+        extra=(standing.deadline(program).label("deadline"),),
     )
     found = [
         {
@@ -238,7 +191,7 @@ def department_people(
             "department": r.department,
             "wave": r.wave_key,
             "deadline": r.deadline,
-            "standing": standing(program, r, now),
+            "standing": standing_line(program, r, now),
         }
         for r in rows
     ]

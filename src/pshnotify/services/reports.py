@@ -23,7 +23,7 @@ from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
 from pshnotify.mail.report_kind import OFFICER_NAME, report_csv
 from pshnotify.services.officer_report import action_sections
-from pshnotify.store import outbox
+from pshnotify.store import outbox, standing
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, waves
@@ -106,22 +106,18 @@ def _select_people(program_id: int, department: str | None, officer: str | None)
             people.c.name,
             people.c.email,
             people.c.department,
-            enrollments.c.wave_key,
-            enrollments.c.status,
+            *standing.COLUMNS,
             enrollments.c.reason,
-            enrollments.c.extended_until,
-            enrollments.c.exempted_reason,
-            enrollments.c.completed_at,
             enrollments.c.completion_option,
             enrollments.c.launch_sent_at,
             waves.c.launched_at,
         )
-        .join(enrollments, enrollments.c.person_id == people.c.id)
+        .select_from(standing.joined())
         .outerjoin(
             waves,
             and_(waves.c.program_id == program_id, waves.c.key == enrollments.c.wave_key),
         )
-        .where(enrollments.c.program_id == program_id, enrollments.c.removed_at.is_(None))
+        .where(enrollments.c.program_id == program_id, standing.present())
     )
     if department is not None:
         q = q.where(func.lower(people.c.department) == department.strip().lower())
@@ -150,19 +146,15 @@ def _launch_sent_by_message(conn: Connection, program_id: int, person_ids: set[i
 
 
 def _owes(r: Row[Any]) -> bool:
-    return policy.owes_training(
-        policy.Standing(
-            status=r.status,
-            exempted_reason=r.exempted_reason or None,
-            completed=r.completed_at is not None,
-        )
-    )
+    return policy.owes_training(standing.to_standing(r))
 
 
-def _row(program: Program, r: Row[Any], today: dt.date, launch_sent: bool) -> ReportRow:
-    """Complete first (whatever the rules say), then exempt, then what is still owed."""
+def _row(program: Program, r: Row[Any], last_passed: dt.date, launch_sent: bool) -> ReportRow:
+    """Complete first (whatever the rules say), then exempt, then what is still owed.
+    `last_passed`: `store.standing.last_day_passed` now (a deadline on or before it passed)."""
     base = ReportRow(r.external_id, r.name, r.email, r.department, r.wave_key, PENDING)
-    if r.completed_at is not None:
+    person = standing.to_standing(r)
+    if person.completed:
         key = r.completion_option or ""
         return replace(
             base,
@@ -171,16 +163,16 @@ def _row(program: Program, r: Row[Any], today: dt.date, launch_sent: bool) -> Re
             option_title=_option_title(program, key),
             completed_on=r.completed_at.astimezone(program.tz).date(),
         )
-    if r.exempted_reason or r.status != "required":
+    if not policy.owes_training(person):
         # The program file's note for the rule's reason ("Unpaid appointees ..."), not its code.
         why = r.exempted_reason or program.reason_note(r.reason) or r.reason
         return replace(base, status=EXEMPT, exemption_reason=why)
-    deadline = r.extended_until or _closes(program, r.wave_key)
+    deadline = policy.deadline(program, person)
     return replace(
         base,
         status=PENDING if r.launched_at is not None else NOT_LAUNCHED,
         deadline=deadline,
-        deadline_passed=deadline is not None and deadline < today,
+        deadline_passed=deadline is not None and deadline <= last_passed,
         launch_email_sent=launch_sent,
     )
 
@@ -231,12 +223,13 @@ def build_report(
 ) -> Report:
     """The rows for these filters, possibly none (the nightly path must never fail on it)."""
     program = stored.program
-    today = now.astimezone(program.tz).date()
     found = conn.execute(_select_people(stored.id, department, officer)).all()
+    last_passed = standing.last_day_passed(program, now)
     unknown = {r.id for r in found if r.launch_sent_at is None and _owes(r)}
     by_message = _launch_sent_by_message(conn, stored.id, unknown) if unknown else set()
     rows = [
-        _row(program, r, today, r.launch_sent_at is not None or r.id in by_message) for r in found
+        _row(program, r, last_passed, r.launch_sent_at is not None or r.id in by_message)
+        for r in found
     ]
     rows.sort(key=_sort_key)  # here, not in SQL: collations differ between backends
     name = title or _title(program, rows, department, officer)
@@ -280,7 +273,7 @@ def _enrolled(program_id: int, column: Any) -> Any:
     return (
         select(column)
         .join(enrollments, enrollments.c.person_id == people.c.id)
-        .where(enrollments.c.program_id == program_id, enrollments.c.removed_at.is_(None))
+        .where(enrollments.c.program_id == program_id, standing.present())
     )
 
 
@@ -371,7 +364,7 @@ def officer_windows(conn: Connection, stored: StoredProgram) -> list[OfficerWind
         )
         .where(
             enrollments.c.program_id == stored.id,
-            enrollments.c.removed_at.is_(None),
+            standing.present(),
             people.c.admin_officer.is_not(None),
             people.c.admin_officer != "",
         )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
@@ -23,11 +23,11 @@ from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.program import Program
 from pshnotify.services.launch import launch_scheduled
 from pshnotify.services.programs import all_programs
-from pshnotify.store import outbox
+from pshnotify.store import outbox, standing
 from pshnotify.store import programs as program_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people, undeliverable
+from pshnotify.store.schema import enrollments, messages, people
 
 # Once-a-night work (the officers' reports): (conn, program, now, message-id domain) -> queued.
 NightlyJob = Callable[[Connection, StoredProgram, dt.datetime, str], int]
@@ -85,14 +85,13 @@ def _pass_batch(
         rows = conn.execute(_due_enrollments(stored.id, now, batch, paused)).all()
         if not rows:
             return 0
-        steps = _queued_steps(
-            conn, stored.program, stored.id, {r.person_id: r.timezone for r in rows}
-        )
+        steps = _queued_steps(conn, stored.id, [r.person_id for r in rows])
         out: list[dict[str, Any]] = []
         next_at: list[dict[str, Any]] = []
         for r in rows:
             launched = waves[r.wave_key].launched_at if r.wave_key in waves else None
-            decision = decide(stored.program, launched, _state(r, steps.get(r.person_id)), now)
+            state = _state(stored.program, r, steps.get(r.person_id))
+            decision = decide(stored.program, launched, state, now)
             out += _rows(stored, r, decision, domain)
             next_at.append({"b_id": r.id, "b_next": decision.next_action_at})
             report.queued.update(p.kind for p in decision.queue)
@@ -113,23 +112,14 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
         select(
             enrollments.c.id,
             enrollments.c.person_id,
-            enrollments.c.wave_key,
-            enrollments.c.status,
-            enrollments.c.exempted_reason,
-            enrollments.c.removed_at,
-            enrollments.c.completed_at,
-            enrollments.c.extended_until,
             enrollments.c.launch_sent_at,
             people.c.external_id,
             people.c.email,
             people.c.name,
-            people.c.timezone,
-            undeliverable.c.person_id.label("undeliverable"),
+            *standing.COLUMNS,
         )
-        .join(people, people.c.id == enrollments.c.person_id)
-        .outerjoin(
-            undeliverable,
-            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
+        .select_from(
+            standing.with_mark(enrollments.join(people, people.c.id == enrollments.c.person_id))
         )
         .where(
             enrollments.c.program_id == program_id,
@@ -145,23 +135,18 @@ def _due_enrollments(program_id: int, now: dt.datetime, batch: int, paused: list
 
 @dataclass
 class _Outbox:
-    """A person's asking messages: the steps queued, and the local dates of their reminders
-    that went or are to go (for the policy's one reminder a day)."""
+    """A person's asking messages: the steps queued, and their reminders (for the policy's
+    one reminder a day)."""
 
     steps: set[str] = field(default_factory=set)
-    reminder_days: set[dt.date] = field(default_factory=set)
+    reminders: list[tuple[int, str, dt.datetime, dt.datetime | None]] = field(default_factory=list)
 
 
-_GOING = (State.QUEUED.value, State.CLAIMED.value, State.RETRY.value, State.SENT.value)
-
-
-def _queued_steps(
-    conn: Connection, program: Program, program_id: int, zones: dict[int, str | None]
-) -> dict[int, _Outbox]:
-    """Each person's asking messages; their reminders' days in the person's own zone."""
-    person_ids = list(zones)
+def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> dict[int, _Outbox]:
+    """Each person's asking messages: their steps, and their reminders."""
     q = select(
         messages.c.person_id,
+        messages.c.id,
         messages.c.kind,
         messages.c.step,
         messages.c.state,
@@ -173,32 +158,23 @@ def _queued_steps(
         messages.c.kind.in_(Kind.asking()),
     )
     out: dict[int, _Outbox] = {}
-    for pid, kind, step, state, due_at, sent_at in conn.execute(q):
+    for pid, mid, kind, step, state, due_at, sent_at in conn.execute(q):
         box = out.setdefault(pid, _Outbox())
-        box.steps.add("launch" if kind == "launch" else step)
-        if kind == Kind.REMINDER.value and state in _GOING:
-            tz = policy.person_zone(program, zones[pid])
-            box.reminder_days.add((sent_at or due_at).astimezone(tz).date())
+        box.steps.add("launch" if kind == Kind.LAUNCH.value else step)
+        if kind == Kind.REMINDER.value:
+            box.reminders.append((mid, state, due_at, sent_at))
     return out
 
 
-def _state(r: Any, box: _Outbox | None) -> PersonState:
-    box = box or _Outbox()
-    steps = box.steps
-    return PersonState(
-        wave_key=r.wave_key,
-        status=r.status,
-        exempted=r.exempted_reason is not None,
-        removed=r.removed_at is not None,
-        completed=r.completed_at is not None,
-        extended_until=r.extended_until,
-        launch_queued="launch" in steps,
-        launch_sent_at=r.launch_sent_at,
-        steps_queued=frozenset(steps - {"launch"}),
-        timezone=r.timezone,
-        undeliverable=r.undeliverable is not None,
-        reminder_days=frozenset(box.reminder_days),
-    )
+def _state(program: Program, r: Any, box: _Outbox | None) -> PersonState:
+    """Every reminder that went or goes uses its day (`store.standing.reminder_days`): the one
+    being decided now would be queued after all of them."""
+    if box is None:
+        return standing.person_state(r)
+    days = frozenset[dt.date]()
+    if box.reminders:
+        days = standing.reminder_days(box.reminders, policy.person_zone(program, r.timezone))
+    return standing.person_state(r, steps=box.steps, reminder_days=days)
 
 
 def _rows(stored: StoredProgram, r: Any, decision: Decision, domain: str) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from pshnotify.domain.delivery import PENDING, State
+from pshnotify.store import standing
 from pshnotify.store.db import is_postgresql
 from pshnotify.store.schema import UTCDateTime, messages, programs, waves
 from pshnotify.store.sql import (
@@ -222,9 +223,7 @@ def other_reminders(conn: Connection, batch: list[Claimed]) -> Reminded:
         messages.c.program_id.in_(sorted({c.program_id for c in batch if c.id in mine})),
         messages.c.person_id.in_(whom),
         messages.c.kind == "reminder",
-        messages.c.state.in_(
-            [State.QUEUED.value, State.CLAIMED.value, State.RETRY.value, State.SENT.value]
-        ),
+        messages.c.state.in_(standing.GOING),  # the reminders whose day is used
     )
     out: Reminded = {}
     for program_id, person_id, mid, state, due_at, sent_at in conn.execute(q):

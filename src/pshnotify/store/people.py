@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
+from pshnotify.store import standing
 from pshnotify.store.db import is_postgresql
-from pshnotify.store.schema import enrollments, people, undeliverable
+from pshnotify.store.schema import enrollments, people
 from pshnotify.store.sql import among, chunks
 
 PERSON_FIELDS = (
@@ -160,20 +161,10 @@ def _batch_people_query(*, on_postgresql: bool) -> Any:
             people.c.name,
             people.c.email,
             people.c.department,
-            people.c.timezone,
             enrollments.c.program_id,
-            enrollments.c.status,
-            enrollments.c.extended_until,
-            enrollments.c.completed_at,
-            enrollments.c.exempted_reason,
-            enrollments.c.removed_at,
-            undeliverable.c.person_id.label("undeliverable"),  # the policy skips them
+            *standing.COLUMNS,  # what the policy decides by, the undeliverable mark included
         )
-        .join(enrollments, enrollments.c.person_id == people.c.id)
-        .outerjoin(
-            undeliverable,
-            and_(undeliverable.c.person_id == people.c.id, undeliverable.c.cleared_at.is_(None)),
-        )
+        .select_from(standing.joined())
         .where(
             among(enrollments.c.program_id, "p_programs", Integer(), on_postgresql=on_postgresql),
             among(enrollments.c.person_id, "p_people", Integer(), on_postgresql=on_postgresql),

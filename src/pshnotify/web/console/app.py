@@ -438,7 +438,7 @@ class Console:
         return (
             program_status(self.engine, stored, now),
             progress.completions_per_day(self.engine, stored),
-            progress.undeliverable_by_wave(self.engine, stored),
+            progress.owing_marked_by_wave(self.engine, stored),
         )
 
     def _wave_of(self, call: _Call) -> str:
@@ -458,7 +458,7 @@ class Console:
                 program_status(self.engine, stored, now, delivery=False)["waves"][key],
                 preview_launch(self.engine, stored, key, self.clock),
                 lookup.find_people(self.engine, stored, now, query=q, wave=key, page=page),
-                progress.undeliverable_by_wave(self.engine, stored).get(key, 0),
+                progress.owing_marked_by_wave(self.engine, stored).get(key, 0),
             )
 
         status, dry_run, members, marked = await run_in_threadpool(read)
@@ -478,7 +478,7 @@ class Console:
 
         def read() -> WaveCard:
             status = program_status(self.engine, call.stored, self.clock.now(), delivery=False)
-            marked = progress.undeliverable_by_wave(self.engine, call.stored).get(key, 0)
+            marked = progress.owing_marked_by_wave(self.engine, call.stored).get(key, 0)
             return _wave_card(key, status["waves"][key], marked)
 
         return self.render(call, "_progress.html", card=await run_in_threadpool(read))
