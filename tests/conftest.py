@@ -2,7 +2,7 @@
 
 PostgreSQL tests run against 127.0.0.1:5432 (database `test`, user `postgres`), each in a
 schema of its own that is dropped afterwards. Without the server they are skipped, except in
-CI (CI=true), where a missing server is a failure.
+CI (tests/ci.py), where a missing server is a failure.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pshnotify.runtime.wiring import Runtime
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.db import make_engine
+from tests.ci import missing
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +53,7 @@ def _require_pg() -> None:
     if not _PG_CHECKED:
         _PG_PROBLEM, _PG_CHECKED = _pg_available(), True
     if _PG_PROBLEM:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI and not answering: {_PG_PROBLEM}")
-        pytest.skip(f"PostgreSQL not available: {_PG_PROBLEM}")
+        missing(f"PostgreSQL not answering: {_PG_PROBLEM}")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
