@@ -99,11 +99,10 @@ def test_a_flaky_relay_that_defers_and_closes_still_gets_everything(
     assert smtp.connections > total // 25  # reopened after each 25 and after each 421
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the limiter is in the process
 def test_the_configured_rate_keeps_a_throttling_relay_from_ever_saying_4xx(
-    runtime: Runtime, smtp: SmtpServer, tmp_path: Path, db_url: str
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the limiter is in the process; one backend shows it")
     rate, total = 25, 150
     pilot(runtime, tmp_path, total)
     window: deque[float] = deque()
@@ -129,16 +128,14 @@ def test_the_configured_rate_keeps_a_throttling_relay_from_ever_saying_4xx(
             select(func.count()).select_from(attempts).where(attempts.c.code == 451)
         )
     assert deferred == 0
-    arrivals = sorted(r.at for r in smtp.received)
-    assert len(arrivals) == total
-    # The long-run rate: the first second's allowance goes at once, the rest take the time.
-    achieved = (total - rate) / (arrivals[-1] - arrivals[0])
-    assert abs(achieved - rate) / rate < 0.05, achieved
+    assert len({r.message_id for r in smtp.received}) == total
+    # How close to the limit it runs is measured by the benchmark (bench/run.py, "achieved /
+    # configured rate", 0.95-1.05): on this wall clock it would measure the machine's load.
+    # The limiter's timing on a clock of its own: tests/test_ratelimit.py.
 
 
-def test_a_second_sender_on_sqlite_is_refused_clearly(runtime: Runtime, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL replicas share the work instead")
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL's replicas share
+def test_a_second_sender_on_sqlite_is_refused_clearly(runtime: Runtime) -> None:
     runtime.program(None)
     first = runtime.dispatcher()
     asyncio.run(first.claim_sending())
@@ -351,13 +348,12 @@ def test_three_replicas_share_a_wave_and_one_dies(
     assert kinds.count("launch") >= total
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # relay choice is in the process
 def test_relays_share_the_traffic_and_a_fallback_takes_over(
-    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path, db_url: str
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     from pshnotify.settings import Relay
 
-    if not db_url.startswith("sqlite"):
-        pytest.skip("relay choice is in the process; one backend shows it")
     second, spare = SmtpServer(), SmtpServer()
     second.start()
     spare.start()
@@ -375,8 +371,7 @@ def test_relays_share_the_traffic_and_a_fallback_takes_over(
         assert second.received
         assert not spare.received
         smtp.stop()
-        second.stop()  # both shared relays down: the fallback carries everything
-        runtime.settings.smtp_relays = runtime.settings.smtp_relays[1:]
+        second.stop()  # both shared relays down (still configured): the fallback carries all
         clock.advance(dt.timedelta(days=1))
         with runtime.engine.begin() as conn:
             conn.execute(messages.update().values(state="queued", due_at=clock.now()))
