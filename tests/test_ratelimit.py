@@ -5,7 +5,6 @@ real relay is the benchmark's, bench/run.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,10 +26,10 @@ class FakeTime:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTime]:
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     fake = FakeTime()
     monkeypatch.setattr(ratelimit, "_sleep_or_wake", fake.sleep)
-    yield fake
+    return fake
 
 
 def starts(limits: Limits, fake: FakeTime, count: int, senders: int = 1) -> list[float]:
