@@ -233,17 +233,20 @@ def test_sigkill_at_random_moments_loses_nothing(
     assert cli(env, "init").returncode == 0
     cli(env, "roster", "import", str(pilot_roster(tmp_path / "p.csv", total)), "--now", NOW)
     cli(env, "launch", "pilot", "--yes", "--now", NOW)
-    run_env = {**env, "PSHNOTIFY_LEASE_SECONDS": "2", "PSHNOTIFY_SMTP_CONNECTIONS": "4"}
+    connections, kills = 4, 3
+    run_env = {
+        **env,
+        "PSHNOTIFY_LEASE_SECONDS": "2",
+        "PSHNOTIFY_SMTP_CONNECTIONS": str(connections),
+    }
     rng = random.Random(3)
-    in_flight_at_kills = 0
-    for _ in range(3):  # kills spread over the wave: at a random point in each quarter
+    for _ in range(kills):  # kills spread over the wave: at a random point in each quarter
         daemon = start_daemon(run_env)
         before = len(smtp.received)
         step = rng.randint(total // 20, total // 4)
         wait_for(lambda b=before, n=step: len(smtp.received) > b + n, 120)  # type: ignore[misc]
         daemon.send_signal(signal.SIGKILL)
         daemon.communicate(timeout=30)
-        in_flight_at_kills += states(env["PSHNOTIFY_DATABASE_URL"]).get("claimed", 0)
         time.sleep(2.2)  # the dead process's leases run out
     daemon = start_daemon(run_env)
     try:
@@ -256,7 +259,9 @@ def test_sigkill_at_random_moments_loses_nothing(
     ids = [r.message_id for r in smtp.received]
     duplicates = len(ids) - len(set(ids))
     assert len(set(ids)) == total  # every message delivered
-    assert duplicates <= in_flight_at_kills
+    # A kill costs at most the message each connection had in the relay's hands and the one
+    # after it (the outcome not yet recorded): two copies per connection, not a whole batch.
+    assert duplicates <= 2 * connections * kills, duplicates
     assert states(env["PSHNOTIFY_DATABASE_URL"]) == {"sent": total}
 
 
@@ -323,7 +328,6 @@ def test_three_replicas_share_a_wave_and_one_dies(
         wait_for(lambda: len(smtp.received) > total // 3, 120)
         replicas[0].send_signal(signal.SIGKILL)
         replicas[0].communicate(timeout=30)
-        in_flight = states(env["PSHNOTIFY_DATABASE_URL"]).get("claimed", 0)
         wait_for(
             lambda: states(env["PSHNOTIFY_DATABASE_URL"]).get("sent", 0) == total + officers,
             180,
@@ -340,7 +344,8 @@ def test_three_replicas_share_a_wave_and_one_dies(
     kinds = [h["X-Pshnotify-Kind"] for h, _ in heads]
     ids = [h["Message-ID"] for h, _ in heads]
     assert len(set(ids)) == total + officers  # every message delivered
-    assert len(ids) - len(set(ids)) <= in_flight  # twice only what the dead one had in hand
+    # twice at most two messages per connection of the dead one, not the batch it had claimed
+    assert len(ids) - len(set(ids)) <= 2 * 3
     # Exactly one report per officer: one message each (a resend after the kill would carry
     # the same Message-ID and is bounded above).
     reports = {(to, h["Message-ID"]) for h, to in heads if h["X-Pshnotify-Kind"] == "report"}
