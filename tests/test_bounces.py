@@ -70,6 +70,7 @@ VERP = Verp(BOUNCE_ADDRESS, SECRET.encode())
         ("yahoo_01.txt", "heuristic", "userx@example.com", BounceClass.SOFT, "4.4.1"),
     ],
 )
+@pytest.mark.fast
 def test_real_bounces_are_read_into_their_class(
     name: str, fmt: str, recipient: str, cls: BounceClass, status: str | None
 ) -> None:
@@ -82,6 +83,7 @@ def test_real_bounces_are_read_into_their_class(
     assert found[recipient].status == status
 
 
+@pytest.mark.fast
 def test_an_auto_reply_is_not_a_bounce_and_junk_is_unrecognised() -> None:
     assert parse(sample("qmail_08.txt")).kind == "autoreply"  # "Precedence: auto_reply"
     assert parse(out_of_office("grace@example.edu")).kind == "autoreply"
@@ -91,6 +93,7 @@ def test_an_auto_reply_is_not_a_bounce_and_junk_is_unrecognised() -> None:
     assert parse(b"Auto-Submitted: auto-replied\n" + exim).kind == "bounce"
 
 
+@pytest.mark.fast
 def test_no_sample_in_the_collection_crashes_the_reader() -> None:
     from tests.bounce_samples import samples_dir
 
@@ -100,6 +103,7 @@ def test_no_sample_in_the_collection_crashes_the_reader() -> None:
 
 
 # -- VERP -----------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_a_verp_address_names_its_message_and_a_forged_token_is_refused() -> None:
     address = VERP.sender_for(4711)
     assert address.startswith("bounces+")

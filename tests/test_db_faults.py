@@ -565,6 +565,7 @@ def test_a_write_lock_held_by_another_connection_pauses_the_drain_and_loses_noth
 
 
 @pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+@pytest.mark.fast
 def test_the_guard_retries_a_locked_database_until_it_is_free_and_says_when_it_is_back(
     tmp_path: Path, caplog: Any, on_loop: bool
 ) -> None:

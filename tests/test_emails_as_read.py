@@ -4,6 +4,8 @@ the program's name and cycle in every reminder's subject."""
 
 from __future__ import annotations
 
+import pytest
+
 import pshnotify.mail.report_kind  # noqa: F401 - registers the officers' report kind
 from pshnotify.mail.kinds import (
     KindInput,
@@ -15,6 +17,8 @@ from pshnotify.mail.kinds import (
 from pshnotify.mail.render import Templates
 from tests.conftest import TEMPLATES
 from tests.test_program import SEED
+
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
 
 PERSON = Recipient("E1", "Ann Lee", "ann@example.org", "Human Resources")
 

@@ -128,6 +128,7 @@ def both_branches(run: Any) -> Counter[str]:
     return seen
 
 
+@pytest.mark.fast
 def test_any_roster_is_read_or_refused_by_file_and_line(tmp_path: Path) -> None:
     @FEW
     @given(rows=mixed_rows(ROSTER_ROW))
@@ -159,6 +160,7 @@ def test_any_roster_is_read_or_refused_by_file_and_line(tmp_path: Path) -> None:
     [(read_roster, HEADER), (read_completions, ",".join(COMPLETIONS_COLUMNS))],
     ids=["roster", "completions"],
 )
+@pytest.mark.fast
 def test_any_bytes_are_read_or_refused_by_file_and_line(
     tmp_path: Path, reader: Any, header: str
 ) -> None:
@@ -184,6 +186,7 @@ def test_any_bytes_are_read_or_refused_by_file_and_line(
     assert min(seen["read"], seen["refused at a row"], seen["refused as a file"]) > 0, seen
 
 
+@pytest.mark.fast
 def test_any_completions_file_is_read_or_refused_by_file_and_line(tmp_path: Path) -> None:
     @FEW
     @given(rows=mixed_rows(COMPLETIONS_ROW))

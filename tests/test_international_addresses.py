@@ -102,6 +102,7 @@ def test_a_non_ascii_local_part_needs_smtputf8(
     assert msg["To"].addresses[0].display_name == "Jörg Lee"
 
 
+@pytest.mark.fast
 def test_roster_import_warns_about_a_non_ascii_local_part(
     env: dict[str, str], tmp_path: Path
 ) -> None:

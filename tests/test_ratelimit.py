@@ -11,6 +11,8 @@ import pytest
 from pshnotify.mail import ratelimit
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
+
 
 class FakeTime:
     """Monotonic seconds that pass only when the limiter waits."""

@@ -61,6 +61,7 @@ def test_a_semicolon_or_tab_separated_roster_is_read(env: dict[str, str], tmp_pa
         assert json.loads(done.stdout)["rows"] == len(PILOT)
 
 
+@pytest.mark.fast
 def test_the_sample_roster_keeps_every_letter() -> None:
     people = sample_people(3000)
     officers = {

@@ -20,6 +20,8 @@ from pshnotify.mail.render import Rendered, Templates
 from tests.conftest import TEMPLATES
 from tests.test_program import SEED
 
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
+
 
 def copy_templates(tmp_path: Path) -> Path:
     target = tmp_path / "email"
