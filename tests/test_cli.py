@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.smtp_server import SmtpServer
 from tests.test_launch_and_send import PILOT
 from tests.test_roster_import import HEADER, write
@@ -64,6 +66,7 @@ def test_the_whole_path_from_the_command_line(
     assert len(smtp.received) == 3  # preview sends nothing
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the file is refused before SQL
 def test_a_bad_roster_exits_2_listing_every_problem(env: dict[str, str], tmp_path: Path) -> None:
     assert cli(env, "init").returncode == 0
     roster = write(
@@ -81,6 +84,7 @@ def test_a_bad_roster_exits_2_listing_every_problem(env: dict[str, str], tmp_pat
     assert "nothing was changed" in result.stderr
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before the database
 def test_bad_settings_name_the_variable(env: dict[str, str]) -> None:
     result = cli({**env, "PSHNOTIFY_SMTP_TLS": "sometimes"}, "status")
     assert result.returncode == 2
@@ -96,6 +100,7 @@ def test_an_uninitialised_database_says_what_to_do(env: dict[str, str], tmp_path
     assert "pshnotify init" in result.stderr
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before the database
 def test_a_bad_now_is_refused(env: dict[str, str]) -> None:
     result = cli(env, "launch", "pilot", "--now", "2023-09-11 10:00")
     assert result.returncode == 2

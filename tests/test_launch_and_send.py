@@ -217,6 +217,7 @@ def drop_the_first_after_data() -> Behaviour:
     return Behaviour(drop_after_data=drop)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the transport
 def test_a_dropped_connection_after_the_data_is_an_unknown_outcome(
     runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -330,6 +331,7 @@ def test_a_pause_that_comes_while_a_message_waits_for_its_rate_slot_holds_it(
     assert len(smtp.messages()) == 1
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the transport
 def test_a_relay_that_is_down_loses_nothing(
     runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
 ) -> None:

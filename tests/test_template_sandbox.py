@@ -129,6 +129,7 @@ def test_a_broken_edit_keeps_the_last_good_template(
     assert running.render("launch", context).subject.startswith("Fixed: ")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the build is in the process
 def test_a_build_fault_that_may_pass_is_a_retry(
     runtime: Runtime, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
