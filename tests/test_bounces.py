@@ -70,7 +70,6 @@ VERP = Verp(BOUNCE_ADDRESS, SECRET.encode())
         ("yahoo_01.txt", "heuristic", "userx@example.com", BounceClass.SOFT, "4.4.1"),
     ],
 )
-@pytest.mark.fast
 def test_real_bounces_are_read_into_their_class(
     name: str, fmt: str, recipient: str, cls: BounceClass, status: str | None
 ) -> None:
@@ -83,7 +82,6 @@ def test_real_bounces_are_read_into_their_class(
     assert found[recipient].status == status
 
 
-@pytest.mark.fast
 def test_an_auto_reply_is_not_a_bounce_and_junk_is_unrecognised() -> None:
     assert parse(sample("qmail_08.txt")).kind == "autoreply"  # "Precedence: auto_reply"
     assert parse(out_of_office("grace@example.edu")).kind == "autoreply"
@@ -93,7 +91,6 @@ def test_an_auto_reply_is_not_a_bounce_and_junk_is_unrecognised() -> None:
     assert parse(b"Auto-Submitted: auto-replied\n" + exim).kind == "bounce"
 
 
-@pytest.mark.fast
 def test_no_sample_in_the_collection_crashes_the_reader() -> None:
     from tests.bounce_samples import samples_dir
 
