@@ -12,14 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.conftest import PROGRAM_FILE
 from tests.smtp_server import Behaviour, SmtpServer
 from tests.test_bounces import BOUNCE_ADDRESS, SECRET, deliver, dsn
 from tests.test_cli import NOW, cli
 from tests.test_completions import COMPLETIONS, COMPLETIONS_HEADER
+from tests.test_daemon import pilot_roster
 from tests.test_launch_and_send import PILOT
 from tests.test_roster_import import HEADER, write
+from tests.test_tls_auth import PASSWORD, USER, check_login, running, server_context
 
 # These doors do not depend on the backend: each runs on SQLite files (the SQL behind them
 # is tested on both backends elsewhere).
@@ -121,7 +124,7 @@ def test_launch_force_sends_a_wave_before_its_window_opens(
     assert sorted(r.rcpt_tos[0] for r in smtp.received) == ["g1@example.edu", "g2@example.edu"]
 
 
-# -- completions import --dry-run -------------------------------------------------------------------
+# -- completions import --dry-run ------------------------------------------------------------------
 def test_completions_import_dry_run_counts_and_changes_nothing(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -136,3 +139,198 @@ def test_completions_import_dry_run_counts_and_changes_nothing(
     real = ok(cli(env, "completions", "import", str(export), "--now", NOW))
     assert "dry run" not in said(real)
     assert status(env)["waves"]["pilot"]["people"]["completed"] == 3  # type: ignore[index]
+
+
+# -- bounces scan --maildir / --json, then address ok ----------------------------------------------
+def test_bounces_scan_of_a_maildir_marks_the_address_and_address_ok_clears_it(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    env = {**env, "PSHNOTIFY_BOUNCE_ADDRESS": BOUNCE_ADDRESS, "PSHNOTIFY_BOUNCE_SECRET": SECRET}
+    pilot_launched(env, tmp_path)
+    ok(cli(env, "run", "--once", "--now", NOW))
+    got = {r.rcpt_tos[0]: r for r in smtp.received}
+    box = tmp_path / "bounces"
+    deliver(box, dsn(got["ada@example.edu"], "5.1.1", "550 5.1.1 <ada@example.edu>: unknown"))
+    deliver(box, b"From: someone@example.org\nSubject: hello?\n\nIs this the training office?\n")
+    scanned = json.loads(ok(cli(env, "bounces", "scan", "--maildir", str(box), "--json")).stdout)
+    assert scanned["read"] == 2
+    assert scanned["bounces"] == {"hard": 1}
+    assert scanned["marked_undeliverable"] == ["H1"]
+    assert scanned["unrecognised"] == 1
+    assert sorted(p.name for p in (box / "new").iterdir()) == []  # moved, not deleted
+    again = ok(cli(env, "bounces", "scan", "--maildir", str(box), "--now", NOW))
+    assert "read 0" in said(again)
+    missing = cli(env, "bounces", "scan", "--maildir", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert "--maildir:" in said(missing)
+    assert status(env)["waves"]["pilot"]["people"]["undeliverable"] == 1  # type: ignore[index]
+
+    cleared = ok(cli(env, "address", "ok", "H1", "--now", NOW))
+    assert "H1 (ada@example.edu): mark cleared (hard bounce 5.1.1" in said(cleared)
+    assert "their launch email goes out again on the next pass" in said(cleared)
+    again = ok(cli(env, "address", "ok", "H1", "--now", NOW))
+    assert "is not marked undeliverable; nothing changed" in said(again)
+    ok(cli(env, "run", "--once", "--now", NOW))
+    assert smtp.received[-1].rcpt_tos == ["ada@example.edu"]
+    assert status(env)["waves"]["pilot"]["people"]["undeliverable"] == 0  # type: ignore[index]
+
+
+# -- per-minute and per-day rates; SIGINT ----------------------------------------------------------
+def daemon(env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pshnotify", "run", "--now", NOW, "--interval", "1", *extra],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("variable", ["PSHNOTIFY_RATE_PER_MINUTE", "PSHNOTIFY_RATE_PER_DAY"])
+def test_a_per_minute_or_per_day_rate_holds_the_rest_and_sigint_ends_the_wait(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path, variable: str
+) -> None:
+    """Two a minute (or a day) for three people: two go at once, the third waits for its slot;
+    Ctrl-C (SIGINT) ends the wait at once, the daemon exits 0 and the third stays queued."""
+    pilot_launched(env, tmp_path)
+    run = daemon({**env, variable: "2"})
+    try:
+        wait_for(lambda: len(smtp.received) >= 2)
+        time.sleep(3)  # a pass or two later: the third still waits
+        assert len(smtp.received) == 2
+        asked = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err
+    assert time.monotonic() - asked < 15  # not the rest of the minute, or of the day
+    assert "stopping" in err
+    assert "Traceback" not in err
+    messages = status(env)["waves"]["pilot"]["messages"]  # type: ignore[index]
+    assert (messages["sent"], messages["queued"]) == (2, 1)  # type: ignore[index]
+
+
+# -- relay shares ----------------------------------------------------------------------------------
+def test_connections_are_spread_over_the_relays_by_share(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    second = SmtpServer()
+    second.start()
+    try:
+        ok(cli(env, "init"))
+        ok(cli(env, "roster", "import", str(pilot_roster(tmp_path / "p.csv", 40)), "--now", NOW))
+        ok(cli(env, "launch", "pilot", "--yes", "--now", NOW))
+        relays = [{"host": second.host, "port": second.port, "tls": "none", "share": 3}]
+        shared = {
+            **env,
+            "PSHNOTIFY_SMTP_RELAYS": json.dumps(relays),
+            "PSHNOTIFY_SMTP_CONNECTIONS": "4",
+        }
+        smtp.behaviour = second.behaviour = Behaviour(delay=0.05)  # every connection has work
+        ok(cli(shared, "run", "--once", "--now", NOW))
+        assert len(smtp.received) + len(second.received) == 40
+        assert (smtp.connections, second.connections) == (1, 3)  # 1:3 of four connections
+        assert len(second.received) > len(smtp.received)
+        # A share of 0 for the first relay: everything goes through the other.
+        more = pilot_roster(tmp_path / "more.csv", 44)
+        ok(cli(env, "roster", "import", str(more), "--now", NOW))
+        ok(cli(env, "launch", "pilot", "--yes", "--now", NOW))
+        first_had = len(smtp.received)
+        ok(cli({**shared, "PSHNOTIFY_SMTP_SHARE": "0"}, "run", "--once", "--now", NOW))
+        assert len(smtp.received) == first_had
+        assert len(second.received) - (40 - first_had) == 4
+    finally:
+        second.stop()
+
+
+# -- a rejected AUTH -------------------------------------------------------------------------------
+def test_a_refused_login_says_which_settings_to_fix_and_never_shows_the_password(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with running(
+        tls_context=server_context(ca, "127.0.0.1", "localhost"),
+        require_starttls=True,
+        authenticator=check_login,
+        auth_require_tls=True,
+        auth_required=True,
+    ) as auth_relay:
+        refused_login(env, auth_relay, ca_file, tmp_path)
+
+
+def refused_login(
+    env: dict[str, str], auth_relay: SmtpServer, ca_file: Path, tmp_path: Path
+) -> None:
+    wrong = "wrong-Pa55word-do-not-print"
+    relay = {
+        **env,
+        "PSHNOTIFY_SMTP_HOST": auth_relay.host,
+        "PSHNOTIFY_SMTP_PORT": str(auth_relay.port),
+        "PSHNOTIFY_SMTP_TLS": "starttls",
+        "PSHNOTIFY_SMTP_CA_FILE": str(ca_file),
+        "PSHNOTIFY_SMTP_USERNAME": USER,
+        "PSHNOTIFY_SMTP_PASSWORD": wrong,
+    }
+    pilot_launched(relay, tmp_path)
+    refused = cli(relay, "run", "--once", "--now", NOW)
+    assert refused.returncode == 1
+    words = said(refused)
+    assert "stopped: the relay refused our login" in words
+    assert "535" in words
+    assert "check PSHNOTIFY_SMTP_USERNAME and PSHNOTIFY_SMTP_PASSWORD" in words
+    assert wrong not in refused.stdout + refused.stderr
+    assert auth_relay.received == []
+    assert status(relay)["waves"]["pilot"]["messages"]["queued"] == 3  # type: ignore[index]
+    ok(cli({**relay, "PSHNOTIFY_SMTP_PASSWORD": PASSWORD}, "run", "--once", "--now", NOW))
+    assert len(auth_relay.received) == 3
+
+
+# -- .env ------------------------------------------------------------------------------------------
+def test_a_dotenv_file_in_the_working_directory_is_read(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """The settings from `.env` beside where the command runs, none from the environment; a
+    variable set in the environment wins over the file."""
+    workdir = tmp_path / "service"
+    workdir.mkdir()
+    (workdir / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("PSHNOTIFY_")}
+
+    def here(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pshnotify", *args],
+            env={**bare, **extra},
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    ok(here("init"))
+    roster = str(write(tmp_path, [HEADER, *PILOT]))
+    ok(here("roster", "import", roster, "--now", NOW))
+    ok(here("launch", "pilot", "--yes", "--now", NOW))
+    ok(here("run", "--once", "--now", NOW))
+    assert len(smtp.received) == 3  # the relay named only in .env
+    assert status(env)["waves"]["pilot"]["messages"]["sent"] == 3  # type: ignore[index]
+    elsewhere = here("status", PSHNOTIFY_DATABASE_URL=f"sqlite:///{tmp_path / 'other.db'}")
+    assert elsewhere.returncode == 2  # the environment wins over the file
+    assert "the database is not initialised" in said(elsewhere)
+    broken = workdir / ".env"
+    broken.write_text(broken.read_text() + "PSHNOTIFY_SMTP_PORT=not-a-port\n")
+    refused = here("status")
+    assert refused.returncode == 2
+    assert "PSHNOTIFY_SMTP_PORT" in said(refused)
