@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 
@@ -19,6 +22,8 @@ from tests.smtp_server import Behaviour, SmtpServer
 from tests.test_bounces import BOUNCE_ADDRESS, SECRET, deliver, dsn
 from tests.test_cli import NOW, cli
 from tests.test_completions import COMPLETIONS, COMPLETIONS_HEADER
+from tests.test_console import OPERATOR, free_port
+from tests.test_console_http import sign_in
 from tests.test_daemon import pilot_roster
 from tests.test_launch_and_send import PILOT
 from tests.test_roster_import import HEADER, write
@@ -334,3 +339,111 @@ def test_a_dotenv_file_in_the_working_directory_is_read(
     refused = here("status")
     assert refused.returncode == 2
     assert "PSHNOTIFY_SMTP_PORT" in said(refused)
+
+
+# -- the console's settings: switched off, its secret, its session hours, the Secure cookie -------
+@contextmanager
+def web(env: dict[str, str], **settings: str) -> Iterator[str]:
+    """`pshnotify web` as a subprocess with these settings; yields its URL once /healthz
+    answers, and stops it afterwards (exit status 0)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pshnotify", "web", "--now", NOW],
+        env={**os.environ, **env, "PSHNOTIFY_HTTP_PORT": str(port), **settings},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "pshnotify web did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+
+
+def with_operator(env: dict[str, str], tmp_path: Path) -> None:
+    ok(cli(env, "init"))
+    ok(cli(env, "roster", "import", str(write(tmp_path, [HEADER, *PILOT])), "--now", NOW))
+    added = cli(env, "user", "add", OPERATOR[0], "--role", "operator", "--password-stdin",
+                stdin=OPERATOR[1] + "\n")  # fmt: skip
+    ok(added)
+
+
+@contextmanager
+def signed_in(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as client:
+        response = sign_in(client, OPERATOR)
+        assert response.status_code == 303, response.text
+        yield client
+
+
+def test_the_console_and_the_metrics_can_each_be_switched_off(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    with_operator(env, tmp_path)
+    with web(env, PSHNOTIFY_CONSOLE="false") as url:
+        assert httpx.get(f"{url}/login", timeout=30).status_code == 404
+        assert httpx.get(f"{url}/", timeout=30).status_code == 404
+        metrics = httpx.get(f"{url}/metrics", timeout=30)
+        assert metrics.status_code == 200
+        assert "pshnotify_messages" in metrics.text
+    with web(env, PSHNOTIFY_METRICS="false") as url:
+        assert httpx.get(f"{url}/metrics", timeout=30).status_code == 404
+        assert httpx.get(f"{url}/login", timeout=30).status_code == 200
+        with signed_in(url) as client:
+            assert "HR and IS&amp;T Pilot" in client.get("/").text
+
+
+def test_the_web_secret_keeps_sessions_over_a_restart_and_the_hours_bound_them(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    with_operator(env, tmp_path)
+    keyed = {
+        "PSHNOTIFY_WEB_SECRET": "a-console-secret-for-the-tests",
+        "PSHNOTIFY_WEB_SESSION_HOURS": "2",
+    }
+    with web(env, **keyed) as url, signed_in(url) as client:
+        cookie = dict(client.cookies)
+        assert client.get("/").status_code == 200
+    with web(env, **keyed) as url:  # restarted with the same secret: still signed in
+        again = httpx.get(f"{url}/", cookies=cookie, timeout=30)
+        assert again.status_code == 200
+        assert "HR and IS&amp;T Pilot" in again.text
+    with web(env) as url:  # restarted without it (a key of its own): signed out
+        out = httpx.get(f"{url}/", cookies=cookie, timeout=30)
+        assert out.status_code == 303
+        assert out.headers["location"].startswith("/login")
+
+
+def test_the_session_cookie_is_secure_over_https_only(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Behind a TLS-terminating proxy on this host (X-Forwarded-Proto: https) the cookie is
+    Secure; over plain HTTP it is not (a browser would drop it)."""
+    with_operator(env, tmp_path)
+    with web(env, PSHNOTIFY_WEB_SESSION_HOURS="2") as url:
+        plain = httpx.Client(base_url=url, follow_redirects=False, timeout=30)
+        answer = sign_in(plain, OPERATOR)
+        assert answer.status_code == 303
+        cookie = answer.headers["set-cookie"]
+        assert "Secure" not in cookie
+        assert "Max-Age=7200" in cookie  # PSHNOTIFY_WEB_SESSION_HOURS=2
+        # Behind the proxy, the first page already sets the cookie (its CSRF token) Secure:
+        # a browser then sends it back over HTTPS only.
+        login = httpx.get(f"{url}/login", headers={"X-Forwarded-Proto": "https"}, timeout=30)
+        assert login.status_code == 200
+        assert "; Secure" in login.headers["set-cookie"]
+        assert "HttpOnly" in login.headers["set-cookie"]
+        plain.close()
