@@ -447,3 +447,101 @@ def test_the_session_cookie_is_secure_over_https_only(
         assert "; Secure" in login.headers["set-cookie"]
         assert "HttpOnly" in login.headers["set-cookie"]
         plain.close()
+
+
+# -- the cadence's optional emails: invitations and overdue notices --------------------------------
+def program_with(tmp_path: Path, **cadence: str) -> dict[str, str]:
+    """The shipped program with some [cadence] settings changed, as PSHNOTIFY_PROGRAM_FILE."""
+    text = PROGRAM_FILE.read_text()
+    for key, value in cadence.items():
+        old = next(line for line in text.splitlines() if line.startswith(f"{key} = "))
+        text = text.replace(old, f"{key} = {value}", 1)
+    path = tmp_path / "program.toml"
+    path.write_text(text)
+    return {"PSHNOTIFY_PROGRAM_FILE": str(path)}
+
+
+def kinds(smtp: SmtpServer, since: int = 0) -> dict[str, str]:
+    """recipient -> the kind of email they got, for what arrived after the first `since`."""
+    return {r.rcpt_tos[0]: r.message()["X-Pshnotify-Kind"] for r in smtp.received[since:]}
+
+
+def body(smtp: SmtpServer, recipient: str) -> str:
+    got = [r.message() for r in smtp.received if r.rcpt_tos[0] == recipient]
+    text = got[-1].get_body(("plain",))
+    assert text is not None
+    return str(text.get_content())
+
+
+def test_an_encouraged_person_gets_an_invitation_when_the_program_asks_for_it(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    env = {**env, **program_with(tmp_path, invite_encouraged="true")}
+    pilot_launched(env, tmp_path)
+    ok(cli(env, "run", "--once", "--now", NOW))
+    assert kinds(smtp) == {
+        "ada@example.edu": "launch",
+        "jose@example.edu": "launch",
+        "grace@example.edu": "launch",
+        "new@example.edu": "invitation",  # H5, a new hire: encouraged, not required
+    }
+    assert "New Hire" in body(smtp, "new@example.edu")
+    ok(cli(env, "run", "--once", "--now", "2023-09-12T10:00:00-04:00"))
+    assert "new@example.edu" not in kinds(smtp, 4)  # invited once
+
+
+def test_overdue_notices_go_to_those_past_their_deadline_when_the_program_asks_for_them(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    env = {**env, **program_with(tmp_path, overdue_after_days="[1]")}
+    pilot_launched(env, tmp_path)
+    ok(cli(env, "run", "--once", "--now", NOW))
+    ok(cli(env, "complete", "H2", "--option", "A", "--now", NOW))
+    ok(cli(env, "run", "--once", "--now", NOW))
+    assert kinds(smtp, 3) == {"jose@example.edu": "confirmation"}
+    sent = len(smtp.received)
+    # The deadline ends Friday 2023-10-06; a day after is a Saturday: the notices wait for
+    # the next working day.
+    ok(cli(env, "run", "--once", "--now", "2023-10-07T10:00:00-04:00"))
+    assert set(kinds(smtp, sent).values()) == {"report"}  # the officers' nightly reports only
+    sent = len(smtp.received)
+    ok(cli(env, "run", "--once", "--now", "2023-10-09T10:00:00-04:00"))
+    assert kinds(smtp, sent) == {"ada@example.edu": "overdue", "grace@example.edu": "overdue"}
+    assert "Friday, October 6, 2023" in body(smtp, "ada@example.edu")
+    ok(cli(env, "run", "--once", "--now", "2023-10-10T10:00:00-04:00"))
+    assert "overdue" not in kinds(smtp, sent + 2).values()  # one notice each
+
+
+# -- the officer's nightly report: since the last one, past the deadline ---------------------------
+OFFICER = "ao-hr@example.edu"
+LAGGARD = "H6,lag@example.edu,Lee Laggard,Human Resources,staff,,2001-01-01,,,ao-hr@example.edu,"
+
+
+def test_the_officers_report_lists_what_changed_since_the_last_and_who_is_past_the_deadline(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    ok(cli(env, "init"))
+    roster = str(write(tmp_path, [HEADER, *PILOT, LAGGARD]))
+    ok(cli(env, "roster", "import", roster, "--now", NOW))
+    ok(cli(env, "launch", "pilot", "--yes", "--now", NOW))
+    ok(cli(env, "run", "--once", "--now", NOW))
+    ok(cli(env, "run", "--once", "--now", "2023-09-12T06:30:00-04:00"))
+    assert "This is your first report." in body(smtp, OFFICER)
+    ok(cli(env, "complete", "H1", "--option", "A", "--now", "2023-09-12T12:00:00-04:00"))
+    ok(cli(env, "run", "--once", "--now", "2023-09-13T06:30:00-04:00"))
+    since = body(smtp, OFFICER)
+    assert "SINCE YOUR LAST REPORT" in since
+    assert "- completed: Ada Lovelace (H1)" in since
+    assert "Past their deadline" not in since
+    ok(cli(env, "run", "--once", "--now", "2023-09-14T06:30:00-04:00"))
+    assert "No changes since" in body(smtp, OFFICER)
+    # The night after the deadline (Friday 10-06): Lee has not done it.
+    ok(cli(env, "run", "--once", "--now", "2023-10-07T06:30:00-04:00"))
+    late = " ".join(body(smtp, OFFICER).split())
+    assert "Past their deadline: - Lee Laggard (H6, lag@example.edu): deadline" in late
+    assert "(1 past their deadline)" in late
+    assert "Ada Lovelace (H1, ada@example.edu): deadline" not in late
+    # The same, on demand, from the command line.
+    asked = said(ok(cli(env, "report", "--officer", OFFICER, "--now", "2023-10-07T12:00:00-04:00")))
+    assert "Lee Laggard" in asked
+    assert "past" in asked.lower()
