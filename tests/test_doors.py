@@ -16,8 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+from imapclient import IMAPClient
 
+from pshnotify.bounces.sources import parse_imap_url
 from tests.conftest import PROGRAM_FILE
+from tests.imap_server import PASSWORD as IMAP_PASSWORD
+from tests.imap_server import start_dovecot
 from tests.smtp_server import Behaviour, SmtpServer
 from tests.test_bounces import BOUNCE_ADDRESS, SECRET, deliver, dsn
 from tests.test_cli import NOW, cli
@@ -545,3 +549,48 @@ def test_the_officers_report_lists_what_changed_since_the_last_and_who_is_past_t
     asked = said(ok(cli(env, "report", "--officer", OFFICER, "--now", "2023-10-07T12:00:00-04:00")))
     assert "Lee Laggard" in asked
     assert "past" in asked.lower()
+
+
+# -- IMAP polling by the daemon --------------------------------------------------------------------
+def test_the_daemon_reads_the_bounce_mailbox_over_imap_on_its_passes(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    imap = start_dovecot()
+    try:
+        env = {
+            **env,
+            "PSHNOTIFY_BOUNCE_ADDRESS": BOUNCE_ADDRESS,
+            "PSHNOTIFY_BOUNCE_SECRET": SECRET,
+            "PSHNOTIFY_BOUNCE_IMAP_URL": imap.url,
+            "PSHNOTIFY_BOUNCE_IMAP_PASSWORD": IMAP_PASSWORD,
+        }
+        pilot_launched(env, tmp_path)
+        run = daemon(env)
+        try:
+            wait_for(lambda: len(smtp.received) == 3)
+            ada = next(r for r in smtp.received if r.rcpt_tos == ["ada@example.edu"])
+            mta = IMAPClient("127.0.0.1", port=imap.port, ssl=False)
+            mta.login(parse_imap_url(imap.url).username, IMAP_PASSWORD)
+            mta.append("INBOX", dsn(ada, "5.1.1", "550 5.1.1 <ada@example.edu>: user unknown"))
+
+            def read() -> bool:
+                if not mta.folder_exists("Processed"):  # made by the first scan that moves
+                    return False
+                mta.select_folder("Processed")
+                return len(mta.search(["ALL"])) == 1
+
+            wait_for(read)  # a pass or two later, with nobody running `bounces scan`
+            mta.select_folder("INBOX")
+            assert mta.search(["ALL"]) == []
+            mta.logout()
+        finally:
+            run.send_signal(signal.SIGTERM)
+            _, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+        assert IMAP_PASSWORD not in err
+        assert "Traceback" not in err
+    finally:
+        imap.stop()
+    pilot = status(env)["waves"]["pilot"]
+    assert pilot["people"]["undeliverable"] == 1  # type: ignore[index]
+    assert pilot["messages"]["bounced"] == 1  # type: ignore[index]
