@@ -17,8 +17,10 @@ import httpx
 import pytest
 import trustme
 from imapclient import IMAPClient
+from typer.testing import CliRunner
 
 from pshnotify.bounces.sources import parse_imap_url
+from pshnotify.cli import app
 from tests.conftest import PROGRAM_FILE
 from tests.imap_server import PASSWORD as IMAP_PASSWORD
 from tests.imap_server import start_dovecot
@@ -55,7 +57,11 @@ def pilot_launched(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def status(env: dict[str, str], *args: str) -> dict[str, object]:
-    return json.loads(ok(cli(env, "status", "--json", *args)).stdout)  # type: ignore[no-any-return]
+    """`pshnotify status --json` in this process (CliRunner): a check, not the door under
+    test, asked often; each subprocess costs a second or more on a loaded machine."""
+    done = CliRunner().invoke(app, ["status", "--json", *args], env=env, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 # -- program load / --program ----------------------------------------------------------------------
