@@ -125,8 +125,9 @@ def test_a_flood_of_slow_clients_is_bounded_and_the_mail_still_goes(
     before = descriptors(daemon)
     flood = slow_clients(daemon.url, 3 * DESCRIPTORS)  # more than the daemon has descriptors
     try:
-        # Answered at all while the flood holds every slot (how fast is the machine's, not
-        # this test's: a generous timeout, so that only a daemon that cannot answer fails).
+        # Answered at all while the flood holds every slot; how fast is the machine's, measured
+        # by bench/http_flood.py (a generous timeout here: only a daemon that cannot answer
+        # fails).
         health = httpx.get(f"{daemon.url}/healthz", timeout=30)
         assert health.status_code == 200
         # A launch queued while the flood holds on: the sending side must not notice it.
