@@ -2,13 +2,14 @@
 
 PostgreSQL tests run against 127.0.0.1:5432 (database `test`, user `postgres`), each in a
 schema of its own that is dropped afterwards. Without the server they are skipped, except in
-CI (CI=true), where a missing server is a failure.
+CI (tests/ci.py), where a missing server is a failure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from pshnotify.runtime.wiring import Runtime
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.db import make_engine
+from tests.ci import missing
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +54,7 @@ def _require_pg() -> None:
     if not _PG_CHECKED:
         _PG_PROBLEM, _PG_CHECKED = _pg_available(), True
     if _PG_PROBLEM:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI and not answering: {_PG_PROBLEM}")
-        pytest.skip(f"PostgreSQL not available: {_PG_PROBLEM}")
+        missing(f"PostgreSQL not answering: {_PG_PROBLEM}")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -84,8 +84,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
+FAST = "fast"  # the marker of the tier `make test-fast` runs: no server of any kind
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
+def smtp(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    if request.node.get_closest_marker(FAST):
+        pytest.fail("a test marked fast may not start an SMTP server: unmark it", pytrace=False)
     server = SmtpServer()
     server.start()
     try:
@@ -95,13 +107,20 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def settings(db_url: str, smtp: SmtpServer, tmp_path: Path) -> Settings:
+def settings(db_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The test's settings; the relay is the `smtp` fixture's server, except for a test marked
+    fast, which gets a port nothing answers on (one that sends then fails, loudly)."""
+    if request.node.get_closest_marker(FAST):
+        host, port = "127.0.0.1", _closed_port()
+    else:
+        smtp: SmtpServer = request.getfixturevalue("smtp")
+        host, port = smtp.host, smtp.port
     return Settings(
         database_url=db_url,
         program_file=PROGRAM_FILE,
         templates_dir=TEMPLATES,
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
+        smtp_host=host,
+        smtp_port=port,
         smtp_tls="none",
         smtp_connections=1,  # tests that want more say so
         message_id_domain="test.pshnotify.invalid",

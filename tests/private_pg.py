@@ -11,10 +11,45 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, text
 
-BIN = Path(os.environ.get("PSHNOTIFY_TEST_PG_BIN", "/usr/local/bin"))
+from tests.ci import missing
+
+
+def _server_bin_dirs() -> list[Path]:
+    """Where PostgreSQL's server programs may be, most specific first: the folder the
+    environment names, `pg_config --bindir`, Debian's /usr/lib/postgresql/N/bin (newest
+    first), then the PATH."""
+    found: list[Path] = []
+    if named := os.environ.get("PSHNOTIFY_TEST_PG_BIN"):
+        found.append(Path(named))
+    try:
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+        found.append(Path(bindir))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    debian = Path("/usr/lib/postgresql").glob("*/bin")
+    found += sorted(debian, key=lambda p: _version(p.parent.name), reverse=True)
+    if on_path := shutil.which("initdb"):
+        found.append(Path(on_path).parent)
+    return found
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in name.split(".") if part.isdigit())
+
+
+def find_server_bin() -> Path | None:
+    """The first folder holding both initdb and pg_ctl, or None."""
+    for folder in _server_bin_dirs():
+        if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
+            return folder
+    return None
+
+
+BIN = find_server_bin() or Path("/nonexistent")
 
 
 def _free_port() -> int:
@@ -101,8 +136,11 @@ class PrivatePostgres:
 
 
 def private_postgres() -> PrivatePostgres:
-    if not (BIN / "initdb").exists():
-        pytest.skip(f"no PostgreSQL server binaries in {BIN}")
+    if not (BIN / "initdb").is_file():
+        missing(
+            "no PostgreSQL server programs (initdb, pg_ctl) in PSHNOTIFY_TEST_PG_BIN, "
+            "pg_config --bindir, /usr/lib/postgresql/*/bin or the PATH"
+        )
     folder = Path(tempfile.mkdtemp(prefix="pshnotify-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")

@@ -100,6 +100,7 @@ def test_no_sample_in_the_collection_crashes_the_reader() -> None:
 
 
 # -- VERP -----------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_a_verp_address_names_its_message_and_a_forged_token_is_refused() -> None:
     address = VERP.sender_for(4711)
     assert address.startswith("bounces+")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from pshnotify.domain.cadence import PersonState, decide, timeline
 from pshnotify.domain.program import parse_program
 from tests.test_program import SEED, SEED_TEXT
+
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
 
 TZ = ZoneInfo("America/New_York")
 

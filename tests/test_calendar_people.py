@@ -265,6 +265,7 @@ def test_a_season_in_four_zones_keeps_each_persons_working_hours_and_closures(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.fast
 def test_plan_counts_each_day_of_the_program_per_recipient_zone(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

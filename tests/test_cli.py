@@ -121,6 +121,7 @@ def test_a_department_nobody_is_in_is_named_with_the_closest_on_the_roster(
     assert spelt.stderr == ""
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the file is refused before SQL
 def test_a_bad_roster_exits_2_listing_every_problem(env: dict[str, str], tmp_path: Path) -> None:
     assert cli(env, "init").returncode == 0
     roster = write(
@@ -138,6 +139,7 @@ def test_a_bad_roster_exits_2_listing_every_problem(env: dict[str, str], tmp_pat
     assert "nothing was changed" in result.stderr
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before the database
 def test_bad_settings_name_the_variable(env: dict[str, str]) -> None:
     result = cli({**env, "PSHNOTIFY_SMTP_TLS": "sometimes"}, "status")
     assert result.returncode == 2
@@ -198,6 +200,7 @@ def test_plan_predicts_no_launch_that_launch_would_refuse(
     assert "never launched, window over: pilot (closed 2023-10-06)" in said
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before the database
 def test_a_bad_now_is_refused(env: dict[str, str]) -> None:
     result = cli(env, "launch", "pilot", "--now", "2023-09-11 10:00")
     assert result.returncode == 2

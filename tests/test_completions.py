@@ -238,6 +238,7 @@ def test_unmatched_completions_are_kept_and_matched_after_the_roster_names_them(
     assert confirmation["To"].addresses[0].addr_spec == "hedy@example.edu"
 
 
+@pytest.mark.fast
 def test_what_each_way_in_may_record(runtime: Runtime, tmp_path: Path) -> None:
     setup_pilot(runtime, tmp_path)
     with pytest.raises(InputError, match="unknown option 'alternative'"):
@@ -287,6 +288,7 @@ COMPLETIONS = [
 ]
 
 
+@pytest.mark.fast
 def test_importing_the_same_file_twice_changes_nothing(runtime: Runtime, tmp_path: Path) -> None:
     setup_pilot(runtime, tmp_path)
     launch(runtime)
@@ -341,6 +343,7 @@ BAD_COMPLETIONS = [
 ]
 
 
+@pytest.mark.fast
 def test_a_bad_file_is_refused_whole_with_file_and_line(runtime: Runtime, tmp_path: Path) -> None:
     setup_pilot(runtime, tmp_path)
     stored = runtime.program(None)
@@ -380,6 +383,7 @@ def test_a_bad_file_is_refused_whole_with_file_and_line(runtime: Runtime, tmp_pa
     assert counts(runtime.engine) == before
 
 
+@pytest.mark.fast
 def test_the_command_line_imports_records_and_lists(
     env: dict[str, str], runtime: Runtime, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, event, func, select, text, update
 
 from pshnotify.domain.delivery import Kind, idempotency_key
@@ -78,6 +79,7 @@ def _statements(runtime: Runtime, path: Path) -> tuple[list[str], Any]:
     return seen, report
 
 
+@pytest.mark.fast
 def test_an_import_runs_as_many_statements_for_400_rows_as_for_40(
     runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -201,6 +203,7 @@ def test_an_export_stops_the_named_peoples_reminders_and_confirms_each_once(
     assert "Monday, September 11, 2023" in body.get_content()
 
 
+@pytest.mark.fast
 def test_a_person_with_a_confirmation_in_the_outbox_gets_no_second_one(
     runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -302,6 +305,7 @@ def _complete(
     assert result.outcome == "recorded"
 
 
+@pytest.mark.fast
 def test_a_completion_stored_meanwhile_by_another_way_in_is_a_duplicate(
     runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -329,6 +333,7 @@ def test_a_completion_stored_meanwhile_by_another_way_in_is_a_duplicate(
     _assert_h1_once(runtime, option="B", kept=2)
 
 
+@pytest.mark.fast
 def test_a_person_completed_meanwhile_by_another_way_in_makes_the_export_an_extra(
     runtime: Runtime, tmp_path: Path
 ) -> None:

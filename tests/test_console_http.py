@@ -187,6 +187,7 @@ def test_sign_in_sets_a_safe_session_and_pages_need_it(console_rt: Runtime) -> N
         assert client.get("/").status_code == 303
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the throttle is in the process
 def test_sign_in_is_throttled_after_repeated_failures(console_rt: Runtime) -> None:
     with console(console_rt) as client:
         for _ in range(5):
@@ -218,6 +219,7 @@ def test_one_wrong_password_is_one_clear_log_line(
     assert lines == [f"failed console sign-ins: 1 as {OPERATOR[0]!r} from 127.0.0.1"]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # header trust, no SQL of its own
 def test_single_sign_on_header_is_taken_only_from_trusted_proxies(console_rt: Runtime) -> None:
     rt = console_rt
     trusted = rt.settings.model_copy(

@@ -252,11 +252,10 @@ def test_under_a_relay_limit_database_faults_neither_hang_the_drain_nor_keep_sig
     assert states(pg.url) == {"sent": total}
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SQLite's disk full
 def test_sqlite_full_stops_the_sending_says_why_and_goes_on_once_there_is_room(
     runtime: Runtime, smtp: SmtpServer, tmp_path: Path, db_url: str, caplog: Any
 ) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite's disk full")
     total = 1500
     pilot(runtime, tmp_path, total)
     launch(runtime)
@@ -392,11 +391,10 @@ def test_replicas_ten_minutes_apart_never_claim_the_same_message(
     assert set(by_worker) == {"host-a:1", "host-b:1"}  # both did share the work
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # one exit rule for both
 def test_run_once_exits_1_when_the_relay_refuses_everything(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path, db_url: str
 ) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the exit status does not depend on the backend")
     prepared(env, tmp_path, 5)
     smtp.behaviour = Behaviour(data=lambda _addr: "451 4.3.0 try again later")
     done = cli(env, "run", "--once", "--now", NOW)
@@ -513,6 +511,7 @@ def test_a_relay_refusing_everything_for_an_hour_is_an_error_said_again_each_hou
     assert extra_copies(smtp) == (total - 2, 0)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SQLite's write lock
 def test_a_write_lock_held_by_another_connection_pauses_the_drain_and_loses_nothing(
     runtime: Runtime, smtp: SmtpServer, tmp_path: Path, db_url: str, caplog: Any
 ) -> None:
@@ -521,8 +520,6 @@ def test_a_write_lock_held_by_another_connection_pauses_the_drain_and_loses_noth
     outage is reported for a lock that is only busy, and the drain goes on when the lock is
     free, with every outcome recorded once. The pool's connections come back as they went
     (the drain's own writes ask for the lock without waiting, on the loop)."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite's write lock")
     total = 600
     pilot(runtime, tmp_path, total)
     launch(runtime)
@@ -565,6 +562,7 @@ def test_a_write_lock_held_by_another_connection_pauses_the_drain_and_loses_noth
 
 
 @pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+@pytest.mark.fast
 def test_the_guard_retries_a_locked_database_until_it_is_free_and_says_when_it_is_back(
     tmp_path: Path, caplog: Any, on_loop: bool
 ) -> None:

@@ -99,11 +99,10 @@ def test_a_flaky_relay_that_defers_and_closes_still_gets_everything(
     assert smtp.connections > total // 25  # reopened after each 25 and after each 421
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the limiter is in the process
 def test_the_configured_rate_keeps_a_throttling_relay_from_ever_saying_4xx(
-    runtime: Runtime, smtp: SmtpServer, tmp_path: Path, db_url: str
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the limiter is in the process; one backend shows it")
     rate, total = 25, 150
     pilot(runtime, tmp_path, total)
     window: deque[float] = deque()
@@ -129,16 +128,14 @@ def test_the_configured_rate_keeps_a_throttling_relay_from_ever_saying_4xx(
             select(func.count()).select_from(attempts).where(attempts.c.code == 451)
         )
     assert deferred == 0
-    arrivals = sorted(r.at for r in smtp.received)
-    assert len(arrivals) == total
-    # The long-run rate: the first second's allowance goes at once, the rest take the time.
-    achieved = (total - rate) / (arrivals[-1] - arrivals[0])
-    assert abs(achieved - rate) / rate < 0.05, achieved
+    assert len({r.message_id for r in smtp.received}) == total
+    # How close to the limit it runs is measured by the benchmark (bench/run.py, "achieved /
+    # configured rate", 0.95-1.05): on this wall clock it would measure the machine's load.
+    # The limiter's timing on a clock of its own: tests/test_ratelimit.py.
 
 
-def test_a_second_sender_on_sqlite_is_refused_clearly(runtime: Runtime, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL replicas share the work instead")
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL's replicas share
+def test_a_second_sender_on_sqlite_is_refused_clearly(runtime: Runtime) -> None:
     runtime.program(None)
     first = runtime.dispatcher()
     asyncio.run(first.claim_sending())
@@ -236,17 +233,20 @@ def test_sigkill_at_random_moments_loses_nothing(
     assert cli(env, "init").returncode == 0
     cli(env, "roster", "import", str(pilot_roster(tmp_path / "p.csv", total)), "--now", NOW)
     cli(env, "launch", "pilot", "--yes", "--now", NOW)
-    run_env = {**env, "PSHNOTIFY_LEASE_SECONDS": "2", "PSHNOTIFY_SMTP_CONNECTIONS": "4"}
+    connections, kills = 4, 3
+    run_env = {
+        **env,
+        "PSHNOTIFY_LEASE_SECONDS": "2",
+        "PSHNOTIFY_SMTP_CONNECTIONS": str(connections),
+    }
     rng = random.Random(3)
-    in_flight_at_kills = 0
-    for _ in range(3):  # kills spread over the wave: at a random point in each quarter
+    for _ in range(kills):  # kills spread over the wave: at a random point in each quarter
         daemon = start_daemon(run_env)
         before = len(smtp.received)
         step = rng.randint(total // 20, total // 4)
         wait_for(lambda b=before, n=step: len(smtp.received) > b + n, 120)  # type: ignore[misc]
         daemon.send_signal(signal.SIGKILL)
         daemon.communicate(timeout=30)
-        in_flight_at_kills += states(env["PSHNOTIFY_DATABASE_URL"]).get("claimed", 0)
         time.sleep(2.2)  # the dead process's leases run out
     daemon = start_daemon(run_env)
     try:
@@ -259,7 +259,9 @@ def test_sigkill_at_random_moments_loses_nothing(
     ids = [r.message_id for r in smtp.received]
     duplicates = len(ids) - len(set(ids))
     assert len(set(ids)) == total  # every message delivered
-    assert duplicates <= in_flight_at_kills
+    # A kill costs at most the message each connection had in the relay's hands and the one
+    # after it (the outcome not yet recorded): two copies per connection, not a whole batch.
+    assert duplicates <= 2 * connections * kills, duplicates
     assert states(env["PSHNOTIFY_DATABASE_URL"]) == {"sent": total}
 
 
@@ -326,7 +328,6 @@ def test_three_replicas_share_a_wave_and_one_dies(
         wait_for(lambda: len(smtp.received) > total // 3, 120)
         replicas[0].send_signal(signal.SIGKILL)
         replicas[0].communicate(timeout=30)
-        in_flight = states(env["PSHNOTIFY_DATABASE_URL"]).get("claimed", 0)
         wait_for(
             lambda: states(env["PSHNOTIFY_DATABASE_URL"]).get("sent", 0) == total + officers,
             180,
@@ -343,7 +344,8 @@ def test_three_replicas_share_a_wave_and_one_dies(
     kinds = [h["X-Pshnotify-Kind"] for h, _ in heads]
     ids = [h["Message-ID"] for h, _ in heads]
     assert len(set(ids)) == total + officers  # every message delivered
-    assert len(ids) - len(set(ids)) <= in_flight  # twice only what the dead one had in hand
+    # twice at most two messages per connection of the dead one, not the batch it had claimed
+    assert len(ids) - len(set(ids)) <= 2 * 3
     # Exactly one report per officer: one message each (a resend after the kill would carry
     # the same Message-ID and is bounded above).
     reports = {(to, h["Message-ID"]) for h, to in heads if h["X-Pshnotify-Kind"] == "report"}
@@ -351,13 +353,12 @@ def test_three_replicas_share_a_wave_and_one_dies(
     assert kinds.count("launch") >= total
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # relay choice is in the process
 def test_relays_share_the_traffic_and_a_fallback_takes_over(
-    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path, db_url: str
+    runtime: Runtime, clock: FixedClock, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     from pshnotify.settings import Relay
 
-    if not db_url.startswith("sqlite"):
-        pytest.skip("relay choice is in the process; one backend shows it")
     second, spare = SmtpServer(), SmtpServer()
     second.start()
     spare.start()
@@ -375,8 +376,7 @@ def test_relays_share_the_traffic_and_a_fallback_takes_over(
         assert second.received
         assert not spare.received
         smtp.stop()
-        second.stop()  # both shared relays down: the fallback carries everything
-        runtime.settings.smtp_relays = runtime.settings.smtp_relays[1:]
+        second.stop()  # both shared relays down (still configured): the fallback carries all
         clock.advance(dt.timedelta(days=1))
         with runtime.engine.begin() as conn:
             conn.execute(messages.update().values(state="queued", due_at=clock.now()))

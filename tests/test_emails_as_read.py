@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 import pshnotify.mail.report_kind  # noqa: F401 - registers the officers' report kind
 from pshnotify.mail.kinds import (
     KindInput,
@@ -17,6 +19,8 @@ from pshnotify.mail.kinds import (
 from pshnotify.mail.render import Templates
 from tests.conftest import TEMPLATES
 from tests.test_program import SEED
+
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
 
 PERSON = Recipient("E1", "Ann Lee", "ann@example.org", "Human Resources")
 

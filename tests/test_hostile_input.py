@@ -326,6 +326,7 @@ def test_the_demo_writes_its_sample_roster_and_caught_emails_for_their_owner_onl
 
 
 # -- 15: no password in clear ----------------------------------------------------------------------
+@pytest.mark.fast
 def test_auth_without_tls_is_refused_unless_loopback_or_allowed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -10,12 +10,13 @@ import io
 import json
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
@@ -99,58 +100,118 @@ def csv_text(header: list[str], rows: list[list[str]]) -> str:
 
 # -- the readers -----------------------------------------------------------------------------------
 ROSTER_COLUMNS = HEADER.split(",")
+COMPLETIONS_COLUMNS = ["id", "email", "option", "completed_at", "note"]
+# A line each reader accepts as it is: the hostile values replace some of its cells, so that
+# both of a property's branches (refused by FILE:LINE, accepted keeping the rules) are reached.
+ROSTER_ROW = PILOT[0].split(",")
+COMPLETIONS_ROW = ["H1", "", "B", "2023-09-08T16:30:00Z", "approved"]
 
 
-@FEW
-@given(rows=st.lists(st.lists(value, min_size=11, max_size=11), min_size=1, max_size=4))
-def test_any_roster_is_read_or_refused_by_file_and_line(
-    tmp_path: Path, rows: list[list[str]]
-) -> None:
-    path = tmp_path / "roster.csv"
-    path.write_text(csv_text(ROSTER_COLUMNS, rows), encoding="utf-8", newline="")
-    try:
-        read = read_roster(path, SEED)
-    except InputError as exc:
-        assert_file_errors(exc, path)
-        return
-    for row in read:  # what is accepted keeps the field rules
-        for col, cell in zip(ROSTER_COLUMNS, rows[row.line - 2], strict=True):
-            assert len(cell.strip()) <= LIMITS.get(col, MAX_TEXT)
-            assert not CONTROL.search(cell.strip())
-        assert row.program_year is None or 0 <= row.program_year <= 99
+def mixed_rows(valid: list[str]) -> st.SearchStrategy[list[list[str]]]:
+    """1-3 rows, each the valid one with up to two of its cells replaced by hostile values."""
+
+    def spoil(changes: list[tuple[int, str]]) -> list[str]:
+        row = list(valid)
+        for index, new in changes:
+            row[index] = new
+        return row
+
+    change = st.tuples(st.integers(0, len(valid) - 1), value)
+    return st.lists(st.lists(change, max_size=2).map(spoil), min_size=1, max_size=3)
 
 
-@FEW
-@given(data=st.binary(max_size=300))
-def test_any_bytes_are_read_or_refused_by_file_and_line(tmp_path: Path, data: bytes) -> None:
-    for reader in (read_roster, read_completions):
-        path = tmp_path / "file.csv"
-        path.write_bytes(HEADER.encode() + b"\r\n" + data)
+def both_branches(run: Any) -> Counter[str]:
+    """Run a property (a @given function whose one other argument is `seen`) and count the
+    branches its examples took; the caller asserts that each was reached."""
+    seen: Counter[str] = Counter()
+    run(seen)
+    return seen
+
+
+@pytest.mark.fast
+def test_any_roster_is_read_or_refused_by_file_and_line(tmp_path: Path) -> None:
+    @FEW
+    @given(rows=mixed_rows(ROSTER_ROW))
+    def check(seen: Counter[str], rows: list[list[str]]) -> None:
+        path = tmp_path / "roster.csv"
+        path.write_text(csv_text(ROSTER_COLUMNS, rows), encoding="utf-8", newline="")
         try:
-            reader(path, SEED)  # type: ignore[operator]
+            read = read_roster(path, SEED)
         except InputError as exc:
             assert_file_errors(exc, path)
+            seen["refused"] += 1
+            event("refused")
+            return
+        seen["accepted"] += 1
+        event("accepted")
+        assert [row.line for row in read] == list(range(2, len(rows) + 2))
+        for row in read:  # what is accepted keeps the field rules
+            for col, cell in zip(ROSTER_COLUMNS, rows[row.line - 2], strict=True):
+                assert len(cell.strip()) <= LIMITS.get(col, MAX_TEXT)
+                assert not CONTROL.search(cell.strip())
+            assert row.program_year is None or 0 <= row.program_year <= 99
+
+    seen = both_branches(check)
+    assert min(seen["accepted"], seen["refused"]) >= 5, seen
 
 
-@FEW
-@given(rows=st.lists(st.lists(value, min_size=4, max_size=4), min_size=1, max_size=4))
-def test_any_completions_file_is_read_or_refused_by_file_and_line(
-    tmp_path: Path, rows: list[list[str]]
+@pytest.mark.parametrize(
+    ("reader", "header"),
+    [(read_roster, HEADER), (read_completions, ",".join(COMPLETIONS_COLUMNS))],
+    ids=["roster", "completions"],
+)
+@pytest.mark.fast
+def test_any_bytes_are_read_or_refused_by_file_and_line(
+    tmp_path: Path, reader: Any, header: str
 ) -> None:
-    path = tmp_path / "done.csv"
-    path.write_text(
-        csv_text(["id", "option", "completed_at", "note"], rows), encoding="utf-8", newline=""
-    )
-    try:
-        read = read_completions(path, SEED)
-    except InputError as exc:
-        assert_file_errors(exc, path)
-        return
-    for row in read:
-        # Within the program's reach, as written (a day either side once put in its zone).
-        day, margin = row.completed_at.astimezone(SEED.tz).date(), dt.timedelta(days=1)
-        assert SEED.reach.first - margin <= day <= SEED.reach.last + margin
-        assert not CONTROL.search(row.person_ref + row.option + (row.note or ""))
+    """After the reader's own header, any bytes: the reader gets past the header to them (a
+    file that is not UTF-8 is refused as a whole, at line 1)."""
+
+    @FEW
+    @given(data=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
+    def check(seen: Counter[str], data: bytes) -> None:
+        path = tmp_path / "file.csv"
+        path.write_bytes(header.encode() + b"\r\n" + data)
+        try:
+            reader(path, SEED)
+            seen["read"] += 1
+        except InputError as exc:
+            assert_file_errors(exc, path)
+            for problem in exc.problems:  # never the header, which is the reader's own
+                assert not problem.startswith(f"{path}:1: ") or ": (file): " in problem, problem
+            lines = {LINE_ERROR.match(p)["line"] for p in exc.problems}  # type: ignore[index]
+            seen["refused at a row" if lines - {"1"} else "refused as a file"] += 1
+
+    seen = both_branches(check)
+    assert min(seen["read"], seen["refused at a row"], seen["refused as a file"]) > 0, seen
+
+
+@pytest.mark.fast
+def test_any_completions_file_is_read_or_refused_by_file_and_line(tmp_path: Path) -> None:
+    @FEW
+    @given(rows=mixed_rows(COMPLETIONS_ROW))
+    def check(seen: Counter[str], rows: list[list[str]]) -> None:
+        path = tmp_path / "done.csv"
+        path.write_text(csv_text(COMPLETIONS_COLUMNS, rows), encoding="utf-8", newline="")
+        try:
+            read = read_completions(path, SEED)
+        except InputError as exc:
+            assert_file_errors(exc, path)
+            seen["refused"] += 1
+            event("refused")
+            return
+        seen["accepted"] += 1
+        event("accepted")
+        assert len(read) == len(rows)
+        for row in read:  # what is accepted keeps the rules
+            # Within the program's reach, as written (a day either side once in its zone).
+            day, margin = row.completed_at.astimezone(SEED.tz).date(), dt.timedelta(days=1)
+            assert SEED.reach.first - margin <= day <= SEED.reach.last + margin
+            assert row.option in {o.key for o in SEED.options}
+            assert not CONTROL.search(row.person_ref + row.option + (row.note or ""))
+
+    seen = both_branches(check)
+    assert min(seen["accepted"], seen["refused"]) >= 5, seen
 
 
 # -- the endpoints ---------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ def _states(runtime: Runtime) -> dict[str, tuple[str, str | None]]:
         return {r.recipient_email: (r.state, r.last_reply) for r in rows}
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # address encoding
 def test_a_non_ascii_domain_goes_out_in_punycode(
     runtime: Runtime, smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -68,6 +69,7 @@ def test_a_non_ascii_domain_goes_out_in_punycode(
     assert by_rcpt["max@example.edu"].message()["To"].addresses[0].display_name == LONG_NAME
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # address encoding
 def test_a_non_ascii_local_part_needs_smtputf8(
     runtime: Runtime,
     settings: Settings,
@@ -102,6 +104,8 @@ def test_a_non_ascii_local_part_needs_smtputf8(
     assert msg["To"].addresses[0].display_name == "Jörg Lee"
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # a reader warning
 def test_roster_import_warns_about_a_non_ascii_local_part(
     env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -11,9 +11,13 @@ import asyncio
 import datetime as dt
 import statistics
 
+import pytest
+
 from pshnotify.domain.delivery import State
 from pshnotify.services.ledger import Ledger
 from pshnotify.store.outbox import Claimed, Result
+
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
 
 NOW = dt.datetime(2023, 9, 11, 14, 0, tzinfo=dt.UTC)
 

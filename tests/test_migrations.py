@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, select, text
@@ -14,6 +15,8 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine
 from pshnotify.store import migrate
 from pshnotify.store.db import make_engine
 from pshnotify.store.schema import UTCDateTime, metadata
+
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
 
 
 def test_migrations_match_the_declared_schema(db_url: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from pshnotify.clock import FixedClock
@@ -36,6 +37,7 @@ def _person(queued: set[str], reminder_days: set[dt.date] = frozenset()) -> Pers
     )
 
 
+@pytest.mark.fast
 def test_a_catch_up_at_0830_on_a_step_day_queues_one_reminder() -> None:
     # Down from Monday 10-02 to Wednesday 10-04, around the 3-days-before step; the first
     # pass after it runs at 08:30 on the day of the 1-day-before step.
@@ -48,6 +50,7 @@ def test_a_catch_up_at_0830_on_a_step_day_queues_one_reminder() -> None:
     assert decide(SEED, LAUNCHED, after, local(2023, 10, 5, 9, 0)).queue == []
 
 
+@pytest.mark.fast
 def test_a_step_for_a_day_that_has_its_reminder_is_skipped_with_the_reason() -> None:
     # The catch-up reminder went at 09:00 (queued by an earlier pass); the 1-day step then
     # comes due the same day: skipped, saying why.

@@ -25,6 +25,7 @@ from tests.test_reports import HR, IST, at, queue_at, reports_received, send, se
 NOW = at(2023, 9, 20, 10)
 
 
+@pytest.mark.fast
 def test_kind_groups_are_properties_of_the_kind() -> None:
     asking = {k for k in Kind if k.stops_on_completion}
     assert asking == {Kind.LAUNCH, Kind.INVITATION, Kind.REMINDER, Kind.OVERDUE, Kind.EXTENSION}
@@ -58,6 +59,7 @@ def test_kind_groups_are_properties_of_the_kind() -> None:
         (Kind.CONFIRMATION, None, None),
     ],
 )
+@pytest.mark.fast
 def test_whether_a_person_still_gets_a_message(
     kind: Kind, person: policy.Standing | None, reason: str | None
 ) -> None:
@@ -66,6 +68,7 @@ def test_whether_a_person_still_gets_a_message(
     assert policy.skip_reason(SEED, kind, person, now) == reason
 
 
+@pytest.mark.fast
 def test_the_next_state_of_each_outcome() -> None:
     rules = policy.RetryRules(max_attempts=3, max_age=dt.timedelta(hours=96))
     first = NOW - dt.timedelta(hours=1)
@@ -123,6 +126,7 @@ def test_the_next_state_of_each_outcome() -> None:
     assert policy.released(2) == State.RETRY
 
 
+@pytest.mark.fast
 def test_several_reminders_waiting_for_one_person_send_only_the_last() -> None:
     waiting = [
         ("ada", Kind.REMINDER, 3),
@@ -134,6 +138,7 @@ def test_several_reminders_waiting_for_one_person_send_only_the_last() -> None:
     assert policy.superseded(waiting) == {3, 5}
 
 
+@pytest.mark.fast
 def test_the_latest_report_night_is_today_from_the_report_time_else_yesterday() -> None:
     assert policy.report_night(SEED, at(2023, 9, 12, 5, 59)) == dt.date(2023, 9, 11)
     assert policy.report_night(SEED, at(2023, 9, 12, 6, 0)) == dt.date(2023, 9, 12)

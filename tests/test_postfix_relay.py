@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from pshnotify.store.schema import attempts
+from tests.ci import missing
 from tests.private_postfix import Postfix, available, start_postfix
 from tests.smtp_server import SmtpServer
 from tests.test_daemon import NOW, cli, pilot_roster
@@ -37,12 +38,10 @@ class Drain:
 
 
 @pytest.fixture
-def relay(smtp: SmtpServer, db_url: str) -> Iterator[Postfix]:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the limiter is in the process; one backend shows it")
+def relay(smtp: SmtpServer) -> Iterator[Postfix]:
     problem = available()
     if problem:
-        pytest.skip(problem)
+        missing(problem)
     server = start_postfix(
         (smtp.host, smtp.port),
         {
@@ -106,6 +105,7 @@ def drain_through(
 
 
 @pytest.mark.timeout(300)  # about 70 s: the drain itself takes four units
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the limiter is in the process
 @pytest.mark.slow
 def test_a_real_postfix_with_a_message_rate_limit_never_defers_what_pshnotify_sends(
     relay: Postfix, smtp: SmtpServer, env: dict[str, str], tmp_path: Path

@@ -11,6 +11,8 @@ from pshnotify.domain.errors import InputError
 from pshnotify.domain.program import load_program, parse_program
 from tests.conftest import PROGRAM_FILE
 
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
+
 SEED, SEED_TEXT = load_program(PROGRAM_FILE)
 
 

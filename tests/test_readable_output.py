@@ -51,6 +51,7 @@ def test_times_json_and_tables_read_well_when_piped(
     assert "launched" in status
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the CSV dialect, before SQL
 def test_a_semicolon_or_tab_separated_roster_is_read(env: dict[str, str], tmp_path: Path) -> None:
     assert cli(env, "init").returncode == 0
     lines = [HEADER, *PILOT]
@@ -61,6 +62,7 @@ def test_a_semicolon_or_tab_separated_roster_is_read(env: dict[str, str], tmp_pa
         assert json.loads(done.stdout)["rows"] == len(PILOT)
 
 
+@pytest.mark.fast
 def test_the_sample_roster_keeps_every_letter() -> None:
     people = sample_people(3000)
     officers = {

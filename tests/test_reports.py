@@ -98,15 +98,18 @@ def at(year: int, month: int, day: int, hour: int = 6, minute: int = 0) -> dt.da
         (42, "42"),
     ],
 )
+@pytest.mark.fast
 def test_a_cell_never_starts_a_formula(value: object, cell: str) -> None:
     assert safe_cell(value) == cell
 
 
+@pytest.mark.fast
 def test_safe_cell_only_ever_adds_the_prefix() -> None:
     for value in ("=1", "-", "@", "+", "plain", "'already quoted"):
         assert safe_cell(value) in (value, "'" + value)
 
 
+@pytest.mark.fast
 def test_a_csv_file_opens_as_data_in_excel_and_parses_back() -> None:
     data = to_csv(["name", "=header"], [[EVIL, "Zoë"], ['say "hi", then =1', None]])
     assert data.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
@@ -121,12 +124,14 @@ def test_a_csv_file_opens_as_data_in_excel_and_parses_back() -> None:
 
 
 # -- the kind and its templates ----------------------------------------------------------------
+@pytest.mark.fast
 def test_the_report_templates_pass_the_start_up_check() -> None:
     samples = sample_contexts(SEED, ["report"])
     assert [k for k, _ in samples] == ["report"]
     Templates(TEMPLATES).check(samples)
 
 
+@pytest.mark.fast
 def test_a_report_without_its_rows_names_the_missing_wiring() -> None:
     officer = Recipient("", OFFICER_NAME, HR, "")
     data = KindInput(SEED, None, officer, None, {"officer": HR, "date": "2023-09-12"})
@@ -134,6 +139,7 @@ def test_a_report_without_its_rows_names_the_missing_wiring() -> None:
         report_context(data)
 
 
+@pytest.mark.fast
 def test_the_night_is_the_local_date_once_the_report_time_has_come() -> None:
     assert report_night(SEED, at(2023, 9, 12, 5, 59)) is None
     assert report_night(SEED, at(2023, 9, 12, 6, 0)) == dt.date(2023, 9, 12)
@@ -203,6 +209,7 @@ def report_steps(engine: Engine) -> list[tuple[str, str]]:
     return [(r.recipient_email.lower(), r.step) for r in rows]
 
 
+@pytest.mark.fast
 def test_one_report_per_officer_per_night_from_the_night_after_launch_to_the_day_after_the_deadline(
     runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -249,6 +256,7 @@ def test_one_report_per_officer_per_night_from_the_night_after_launch_to_the_day
     assert row.due_at == at(2023, 9, 12)
 
 
+@pytest.mark.fast
 def test_replicas_queueing_at_the_same_instant_queue_each_report_once(
     runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -342,6 +350,7 @@ def test_the_nightly_report_arrives_with_a_table_and_a_safe_csv(
     assert send(runtime) == {}  # sent once; the next pass finds nothing to send
 
 
+@pytest.mark.fast
 def test_the_on_demand_report_matches_departments_without_case(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -376,6 +385,7 @@ def test_the_on_demand_report_matches_departments_without_case(
     assert "5 people: 1 complete, 2 pending (2 past the deadline)" in shown
 
 
+@pytest.mark.fast
 def test_the_report_command_writes_the_same_csv(
     runtime: Runtime, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -12,6 +12,8 @@ from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.roster import import_roster
 from pshnotify.store.schema import audit_log, enrollments, people
 
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
+
 HEADER = "id,email,name,department,role,paid,start_date,program_year,affiliation,admin_officer,wave"
 GOOD = [
     "P1,ada@example.edu,Ada Lovelace,Human Resources,staff,yes,2010-01-04,,,ao-hr@example.edu,",

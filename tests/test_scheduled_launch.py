@@ -76,5 +76,17 @@ def test_a_launch_before_the_window_is_refused_or_scheduled(
     assert withdrawn.returncode == 0
     assert "withdrew" in withdrawn.stdout
     assert _status(env)["vpr"]["launch_at"] is None  # type: ignore[index]
+    before = len(smtp.received)
     ran = cli(env, "run", "--once", "--json", "--now", "2023-11-20T10:00:00-05:00")
+    assert ran.returncode == 0, ran.stderr
+    # the pass at the withdrawn time sends the graduate wave's reminders and nothing to V1
+    assert json.loads(ran.stdout)["outcomes"] == {"sent": 3}, ran.stdout
+    assert sorted(r.rcpt_tos[0] for r in smtp.received[before:]) == [
+        "g1@example.edu",
+        "g2@example.edu",
+        "g3@example.edu",
+    ]
     assert "v1@example.edu" not in [r.rcpt_tos[0] for r in smtp.received]
+    vpr = _status(env)["vpr"]
+    assert vpr["launched_at"] is None  # type: ignore[index]
+    assert vpr["messages"]["queued"] == 0  # type: ignore[index]

@@ -7,6 +7,8 @@ import pytest
 from pshnotify.domain.errors import InputError
 from pshnotify.settings import load_settings
 
+pytestmark = pytest.mark.fast  # no server: `make test-fast`
+
 
 def test_defaults_need_no_setup(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.chdir(str(tmp_path))

@@ -108,6 +108,7 @@ def test_an_unbounded_template_is_a_template_error_at_start(
 
 
 # -- 9: an edited template is checked like at start ------------------------------------------------
+@pytest.mark.fast
 def test_a_broken_edit_keeps_the_last_good_template(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -128,6 +129,7 @@ def test_a_broken_edit_keeps_the_last_good_template(
     assert running.render("launch", context).subject.startswith("Fixed: ")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the build is in the process
 def test_a_build_fault_that_may_pass_is_a_retry(
     runtime: Runtime, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -261,6 +261,7 @@ def test_xapi_statements_need_credentials_and_a_mapping(web_runtime: Runtime) ->
     ]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # no SQL at all
 def test_unconfigured_endpoints_say_what_to_set(settings: Settings, clock: FixedClock) -> None:
     rt = Runtime(settings, clock)
     try:
