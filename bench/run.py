@@ -81,12 +81,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def write_roster(path: Path, count: int) -> None:
-    """The sample roster's names and departments, everyone required in the one wave."""
+def write_roster(path: Path, count: int, officers: int | None = None) -> None:
+    """The sample roster's names and departments, everyone required in the one wave.
+
+    The sample names one administrative officer per department (11); with `officers`, people
+    are dealt in turn to that many (ao-001@example.edu, ...), as the nightly reports' benchmark
+    needs."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        for row in sample_people(count, seed=1):
+        for i, row in enumerate(sample_people(count, seed=1)):
             row.update(
                 role="staff",
                 paid="yes",
@@ -95,6 +99,8 @@ def write_roster(path: Path, count: int) -> None:
                 affiliation="",
                 wave=WAVE,
             )
+            if officers:
+                row["admin_officer"] = f"ao-{i % officers + 1:03d}@example.edu"
             writer.writerow(row)
 
 
