@@ -72,6 +72,7 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = dt.datetime(2023, 9, 11, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
 WAVE = "pilot"
 ACTOR = "bench"
+MESSAGE_ID_DOMAIN = "bench.invalid"
 BASELINE_RECIPIENT = "baseline.person@example.edu"
 BACKENDS = ("sqlite", "postgres")
 SPAN = 10_000  # the claim-flatness window: first and last this many messages
@@ -300,7 +301,7 @@ def bench_settings(url: str, port: int, connections: int, **extra: Any) -> Setti
         "templates_dir": TEMPLATES_DIR,
         "smtp_host": SINK_HOST,
         "smtp_port": port,
-        "message_id_domain": "bench.invalid",
+        "message_id_domain": MESSAGE_ID_DOMAIN,
         "smtp_connections": connections,
         "_env_file": None,  # no .env: only these values (and PSHNOTIFY_* variables) count
         **extra,

@@ -60,6 +60,7 @@ from pshnotify.domain.program import Program, load_program
 from pshnotify.runtime.wiring import Runtime
 from run import (
     BACKENDS,
+    MESSAGE_ID_DOMAIN,
     PG_ADMIN_URL,
     PROGRAM_FILE,
     ROOT,
@@ -75,10 +76,10 @@ from run import (
     sample_message,
     write_roster,
 )
+from smtp_sink import HOST as SINK_HOST
 from smtp_sink import Sink
 
 OFFICERS = 200
-DOMAIN = "bench.invalid"
 # What each moment's ratio is taken against (the words printed in the table's "to" column).
 BARE_RATE, DRAIN_PER_MSG, DRAIN_TIME = "bare loop rate", "drain per msg", "drain time"
 
@@ -163,15 +164,21 @@ def run_command(args: Sequence[str], env: dict[str, str], cwd: Path) -> tuple[fl
 
 
 def command_env(url: str, port: int, connections: int) -> dict[str, str]:
-    """What the commands are given: bench/run.py's settings (bench_settings), as variables."""
-    values = bench_settings(url, port, connections).model_dump(
-        include={"database_url", "smtp_host", "smtp_port", "message_id_domain", "smtp_connections"}
-    )
-    env = {**os.environ, **{f"PSHNOTIFY_{k.upper()}": str(v) for k, v in values.items()}}
-    env["PSHNOTIFY_PROGRAM_FILE"] = str(ROOT / PROGRAM_FILE)
-    env["PSHNOTIFY_TEMPLATES_DIR"] = str(ROOT / TEMPLATES_DIR)
-    env["PSHNOTIFY_SMTP_TLS"] = "none"
-    return env
+    """What the commands are given: bench/run.py's settings (bench_settings), as variables.
+
+    As variables only: a PSHNOTIFY_* variable that is wrong is the first command's to refuse,
+    in its own words."""
+    return {
+        **os.environ,
+        "PSHNOTIFY_DATABASE_URL": url,
+        "PSHNOTIFY_PROGRAM_FILE": str(ROOT / PROGRAM_FILE),
+        "PSHNOTIFY_TEMPLATES_DIR": str(ROOT / TEMPLATES_DIR),
+        "PSHNOTIFY_SMTP_HOST": SINK_HOST,
+        "PSHNOTIFY_SMTP_PORT": str(port),
+        "PSHNOTIFY_SMTP_TLS": "none",
+        "PSHNOTIFY_SMTP_CONNECTIONS": str(connections),
+        "PSHNOTIFY_MESSAGE_ID_DOMAIN": MESSAGE_ID_DOMAIN,
+    }
 
 
 class Season:
@@ -340,8 +347,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--officers",
         type=int,
-        default=OFFICERS,
-        help=f"administrative officers the people are dealt to (default {OFFICERS})",
+        default=None,
+        help=f"administrative officers the people are dealt to (default {OFFICERS}, or "
+        "--people if fewer)",
     )
     p.add_argument(
         "--backends",
@@ -362,6 +370,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     backends = cli_checks.backends(p, args.backends, BACKENDS)
     if args.people < 2:
         p.error(f"--people: at least 2 (half of them complete the training), got {args.people}")
+    if args.officers is None:
+        args.officers = min(OFFICERS, args.people)
     if not 1 <= args.officers <= args.people:
         p.error(f"--officers: from 1 to --people ({args.people:,}), got {args.officers}")
     if not 1 <= args.connections <= 64:
