@@ -51,12 +51,13 @@ from run import (
 TARGET = 20_000.0
 
 
-def write_completions(path: Path, count: int) -> None:
-    """Everyone of the generated roster (E000001, ...), option A, on the day before NOW."""
+def write_completions(path: Path, count: int, before: dt.datetime = NOW) -> None:
+    """The first `count` of the generated roster (E000001, ...), option A, on the day before
+    `before` (by default NOW)."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "email", "option", "completed_at"])
-        base = NOW - dt.timedelta(days=1)
+        base = before - dt.timedelta(days=1)
         for i in range(1, count + 1):
             at = (base + dt.timedelta(seconds=i % 36_000)).isoformat()
             w.writerow([f"E{i:06d}", "", "A", at])

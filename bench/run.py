@@ -72,6 +72,7 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = dt.datetime(2023, 9, 11, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
 WAVE = "pilot"
 ACTOR = "bench"
+MESSAGE_ID_DOMAIN = "bench.invalid"
 BASELINE_RECIPIENT = "baseline.person@example.edu"
 BACKENDS = ("sqlite", "postgres")
 SPAN = 10_000  # the claim-flatness window: first and last this many messages
@@ -81,12 +82,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def write_roster(path: Path, count: int) -> None:
-    """The sample roster's names and departments, everyone required in the one wave."""
+def write_roster(path: Path, count: int, officers: int | None = None) -> None:
+    """The sample roster's names and departments, everyone required in the one wave.
+
+    The sample names one administrative officer per department (11); with `officers`, people
+    are dealt in turn to that many (ao-001@example.edu, ...), as the nightly reports' benchmark
+    needs."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        for row in sample_people(count, seed=1):
+        for i, row in enumerate(sample_people(count, seed=1)):
             row.update(
                 role="staff",
                 paid="yes",
@@ -95,6 +100,8 @@ def write_roster(path: Path, count: int) -> None:
                 affiliation="",
                 wave=WAVE,
             )
+            if officers:
+                row["admin_officer"] = f"ao-{i % officers + 1:03d}@example.edu"
             writer.writerow(row)
 
 
@@ -294,7 +301,7 @@ def bench_settings(url: str, port: int, connections: int, **extra: Any) -> Setti
         "templates_dir": TEMPLATES_DIR,
         "smtp_host": SINK_HOST,
         "smtp_port": port,
-        "message_id_domain": "bench.invalid",
+        "message_id_domain": MESSAGE_ID_DOMAIN,
         "smtp_connections": connections,
         "_env_file": None,  # no .env: only these values (and PSHNOTIFY_* variables) count
         **extra,
