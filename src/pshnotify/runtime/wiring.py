@@ -25,6 +25,7 @@ from pshnotify.bounces.verp import Verp
 from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
 from pshnotify.mail.kinds import sample_contexts
+from pshnotify.mail.links import RequestLinks
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConfig, SmtpConnection
@@ -201,7 +202,26 @@ class Runtime:
                 "escalation": escalation_enricher,
             },
             guard=guard or self.db_guard(),
+            links=self.request_links(),
         )
+
+    def request_links(self) -> RequestLinks | None:
+        """The signer of the emails' personal links; None when no stored program takes
+        requests. A program that does, without PSHNOTIFY_LINK_SECRET, stops the start."""
+        s = self.settings
+        wanting = [p.key for p in all_programs(self.engine) if p.program.requests.enabled]
+        if not wanting:
+            return None
+        if s.link_secret is None:
+            raise InputError(
+                [
+                    "PSHNOTIFY_LINK_SECRET: required when the program takes requests "
+                    f"([requests] enabled in {', '.join(wanting)}); at least 32 characters"
+                ],
+                hint="set it (openssl rand -hex 32 makes one), or empty [requests] enabled",
+            )
+        old = [s.link_secret_old.get_secret_value()] if s.link_secret_old else []
+        return RequestLinks(s.link_secret.get_secret_value(), s.public_url, old)
 
     @cached_property
     def verp(self) -> Verp | None:

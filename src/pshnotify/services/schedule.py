@@ -25,6 +25,7 @@ from pshnotify.services.launch import launch_scheduled
 from pshnotify.services.programs import all_programs
 from pshnotify.store import outbox
 from pshnotify.store import programs as program_repo
+from pshnotify.store import requests as requests_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, undeliverable
@@ -88,11 +89,15 @@ def _pass_batch(
         steps = _queued_steps(
             conn, stored.program, stored.id, {r.person_id: r.timezone for r in rows}
         )
+        held = requests_repo.paused_for(
+            conn, stored.program, stored.id, now, [r.person_id for r in rows]
+        )
         out: list[dict[str, Any]] = []
         next_at: list[dict[str, Any]] = []
         for r in rows:
             launched = waves[r.wave_key].launched_at if r.wave_key in waves else None
-            decision = decide(stored.program, launched, _state(r, steps.get(r.person_id)), now)
+            state = _state(r, steps.get(r.person_id), held.get(r.person_id))
+            decision = decide(stored.program, launched, state, now)
             out += _rows(stored, r, decision, domain)
             next_at.append({"b_id": r.id, "b_next": decision.next_action_at})
             report.queued.update(p.kind for p in decision.queue)
@@ -182,7 +187,7 @@ def _queued_steps(
     return out
 
 
-def _state(r: Any, box: _Outbox | None) -> PersonState:
+def _state(r: Any, box: _Outbox | None, paused_for: str | None = None) -> PersonState:
     box = box or _Outbox()
     steps = box.steps
     return PersonState(
@@ -198,6 +203,7 @@ def _state(r: Any, box: _Outbox | None) -> PersonState:
         timezone=r.timezone,
         undeliverable=r.undeliverable is not None,
         reminder_days=frozenset(box.reminder_days),
+        paused_for=paused_for,
     )
 
 
