@@ -345,6 +345,7 @@ class Runtime:
             loader,
             metrics=self.metrics.render if s.metrics else None,
             console=console,
+            links=self.request_links(),
         )
 
     def _cached_program_loader(self) -> Callable[[str | None], StoredProgram]:
