@@ -1,0 +1,345 @@
+"""Participants' requests (issue 27): the personal link in the emails, its page, the decision
+rules, and what operators do with a request. Real SQLite and PostgreSQL, a real SMTP server
+on loopback, the page through the app's own HTTP stack."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+import httpx
+
+from pshnotify.clock import FixedClock
+from pshnotify.domain import requests as rules
+from pshnotify.domain.errors import ConflictError, InputError
+from pshnotify.domain.program import Program, parse_program
+from pshnotify.domain.values import Day
+from pshnotify.mail.links import RequestLinks
+from pshnotify.runtime.wiring import Runtime
+from pshnotify.services import requests as svc
+from pshnotify.services.schedule import run_pass
+from pshnotify.store.schema import audit_log, enrollments, messages, requests
+from tests.conftest import LINK_SECRET, NY, PROGRAM_FILE
+from tests.smtp_server import SmtpServer
+from tests.test_launch_and_send import PILOT, launch, send, setup_pilot
+from tests.test_web import running
+
+LINK = re.compile(r"Tell us here: (\S+/r/(\S+))")
+
+
+def program(**requests: Any) -> Program:
+    text = PROGRAM_FILE.read_text(encoding="utf-8")
+    head, _, _ = text.partition("\n[requests]")
+    extra = "\n[requests]\n" + "".join(
+        f"{k} = {v!r}\n".replace("'", '"') for k, v in requests.items()
+    )
+    return parse_program(head + extra, "program.toml")
+
+
+# -- the decision rules, pure -------------------------------------------------------------------
+def test_the_pause_lasts_pause_reminders_days_from_filing() -> None:
+    p = program(enabled=["more_time"], pause_reminders_days=7)
+    filed = dt.datetime(2023, 9, 20, 15, 0, tzinfo=NY)
+    assert rules.pause_ends(p, filed) == filed + dt.timedelta(days=7)
+    assert rules.pausing(p, filed, filed)
+    assert rules.pausing(p, filed, filed + dt.timedelta(days=6, hours=23))
+    assert not rules.pausing(p, filed, filed + dt.timedelta(days=7))
+    assert not rules.pausing(p, filed, filed - dt.timedelta(seconds=1))
+    assert not rules.pausing(program(enabled=["technical"], pause_reminders_days=0), filed, filed)
+
+
+def test_more_time_is_bounded_by_the_maximum_and_must_move_the_deadline_later() -> None:
+    p = program(enabled=["more_time"], max_extension_days=14)
+    deadline = dt.date(2023, 10, 6)
+    assert rules.extension_problem(p, deadline, dt.date(2023, 10, 20)) is None
+    assert "more than 14 days" in str(rules.extension_problem(p, deadline, dt.date(2023, 10, 21)))
+    assert "not after your deadline" in str(rules.extension_problem(p, deadline, deadline))
+    with pytest.raises(InputError) as caught:
+        rules.read_request(p, "more_time", {"until": "2023-10-21", "reason": "x"}, deadline)
+    assert caught.value.problems[0].startswith("until: ")
+    with pytest.raises(InputError, match="until: .*outside the dates"):
+        rules.read_request(p, "more_time", {"until": "9999-12-31", "reason": "x"}, deadline)
+
+
+def test_auto_approval_grants_only_up_to_its_days_and_never_when_zero() -> None:
+    deadline = dt.date(2023, 10, 6)
+    p = program(enabled=["more_time"], max_extension_days=30, auto_approve_extension_days=7)
+    assert rules.auto_approves(p, deadline, dt.date(2023, 10, 13))
+    assert not rules.auto_approves(p, deadline, dt.date(2023, 10, 14))
+    assert not rules.auto_approves(p, deadline, deadline)
+    never = program(enabled=["more_time"], auto_approve_extension_days=0)
+    assert not rules.auto_approves(never, deadline, dt.date(2023, 10, 7))
+
+
+def test_the_program_file_refuses_inconsistent_request_settings() -> None:
+    with pytest.raises(InputError, match="auto_approve_extension_days"):
+        program(enabled=["more_time"], max_extension_days=5, auto_approve_extension_days=6)
+    with pytest.raises(InputError, match="not_required_reasons"):
+        program(enabled=["not_required"])
+    with pytest.raises(InputError, match="enabled"):
+        program(enabled=["more_time", "coffee"])
+
+
+def test_a_link_names_program_and_person_and_survives_a_rotation() -> None:
+    old = RequestLinks("o" * 32, "https://t.example.edu")
+    token = old.token("psh-2023-2024", "H1")
+    rotated = RequestLinks("n" * 32, "https://t.example.edu/", ["o" * 32])
+    named = rotated.read(token)
+    assert (named.program, named.person) == ("psh-2023-2024", "H1")
+    assert rotated.url("p", "H1").startswith("https://t.example.edu/r/")
+    assert rotated.token("p", "H1") != old.token("p", "H1")  # signs with the new secret
+    from pshnotify.mail.links import BadLinkError
+
+    with pytest.raises(BadLinkError):
+        RequestLinks("n" * 32, "https://t.example.edu").read(token)  # old secret forgotten
+    # The form's token is tied to its link, and a link's token is no form token.
+    assert rotated.form_ok(token, rotated.form_token(token))
+    assert not rotated.form_ok(token, rotated.form_token(rotated.token("p", "H2")))
+    assert not rotated.form_ok(token, token)
+
+
+# -- through the emails and the page ---------------------------------------------------------------
+def text_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def html_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def mail_to(smtp: SmtpServer, address: str, kind: str | None = None) -> list[EmailMessage]:
+    return [
+        m
+        for m in smtp.messages()
+        if m["To"].addresses[0].addr_spec == address and kind in (None, m["X-Pshnotify-Kind"])
+    ]
+
+
+def link_in(msg: EmailMessage) -> str:
+    found = LINK.search(text_of(msg))
+    assert found, text_of(msg)
+    return found.group(1)
+
+
+@pytest.fixture
+def launched(runtime: Runtime, smtp: SmtpServer, tmp_path: Path) -> Runtime:
+    """The pilot launched on 2023-09-11 and its launch emails delivered."""
+    setup_pilot(runtime, tmp_path)
+    launch(runtime)
+    assert send(runtime) == {"sent": 3}
+    return runtime
+
+
+@pytest.fixture
+def site(launched: Runtime) -> Iterator[httpx.Client]:
+    with running(launched.http_app()) as client:
+        yield client
+
+
+def path_of(url: str) -> str:
+    return "/r/" + url.rsplit("/r/", 1)[1]
+
+
+def counts(rt: Runtime) -> tuple[int, int, int]:
+    """(requests, messages, audit rows): what any action would change."""
+    with rt.engine.connect() as conn:
+        return (
+            int(conn.scalar(select(func.count()).select_from(requests)) or 0),
+            int(conn.scalar(select(func.count()).select_from(messages)) or 0),
+            int(conn.scalar(select(func.count()).select_from(audit_log)) or 0),
+        )
+
+
+def form_of(page: str) -> str:
+    found = re.search(r'name="form_token" value="([^"]+)"', page)
+    assert found
+    return found.group(1)
+
+
+def test_the_launch_email_carries_the_personal_link_and_its_page_greets_the_person(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client
+) -> None:
+    ada = mail_to(smtp, "ada@example.edu", "launch")[0]
+    url = link_in(ada)
+    assert url.startswith(f"{launched.settings.public_url}/r/")
+    assert url in html_of(ada)
+    assert "Need more time, already completed, or not required?" in html_of(ada)
+    # Each person's link is their own.
+    assert url != link_in(mail_to(smtp, "grace@example.edu", "launch")[0])
+    page = site.get(path_of(url))
+    assert page.status_code == 200
+    assert "Hello Ada," in page.text
+    assert "Lovelace" not in page.text  # no more than a forwarded email shows
+    assert "Friday, October 6, 2023, 11:59 p.m. Eastern Time" in page.text
+    for button in ("Request more time", "I have completed it", "I am not required"):
+        assert f">{button}</button>" in page.text
+    for field in ("until", "reason", "option", "completed_on", "note"):
+        assert f'name="{field}"' in page.text
+    assert "<script" not in page.text
+    assert page.headers["referrer-policy"] == "no-referrer"
+
+
+def test_each_kind_is_filed_acknowledged_and_a_second_one_is_refused(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client
+) -> None:
+    path = path_of(link_in(mail_to(smtp, "grace@example.edu", "launch")[0]))
+    token = form_of(site.get(path).text)
+    forms = {
+        "more_time": {"until": "2023-10-27", "reason": "On leave until October 20"},
+        "completed": {"option": "B", "completed_on": "2023-09-10"},
+        "not_required": {"reason": "I hold an unpaid appointment (FAQ 16)", "note": ""},
+        "alternative": {"note": "The videos do not work with my screen reader"},
+        "technical": {"note": "The course site says access denied"},
+    }
+    for kind, fields in forms.items():
+        answer = site.post(path, data={"form_token": token, "kind": kind, **fields})
+        assert answer.status_code == 200, answer.text
+        assert "we received your request" in answer.text
+        assert "What happens next" in answer.text
+    listed = svc.list_requests(launched.engine, launched.program(None))
+    assert [(r["kind"], r["state"], r["person"]) for r in listed] == [
+        (k, "pending", "H3") for k in reversed(list(forms))
+    ]
+    # The same POST again (a replay, a refresh): said so, nothing filed twice.
+    before = counts(launched)
+    again = site.post(path, data={"form_token": token, "kind": "technical", **forms["technical"]})
+    assert again.status_code == 409
+    assert "already have a request of this kind waiting" in again.text
+    assert counts(launched) == before
+    # The page now says each request waits, and offers no form for them.
+    page = site.get(path).text
+    assert page.count("Your request is waiting for an answer") == 5
+    send(launched)
+    acks = mail_to(smtp, "grace@example.edu", "acknowledgement")
+    assert len(acks) == 5
+    assert all("We received your request" in text_of(m) for m in acks)
+
+
+def test_a_bad_field_is_refused_beside_it_keeping_what_was_typed(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client
+) -> None:
+    path = path_of(link_in(mail_to(smtp, "ada@example.edu", "launch")[0]))
+    token = form_of(site.get(path).text)
+    before = counts(launched)
+    answer = site.post(
+        path,
+        data={"form_token": token, "kind": "more_time", "until": "2024-03-01", "reason": "Away"},
+    )
+    assert answer.status_code == 400
+    assert "more than 30 days after your deadline; choose 2023-11-05 or earlier" in answer.text
+    assert 'value="2024-03-01"' in answer.text
+    assert ">Away</textarea>" in answer.text
+    assert counts(launched) == before
+
+
+def test_altered_foreign_removed_and_expired_links(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client, tmp_path: Path
+) -> None:
+    path = path_of(link_in(mail_to(smtp, "ada@example.edu", "launch")[0]))
+    before = counts(launched)
+    altered = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
+    assert site.get(altered).status_code == 404
+    assert "We cannot find this link" in site.get(altered).text
+    links = RequestLinks(LINK_SECRET, launched.settings.public_url)
+    assert site.get(path_of(links.url("another-program", "H1"))).status_code == 404
+    assert site.get(path_of(links.url("psh-2023-2024", "nobody"))).status_code == 404
+    forged = RequestLinks("x" * 32, launched.settings.public_url).url("psh-2023-2024", "H1")
+    assert site.get(path_of(forged)).status_code == 404
+    # A POST with an altered link files nothing.
+    token = form_of(site.get(path).text)
+    refused = site.post(altered, data={"form_token": token, "kind": "technical", "note": "x"})
+    assert refused.status_code == 404
+    # Ada leaves the roster: her link is not found any more.
+    setup_pilot(launched, tmp_path, PILOT[1:])
+    assert site.get(path).status_code == 404
+    # Grace's link expires link_valid_days (60) after her deadline (2023-10-06).
+    grace = path_of(link_in(mail_to(smtp, "grace@example.edu", "launch")[0]))
+    assert isinstance(launched.clock, FixedClock)
+    boston = ZoneInfo("America/New_York")  # EST by then
+    launched.clock.set(dt.datetime(2023, 12, 5, 23, 59, tzinfo=boston))
+    assert site.get(grace).status_code == 200
+    launched.clock.set(dt.datetime(2023, 12, 6, 0, 0, tzinfo=boston))
+    expired = site.get(grace)
+    assert expired.status_code == 410
+    assert "This link has expired" in expired.text
+    assert "pshtraining@example.edu" in expired.text
+    assert counts(launched)[0] == before[0]
+
+
+def test_a_form_token_of_another_link_or_none_is_refused(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client
+) -> None:
+    ada = path_of(link_in(mail_to(smtp, "ada@example.edu", "launch")[0]))
+    grace = path_of(link_in(mail_to(smtp, "grace@example.edu", "launch")[0]))
+    before = counts(launched)
+    for token in ("", form_of(site.get(grace).text)):
+        answer = site.post(ada, data={"form_token": token, "kind": "technical", "note": "x"})
+        assert answer.status_code == 403
+        assert "Nothing was sent" in answer.text
+    assert counts(launched) == before
+
+
+def test_submissions_are_limited_per_link(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client
+) -> None:
+    from pshnotify.web.participant import PER_LINK
+
+    path = path_of(link_in(mail_to(smtp, "ada@example.edu", "launch")[0]))
+    token = form_of(site.get(path).text)
+    bad = {"form_token": token, "kind": "more_time", "until": "not a date", "reason": "x"}
+    codes = [site.post(path, data=bad).status_code for _ in range(PER_LINK)]
+    assert codes == [400] * PER_LINK
+    limited = site.post(path, data=bad)
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) > 0
+    assert "Too many requests" in limited.text
+    # Another person's link, from the same address, still works.
+    grace = path_of(link_in(mail_to(smtp, "grace@example.edu", "launch")[0]))
+    ok = site.post(
+        grace,
+        data={"form_token": form_of(site.get(grace).text), "kind": "technical", "note": "x"},
+    )
+    assert ok.status_code == 200
+
+
+def test_the_per_address_limit_covers_every_link_from_one_address(
+    launched: Runtime, smtp: SmtpServer
+) -> None:
+    from pshnotify.web.participant import ParticipantPages
+    from pshnotify.web.throttle import FailureThrottle
+
+    stored = launched.program(None)
+    links = launched.request_links()
+    assert links is not None
+    pages = ParticipantPages(
+        launched.engine,
+        launched.clock,
+        launched.settings,
+        launched.program,
+        links,
+        per_address=FailureThrottle(2, 3600),
+    )
+    from starlette.applications import Starlette
+
+    with running(Starlette(routes=pages.routes())) as client:
+        codes = []
+        for person in ("H1", "H2", "H3"):
+            path = path_of(links.url(stored.key, person))
+            token = form_of(client.get(path).text)
+            codes.append(
+                client.post(
+                    path, data={"form_token": token, "kind": "technical", "note": "x"}
+                ).status_code
+            )
+    assert codes == [200, 200, 429]
