@@ -12,20 +12,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from sqlalchemy import func, select
-import httpx
 
 from pshnotify.clock import FixedClock
 from pshnotify.domain import requests as rules
-from pshnotify.domain.errors import ConflictError, InputError
+from pshnotify.domain.errors import InputError
 from pshnotify.domain.program import Program, parse_program
-from pshnotify.domain.values import Day
 from pshnotify.mail.links import RequestLinks
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services import requests as svc
-from pshnotify.services.schedule import run_pass
-from pshnotify.store.schema import audit_log, enrollments, messages, requests
+from pshnotify.store.schema import audit_log, messages, requests
 from tests.conftest import LINK_SECRET, NY, PROGRAM_FILE
 from tests.smtp_server import SmtpServer
 from tests.test_launch_and_send import PILOT, launch, send, setup_pilot
@@ -64,7 +62,7 @@ def test_more_time_is_bounded_by_the_maximum_and_must_move_the_deadline_later() 
     with pytest.raises(InputError) as caught:
         rules.read_request(p, "more_time", {"until": "2023-10-21", "reason": "x"}, deadline)
     assert caught.value.problems[0].startswith("until: ")
-    with pytest.raises(InputError, match="until: .*outside the dates"):
+    with pytest.raises(InputError, match=r"until: .*outside the dates"):
         rules.read_request(p, "more_time", {"until": "9999-12-31", "reason": "x"}, deadline)
 
 
