@@ -12,6 +12,7 @@ from pshnotify.cli import (  # noqa: F401 - each module registers its commands
     demo,
     messages,
     reports,
+    requests,
     season,
     users,
     web,

@@ -10,6 +10,7 @@ gets an email with the decision and the operator's note.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -366,14 +367,20 @@ def list_requests(
     *,
     state: str | None = None,
     kind: str | None = None,
-    person_id: int | None = None,
-    departments: list[str] | None = None,
+    person_ref: str | None = None,
+    departments: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; `person_ref`: one person's (roster id); `departments`: a viewer's."""
     if state is not None and state not in rules.STATES:
         raise InputError([f"state: expected one of {', '.join(rules.STATES)}, got {state!r}"])
     if kind is not None and kind not in rules.KINDS:
         raise InputError([f"kind: expected one of {', '.join(rules.KINDS)}, got {kind!r}"])
     with engine.connect() as conn:
+        person_id = None
+        if person_ref is not None:
+            person_id = conn.scalar(select(people.c.id).where(people.c.external_id == person_ref))
+            if person_id is None:
+                return []
         rows = repo.listed(
             conn, stored.id, state=state, kind=kind, person_id=person_id, departments=departments
         )
