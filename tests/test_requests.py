@@ -18,12 +18,15 @@ from sqlalchemy import func, select
 
 from pshnotify.clock import FixedClock
 from pshnotify.domain import requests as rules
-from pshnotify.domain.errors import InputError
+from pshnotify.domain.errors import ConflictError, InputError
 from pshnotify.domain.program import Program, parse_program
+from pshnotify.domain.values import Day
 from pshnotify.mail.links import RequestLinks
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services import requests as svc
-from pshnotify.store.schema import audit_log, messages, requests
+from pshnotify.services.plan import build_plan
+from pshnotify.services.schedule import run_pass
+from pshnotify.store.schema import audit_log, enrollments, messages, requests
 from tests.conftest import LINK_SECRET, NY, PROGRAM_FILE
 from tests.smtp_server import SmtpServer
 from tests.test_launch_and_send import PILOT, launch, send, setup_pilot
@@ -341,3 +344,319 @@ def test_the_per_address_limit_covers_every_link_from_one_address(
                 ).status_code
             )
     assert codes == [200, 200, 429]
+
+
+# -- a season on a rehearsed clock ------------------------------------------------------------------
+def at(rt: Runtime, when: dt.datetime) -> None:
+    assert isinstance(rt.clock, FixedClock)
+    rt.clock.set(when)
+
+
+def reminders_to(smtp: SmtpServer, address: str) -> list[str]:
+    """The dates (the Date header's) of the reminders this address received."""
+    return [m["Date"].datetime.date().isoformat() for m in mail_to(smtp, address, "reminder")]
+
+
+def skipped_because(rt: Runtime) -> dict[tuple[int, str], str]:
+    with rt.engine.connect() as conn:
+        rows = conn.execute(
+            select(messages.c.person_id, messages.c.step, messages.c.reason).where(
+                messages.c.kind == "reminder", messages.c.state == "skipped"
+            )
+        ).all()
+    return {(pid, step): reason for pid, step, reason in rows}
+
+
+def test_reminders_wait_for_a_pending_request_and_follow_its_decision(
+    launched: Runtime, smtp: SmtpServer
+) -> None:
+    rt, stored = launched, launched.program(None)
+    boston = stored.program.tz
+
+    def file(person: str, kind: str, **form: str) -> svc.Filed:
+        return svc.file_request(
+            rt.engine,
+            stored,
+            person,
+            kind,
+            form,
+            rt.clock,
+            message_id_domain=rt.settings.message_id_domain,
+        )
+
+    # Friday 2023-09-15: Ada asks for two more weeks (beyond the 7 granted at once), Grace
+    # has technical trouble.
+    at(rt, dt.datetime(2023, 9, 15, 10, 0, tzinfo=boston))
+    ada = file("H1", "more_time", until="2023-10-20", reason="On leave")
+    grace = file("H3", "technical", note="The course will not load")
+    assert (ada.state, grace.state) == ("pending", "pending")
+    plan = build_plan(rt.engine, stored, rt.clock)
+    assert {(h["person"], h["reason"]) for h in plan["paused"]} == {
+        ("H1", f"request {ada.id} pending"),
+        ("H3", f"request {grace.id} pending"),
+    }
+    send(rt)
+    acks = {
+        m["To"].addresses[0].addr_spec
+        for m in smtp.messages()
+        if m["X-Pshnotify-Kind"] == "acknowledgement"
+    }
+    assert acks == {"ada@example.edu", "grace@example.edu"}
+    # Monday 09:05: the 7-day reminder goes to José only, and is kept as paused for the others.
+    at(rt, dt.datetime(2023, 9, 18, 9, 5, tzinfo=boston))
+    run_pass(rt.engine, rt.clock, rt.settings.message_id_domain)
+    # José files a request after his reminder was queued and before it goes: held at send.
+    at(rt, dt.datetime(2023, 9, 18, 9, 10, tzinfo=boston))
+    jose = file("H2", "alternative", note="I would rather attend in person")
+    send(rt)
+    assert reminders_to(smtp, "jose@example.edu") == []
+    reasons = set(skipped_because(rt).values())
+    assert reasons == {f"request {r.id} pending" for r in (ada, grace, jose)}
+    # Tuesday: the operator declines Grace's request; her reminders resume at once.
+    at(rt, dt.datetime(2023, 9, 19, 11, 0, tzinfo=boston))
+    svc.decline(
+        rt.engine,
+        stored,
+        grace.id,
+        rt.clock,
+        actor="olga",
+        note="The course works in Firefox; please try again there.",
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    send(rt)
+    decision = mail_to(smtp, "grace@example.edu", "decision")
+    assert len(decision) == 1
+    assert "was declined" in text_of(decision[0])
+    assert "please try again there" in text_of(decision[0])
+    assert "reminders resume" in text_of(decision[0])
+    # Monday 09-25 09:05: the 14-day reminder. Grace (declined) and José (pending since the
+    # 18th, within the pause) differ; Ada's request, filed 10 days ago, no longer holds hers.
+    at(rt, dt.datetime(2023, 9, 25, 9, 5, tzinfo=boston))
+    run_pass(rt.engine, rt.clock, rt.settings.message_id_domain)
+    send(rt)
+    assert reminders_to(smtp, "grace@example.edu") == ["2023-09-25"]
+    assert reminders_to(smtp, "ada@example.edu") == ["2023-09-25"]
+    assert reminders_to(smtp, "jose@example.edu") == []
+    # The operator approves Ada's request: the same command as `extend`, under their login.
+    at(rt, dt.datetime(2023, 9, 26, 14, 0, tzinfo=boston))
+    done = svc.approve(
+        rt.engine,
+        stored,
+        ada.id,
+        rt.clock,
+        actor="olga",
+        note="Granted; enjoy your leave.",
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    assert done["extended_until"] == "2023-10-20"
+    with rt.engine.connect() as conn:
+        audited = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.details)
+            .where(audit_log.c.subject == "H1")
+            .order_by(audit_log.c.id)
+        ).all()
+    assert [(a, b) for a, b, _ in audited][-3:] == [
+        ("participant (email link)", "request.file"),
+        ("olga", "person.extend"),
+        ("olga", "request.approve"),
+    ]
+    assert audited[-2][2]["note"] == f"request {ada.id}: Granted; enjoy your leave."
+    assert audited[-1][2]["request"] == ada.id
+    send(rt)
+    kinds = [m["X-Pshnotify-Kind"] for m in mail_to(smtp, "ada@example.edu")]
+    assert kinds[-2:] == ["extension", "decision"] or kinds[-2:] == ["decision", "extension"]
+    approved = mail_to(smtp, "ada@example.edu", "decision")[0]
+    assert "was approved" in text_of(approved)
+    assert "Friday, October 20, 2023" in text_of(approved)
+    # Her reminders now count to the new deadline: none on 10-03 (3 days before the old one),
+    # one on 10-17 (3 days before the new). Grace's still count to 10-06.
+    for day in (
+        dt.datetime(2023, 10, 3, 9, 5, tzinfo=boston),
+        dt.datetime(2023, 10, 17, 9, 5, tzinfo=boston),
+    ):
+        at(rt, day)
+        run_pass(rt.engine, rt.clock, rt.settings.message_id_domain)
+        send(rt)
+    assert reminders_to(smtp, "ada@example.edu") == ["2023-09-25", "2023-10-17"]
+    assert reminders_to(smtp, "grace@example.edu") == ["2023-09-25", "2023-10-03"]
+    # A decided request is decided: a second decision is refused, and nothing is sent.
+    with pytest.raises(ConflictError, match="already approved by olga"):
+        svc.decline(rt.engine, stored, ada.id, rt.clock, actor="olga", note="no")
+
+
+def test_more_time_within_the_program_s_rule_is_granted_at_once(
+    launched: Runtime, smtp: SmtpServer
+) -> None:
+    rt, stored = launched, launched.program(None)
+    filed = svc.file_request(
+        rt.engine,
+        stored,
+        "H1",
+        "more_time",
+        {"until": "2023-10-13", "reason": "Travel"},
+        rt.clock,
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    assert (filed.state, filed.auto) == ("approved", True)
+    with rt.engine.connect() as conn:
+        until = conn.scalar(
+            select(enrollments.c.extended_until).where(enrollments.c.person_id == 1)
+        )
+        actors = conn.execute(select(audit_log.c.actor, audit_log.c.action)).all()
+    assert until == dt.date(2023, 10, 13)
+    assert ("auto-approval rule", "person.extend") in actors
+    send(rt)
+    kinds = sorted(m["X-Pshnotify-Kind"] for m in mail_to(smtp, "ada@example.edu"))
+    assert kinds == ["acknowledgement", "decision", "extension", "launch"]
+    ack = mail_to(smtp, "ada@example.edu", "acknowledgement")[0]
+    assert "granted at once" in text_of(ack)
+
+
+def test_approving_completed_and_not_required_uses_the_operators_commands(
+    launched: Runtime, smtp: SmtpServer
+) -> None:
+    rt, stored = launched, launched.program(None)
+    kw = {"message_id_domain": rt.settings.message_id_domain}
+    done = svc.file_request(
+        rt.engine,
+        stored,
+        "H1",
+        "completed",
+        {"option": "C", "completed_on": "2023-09-10"},
+        rt.clock,
+        **kw,
+    )
+    off = svc.file_request(
+        rt.engine,
+        stored,
+        "H3",
+        "not_required",
+        {"reason": "I am Lincoln Laboratory staff (FAQ 4)"},
+        rt.clock,
+        **kw,
+    )
+    svc.approve(rt.engine, stored, done.id, rt.clock, actor="olga", **kw)
+    svc.approve(rt.engine, stored, off.id, rt.clock, actor="olga", note="Confirmed with HR", **kw)
+    with rt.engine.connect() as conn:
+        rows = {
+            r.person_id: r
+            for r in conn.execute(select(enrollments).where(enrollments.c.person_id.in_([1, 3])))
+        }
+    assert rows[1].completion_option == "C"
+    assert rows[3].exempted_reason == "I am Lincoln Laboratory staff (FAQ 4)"
+    # approving with a date for something that is not more time is refused
+    other = svc.file_request(rt.engine, stored, "H2", "technical", {"note": "x"}, rt.clock, **kw)
+    with pytest.raises(InputError, match="until: "):
+        svc.approve(
+            rt.engine,
+            stored,
+            other.id,
+            rt.clock,
+            actor="olga",
+            until=Day(dt.date(2023, 10, 20), stored.program.reach),
+        )
+    send(rt)
+    assert "confirmation" in [m["X-Pshnotify-Kind"] for m in mail_to(smtp, "ada@example.edu")]
+    decided = mail_to(smtp, "grace@example.edu", "decision")[0]
+    assert "Confirmed with HR" in text_of(decided)
+    assert "not required" in text_of(decided)
+
+
+def test_the_scanner_fetches_every_link_of_every_email_and_nothing_changes(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client
+) -> None:
+    """Mail gateways (Safe Links, Mimecast) GET every link in a message: a launch email,
+    an acknowledgement and a decision, fetched link by link with GET and HEAD."""
+    rt, stored = launched, launched.program(None)
+    svc.file_request(
+        rt.engine,
+        stored,
+        "H2",
+        "technical",
+        {"note": "x"},
+        rt.clock,
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    send(rt)
+    before = counts(rt)
+    urls: set[str] = set()
+    for m in smtp.messages():
+        for body in (text_of(m), html_of(m)):
+            urls.update(re.findall(r"https?://[^\s\"<>]+", body))
+    ours = sorted(u for u in urls if u.startswith(rt.settings.public_url))
+    assert len(ours) == 3  # one personal link per launch email
+    for url in ours:
+        for method in ("GET", "HEAD"):
+            answer = site.request(method, path_of(url))
+            assert answer.status_code == 200
+    assert counts(rt) == before
+    with rt.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(requests)) == 1
+
+
+# -- the command line --------------------------------------------------------------------------------
+def test_requests_on_the_command_line(
+    env: dict[str, str], launched: Runtime, smtp: SmtpServer
+) -> None:
+    import json
+
+    from tests.test_cli import cli
+
+    rt, stored = launched, launched.program(None)
+    kw = {"message_id_domain": rt.settings.message_id_domain}
+    more = svc.file_request(
+        rt.engine,
+        stored,
+        "H1",
+        "more_time",
+        {"until": "2023-10-27", "reason": "Leave"},
+        rt.clock,
+        **kw,
+    )
+    trouble = svc.file_request(rt.engine, stored, "H3", "technical", {"note": "x"}, rt.clock, **kw)
+    now = "2023-09-12T10:00:00-04:00"
+    listed = cli(env, "requests", "list", "--state", "pending", "--json", "--now", now)
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["id"], r["person"], r["kind"], r["state"]) for r in json.loads(listed.stdout)] == [
+        (trouble.id, "H3", "technical", "pending"),
+        (more.id, "H1", "more_time", "pending"),
+    ]
+    table = cli(env, "requests", "list", "--now", now)
+    assert table.returncode == 0
+    assert max(map(len, table.stdout.splitlines())) <= 80
+    assert "until 2023-10-27: Leave" in table.stdout
+    bad = cli(env, "requests", "approve", str(more.id), "--until", "9999-12-31", "--now", now)
+    assert bad.returncode == 2
+    assert "--until: '9999-12-31' is outside the dates" in bad.stderr
+    ok = cli(
+        env,
+        "requests",
+        "approve",
+        str(more.id),
+        "--until",
+        "2023-10-20",
+        "--note",
+        "Two weeks",
+        "--now",
+        now,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "deadline now 2023-10-20" in ok.stdout
+    no_note = cli(env, "requests", "decline", str(trouble.id), "--note", " ", "--now", now)
+    assert no_note.returncode == 2
+    assert "--note: say why" in no_note.stderr
+    declined = cli(env, "requests", "decline", str(trouble.id), "--note", "Fixed", "--now", now)
+    assert declined.returncode == 0, declined.stderr
+    again = cli(env, "requests", "decline", str(trouble.id), "--note", "Fixed", "--now", now)
+    assert again.returncode == 1
+    assert "already declined" in again.stderr
+    states = json.loads(cli(env, "requests", "list", "--json").stdout)
+    assert {r["id"]: r["state"] for r in states} == {more.id: "approved", trouble.id: "declined"}
+    with rt.engine.connect() as conn:
+        audited = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action).where(
+                audit_log.c.action.like("request.%")
+            )
+        ).all()
+    assert ("test-operator", "request.approve") in audited
+    assert ("test-operator", "request.decline") in audited

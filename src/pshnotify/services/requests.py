@@ -105,6 +105,9 @@ def file_request(
                 "we will answer it by email."
             )
         request_id = repo.file(conn, stored.id, row.person_id, kind, payload, now)
+        auto = kind == "more_time" and rules.auto_approves(
+            stored.program, _deadline(stored, row), dt.date.fromisoformat(payload["until"])
+        )
         audit.record(
             conn,
             at=now,
@@ -124,10 +127,9 @@ def file_request(
             payload,
             now,
             message_id_domain,
+            state=rules.APPROVED if auto else rules.PENDING,
         )
-    if kind == "more_time" and rules.auto_approves(
-        stored.program, _deadline(stored, row), dt.date.fromisoformat(payload["until"])
-    ):
+    if auto:  # within the program's rule: granted at once, as an operator's approval is
         approve(
             engine,
             stored,
