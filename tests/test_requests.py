@@ -346,7 +346,7 @@ def test_the_per_address_limit_covers_every_link_from_one_address(
     assert codes == [200, 200, 429]
 
 
-# -- a season on a rehearsed clock ------------------------------------------------------------------
+# -- a season on a rehearsed clock -------------------------------------------------------------
 def at(rt: Runtime, when: dt.datetime) -> None:
     assert isinstance(rt.clock, FixedClock)
     rt.clock.set(when)
@@ -594,7 +594,7 @@ def test_the_scanner_fetches_every_link_of_every_email_and_nothing_changes(
         assert conn.scalar(select(func.count()).select_from(requests)) == 1
 
 
-# -- the command line --------------------------------------------------------------------------------
+# -- the command line --------------------------------------------------------------------------
 def test_requests_on_the_command_line(
     env: dict[str, str], launched: Runtime, smtp: SmtpServer
 ) -> None:
