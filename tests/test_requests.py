@@ -660,3 +660,19 @@ def test_requests_on_the_command_line(
         ).all()
     assert ("test-operator", "request.approve") in audited
     assert ("test-operator", "request.decline") in audited
+
+
+def test_a_pending_request_holds_reminders_and_overdue_notices_only() -> None:
+    from pshnotify.domain import policy
+    from pshnotify.domain.delivery import Kind
+
+    p = program(enabled=["technical"])
+    now = dt.datetime(2023, 9, 18, 9, 5, tzinfo=NY)
+    held = policy.Standing(wave_key="pilot", paused_for="request 12 pending")
+    assert policy.skip_reason(p, Kind.REMINDER, held, now) == "request 12 pending"
+    assert policy.skip_reason(p, Kind.OVERDUE, held, now) == "request 12 pending"
+    for kind in (Kind.LAUNCH, Kind.CONFIRMATION, Kind.EXTENSION, Kind.DECISION):
+        assert policy.skip_reason(p, kind, held, now) is None
+    # A stronger reason still says itself.
+    done = policy.Standing(wave_key="pilot", completed=True, paused_for="request 12 pending")
+    assert policy.skip_reason(p, Kind.REMINDER, done, now) == "already complete"
