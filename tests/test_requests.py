@@ -676,3 +676,19 @@ def test_a_pending_request_holds_reminders_and_overdue_notices_only() -> None:
     # A stronger reason still says itself.
     done = policy.Standing(wave_key="pilot", completed=True, paused_for="request 12 pending")
     assert policy.skip_reason(p, Kind.REMINDER, done, now) == "already complete"
+
+
+def test_a_program_taking_requests_needs_the_link_secret_at_start(
+    env: dict[str, str], launched: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_cli import cli
+
+    monkeypatch.delenv("PSHNOTIFY_LINK_SECRET")
+    without = {k: v for k, v in env.items() if k != "PSHNOTIFY_LINK_SECRET"}
+    for command in (["run", "--once"], ["web"]):
+        refused = cli(without, *command, "--now", "2023-09-12T10:00:00-04:00")
+        assert refused.returncode == 2, refused.stderr
+        assert "PSHNOTIFY_LINK_SECRET: required when the program takes requests" in refused.stderr
+    short = cli({**without, "PSHNOTIFY_LINK_SECRET": "too short"}, "run", "--once")
+    assert short.returncode == 2
+    assert "PSHNOTIFY_LINK_SECRET: at least 32 characters" in short.stderr
