@@ -628,6 +628,12 @@ def test_requests_on_the_command_line(
     bad = cli(env, "requests", "approve", str(more.id), "--until", "9999-12-31", "--now", now)
     assert bad.returncode == 2
     assert "--until: '9999-12-31' is outside the dates" in bad.stderr
+    # A date the operator's command refuses: exit 2, and the request still waits.
+    early = cli(env, "requests", "approve", str(more.id), "--until", "2023-10-01", "--now", now)
+    assert early.returncode == 2
+    assert "--until: 2023-10-01 is before the wave's close (2023-10-06)" in early.stderr
+    waiting = json.loads(cli(env, "requests", "list", "--state", "pending", "--json").stdout)
+    assert more.id in [r["id"] for r in waiting]
     ok = cli(
         env,
         "requests",

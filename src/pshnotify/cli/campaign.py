@@ -371,6 +371,7 @@ def preview(
             kind=kind,
             person_ref=person,
             message_id_domain=rt.settings.message_id_domain,
+            links=rt.request_links(),
         )
         sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
         why = would_not_get(rt.engine, stored, rt.clock, kind=kind, person_ref=person)

@@ -15,10 +15,14 @@ as its form's token.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadSignature, Signer, URLSafeSerializer
+
+if TYPE_CHECKING:
+    from pshnotify.domain.program import Program
 
 _LINK_SALT = "pshnotify.request-link.v1"
 _FORM_SALT = "pshnotify.request-form.v1"
@@ -75,6 +79,24 @@ class RequestLinks:
         except BadSignature:
             return False
         return bool(signed == _digest(token).encode("ascii"))
+
+
+# The kinds that carry the personal link: those that ask for the training again.
+LINKED_KINDS = frozenset({"launch", "reminder", "overdue"})
+
+
+def with_link(
+    links: RequestLinks | None,
+    program: Program,
+    kind: str,
+    person: str,
+    context: Mapping[str, Any],
+) -> Mapping[str, Any]:
+    """A message's data with the person's link to the requests page, for the kinds that carry
+    it when the program takes requests (the sender and `preview` both ask here)."""
+    if links is None or not program.requests.enabled or kind not in LINKED_KINDS or not person:
+        return context
+    return {**context, "request_url": links.url(program.key, person)}
 
 
 def _digest(token: str) -> str:

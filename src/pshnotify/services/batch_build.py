@@ -24,15 +24,12 @@ from pshnotify.domain.program import Program
 from pshnotify.mail import ics
 from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
-from pshnotify.mail.links import RequestLinks
+from pshnotify.mail.links import RequestLinks, with_link
 from pshnotify.mail.render import Templates
 from pshnotify.services.attempt import Job, outcome_result
 from pshnotify.store import outbox
 from pshnotify.store.programs import ProgramCache, StoredProgram
 from pshnotify.store.retry import Guard, is_transient
-
-# The kinds that carry the personal link to the requests page.
-_LINKED = frozenset({Kind.LAUNCH.value, Kind.REMINDER.value, Kind.OVERDUE.value})
 
 # Messages built between two turns of the event loop (about 1 ms of work).
 _BUILD_SLICE = 2
@@ -130,23 +127,10 @@ class Builder:
             message_id=claimed.message_id,
             date=now,
             deadline=row.extended_until if row else None,
-            extra=self._with_link(stored.program, claimed, person),
+            extra=with_link(
+                self.links, stored.program, claimed.kind, person.external_id, claimed.context
+            ),
         )
-
-    def _with_link(
-        self, program: Program, claimed: outbox.Claimed, person: Recipient
-    ) -> Mapping[str, Any]:
-        """The message's data, with the person's link to the requests page for the kinds
-        that ask for the training (launch, reminder, overdue) when the program takes
-        requests."""
-        if (
-            self.links is None
-            or not program.requests.enabled
-            or claimed.kind not in _LINKED
-            or not person.external_id
-        ):
-            return claimed.context
-        return {**claimed.context, "request_url": self.links.url(program.key, person.external_id)}
 
     def _enrich_and_build(
         self, claimed: outbox.Claimed, spec: BuildSpec, lease_ends: float

@@ -25,6 +25,7 @@ from pshnotify.domain.text import text_problem
 from pshnotify.domain.values import Day, Instant
 from pshnotify.services.adjust import exempt, extend, find_enrollment
 from pshnotify.services.completions import complete_by_operator
+from pshnotify.services.lookup import in_departments
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store import requests as repo
@@ -178,12 +179,71 @@ def approve(
     message_id_domain: str = DEFAULT_MESSAGE_ID_DOMAIN,
     auto: bool = False,
 ) -> dict[str, Any]:
-    """Grant a pending request through the operator's own command; the person is told."""
+    """Grant a pending request through the operator's own command; the person is told.
+
+    The request is taken first (pending -> approved, so that a second approval at the same
+    moment is refused instead of extending twice); if the command refuses, it is pending
+    again and nothing changed."""
     note = _note(note)
-    with engine.connect() as conn:
+    now = clock.now()
+    with engine.begin() as conn:
         req = _pending(conn, stored, request_id)
-    if until is not None and req.kind != "more_time":
-        raise InputError([f"until: request {request_id} does not ask for more time"])
+        if until is not None and req.kind != "more_time":
+            raise InputError([f"until: request {request_id} does not ask for more time"])
+        if not repo.decide(
+            conn, request_id, rules.APPROVED, at=now, by=actor, note=note, auto=auto
+        ):
+            raise ConflictError(f"request {request_id} was decided meanwhile by someone else")
+    try:
+        did = _grant(engine, stored, req, clock, actor, until, note, message_id_domain)
+    except BaseException:
+        with engine.begin() as conn:
+            repo.reopen(conn, request_id)
+        raise
+    with engine.begin() as conn:
+        audit.record(
+            conn,
+            at=now,
+            actor=actor,
+            action="request.approve",
+            program_id=stored.id,
+            subject=req.external_id,
+            details={"request": request_id, "kind": req.kind, "note": note, **did},
+        )
+        _queue_email(
+            conn,
+            stored,
+            req,
+            Kind.DECISION,
+            request_id,
+            req.kind,
+            {**req.payload, **did},
+            now,
+            message_id_domain,
+            state=rules.APPROVED,
+            note=note,
+        )
+    return {
+        "id": request_id,
+        "person": req.external_id,
+        "kind": req.kind,
+        "state": rules.APPROVED,
+        **did,
+    }
+
+
+def _grant(
+    engine: Engine,
+    stored: StoredProgram,
+    req: Any,
+    clock: Clock,
+    actor: str,
+    until: Day | None,
+    note: str | None,
+    message_id_domain: str,
+) -> dict[str, Any]:
+    """What approving does: the operator's own command for the request's kind."""
+    request_id = req.id
     tag = f"request {request_id}"
     person = req.external_id
     did: dict[str, Any]
@@ -219,36 +279,7 @@ def approve(
         did = {"exempt": done.detail["reason"]}
     else:  # another way, technical trouble: the answer is the operator's note
         did = {}
-    now = clock.now()
-    with engine.begin() as conn:
-        if not repo.decide(
-            conn, request_id, rules.APPROVED, at=now, by=actor, note=note, auto=auto
-        ):
-            raise ConflictError(f"request {request_id} was decided meanwhile by someone else")
-        audit.record(
-            conn,
-            at=now,
-            actor=actor,
-            action="request.approve",
-            program_id=stored.id,
-            subject=person,
-            details={"request": request_id, "kind": req.kind, "note": note, **did},
-        )
-        payload = {**req.payload, **did}
-        _queue_email(
-            conn,
-            stored,
-            req,
-            Kind.DECISION,
-            request_id,
-            req.kind,
-            payload,
-            now,
-            message_id_domain,
-            state=rules.APPROVED,
-            note=note,
-        )
-    return {"id": request_id, "person": person, "kind": req.kind, "state": rules.APPROVED, **did}
+    return did
 
 
 def decline(
@@ -384,6 +415,11 @@ def list_requests(
             if person_id is None:
                 return []
         rows = repo.listed(
-            conn, stored.id, state=state, kind=kind, person_id=person_id, departments=departments
+            conn,
+            stored.id,
+            state=state,
+            kind=kind,
+            person_id=person_id,
+            scope=in_departments(engine, departments),
         )
     return [as_dict(r) for r in rows]

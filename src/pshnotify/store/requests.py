@@ -135,10 +135,10 @@ def listed(
     state: str | None = None,
     kind: str | None = None,
     person_id: int | None = None,
-    departments: Iterable[str] | None = None,
+    scope: Any = None,
     limit: int = 500,
 ) -> list[Any]:
-    """Newest first."""
+    """Newest first; `scope`: a condition on the person (a viewer's departments)."""
     q = _select().where(requests.c.program_id == program_id)
     if state is not None:
         q = q.where(requests.c.state == state)
@@ -146,8 +146,8 @@ def listed(
         q = q.where(requests.c.kind == kind)
     if person_id is not None:
         q = q.where(requests.c.person_id == person_id)
-    if departments is not None:
-        q = q.where(people.c.department.in_(list(departments)))
+    if scope is not None:
+        q = q.where(scope)
     return list(conn.execute(q.order_by(requests.c.id.desc()).limit(limit)))
 
 
@@ -168,3 +168,14 @@ def decide(
         .values(state=state, decided_at=at, decided_by=by, decision_note=note, auto=auto)
     )
     return done.rowcount == 1
+
+
+def reopen(conn: Connection, request_id: int) -> None:
+    """Approved -> pending again: the approval's command refused (nothing was changed)."""
+    conn.execute(
+        update(requests)
+        .where(requests.c.id == request_id, requests.c.state == rules.APPROVED)
+        .values(
+            state=rules.PENDING, decided_at=None, decided_by=None, decision_note=None, auto=False
+        )
+    )
