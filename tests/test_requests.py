@@ -698,3 +698,89 @@ def test_a_program_taking_requests_needs_the_link_secret_at_start(
     short = cli({**without, "PSHNOTIFY_LINK_SECRET": "too short"}, "run", "--once")
     assert short.returncode == 2
     assert "PSHNOTIFY_LINK_SECRET: at least 32 characters" in short.stderr
+
+
+# -- the console over HTTP ----------------------------------------------------------------------------
+def test_the_console_refuses_a_bad_decision_keeping_it_and_a_viewer_reads_only(
+    launched: Runtime, smtp: SmtpServer
+) -> None:
+    from pshnotify.services.users import add_user
+    from tests.test_console import OPERATOR, VIEWER
+    from tests.test_console_http import console, csrf, sign_in
+
+    rt, stored = launched, launched.program(None)
+    for login, role, departments in (
+        (OPERATOR, "operator", []),
+        (VIEWER, "viewer", ["information systems and technology"]),
+    ):
+        add_user(
+            rt.engine,
+            login[0],
+            role=role,
+            departments=departments,
+            password=login[1],
+            clock=rt.clock,
+            actor="test",
+        )
+    kw = {"message_id_domain": rt.settings.message_id_domain}
+    ada = svc.file_request(
+        rt.engine,
+        stored,
+        "H1",
+        "more_time",
+        {"until": "2023-10-27", "reason": "Leave"},
+        rt.clock,
+        **kw,
+    )
+    grace = svc.file_request(rt.engine, stored, "H3", "technical", {"note": "x"}, rt.clock, **kw)
+    with console(rt) as client:
+        assert sign_in(client, OPERATOR).status_code == 303
+        token = csrf(client, "/requests")
+        refused = client.post(
+            f"/requests/{ada.id}/approve",
+            data={"csrf_token": token, "until": "2099-01-01", "note": "Two weeks"},
+        )
+        assert refused.status_code == 400
+        assert "until: " in refused.text and "outside the dates" in refused.text
+        assert "note=Two+weeks" in refused.text  # the link back fills the form in again
+        no_note = client.post(f"/requests/{grace.id}/decline", data={"csrf_token": token})
+        assert no_note.status_code == 400
+        assert "note: say why" in no_note.text
+        missing = client.post("/requests/999/decline", data={"csrf_token": token, "note": "x"})
+        assert missing.status_code == 404
+        assert [r["state"] for r in svc.list_requests(rt.engine, stored)] == ["pending"] * 2
+        client.post("/logout", data={"csrf_token": csrf(client, "/requests")})
+        assert sign_in(client, VIEWER).status_code == 303
+        page = client.get("/requests")
+        assert page.status_code == 200
+        assert "Grace Hopper" in page.text and "Ada Lovelace" not in page.text
+        assert "Approve" not in page.text
+        forbidden = client.post(
+            f"/requests/{grace.id}/decline",
+            data={"csrf_token": csrf(client, "/requests"), "note": "x"},
+        )
+        assert forbidden.status_code == 403
+    with rt.engine.connect() as conn:
+        refusals = conn.execute(
+            select(audit_log.c.action, audit_log.c.subject).where(
+                audit_log.c.action.like("request.%"), audit_log.c.actor == OPERATOR[0]
+            )
+        ).all()
+    assert ("request.approve", str(ada.id)) in refusals
+    assert ("request.decline", str(grace.id)) in refusals
+
+
+def test_preview_shows_the_personal_link_as_it_goes_out(
+    env: dict[str, str], launched: Runtime
+) -> None:
+    from tests.test_cli import cli
+
+    shown = cli(env, "preview", "reminder", "--person", "H1")
+    assert shown.returncode == 0, shown.stderr
+    found = LINK.search(shown.stdout)
+    assert found
+    links = launched.request_links()
+    assert links is not None
+    assert links.read(found.group(2)).person == "H1"
+    confirmation = cli(env, "preview", "confirmation", "--person", "H1")
+    assert "Tell us here" not in confirmation.stdout
