@@ -254,6 +254,19 @@ def test_altered_foreign_removed_and_expired_links(
     assert "We cannot find this link" in site.get(altered).text
     links = RequestLinks(LINK_SECRET, launched.settings.public_url)
     assert site.get(path_of(links.url("another-program", "H1"))).status_code == 404
+    # A second program in the same database, in which Ada is not enrolled: her link for it
+    # (signed with the right secret) names nobody there.
+    from pshnotify.services.programs import register_program_file
+
+    second = tmp_path / "next-cycle.toml"
+    second.write_text(
+        PROGRAM_FILE.read_text(encoding="utf-8").replace(
+            'key = "psh-2023-2024"', 'key = "psh-2025-2026"'
+        ),
+        encoding="utf-8",
+    )
+    register_program_file(launched.engine, second, launched.clock, "op")
+    assert site.get(path_of(links.url("psh-2025-2026", "H1"))).status_code == 404
     assert site.get(path_of(links.url("psh-2023-2024", "nobody"))).status_code == 404
     forged = RequestLinks("x" * 32, launched.settings.public_url).url("psh-2023-2024", "H1")
     assert site.get(path_of(forged)).status_code == 404
