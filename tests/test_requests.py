@@ -713,7 +713,7 @@ def test_a_program_taking_requests_needs_the_link_secret_at_start(
     assert "PSHNOTIFY_LINK_SECRET: at least 32 characters" in short.stderr
 
 
-# -- the console over HTTP ----------------------------------------------------------------------------
+# -- the console over HTTP --------------------------------------------------------------------------
 def test_the_console_refuses_a_bad_decision_keeping_it_and_a_viewer_reads_only(
     launched: Runtime, smtp: SmtpServer
 ) -> None:
@@ -754,7 +754,8 @@ def test_the_console_refuses_a_bad_decision_keeping_it_and_a_viewer_reads_only(
             data={"csrf_token": token, "until": "2099-01-01", "note": "Two weeks"},
         )
         assert refused.status_code == 400
-        assert "until: " in refused.text and "outside the dates" in refused.text
+        assert "until: " in refused.text
+        assert "outside the dates" in refused.text
         assert "note=Two+weeks" in refused.text  # the link back fills the form in again
         no_note = client.post(f"/requests/{grace.id}/decline", data={"csrf_token": token})
         assert no_note.status_code == 400
@@ -766,7 +767,8 @@ def test_the_console_refuses_a_bad_decision_keeping_it_and_a_viewer_reads_only(
         assert sign_in(client, VIEWER).status_code == 303
         page = client.get("/requests")
         assert page.status_code == 200
-        assert "Grace Hopper" in page.text and "Ada Lovelace" not in page.text
+        assert "Grace Hopper" in page.text
+        assert "Ada Lovelace" not in page.text
         assert "Approve" not in page.text
         forbidden = client.post(
             f"/requests/{grace.id}/decline",
@@ -797,3 +799,47 @@ def test_preview_shows_the_personal_link_as_it_goes_out(
     assert links.read(found.group(2)).person == "H1"
     confirmation = cli(env, "preview", "confirmation", "--person", "H1")
     assert "Tell us here" not in confirmation.stdout
+
+
+def test_two_submissions_at_once_file_one_request(
+    launched: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check for a waiting request and the insert are not one step: the database's
+    partial unique index decides when two arrive together (the check is skipped here, as it
+    would be for the second of two racing requests)."""
+    from pshnotify.store import requests as repo
+
+    rt, stored = launched, launched.program(None)
+    kw = {"message_id_domain": rt.settings.message_id_domain}
+    svc.file_request(rt.engine, stored, "H1", "technical", {"note": "first"}, rt.clock, **kw)
+    monkeypatch.setattr(repo, "open_request", lambda *a, **k: None)
+    before = counts(rt)
+    with pytest.raises(ConflictError, match="already have a request of this kind waiting"):
+        svc.file_request(rt.engine, stored, "H1", "technical", {"note": "again"}, rt.clock, **kw)
+    assert counts(rt) == before
+
+
+def test_a_person_who_completed_is_told_so_and_asked_nothing(
+    launched: Runtime, smtp: SmtpServer, site: httpx.Client
+) -> None:
+    from pshnotify.services.completions import complete_by_operator
+
+    rt, stored = launched, launched.program(None)
+    complete_by_operator(
+        rt.engine,
+        stored,
+        rt.clock,
+        person_ref="H1",
+        option="A",
+        actor="op",
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    path = path_of(link_in(mail_to(smtp, "ada@example.edu", "launch")[0]))
+    page = site.get(path)
+    assert page.status_code == 200
+    assert "you have completed this training" in page.text
+    assert "<form" not in page.text
+    with pytest.raises(ConflictError, match="completed this training"):
+        svc.file_request(
+            rt.engine, stored, "H1", "more_time", {"until": "2023-10-20", "reason": "x"}, rt.clock
+        )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.exc import IntegrityError
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
@@ -33,6 +34,7 @@ from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
 
 AUTO_ACTOR = "auto-approval rule"
+_ALREADY = "You already have a request of this kind waiting{}; we will answer it by email."
 PARTICIPANT = "participant (email link)"
 
 
@@ -45,6 +47,7 @@ class Person:
     deadline: dt.date
     timezone: str | None
     open_kinds: frozenset[str]
+    settled: str | None = None  # why nothing more is asked of them (complete, not required)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,26 @@ def link_person(engine: Engine, stored: StoredProgram, external_id: str) -> Pers
         deadline=_deadline(stored, row),
         timezone=str(zone) if zone else None,
         open_kinds=frozenset(r.kind for r in waiting),
+        settled=_settled(row),
     )
+
+
+def _settled(row: Any) -> str | None:
+    """Why the training is no longer asked of this person, in the page's words (never an
+    operator's own reason: the page shows no more than a forwarded email)."""
+    standing = policy.Standing(
+        status=row.status,
+        exempted_reason=row.exempted_reason,
+        completed=row.completed_at is not None,
+    )
+    if policy.owes_training(standing):
+        return None
+    if row.completed_at is not None:
+        return (
+            "Our records show that you have completed this training. Thank you: nothing "
+            "more is needed."
+        )
+    return "Our records show that this training is not required of you: nothing more is needed."
 
 
 def _enrolled(conn: Connection, stored: StoredProgram, external_id: str) -> Any:
@@ -99,13 +121,16 @@ def file_request(
     now = clock.now()
     with engine.begin() as conn:
         row = _enrolled(conn, stored, external_id)
+        if settled := _settled(row):
+            raise ConflictError(settled)
         payload = rules.read_request(stored.program, kind, form, _deadline(stored, row))
         if (waiting := repo.open_request(conn, stored.id, row.person_id, kind)) is not None:
-            raise ConflictError(
-                f"You already have a request of this kind waiting (request {waiting}); "
-                "we will answer it by email."
-            )
-        request_id = repo.file(conn, stored.id, row.person_id, kind, payload, now)
+            raise ConflictError(_ALREADY.format(f" (request {waiting})"))
+        try:
+            with conn.begin_nested():
+                request_id = repo.file(conn, stored.id, row.person_id, kind, payload, now)
+        except IntegrityError:  # the same request, posted twice at once: the other one won
+            raise ConflictError(_ALREADY.format("")) from None
         auto = kind == "more_time" and rules.auto_approves(
             stored.program, _deadline(stored, row), dt.date.fromisoformat(payload["until"])
         )

@@ -264,6 +264,7 @@ class ParticipantPages:
             deadline=f"{human_date(ends.date())}, {human_time(ends.time())} {spoken_zone(theirs)}",
             kinds=[(k, rules.KINDS[k]) for k in program.requests.enabled],
             waiting=person.open_kinds,
+            settled=person.settled,
             options=[(o.key, o.title) for o in program.options],
             reasons=program.requests.not_required_reasons,
             until_min=(deadline + dt.timedelta(days=1)).isoformat(),
