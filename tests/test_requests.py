@@ -713,7 +713,7 @@ def test_a_program_taking_requests_needs_the_link_secret_at_start(
     assert "PSHNOTIFY_LINK_SECRET: at least 32 characters" in short.stderr
 
 
-# -- the console over HTTP --------------------------------------------------------------------------
+# -- the console over HTTP -------------------------------------------------------------------------
 def test_the_console_refuses_a_bad_decision_keeping_it_and_a_viewer_reads_only(
     launched: Runtime, smtp: SmtpServer
 ) -> None:
