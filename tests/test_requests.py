@@ -173,6 +173,12 @@ def test_the_launch_email_carries_the_personal_link_and_its_page_greets_the_pers
 ) -> None:
     ada = mail_to(smtp, "ada@example.edu", "launch")[0]
     url = link_in(ada)
+    # Its own paragraph, after the text before it (and the window's line keeps its end).
+    assert (
+        f"hours.\n\nNeed more time, already completed, or not required? Tell us here: {url}\n"
+        in (text_of(ada).replace("\r\n", "\n"))
+    )
+    assert "Eastern Time\nThe attached calendar file" in text_of(ada).replace("\r\n", "\n")
     assert url.startswith(f"{launched.settings.public_url}/r/")
     assert url in html_of(ada)
     assert "Need more time, already completed, or not required?" in html_of(ada)
