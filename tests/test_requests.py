@@ -849,3 +849,43 @@ def test_a_person_who_completed_is_told_so_and_asked_nothing(
         svc.file_request(
             rt.engine, stored, "H1", "more_time", {"until": "2023-10-20", "reason": "x"}, rt.clock
         )
+
+
+def test_the_officer_report_plan_and_timeline_show_the_waiting_request(
+    env: dict[str, str], launched: Runtime, smtp: SmtpServer
+) -> None:
+    from pshnotify.services.lookup import person_view
+    from tests.test_cli import cli
+
+    rt, stored = launched, launched.program(None)
+    boston = stored.program.tz
+    at(rt, dt.datetime(2023, 9, 15, 10, 0, tzinfo=boston))
+    filed = svc.file_request(
+        rt.engine,
+        stored,
+        "H1",
+        "alternative",
+        {"note": "In person"},
+        rt.clock,
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    waiting = f"request {filed.id} pending"
+    # The person's timeline: the 7-day reminder (Monday) is planned as paused, saying why.
+    view = person_view(rt.engine, stored, "H1", rt.clock.now())
+    planned = {e.step: (e.state, e.why) for e in view.entries if e.kind == "reminder"}
+    assert planned["after:7"] == ("paused", f"{waiting}: not sent while it waits")
+    assert planned["after:14"][0] == "planned"  # after the pause's 7 days
+    # plan, as an operator reads it.
+    shown = cli(env, "plan", "--now", "2023-09-15T10:00:00-04:00")
+    assert shown.returncode == 0, shown.stderr
+    assert f"H1: 1 reminder paused, {waiting}" in shown.stdout
+    # The officer's nightly report (ao-hr@example.edu is Ada's officer).
+    at(rt, dt.datetime(2023, 9, 16, 6, 5, tzinfo=boston))
+    run_pass(rt.engine, rt.clock, rt.settings.message_id_domain, rt.nightly_jobs())
+    send(rt)
+    report = mail_to(smtp, "ao-hr@example.edu", "report")
+    assert len(report) == 1
+    body = text_of(report[0])
+    assert "Requests waiting for the training office" in body
+    assert f"Ada Lovelace (H1): {waiting}, Another way to complete it" in body
+    assert waiting in html_of(report[0])
