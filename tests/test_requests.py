@@ -889,3 +889,44 @@ def test_the_officer_report_plan_and_timeline_show_the_waiting_request(
     assert "Requests waiting for the training office" in body
     assert f"Ada Lovelace (H1): {waiting}, Another way to complete it" in body
     assert waiting in html_of(report[0])
+
+
+def test_a_completion_cannot_be_dated_after_today() -> None:
+    p = program(enabled=["completed"])
+    deadline, today = dt.date(2023, 10, 6), dt.date(2023, 9, 15)
+    form = {"option": "A", "completed_on": "2023-09-16"}
+    with pytest.raises(InputError, match="completed_on: 2023-09-16 is in the future"):
+        rules.read_request(p, "completed", form, deadline, today)
+    ok = rules.read_request(p, "completed", {**form, "completed_on": "2023-09-15"}, deadline, today)
+    assert ok == {"option": "A", "completed_on": "2023-09-15"}
+    with pytest.raises(InputError, match="option: choose one of the courses"):
+        rules.read_request(p, "completed", {**form, "option": "Z"}, deadline, today)
+
+
+def test_behind_a_trusted_proxy_the_limit_is_per_forwarded_address(launched: Runtime) -> None:
+    """The address a submission counts against: X-Forwarded-For only from a proxy named in
+    PSHNOTIFY_WEB_TRUSTED_PROXIES (uvicorn itself honours it from 127.0.0.1 by default, so
+    this is asked of the page directly, with a remote proxy's address)."""
+    from starlette.requests import Request
+
+    from pshnotify.web.participant import ParticipantPages
+
+    links = launched.request_links()
+    assert links is not None
+
+    def seen(trusted: list[str], forwarded: str) -> str:
+        settings = launched.settings.model_copy(update={"web_trusted_proxies": trusted})
+        pages = ParticipantPages(launched.engine, launched.clock, settings, launched.program, links)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/r/x",
+            "headers": [(b"x-forwarded-for", forwarded.encode())],
+            "client": ("10.0.0.5", 40000),
+        }
+        return pages._address(Request(scope))
+
+    assert seen([], "198.51.100.7") == "10.0.0.5"  # anyone can write the header
+    assert seen(["10.0.0.0/24"], "203.0.113.1, 198.51.100.7") == "198.51.100.7"
+    assert seen(["10.0.0.0/24"], "not an address") == "10.0.0.5"
+    assert seen(["10.0.1.0/24"], "198.51.100.7") == "10.0.0.5"

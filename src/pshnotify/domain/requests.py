@@ -104,10 +104,15 @@ def _text(form: Mapping[str, str], name: str, *, required: bool) -> str | None:
 
 
 def read_request(
-    program: Program, kind: str, form: Mapping[str, str], deadline: dt.date
+    program: Program,
+    kind: str,
+    form: Mapping[str, str],
+    deadline: dt.date,
+    today: dt.date | None = None,
 ) -> dict[str, Any]:
     """The request's payload from what was typed, or InputError naming the field (the page
-    shows each problem beside its field and keeps what was typed)."""
+    shows each problem beside its field and keeps what was typed). `today`: the latest date a
+    completion can have happened on (the person's today, or the program's)."""
     if kind not in program.requests.enabled:
         raise InputError([f"kind: {kind!r} is not something this program takes requests for"])
     reach = program.reach
@@ -131,7 +136,10 @@ def read_request(
         keys = [o.key for o in program.options]
         if option not in keys:
             raise InputError([f"option: choose one of the courses ({', '.join(keys)})"])
-        return {"option": option, "completed_on": day("completed_on").isoformat()}
+        done = day("completed_on")
+        if today is not None and done > today:
+            raise InputError([f"completed_on: {done} is in the future; give the day you did it"])
+        return {"option": option, "completed_on": done.isoformat()}
     if kind == "not_required":
         reason = str(form.get("reason", "")).strip()
         if reason not in program.requests.not_required_reasons:

@@ -123,7 +123,9 @@ def file_request(
         row = _enrolled(conn, stored, external_id)
         if settled := _settled(row):
             raise ConflictError(settled)
-        payload = rules.read_request(stored.program, kind, form, _deadline(stored, row))
+        # A day ahead of the program's: someone east of it may already be on the next date.
+        today = now.astimezone(stored.program.tz).date() + dt.timedelta(days=1)
+        payload = rules.read_request(stored.program, kind, form, _deadline(stored, row), today)
         if (waiting := repo.open_request(conn, stored.id, row.person_id, kind)) is not None:
             raise ConflictError(_ALREADY.format(f" (request {waiting})"))
         try:

@@ -11,6 +11,7 @@ the link, and a request is only a request: an operator, or the program's stated 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class ParticipantPages:
         self.engine, self.clock, self.settings = engine, clock, settings
         self.load_program = load_program
         self.links = links
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.web_trusted_proxies]
         tally = Tally("request submissions")
         self.per_link = per_link or FailureThrottle(PER_LINK, WINDOW, tally=tally)
         self.per_address = per_address or FailureThrottle(PER_ADDRESS, WINDOW, tally=tally)
@@ -213,8 +215,25 @@ class ParticipantPages:
         form = await request.form(max_files=0, max_fields=16)
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
+    def _address(self, request: Request) -> str:
+        """The client's address; behind a proxy named in PSHNOTIFY_WEB_TRUSTED_PROXIES, the
+        address it says it forwarded for (X-Forwarded-For's last entry), since every
+        participant would otherwise share the proxy's one limit."""
+        direct = request.client.host if request.client else "unknown"
+        try:
+            client = ipaddress.ip_address(direct)
+        except ValueError:
+            return direct
+        if not any(client in net for net in self.proxies):
+            return direct
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            return direct
+
     def _count(self, request: Request, token: str, stored: StoredProgram) -> None:
-        address = request.client.host if request.client else "unknown"
+        address = self._address(request)
         link = self.links.form_token(token)  # a short, stable key for the link
         for throttle, key in ((self.per_link, link), (self.per_address, address)):
             wait = throttle.retry_after(key)
