@@ -18,7 +18,7 @@ from typing import Any
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.program import REQUEST_KINDS, Program
 from pshnotify.domain.text import text_problem
-from pshnotify.domain.values import BadValueError, Day
+from pshnotify.domain.values import Day, read
 
 PENDING, APPROVED, DECLINED = "pending", "approved", "declined"
 STATES = (PENDING, APPROVED, DECLINED)
@@ -121,10 +121,7 @@ def read_request(
         raw = str(form.get(name, "")).strip()
         if not raw:
             raise InputError([f"{name}: please choose a date"])
-        try:
-            return Day.parse(raw, reach).date
-        except BadValueError as exc:
-            raise InputError([f"{name}: {exc}"]) from None
+        return read(name, lambda: Day.parse(raw, reach)).date
 
     if kind == "more_time":
         until = day("until")
