@@ -28,6 +28,8 @@ from tests.smtp_server import SmtpServer
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM_FILE = ROOT / "config" / "program.toml"
 TEMPLATES = ROOT / "templates" / "email"
+# Signs the emails' personal links (the shipped program takes requests).
+LINK_SECRET = "test link secret, 32 characters or more"
 PG_ADMIN_URL = os.environ.get(
     "PSHNOTIFY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -124,6 +126,7 @@ def settings(db_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Set
         smtp_tls="none",
         smtp_connections=1,  # tests that want more say so
         message_id_domain="test.pshnotify.invalid",
+        link_secret=LINK_SECRET,  # the shipped program takes requests
         _env_file=None,  # type: ignore[call-arg]
     )
 
@@ -158,6 +161,7 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "PSHNOTIFY_HTTP_PORT": "0",  # any free port: tests run side by side
         "PSHNOTIFY_MESSAGE_ID_DOMAIN": settings.message_id_domain,
         "PSHNOTIFY_ACTOR": "test-operator",
+        "PSHNOTIFY_LINK_SECRET": LINK_SECRET,
     }
     for k, v in values.items():
         monkeypatch.setenv(k, v)

@@ -36,7 +36,7 @@ from pshnotify.services.users import add_user
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.schema import audit_log, messages
-from tests.conftest import NY, PROGRAM_FILE, TEMPLATES
+from tests.conftest import LINK_SECRET, NY, PROGRAM_FILE, TEMPLATES
 from tests.smtp_server import SmtpServer
 from tests.test_launch_and_send import PILOT, launch, send, setup_pilot
 
@@ -84,6 +84,7 @@ def campaign(tmp_path: Path, smtp: SmtpServer) -> Iterator[Runtime]:
         smtp_port=smtp.port,
         smtp_connections=1,
         message_id_domain="test.pshnotify.invalid",
+        link_secret=LINK_SECRET,
         _env_file=None,  # type: ignore[call-arg]
     )
     rt = Runtime(settings, FixedClock(dt.datetime(2023, 9, 11, 10, 0, tzinfo=NY)))
@@ -124,6 +125,7 @@ def env_of(rt: Runtime, port: int) -> dict[str, str]:
         "PSHNOTIFY_HTTP_PORT": str(port),
         "PSHNOTIFY_MESSAGE_ID_DOMAIN": s.message_id_domain,
         "PSHNOTIFY_ACTOR": "cli-operator",
+        "PSHNOTIFY_LINK_SECRET": LINK_SECRET,
     }
 
 

@@ -34,6 +34,8 @@ def test_kind_groups_are_properties_of_the_kind() -> None:
         Kind.CONFIRMATION,
         Kind.REPORT,
         Kind.EXTENSION,  # answers the person's request for more time, like a confirmation
+        Kind.ACKNOWLEDGEMENT,  # a participant's request was received (issue 27)
+        Kind.DECISION,  # and decided
     }
     assert {k for k in Kind if k.ends_at_deadline} == {Kind.REMINDER}
 

@@ -28,7 +28,7 @@ from pshnotify.domain.errors import TransientDeliveryError
 from pshnotify.mail.transport import Reply, SmtpConfig, SmtpConnection
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.settings import Settings
-from tests.conftest import NY, PROGRAM_FILE, TEMPLATES
+from tests.conftest import LINK_SECRET, NY, PROGRAM_FILE, TEMPLATES
 from tests.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -212,6 +212,7 @@ def auth_settings(relay: SmtpServer, ca_file: Path, db: Path, password: str) -> 
         smtp_username=USER,
         smtp_password=password,
         smtp_timeout=5.0,
+        link_secret=LINK_SECRET,
         _env_file=None,
     )
 

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     web_trusted_header: str | None = None
     web_trusted_proxies: list[str] = []
     web_session_hours: float = Field(default=12.0, gt=0)
+    # The address people reach this server at (behind a proxy: the proxy's): the personal
+    # links in the emails are PUBLIC_URL/r/TOKEN.
+    public_url: str = "http://127.0.0.1:8080"
+    # Signs those links (at least 32 characters; required when the program enables
+    # [requests]). After a change, the former secret in LINK_SECRET_OLD keeps the links of
+    # emails already sent working.
+    link_secret: SecretStr | None = None
+    link_secret_old: SecretStr | None = None
 
     batch_size: int = Field(default=200, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=1)
@@ -152,6 +160,29 @@ class Settings(BaseSettings):
     def _domain(cls, value: str) -> str:
         if not value or any(c in value for c in "<>@ \t\r\n"):
             raise ValueError("must be a bare domain such as mail.example.edu")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError(
+                f"{value!r} is not an address people can open; write it like "
+                "https://training.example.edu (http or https, a host, no query)"
+            )
+        if any(c in value for c in ' <>"\t\r\n'):
+            raise ValueError("must not contain spaces, quotes or angle brackets")
+        return value.rstrip("/")
+
+    @field_validator("link_secret", "link_secret_old")
+    @classmethod
+    def _link_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("at least 32 characters (for example: openssl rand -hex 32)")
         return value
 
     @field_validator("web_trusted_proxies")
@@ -216,6 +247,8 @@ class Settings(BaseSettings):
             "bounce_imap_password",
             "bounce_webhook_secret",
             "web_secret",
+            "link_secret",
+            "link_secret_old",
         )
         data = self.model_dump(exclude=set(secrets))
         for name in secrets:

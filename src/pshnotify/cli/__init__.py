@@ -13,6 +13,7 @@ from pshnotify.cli import (  # noqa: F401 - each module registers its commands
     messages,
     new,
     reports,
+    requests,
     season,
     users,
     web,

@@ -384,6 +384,7 @@ def preview(
             kind=kind,
             person_ref=person,
             message_id_domain=rt.settings.message_id_domain,
+            links=rt.request_links(),
         )
         if raw:
             sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))

@@ -211,6 +211,13 @@ def plan(
         for key, at in data.get("scheduled_launches", {}).items():
             when = local_time(dt.datetime.fromisoformat(at), stored.program.tz)
             out.print(f"{key}: launch scheduled for {when} (`launch {key} --cancel` withdraws it)")
+        for held in data.get("paused", []):
+            until = local_time(dt.datetime.fromisoformat(held["until"]), stored.program.tz)
+            n = held["reminders"]
+            out.print(
+                f"{held['person']}: {n} reminder{'s' if n != 1 else ''} paused, "
+                f"{held['reason']} (until {until} at most; `pshnotify requests list`)"
+            )
 
 
 def _zone_counts(zones: dict[str, int]) -> str:

@@ -48,6 +48,7 @@ class PersonState:
     undeliverable: bool = False  # their address is marked: due steps are skipped, saying so
     # local dates (the person's zone) of reminders queued or sent
     reminder_days: frozenset[dt.date] = frozenset()
+    paused_for: str | None = None  # a pending request holds reminders ("request 12 pending")
 
     @property
     def standing(self) -> policy.Standing:
@@ -61,6 +62,7 @@ class PersonState:
             extended_until=self.extended_until,
             timezone=self.timezone,
             undeliverable=self.undeliverable,
+            paused_for=self.paused_for,
         )
 
 

@@ -48,6 +48,8 @@ class Kind(StrEnum):
     REPORT = "report"
     EXTENSION = "extension"  # an extension's confirmation, with the deadline's calendar event
     ESCALATION = "escalation"  # a manager's (or officer's) daily digest of people behind
+    ACKNOWLEDGEMENT = "acknowledgement"  # a participant's request was received
+    DECISION = "decision"  # a participant's request was approved or declined
 
     @property
     def stops_on_completion(self) -> bool:
@@ -60,7 +62,13 @@ class Kind(StrEnum):
         """Sent only in working hours (a confirmation, an extension's confirmation or an
         officer's report answers something that just happened, so it goes at once; an
         escalation digest waits for them)."""
-        return self not in (Kind.CONFIRMATION, Kind.REPORT, Kind.EXTENSION)
+        return self not in (
+            Kind.CONFIRMATION,
+            Kind.REPORT,
+            Kind.EXTENSION,
+            Kind.ACKNOWLEDGEMENT,
+            Kind.DECISION,
+        )
 
     @property
     def ends_at_deadline(self) -> bool:

@@ -43,6 +43,9 @@ class Standing:
     # or is queued to go.
     reminded_on: frozenset[dt.date] = frozenset()
     timezone: str | None = None  # the roster's IANA zone; None: the program's
+    # A request of theirs waits for a decision ("request 12 pending"; domain.requests): no
+    # reminder or overdue notice goes meanwhile.
+    paused_for: str | None = None
 
 
 # The launch email's audience (and who an officer's report counts as owing the training), as
@@ -177,6 +180,8 @@ def skip_reason(
         reason = "deadline passed"
     if reason is None and person.undeliverable:
         reason = UNDELIVERABLE  # a hard bounce (or soft ones on several days): a dead address
+    if reason is None and kind in _PAUSED_BY_REQUESTS and person.paused_for:
+        reason = person.paused_for
     if reason is None and kind is Kind.REMINDER:
         tz = person_zone(program, person.timezone)
         reason = reminded_that_day(program, now, person.reminded_on, tz)
@@ -184,6 +189,8 @@ def skip_reason(
 
 
 UNDELIVERABLE = "address undeliverable"
+# What a pending request holds back: what asks again for the training, not the launch email.
+_PAUSED_BY_REQUESTS = (Kind.REMINDER, Kind.OVERDUE)
 
 
 def missed_digest(program: Program, day: str, now: dt.datetime) -> str | None:

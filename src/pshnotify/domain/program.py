@@ -225,6 +225,58 @@ class Escalation(_Model):
         return self
 
 
+RequestKind = Literal["more_time", "completed", "not_required", "alternative", "technical"]
+REQUEST_KINDS: tuple[RequestKind, ...] = (
+    "more_time",
+    "completed",
+    "not_required",
+    "alternative",
+    "technical",
+)
+
+
+class Requests(_Model):
+    """What participants may ask from their email's personal link (`/r/TOKEN`), and the rules
+    that decide it. Off (no kind enabled) unless the program file says so."""
+
+    enabled: tuple[RequestKind, ...] = ()
+    # "More time" asks for a date at most this many days after the person's deadline.
+    max_extension_days: int = Field(default=30, ge=1, le=366)
+    # More time up to this many days is granted at once, without an operator (0: never).
+    auto_approve_extension_days: int = Field(default=0, ge=0, le=366)
+    # While a request waits, no reminder goes to its person, for at most this many days.
+    pause_reminders_days: int = Field(default=7, ge=0, le=366)
+    # A link works until this many days after the person's deadline.
+    link_valid_days: int = Field(default=60, ge=1, le=3660)
+    # The reasons offered under "I am not required" (the program's FAQ).
+    not_required_reasons: tuple[str, ...] = ()
+
+    @field_validator("not_required_reasons")
+    @classmethod
+    def _reasons(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for reason in value:
+            _no_control(reason)
+            if not reason.strip() or len(reason) > 200:
+                raise ValueError("each reason is 1 to 200 characters of text")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Requests:
+        if len(set(self.enabled)) != len(self.enabled):
+            raise ValueError("enabled: a kind appears twice")
+        if self.auto_approve_extension_days > self.max_extension_days:
+            raise ValueError(
+                f"auto_approve_extension_days ({self.auto_approve_extension_days}) is more "
+                f"than max_extension_days ({self.max_extension_days})"
+            )
+        if "not_required" in self.enabled and not self.not_required_reasons:
+            raise ValueError(
+                "not_required is enabled but not_required_reasons is empty: list the reasons "
+                "people may give"
+            )
+        return self
+
+
 class RosterSpec(_Model):
     """Columns the roster may carry beyond the built-in ones, with their types."""
 
@@ -241,6 +293,7 @@ class Program(_Model):
     sending: Sending = Sending()
     roster: RosterSpec = RosterSpec()
     escalation: Escalation = Escalation()
+    requests: Requests = Requests()
 
     @model_validator(mode="after")
     def _consistent(self) -> Program:

@@ -184,6 +184,9 @@ def wave_context(data: KindInput) -> dict[str, Any]:
         "deadline_elsewhere": deadline_elsewhere(
             program, dt.date.fromisoformat(part["deadline_date"]), data.person.timezone
         ),
+        # The person's own link to the requests page (mail/links.py), added when the message
+        # is built; "" when the program takes no requests.
+        "request_url": str(data.extra.get("request_url", "")),
     }
 
 
@@ -300,3 +303,38 @@ register(
         sample_extra={"option": "A", "completed_at": "2023-09-12T15:00:00+00:00"},
     ),
 )
+
+
+def request_context(data: KindInput) -> dict[str, Any]:
+    """A participant's request: its acknowledgement, and the decision on it."""
+    from pshnotify.domain import requests as rules
+
+    kind = str(data.extra.get("request_kind", ""))
+    payload = data.extra.get("payload") or {}
+    text = rules.KINDS.get(kind)
+    return {
+        **wave_context(data),
+        "request": {
+            "id": data.extra.get("request"),
+            "kind": kind,
+            "title": text.title if text else kind,
+            "summary": rules.summary(kind, payload),
+            "state": str(data.extra.get("state", rules.PENDING)),
+            "note": str(data.extra.get("note", "")),
+            "until": human_date(dt.date.fromisoformat(str(payload["until"])))
+            if payload.get("until")
+            else "",
+            "pause_days": data.program.requests.pause_reminders_days,
+        },
+    }
+
+
+_REQUEST_SAMPLE = {
+    "request": 12,
+    "request_kind": "more_time",
+    "payload": {"until": "2023-10-20", "reason": "travel"},
+    "state": "approved",
+    "note": "Granted.",
+}
+register("acknowledgement", KindSpec(request_context, sample_extra=_REQUEST_SAMPLE))
+register("decision", KindSpec(request_context, sample_extra=_REQUEST_SAMPLE))

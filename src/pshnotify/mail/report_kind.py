@@ -121,7 +121,7 @@ def report_context(data: KindInput) -> dict[str, Any]:
     }
 
 
-ATTENTION_KEYS = ("undeliverable", "overdue", "due_soon")
+ATTENTION_KEYS = ("undeliverable", "requests", "overdue", "due_soon")
 _BAR = 20  # characters of the text progress bar
 
 
@@ -208,6 +208,16 @@ SAMPLE_EXTRA: dict[str, Any] = {
     ],
     "officer_name": "Sample Officer",
     "attention": {
+        "requests": [
+            {
+                "id": "s1",
+                "name": "Late Person",
+                "request": 12,
+                "title": "More time",
+                "summary": "until 2023-10-20: on leave",
+                "filed": "2023-09-15",
+            }
+        ],
         "undeliverable": [
             {
                 "id": "s3",

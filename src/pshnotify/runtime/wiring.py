@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from pshnotify.bounces.sources import Source
     from pshnotify.bounces.verp import Verp
+    from pshnotify.mail.links import RequestLinks
     from pshnotify.mail.ratelimit import RateLimiter
     from pshnotify.mail.render import Templates
     from pshnotify.mail.transport import SmtpConfig, SmtpConnection
@@ -250,7 +251,28 @@ class Runtime:
                 "escalation": escalation_enricher,
             },
             guard=guard or self.db_guard(),
+            links=self.request_links(),
         )
+
+    def request_links(self) -> RequestLinks | None:
+        """The signer of the emails' personal links; None when no stored program takes
+        requests. A program that does, without PSHNOTIFY_LINK_SECRET, stops the start."""
+        s = self.settings
+        wanting = [p.key for p in all_programs(self.engine) if p.program.requests.enabled]
+        if not wanting:
+            return None
+        if s.link_secret is None:
+            raise InputError(
+                [
+                    "PSHNOTIFY_LINK_SECRET: required when the program takes requests "
+                    f"([requests] enabled in {', '.join(wanting)}); at least 32 characters"
+                ],
+                hint="set it (openssl rand -hex 32 makes one), or empty [requests] enabled",
+            )
+        from pshnotify.mail.links import RequestLinks
+
+        old = [s.link_secret_old.get_secret_value()] if s.link_secret_old else []
+        return RequestLinks(s.link_secret.get_secret_value(), s.public_url, old)
 
     @cached_property
     def verp(self) -> Verp | None:
@@ -383,6 +405,7 @@ class Runtime:
             loader,
             metrics=self.metrics.render if s.metrics else None,
             console=console,
+            links=self.request_links(),
         )
 
     def _cached_program_loader(self) -> Callable[[str | None], StoredProgram]:

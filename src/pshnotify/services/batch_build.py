@@ -24,6 +24,7 @@ from pshnotify.domain.program import Program
 from pshnotify.mail import ics
 from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_fault
 from pshnotify.mail.kinds import Recipient
+from pshnotify.mail.links import RequestLinks, with_link
 from pshnotify.mail.render import Templates
 from pshnotify.services.attempt import Job, outcome_result
 from pshnotify.store import outbox, standing
@@ -48,6 +49,7 @@ class Builder:
         enrichers: Mapping[str, Enricher],
         envelope_sender: Callable[[outbox.Claimed], str],
         rules: policy.RetryRules,
+        links: RequestLinks | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -57,6 +59,7 @@ class Builder:
         self.enrichers = dict(enrichers)
         self.envelope_sender = envelope_sender
         self.rules = rules
+        self.links = links  # the personal link to the requests page, when one is set up
         ics.load_library()  # here, once, not on the loop in the middle of a batch
 
     async def build(
@@ -65,8 +68,10 @@ class Builder:
         rows: dict[tuple[int, int], Any],
         reminded: outbox.Reminded,
         lease_ends: float,
+        paused: Mapping[tuple[int, int], str] | None = None,
     ) -> AsyncIterator[Job | outbox.Result]:
-        """Each claimed message's job, or its final result (skipped, or a build fault)."""
+        """Each claimed message's job, or its final result (skipped, or a build fault).
+        `paused`: (program, person) -> why a pending request holds their reminders."""
         now = self.clock.now()
         stale = policy.superseded(((c.program_id, c.person_id), Kind(c.kind), c.id) for c in batch)
         todo: list[tuple[outbox.Claimed, BuildSpec]] = []
@@ -74,7 +79,7 @@ class Builder:
             if c.id in stale:
                 yield _skipped(c, now, policy.SUPERSEDED)
                 continue
-            decided = self._decide(c, rows, now, reminded)
+            decided = self._decide(c, rows, now, reminded, paused or {})
             if isinstance(decided, outbox.Result):
                 yield decided
             elif c.kind in self.enrichers:
@@ -94,16 +99,17 @@ class Builder:
         rows: dict[tuple[int, int], Any],
         now: dt.datetime,
         reminded: outbox.Reminded,
+        paused: Mapping[tuple[int, int], str],
     ) -> BuildSpec | outbox.Result:
         """Skip a message the policy says no longer goes; else what it is built from."""
         stored = self.programs.get(claimed.program_id)
         row = rows.get((claimed.program_id, claimed.person_id or -1))
+        standing = _standing(claimed, row, _days(stored.program, claimed, reminded, row))
+        if standing is not None:
+            held = paused.get((claimed.program_id, claimed.person_id or -1))
+            standing = dataclasses.replace(standing, paused_for=held)
         skip = policy.skip_reason(
-            stored.program,
-            Kind(claimed.kind),
-            _standing(claimed, row, _days(stored.program, claimed, reminded, row)),
-            now,
-            step=claimed.step,
+            stored.program, Kind(claimed.kind), standing, now, step=claimed.step
         )
         if skip:
             return _skipped(claimed, now, skip)
@@ -121,7 +127,9 @@ class Builder:
             message_id=claimed.message_id,
             date=now,
             deadline=row.extended_until if row else None,
-            extra=claimed.context,
+            extra=with_link(
+                self.links, stored.program, claimed.kind, person.external_id, claimed.context
+            ),
         )
 
     def _enrich_and_build(

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
 from pshnotify.domain.delivery import State
+from pshnotify.mail.links import RequestLinks
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
@@ -40,6 +41,7 @@ from pshnotify.services.send_gates import Gates, released
 from pshnotify.services.sender_lock import SenderLock
 from pshnotify.store import outbox, outcomes
 from pshnotify.store import people as people_repo
+from pshnotify.store import requests as requests_repo
 from pshnotify.store.db import server_time
 from pshnotify.store.programs import ProgramCache
 from pshnotify.store.retry import DatabaseUnavailableError, Guard
@@ -137,6 +139,9 @@ def setting_to_check(reply: str) -> str | None:
     return next((setting for mark, setting in _SETTINGS if mark.lower() in reply.lower()), None)
 
 
+_HELD_KINDS = frozenset({"reminder", "overdue"})
+
+
 class Dispatcher:
     """Drains due messages over a set of SMTP connections until nothing is due."""
 
@@ -151,6 +156,7 @@ class Dispatcher:
         limiter: RateLimiter | None = None,
         observe_send: Callable[[float], None] | None = None,
         guard: Guard | None = None,
+        links: RequestLinks | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -176,6 +182,7 @@ class Dispatcher:
             self.enrichers,
             self._envelope,
             config.retry_rules,
+            links,
         )
         self.problem: str | None = None  # set when every relay refused our login
 
@@ -235,11 +242,11 @@ class Dispatcher:
             if self.limiter.active:
                 self.limiter.set_share(await self.guard.call(self.lock.senders_alive))
             lease_ends = time.monotonic() + self.config.lease.total_seconds()
-            batch, rows, reminded = await self.guard.call(self._claim)
+            batch, rows, reminded, paused = await self.guard.call(self._claim)
             if not batch:
                 break
             report.claimed += len(batch)
-            async for item in self.builder.build(batch, rows, reminded, lease_ends):
+            async for item in self.builder.build(batch, rows, reminded, lease_ends, paused):
                 if isinstance(item, outbox.Result):
                     ledger.add(item)
                 else:
@@ -302,7 +309,12 @@ class Dispatcher:
     # -- database side (through the guard; in a thread, but the writes wait on the loop) ---
     def _claim(
         self,
-    ) -> tuple[list[outbox.Claimed], dict[tuple[int, int], Any], outbox.Reminded]:
+    ) -> tuple[
+        list[outbox.Claimed],
+        dict[tuple[int, int], Any],
+        outbox.Reminded,
+        dict[tuple[int, int], str],
+    ]:
         """A batch under a new lease, and its people's rows, read in the same transaction."""
         with self.engine.begin() as conn:
             batch = outbox.claim(
@@ -318,7 +330,25 @@ class Dispatcher:
             rows = people_repo.batch_people(conn, programs, people) if batch else {}
             reminded = outbox.other_reminders(conn, batch)
         self.programs.load(set(programs))  # here, in a thread, not on the loop
-        return batch, rows, reminded
+        return batch, rows, reminded, self._paused(batch)
+
+    def _paused(self, batch: list[outbox.Claimed]) -> dict[tuple[int, int], str]:
+        """Whose reminders in this batch a pending request holds (store.requests)."""
+        asking: dict[int, set[int]] = {}
+        for c in batch:
+            if c.person_id is not None and c.kind in _HELD_KINDS:
+                asking.setdefault(c.program_id, set()).add(c.person_id)
+        if not asking:
+            return {}
+        now = self.clock.now()
+        with self.engine.connect() as conn:
+            return {
+                (pid, person): why
+                for pid, people in asking.items()
+                for person, why in requests_repo.paused_for(
+                    conn, self.programs.get(pid).program, pid, now, people
+                ).items()
+            }
 
     async def _write(
         self, writer: outcomes.Writer, results: list[outbox.Result], report: DispatchReport

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, or_, select
 
 from pshnotify.domain import policy
+from pshnotify.domain import requests as request_rules
 from pshnotify.domain.cadence import Planned
 from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.errors import NotFoundError
@@ -23,6 +24,7 @@ from pshnotify.domain.program import Program
 from pshnotify.services.bounces import Mark, marks
 from pshnotify.services.plan import person_plan
 from pshnotify.store import programs as program_repo
+from pshnotify.store import requests as requests_repo
 from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import attempts, completions, enrollments, messages, people
@@ -238,6 +240,9 @@ def describe_step(kind: str, step: str) -> str:
         return "an invitation (encouraged, not required)"
     if kind == "confirmation":
         return "the confirmation of a completion"
+    if kind in ("acknowledgement", "decision") and parts[0] == "request" and len(parts) == 2:
+        word = "receipt" if kind == "acknowledgement" else "decision"
+        return f"the {word} of request {parts[1]}"
     if parts[0] == "after" and len(parts) == 2:
         return f"reminder {_days(parts[1])} after the launch email"
     if parts[0] == "before" and len(parts) == 3:
@@ -308,6 +313,7 @@ def person_view(
         entries = _recorded(conn, stored.id, r.id)
         mark = next(iter(marks(conn, [r.id])), None)
         planned = person_plan(conn, stored, r.id, now)
+        held = requests_repo.pausing_requests(conn, program, stored.id, now, [r.id]).get(r.id)
         wave_state = program_repo.wave_states(conn, stored.id).get(r.wave_key)
         done = conn.execute(
             select(completions.c.option, completions.c.completed_at, completions.c.source)
@@ -317,9 +323,13 @@ def person_view(
     launched = wave_state.launched_at if wave_state else None
     for p in planned:
         what = describe_step(p.kind, p.step)
-        entries.append(
-            Entry(p.due_at, p.kind, p.step, "planned", what, _why_planned(p, launched, mark))
-        )
+        state, why = "planned", _why_planned(p, launched, mark)
+        if held and p.kind in ("reminder", "overdue"):
+            ends = request_rules.pause_ends(program, held[1])
+            if p.due_at < ends:  # a pending request holds it
+                state = "paused"
+                why = f"{request_rules.paused_reason(held[0])}: not sent while it waits"
+        entries.append(Entry(p.due_at, p.kind, p.step, state, what, why))
     try:
         title = program.wave(r.wave_key).title
     except KeyError:

@@ -15,10 +15,18 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
+from pshnotify.domain import requests as request_rules
 from pshnotify.domain.delivery import Kind, State
 from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import audit_log, enrollments, messages, people, undeliverable
+from pshnotify.store.schema import (
+    audit_log,
+    enrollments,
+    messages,
+    people,
+    requests,
+    undeliverable,
+)
 
 DUE_SOON_DAYS = 3
 
@@ -49,6 +57,7 @@ def action_sections(
         "officer_name": _officer_name(conn, stored.id, officer),
         "attention": {
             "undeliverable": _undeliverable(conn, stored, officer),
+            "requests": _open_requests(conn, stored, officer),
             "overdue": [_brief(r) for r in overdue],
             "due_soon": [_brief(r) for r in soon],
         },
@@ -112,6 +121,47 @@ def _undeliverable(conn: Connection, stored: StoredProgram, officer: str) -> lis
             "department": r.department,
             "since": r.since.astimezone(tz).date().isoformat(),
             "reason": r.reason,
+        }
+        for r in conn.execute(q)
+    ]
+
+
+def _open_requests(conn: Connection, stored: StoredProgram, officer: str) -> list[dict[str, Any]]:
+    """Their people's requests waiting for the training office (the person's reminders are
+    paused meanwhile)."""
+    q = (
+        select(
+            requests.c.id,
+            requests.c.kind,
+            requests.c.payload,
+            requests.c.created_at,
+            people.c.external_id,
+            people.c.name,
+        )
+        .join(people, people.c.id == requests.c.person_id)
+        .join(
+            enrollments,
+            and_(
+                enrollments.c.person_id == requests.c.person_id,
+                enrollments.c.program_id == requests.c.program_id,
+            ),
+        )
+        .where(
+            _mine(stored, officer),
+            enrollments.c.removed_at.is_(None),
+            requests.c.state == request_rules.PENDING,
+        )
+        .order_by(requests.c.id)
+    )
+    tz = stored.program.tz
+    return [
+        {
+            "id": r.external_id,
+            "name": r.name,
+            "request": r.id,
+            "title": request_rules.KINDS[r.kind].title,
+            "summary": request_rules.summary(r.kind, r.payload),
+            "filed": r.created_at.astimezone(tz).date().isoformat(),
         }
         for r in conn.execute(q)
     ]

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, select
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
+from pshnotify.domain import requests as request_rules
 from pshnotify.domain.cadence import PersonState, Planned, decide, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import PENDING, Kind
@@ -28,6 +29,7 @@ from pshnotify.services.escalation import planned_digests
 from pshnotify.services.launch import launch_window
 from pshnotify.services.reports import officer_windows
 from pshnotify.store import programs as program_repo
+from pshnotify.store import requests as requests_repo
 from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
@@ -48,6 +50,7 @@ def build_plan(
         if wave is not None:
             q = q.where(enrollments.c.wave_key == wave)
         rows = conn.execute(q).all()
+        pausing = requests_repo.pausing_requests(conn, program, stored.id, now)
         days: dict[dt.date, Counter[str]] = defaultdict(Counter)
         zones: dict[dt.date, Counter[str]] = defaultdict(Counter)
         if wave is None:  # reports cover officers' people in every wave
@@ -61,12 +64,16 @@ def build_plan(
         day = _local_day(program, max(due, now))
         days[day][kind] += 1
         zones[day][tz or home] += 1
+    held: list[dict[str, Any]] = []
     for r in rows:
         state = standing.person_state(r, steps=steps.get(r.person_id, set()))
         wave_state = waves.get(r.wave_key)
         launched = wave_state.launched_at if wave_state else None
         scheduled = wave_state.launch_at if wave_state else None
-        for p in _future(program, launched, state, now, scheduled):
+        future = _future(program, launched, state, now, scheduled)
+        if r.person_id in pausing:  # a pending request holds their reminders for a while
+            future = _without_paused(program, r, pausing[r.person_id], future, held)
+        for p in future:
             day = _local_day(program, p.due_at)
             days[day][p.kind] += 1
             zones[day][r.timezone or home] += 1
@@ -79,6 +86,7 @@ def build_plan(
         and (waves.get(w.key) is None or waves[w.key].launch_at is None)
         and launch_window(program, w, now)[0] == "over"
     ]
+    data["paused"] = held
     data["scheduled_launches"] = {
         k: w.launch_at.isoformat()
         for k, w in sorted(waves.items())
@@ -90,8 +98,38 @@ def build_plan(
 def _enrolled() -> Any:
     """What the cadence decides by (`store.standing`), with the person's id."""
     return select(
-        enrollments.c.person_id, enrollments.c.launch_sent_at, *standing.COLUMNS
+        enrollments.c.person_id,
+        enrollments.c.launch_sent_at,
+        people.c.external_id,
+        *standing.COLUMNS,
     ).select_from(standing.joined())
+
+
+def _without_paused(
+    program: Program,
+    r: Any,
+    pending: tuple[int, dt.datetime],
+    future: list[Planned],
+    held: list[dict[str, Any]],
+) -> list[Planned]:
+    """The reminders a pending request holds back (until its pause ends) left out, and
+    said in `held`: "request 12 pending"."""
+    request_id, filed = pending
+    ends = request_rules.pause_ends(program, filed)
+    kept = [p for p in future if p.kind not in _PAUSED or p.due_at >= ends]
+    if len(kept) < len(future):
+        held.append(
+            {
+                "person": r.external_id,
+                "reason": request_rules.paused_reason(request_id),
+                "until": ends.isoformat(),
+                "reminders": len(future) - len(kept),
+            }
+        )
+    return kept
+
+
+_PAUSED = (Kind.REMINDER.value, Kind.OVERDUE.value)
 
 
 def person_plan(

@@ -17,6 +17,7 @@ from pshnotify.domain.delivery import Kind
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.mail.compose import compose, envelope_for
 from pshnotify.mail.kinds import KINDS, KindInput, Recipient, attachments_for, context_for
+from pshnotify.mail.links import RequestLinks, with_link
 from pshnotify.mail.render import Templates
 from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
@@ -73,6 +74,7 @@ def preview(
     kind: str,
     person_ref: str,
     message_id_domain: str,
+    links: RequestLinks | None = None,
 ) -> bytes:
     """The full message bytes for `kind` to the person with this id or email."""
     program = stored.program
@@ -86,6 +88,7 @@ def preview(
     extra = dict(KINDS[kind].sample_extra) if kind in KINDS else {}
     if kind == "extension" and row.extended_until:
         extra["deadline"] = row.extended_until.isoformat()  # the person's own, not a sample
+    extra = dict(with_link(links, program, kind, row.external_id, extra))
     data = KindInput(program, row.wave_key, person, row.extended_until, extra, clock.now())
     content = templates.render(kind, context_for(kind, data))
     envelope = envelope_for(

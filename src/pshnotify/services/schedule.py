@@ -25,6 +25,7 @@ from pshnotify.services.launch import launch_scheduled
 from pshnotify.services.programs import all_programs
 from pshnotify.store import outbox, standing
 from pshnotify.store import programs as program_repo
+from pshnotify.store import requests as requests_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
@@ -86,11 +87,14 @@ def _pass_batch(
         if not rows:
             return 0
         steps = _queued_steps(conn, stored.id, [r.person_id for r in rows])
+        held = requests_repo.paused_for(
+            conn, stored.program, stored.id, now, [r.person_id for r in rows]
+        )
         out: list[dict[str, Any]] = []
         next_at: list[dict[str, Any]] = []
         for r in rows:
             launched = waves[r.wave_key].launched_at if r.wave_key in waves else None
-            state = _state(stored.program, r, steps.get(r.person_id))
+            state = _state(stored.program, r, steps.get(r.person_id), held.get(r.person_id))
             decision = decide(stored.program, launched, state, now)
             out += _rows(stored, r, decision, domain)
             next_at.append({"b_id": r.id, "b_next": decision.next_action_at})
@@ -166,15 +170,18 @@ def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> d
     return out
 
 
-def _state(program: Program, r: Any, box: _Outbox | None) -> PersonState:
+def _state(
+    program: Program, r: Any, box: _Outbox | None, paused_for: str | None = None
+) -> PersonState:
     """Every reminder that went or goes uses its day (`store.standing.reminder_days`): the one
-    being decided now would be queued after all of them."""
+    being decided now would be queued after all of them. `paused_for`: a pending request
+    holds the reminders ("request 12 pending")."""
     if box is None:
-        return standing.person_state(r)
+        return standing.person_state(r, paused_for=paused_for)
     days = frozenset[dt.date]()
     if box.reminders:
         days = standing.reminder_days(box.reminders, policy.person_zone(program, r.timezone))
-    return standing.person_state(r, steps=box.steps, reminder_days=days)
+    return standing.person_state(r, steps=box.steps, reminder_days=days, paused_for=paused_for)
 
 
 def _rows(stored: StoredProgram, r: Any, decision: Decision, domain: str) -> list[dict[str, Any]]:

@@ -384,3 +384,33 @@ users = Table(
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+requests = Table(
+    "requests",
+    metadata,
+    # What a participant asked from their email's personal link (services/requests.py):
+    # pending until an operator, or the program's auto-approval rule, decides it (0017).
+    Column("id", Integer, primary_key=True),
+    Column("program_id", ForeignKey("programs.id", ondelete="CASCADE"), nullable=False),
+    Column("person_id", ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # more_time | completed | not_required | ...
+    Column("state", String(16), nullable=False),  # pending | approved | declined
+    Column("payload", JSON, nullable=False),  # until, reason, option, completed_on, note
+    _created(),
+    Column("decided_at", UTCDateTime),
+    Column("decided_by", Text),
+    Column("decision_note", Text),
+    Column("auto", Boolean, nullable=False, server_default=text("false")),
+    Index(None, "program_id", "state"),
+    Index(None, "person_id"),
+    # One pending request per kind and person, even for two submissions at once.
+    Index(
+        "uq_requests_open",
+        "program_id",
+        "person_id",
+        "kind",
+        unique=True,
+        sqlite_where=text("state = 'pending'"),
+        postgresql_where=text("state = 'pending'"),
+    ),
+)

@@ -194,7 +194,11 @@ def joined() -> Any:
 
 
 def to_standing(
-    row: Any, *, wave_key: str | None = None, reminded_on: frozenset[dt.date] = frozenset()
+    row: Any,
+    *,
+    wave_key: str | None = None,
+    reminded_on: frozenset[dt.date] = frozenset(),
+    paused_for: str | None = None,
 ) -> policy.Standing:
     """The person's standing from a row with `COLUMNS` (`wave_key`: a message's own wave,
     when it is asked about that one)."""
@@ -208,6 +212,7 @@ def to_standing(
         undeliverable=bool(row.undeliverable),
         reminded_on=reminded_on,
         timezone=row.timezone,
+        paused_for=paused_for,
     )
 
 
@@ -216,6 +221,7 @@ def person_state(
     *,
     steps: frozenset[str] | set[str] = frozenset(),
     reminder_days: frozenset[dt.date] = frozenset(),
+    paused_for: str | None = None,
 ) -> PersonState:
     """What `domain.cadence` decides by, from a row with `COLUMNS` and `launch_sent_at`, and
     the person's steps already in the outbox ("launch" for the launch email). The same
@@ -234,6 +240,7 @@ def person_state(
         timezone=row.timezone,
         undeliverable=bool(row.undeliverable),
         reminder_days=reminder_days,
+        paused_for=paused_for,
     )
 
 

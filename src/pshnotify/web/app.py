@@ -9,6 +9,7 @@ Routes:
     POST /xapi/statements        HTTP Basic; one xAPI statement or a list ("completed" only)
     POST /webhooks/bounces       Standard Webhooks signed bounce events (web/bounces.py)
     GET  /healthz                liveness for a load balancer or monitor
+    GET  /r/TOKEN, POST          a participant's requests (web/participant), when enabled
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pshnotify.domain.text import text_problem
 from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant
 from pshnotify.ingest import completions_csv
 from pshnotify.ingest import webhook_signing as signing
+from pshnotify.mail.links import RequestLinks
 from pshnotify.services.completions import (
     CompletionOutcome,
     CompletionResult,
@@ -94,6 +96,7 @@ def create_app(
     load_program: ProgramLoader,
     metrics: Callable[[], bytes] | None = None,
     console: ASGIApp | None = None,
+    links: RequestLinks | None = None,
 ) -> Starlette:
     """The completions app. A malformed webhook secret stops the start (InputError) rather
     than failing every delivery later; a missing one only turns its endpoint off (503).
@@ -107,6 +110,10 @@ def create_app(
     if metrics is not None:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
     routes += bounce_routes(engine, clock, settings)
+    if links is not None:  # the participants' page behind the emails' personal link
+        from pshnotify.web.participant import ParticipantPages
+
+        routes += ParticipantPages(engine, clock, settings, load_program, links).routes()
     if console is not None:  # last: it answers every other path
         routes.append(Mount("/", app=console))
     throttle = FailureThrottle(limit=settings.http_auth_failures, window=60.0)

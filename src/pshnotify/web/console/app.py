@@ -31,10 +31,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pshnotify.clock import Clock
+from pshnotify.domain import requests as request_rules
 from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.domain.values import Day, Instant, read
-from pshnotify.services import lookup, progress
+from pshnotify.services import lookup, progress, requests
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page, record_refusal
 from pshnotify.services.bounces import address_ok
@@ -169,6 +170,17 @@ class Console:
             Route("/departments", p(self.departments)),
             Route("/departments/report.csv", p(self.report_csv)),
             Route("/audit", p(self.audit, operator=True)),
+            Route("/requests", p(self.requests)),
+            Route(
+                "/requests/{id:int}/approve",
+                a(self.approve_request, "request.approve"),
+                methods=["POST"],
+            ),
+            Route(
+                "/requests/{id:int}/decline",
+                a(self.decline_request, "request.decline"),
+                methods=["POST"],
+            ),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         return Starlette(routes=routes)
@@ -590,7 +602,97 @@ class Console:
             raise PageError(404, "Not found", [f"Nobody with id {person_id!r}."]) from None
         options = [(o.key, o.title) for o in call.stored.program.options]
         options.append((ALTERNATIVE, "An approved alternative"))
-        return self.render(call, "person.html", p=view, options=options)
+        asked = await run_in_threadpool(
+            partial(requests.list_requests, self.engine, call.stored, person_ref=view.id)
+        )
+        return self.render(call, "person.html", p=view, options=options, **_request_rows(asked))
+
+    # -- participants' requests ----------------------------------------------------------------
+    async def requests(self, call: _Call) -> Response:
+        params = call.request.query_params
+        kind = params.get("kind") or None
+        state = params.get("state") or None
+        try:
+            rows = await run_in_threadpool(
+                partial(
+                    requests.list_requests,
+                    self.engine,
+                    call.stored,
+                    state=state,
+                    kind=kind,
+                    departments=_scope(call.user),
+                )
+            )
+        except InputError as exc:
+            raise PageError(400, "Unknown filter", exc.problems, back="/requests") from None
+        return self.render(
+            call,
+            "requests.html",
+            kind=kind,
+            state=state,
+            kinds=list(request_rules.KINDS.items()),
+            states=request_rules.STATES,
+            pause_days=call.stored.program.requests.pause_reminders_days,
+            **_request_rows(rows),
+        )
+
+    async def _request_action(
+        self, call: _Call, form: FormData, work: Callable[[int], dict[str, Any]]
+    ) -> Response:
+        request_id = int(call.request.path_params["id"])
+        back = f"/requests#request-{request_id}"
+        kept = {k: str(v) for k, v in form.items() if k != CSRF_FIELD}
+        try:
+            done = await run_in_threadpool(work, request_id)
+        except NotFoundError:
+            raise PageError(404, "Not found", [f"No request {request_id}."]) from None
+        except InputError as exc:
+            raise PageError(
+                400, "Nothing was changed", exc.problems, back="/requests", kept=kept
+            ) from None
+        except ConflictError as exc:
+            raise PageError(409, "Nothing was changed", [str(exc)], back="/requests") from None
+        said = {
+            "approved": "approved; the person is told by email",
+            "declined": "declined; the person is told by email and their reminders resume",
+        }[done["state"]]
+        return self._done(call, f"Request {request_id} ({done['person']}) {said}.", back)
+
+    async def approve_request(self, call: _Call, form: FormData) -> Response:
+        raw = str(form.get("until", "")).strip()
+        note = str(form.get("note", ""))
+
+        def work(request_id: int) -> dict[str, Any]:
+            reach = call.stored.program.reach
+            until = read("until", lambda: Day.parse(raw, reach)) if raw else None
+            return requests.approve(
+                self.engine,
+                call.stored,
+                request_id,
+                self.clock,
+                actor=call.user.login,
+                until=until,
+                note=note,
+                message_id_domain=self.settings.message_id_domain,
+            )
+
+        return await self._request_action(call, form, work)
+
+    async def decline_request(self, call: _Call, form: FormData) -> Response:
+        note = str(form.get("note", ""))
+
+        def work(request_id: int) -> dict[str, Any]:
+            return requests.decline(
+                self.engine,
+                call.stored,
+                request_id,
+                self.clock,
+                actor=call.user.login,
+                note=note,
+                message_id_domain=self.settings.message_id_domain,
+            )
+
+        return await self._request_action(call, form, work)
 
     async def departments(self, call: _Call) -> Response:
         params = call.request.query_params
@@ -753,6 +855,20 @@ def _completion_said(result: CompletionResult) -> str:
     if result.confirmation_queued:
         said += "; a confirmation is on its way"
     return said + "."
+
+
+def _request_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests as the pages show them (times as datetimes, kinds in words)."""
+    shown = [
+        {
+            **r,
+            "filed": dt.datetime.fromisoformat(r["filed_at"]),
+            "decided": dt.datetime.fromisoformat(r["decided_at"]) if r["decided_at"] else None,
+        }
+        for r in rows
+    ]
+    titles = {k: t.title for k, t in request_rules.KINDS.items()}
+    return {"requests": shown, "rows": shown, "titles": titles}
 
 
 def _scope(user: User) -> Sequence[str] | None:
