@@ -11,9 +11,6 @@ export PATH="$ROOT/.venv/bin:$PATH"
 DEMO=var/demo
 export PSHNOTIFY_SMTP_HOST=127.0.0.1 PSHNOTIFY_SMTP_PORT="$PORT"
 unset PSHNOTIFY_DATABASE_URL PSHNOTIFY_PROGRAM_FILE PSHNOTIFY_TEMPLATES_DIR
-# The shipped program takes participants' requests: their links are signed with this. A
-# real campaign sets its own (openssl rand -hex 32).
-export PSHNOTIFY_LINK_SECRET="${PSHNOTIFY_LINK_SECRET:-demo only: not a secret, 32 characters at least}"
 
 if [ -t 1 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD='' PLAIN=''; fi
 step() { printf '\n%s%s$ %s%s\n' "$BOLD" "$DEMO" "$*" "$PLAIN"; "$@"; }

@@ -54,11 +54,15 @@ def test_the_env_file_lists_every_setting_commented_with_what_it_does(tmp_path: 
     assert set(DESCRIPTIONS) == set(Settings.model_fields)  # a new setting needs its line
     assert run(tmp_path, "new", "c").returncode == 0
     text = (tmp_path / "c" / ".env").read_text()
-    named = re.findall(r"^# (PSHNOTIFY_[A-Z_]+)=", text, re.M)
+    named = re.findall(r"^(?:# )?(PSHNOTIFY_[A-Z_]+)=", text, re.M)
     assert named == [f"PSHNOTIFY_{name.upper()}" for name in Settings.model_fields]
     assert "# PSHNOTIFY_SMTP_PORT=8025" in text
     assert "relay's password" in text
-    assert not [line for line in text.splitlines() if line and not line.startswith("#")]
+    # One line is set: the key of the emails' personal links, random for each folder.
+    (secret,) = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert re.fullmatch(r"PSHNOTIFY_LINK_SECRET=[0-9a-f]{48}", secret)
+    assert run(tmp_path, "new", "d").returncode == 0
+    assert secret not in (tmp_path / "d" / ".env").read_text()
     assert all(len(line) <= 80 for line in text.splitlines())
 
 

@@ -4,6 +4,7 @@ setting, its default and what it does (a setting without a description here fail
 from __future__ import annotations
 
 import json
+import secrets
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,12 @@ DESCRIPTIONS: dict[str, str] = {
     "hold it for an operator.",
     "worker_name": "This process's name in the database (else host:pid).",
     "db_retry_seconds": "How long `run --once` waits for a database that went away.",
+    "public_url": "The address people reach this service at: the personal links in the "
+    "emails (PUBLIC_URL/r/...) start with it.",
+    "link_secret": "Signs the personal links in the emails (at least 32 characters; "
+    "required while the program takes requests). `pshnotify new` wrote a random one.",
+    "link_secret_old": "The previous LINK_SECRET after a rotation: links signed with it "
+    "stay valid.",
     "smtp_allow_plain_auth": "Allow sending the SMTP password without TLS to a relay on "
     "another machine (only on a trusted network).",
 }
@@ -105,5 +112,8 @@ def env_template() -> str:
         lines.append("")
         about = DESCRIPTIONS[name]
         lines += textwrap.wrap(about, 78, initial_indent="# ", subsequent_indent="# ")
+        if name == "link_secret":  # the shipped program takes requests: links need a key
+            lines.append(f"{ENV_PREFIX}{name.upper()}={secrets.token_hex(24)}")
+            continue
         lines.append(f"# {ENV_PREFIX}{name.upper()}={_value(field.default)}")
     return "\n".join(lines) + "\n"
