@@ -111,8 +111,8 @@ def _show(result: Report) -> None:
     s = result.summary
     out.print(
         Text(
-            f"{s['people']} people: {s['complete']} complete, {s['pending']} pending "
-            f"({s['overdue']} past the deadline), {s['not_launched']} not launched yet, "
-            f"{s['exempt']} exempt"
+            f"{s['people']} people: {s['complete']} complete, {s['emailed']} emailed and "
+            f"not complete ({s['overdue']} past the deadline), {s['not_launched']} not "
+            f"launched yet, {s['exempt']} exempt, {s['not_required']} not required"
         )
     )

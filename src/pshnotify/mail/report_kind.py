@@ -14,6 +14,7 @@ from typing import Any
 
 from pshnotify.domain.calendar import human_date
 from pshnotify.domain.csv_safety import to_csv
+from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.mail.kinds import Attachment, KindInput, KindSpec, common_context, register
 
 KIND = "report"
@@ -35,13 +36,9 @@ CSV_COLUMNS = (
     "launch_email_sent",
     "exemption_reason",
 )
-STATUS_LABELS = {
-    "complete": "Complete",
-    "pending": "Pending",
-    "not-launched": "Not launched yet",
-    "exempt": "Exempt",
-}
-SUMMARY_KEYS = ("people", "complete", "pending", "overdue", "not_launched", "exempt")
+# The words of domain/vocabulary.py, capitalised for the email's table.
+STATUS_LABELS = {w.value: w.words.capitalize() for w in PersonWord}
+SUMMARY_KEYS = ("people", "complete", "emailed", "overdue", "not_launched", "exempt", "not_required")
 
 
 def csv_filename(program_key: str, day: dt.date) -> str:
@@ -64,12 +61,12 @@ def detail(row: Mapping[str, Any]) -> str:
     status = row["status"]
     if status == "complete":
         return f"Option {row['option']} - {row['option_title']}, on {row['completed_on']}"
-    if status == "exempt":
-        return str(row["exemption_reason"] or "exempt")
+    if status in ("exempt", "not_required"):
+        return str(row["exemption_reason"] or PersonWord(status).words)
     due = f"due {row['deadline']}" if row["deadline"] else "no deadline"
     if row.get("deadline_passed"):
         due += " (passed)"
-    if status == "not-launched":
+    if status == "not_launched":
         return f"wave not launched yet; {due}"
     sent = "launch email sent" if row.get("launch_email_sent") else "launch email not sent yet"
     return f"{due}; {sent}"
@@ -102,6 +99,7 @@ def report_context(data: KindInput) -> dict[str, Any]:
     day = dt.date.fromisoformat(str(extra["date"]))
     rows = [_display(r) for r in extra["rows"]]
     summary = {k: int(extra["summary"].get(k, 0)) for k in SUMMARY_KEYS}
+    summary["pending"] = summary["emailed"]  # for a campaign folder's templates made before 2
     attention = {k: list(extra.get("attention", {}).get(k, [])) for k in ATTENTION_KEYS}
     return {
         **common_context(data.program, data.person),
@@ -127,7 +125,7 @@ _BAR = 20  # characters of the text progress bar
 
 def progress(summary: dict[str, int]) -> dict[str, Any]:
     """Complete out of everyone the report asks of (people less the exempt), as a bar."""
-    asked = summary["people"] - summary["exempt"]
+    asked = summary["people"] - summary["exempt"] - summary["not_required"]
     done = summary["complete"]
     percent = round(100 * done / asked) if asked else 100
     filled = round(_BAR * percent / 100)
@@ -191,20 +189,22 @@ SAMPLE_EXTRA: dict[str, Any] = {
     "date": "2023-09-12",
     "title": "Sample Department",
     "summary": {
-        "people": 4,
+        "people": 5,
         "complete": 1,
-        "pending": 1,
+        "emailed": 1,
         "overdue": 1,
         "not_launched": 1,
         "exempt": 1,
+        "not_required": 1,
     },
     "rows": [
         _sample_row(
             "complete", option="A", option_title="Sample course", completed_on="2023-09-11"
         ),
-        _sample_row("pending", deadline="2023-09-11", deadline_passed=True, launch_email_sent=True),
-        _sample_row("not-launched", deadline="2023-10-06", launch_email_sent=False),
-        _sample_row("exempt", exemption_reason="Unpaid appointees may ask for access."),
+        _sample_row("emailed", deadline="2023-09-11", deadline_passed=True, launch_email_sent=True),
+        _sample_row("not_launched", deadline="2023-10-06", launch_email_sent=False),
+        _sample_row("exempt", exemption_reason="On leave until March."),
+        _sample_row("not_required", exemption_reason="Unpaid appointees may ask for access."),
     ],
     "officer_name": "Sample Officer",
     "attention": {

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from pshnotify.domain import requests as request_rules
 from pshnotify.domain.delivery import Kind, State
+from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import (
@@ -43,11 +44,11 @@ def action_sections(
 ) -> dict[str, Any]:
     """The report's extra data: JSON-able, stored nowhere, read when the report is sent."""
     today = as_of.astimezone(stored.program.tz).date()
-    pending = [r for r in rows if r["status"] == "pending"]
-    overdue = [r for r in pending if r.get("deadline_passed")]
+    owing = [r for r in rows if r["status"] == PersonWord.EMAILED]
+    overdue = [r for r in owing if r.get("deadline_passed")]
     soon = [
         r
-        for r in pending
+        for r in owing
         if not r.get("deadline_passed")
         and r.get("deadline")
         and (dt.date.fromisoformat(r["deadline"]) - today).days <= DUE_SOON_DAYS

@@ -21,7 +21,8 @@ from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
-from pshnotify.mail.report_kind import OFFICER_NAME, report_csv
+from pshnotify.domain.vocabulary import PersonWord
+from pshnotify.mail.report_kind import OFFICER_NAME, SUMMARY_KEYS, report_csv
 from pshnotify.services.officer_report import action_sections
 from pshnotify.store import outbox, standing
 from pshnotify.store.outbox import Claimed
@@ -29,7 +30,9 @@ from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, waves
 from pshnotify.store.sql import chunks
 
-COMPLETE, PENDING, NOT_LAUNCHED, EXEMPT = "complete", "pending", "not-launched", "exempt"
+# A row's status is a PersonWord key (domain/vocabulary.py): the CSV and JSON say these.
+COMPLETE, EMAILED, NOT_LAUNCHED = PersonWord.COMPLETE, PersonWord.EMAILED, PersonWord.NOT_LAUNCHED
+EXEMPT, NOT_REQUIRED = PersonWord.EXEMPT, PersonWord.NOT_REQUIRED
 _CHUNK = 500  # person ids per IN list, well under every backend's parameter limit
 
 
@@ -152,7 +155,7 @@ def _owes(r: Row[Any]) -> bool:
 def _row(program: Program, r: Row[Any], last_passed: dt.date, launch_sent: bool) -> ReportRow:
     """Complete first (whatever the rules say), then exempt, then what is still owed.
     `last_passed`: `store.standing.last_day_passed` now (a deadline on or before it passed)."""
-    base = ReportRow(r.external_id, r.name, r.email, r.department, r.wave_key, PENDING)
+    base = ReportRow(r.external_id, r.name, r.email, r.department, r.wave_key, EMAILED)
     person = standing.to_standing(r)
     if person.completed:
         key = r.completion_option or ""
@@ -166,11 +169,12 @@ def _row(program: Program, r: Row[Any], last_passed: dt.date, launch_sent: bool)
     if not policy.owes_training(person):
         # The program file's note for the rule's reason ("Unpaid appointees ..."), not its code.
         why = r.exempted_reason or program.reason_note(r.reason) or r.reason
-        return replace(base, status=EXEMPT, exemption_reason=why)
+        word = EXEMPT if person.exempted_reason is not None else NOT_REQUIRED
+        return replace(base, status=word, exemption_reason=why)
     deadline = policy.deadline(program, person)
     return replace(
         base,
-        status=PENDING if r.launched_at is not None else NOT_LAUNCHED,
+        status=EMAILED if r.launched_at is not None else NOT_LAUNCHED,
         deadline=deadline,
         deadline_passed=deadline is not None and deadline <= last_passed,
         launch_email_sent=launch_sent,
@@ -206,10 +210,9 @@ def summarise(rows: Iterable[ReportRow]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for r in rows:
         counts["people"] += 1
-        counts[r.status.replace("-", "_")] += 1
-        counts["overdue"] += r.status == PENDING and bool(r.deadline_passed)
-    keys = ("people", "complete", "pending", "overdue", "not_launched", "exempt")
-    return {k: counts[k] for k in keys}
+        counts[r.status] += 1
+        counts["overdue"] += r.status == EMAILED and bool(r.deadline_passed)
+    return {k: counts[k] for k in SUMMARY_KEYS}
 
 
 def build_report(
