@@ -419,7 +419,7 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
             )
         tz = stored.program.tz
         columns = ["wave", "window", "launched", "req", "not req", "emailed", "done"]
-        columns += ["pending", "sent", "failed"]
+        columns += ["queued", "delivered", "failed"]
         rows: list[list[str]] = []
         reasons: dict[str, dict[str, int]] = {}
         for key, w in data["waves"].items():
@@ -435,8 +435,8 @@ def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = Fa
                     str(sum(ppl["not_required"].values())),
                     str(ppl["launched"]),
                     str(ppl["completed"]),
-                    str(msg["queued"] + msg["retry"] + msg["claimed"]),
-                    str(msg["sent"]),
+                    str(msg["queued"] + msg["deferred"] + msg["sending"]),
+                    str(msg["delivered"]),
                     str(msg["failed"] + msg["unknown"]),
                 ]
             )

@@ -30,7 +30,17 @@ from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
 
-SHOWS = ("overdue", "pending", "complete", "exempt", "unreachable")
+# The console's lists of a department, each with its heading. Not complete = emailed and not
+# complete, or not launched yet (domain/vocabulary.py); "pending", its old name, still works.
+SHOWS = ("overdue", "owing", "complete", "exempt", "unreachable")
+SHOW_WORDS = {
+    "overdue": "overdue",
+    "owing": "not complete, deadline ahead",
+    "complete": "complete",
+    "exempt": "exempt or not required",
+    "unreachable": "unreachable",
+}
+SHOW_ALIASES = {"pending": "owing"}
 # Messages whose failure means the person did not hear from us (a report's is the officer's).
 _PERSONAL = ["launch", "invitation", "reminder", "overdue", "confirmation"]
 
@@ -74,7 +84,7 @@ def owing_marked_by_wave(engine: Engine, stored: StoredProgram) -> dict[str, int
 
 def _show_condition(show: str, program: Program, program_id: int, now: dt.datetime) -> Any:
     """Of the people present: complete, exempt (not complete and not owing), overdue and
-    pending (owing, the deadline passed or not), unreachable."""
+    owing (the deadline ahead), unreachable."""
     complete = standing.FACTS["completed"]
     if show == "complete":
         return complete
@@ -82,7 +92,7 @@ def _show_condition(show: str, program: Program, program_id: int, now: dt.dateti
         return and_(~complete, ~standing.owes())
     if show == "overdue":
         return and_(standing.owes(), standing.deadline_passed(program, now))
-    if show == "pending":
+    if show == "owing":
         return and_(standing.owes(), standing.deadline_ahead(program, now))
     return people.c.id.in_(_unreachable(program_id))
 
@@ -92,7 +102,7 @@ class DepartmentRow:
     department: str
     people: int
     complete: int
-    pending: int
+    owing: int  # not complete, the deadline ahead
     overdue: int
     exempt: int
     unreachable: int
@@ -101,7 +111,7 @@ class DepartmentRow:
 def department_summary(
     engine: Engine, stored: StoredProgram, now: dt.datetime, departments: Sequence[str] | None
 ) -> list[DepartmentRow]:
-    """Per department: people, complete, pending (deadline ahead), overdue, exempt and
+    """Per department: people, complete, owing (deadline ahead), overdue, exempt and
     unreachable, for the departments in scope (all for an operator)."""
     program = stored.program
     dept = people.c.department

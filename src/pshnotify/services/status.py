@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, case, func, select
 
 from pshnotify.domain import policy
 from pshnotify.domain.delivery import State
+from pshnotify.domain.vocabulary import MessageWord, PersonWord
 from pshnotify.services.bounces import bounce_summary
 from pshnotify.services.completions import unmatched_completions
 from pshnotify.services.delivery_stats import delivery_stats
@@ -21,7 +22,9 @@ from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages
 
-SCHEMA_VERSION = 1
+# 2: message counts keyed by domain/vocabulary.py's MessageWord (delivered, not sent), and
+# each wave's people gain `states`, keyed by PersonWord.
+SCHEMA_VERSION = 2
 
 
 def program_status(
@@ -65,6 +68,7 @@ def program_status(
                 "launched": launched.get(w.key, 0),
                 "completed": 0,
                 "undeliverable": undeliverable.get(w.key, 0),
+                "states": Counter(),
             },
             "messages": Counter(),
         }
@@ -74,7 +78,7 @@ def program_status(
             wave,
             {
                 "title": wave,
-                "people": defaultdict(int, not_required=Counter()),
+                "people": defaultdict(int, not_required=Counter(), states=Counter()),
                 "messages": Counter(),
             },
         )["people"]
@@ -82,6 +86,7 @@ def program_status(
             entry["removed"] += n
             continue
         entry["total"] += n
+        entry["states"][_word(status, exempted, completed, states.get(wave))] += n
         if status != policy.REQUIRED:
             entry["not_required"][reason] += n
         elif exempted:
@@ -90,15 +95,18 @@ def program_status(
             entry["required"] += n
             if completed:
                 entry["completed"] += n
-    for (wave, state), n in by_state.items():
-        if wave in waves:
-            waves[wave]["messages"][state] += n
     totals: Counter[str] = Counter()
-    for (_, state), n in by_state.items():
-        totals[state] += n
+    for (wave, state), n in by_state.items():
+        word = MessageWord.of(state).value
+        totals[word] += n
+        if wave in waves:
+            waves[wave]["messages"][word] += n
     for entry in waves.values():
-        entry["people"]["not_required"] = dict(sorted(entry["people"]["not_required"].items()))
-        entry["messages"] = {s.value: entry["messages"].get(s.value, 0) for s in State}
+        ppl = entry["people"]
+        ppl["not_required"] = dict(sorted(ppl["not_required"].items()))
+        ppl["states"] = {w.value: ppl["states"].get(w.value, 0) for w in PersonWord}
+        ppl["states"][PersonWord.UNDELIVERABLE] = ppl.get("undeliverable", 0)
+        entry["messages"] = {w.value: entry["messages"].get(w.value, 0) for w in MessageWord}
     return {
         "schema": SCHEMA_VERSION,
         "program": {
@@ -109,11 +117,23 @@ def program_status(
             "paused": stored.paused,
         },
         "waves": waves,
-        "messages": {s.value: totals.get(s.value, 0) for s in State},
+        "messages": {w.value: totals.get(w.value, 0) for w in MessageWord},
         "completions": {"unmatched": len(unmatched)},
         "bounces": bounce_counts,
         "delivery": _delivery(engine, now) if delivery else {},
     }
+
+
+def _word(status: str, exempted: bool, completed: bool, wave: Any) -> str:
+    """A present person's PersonWord, as the officers' report decides it (services/reports)."""
+    if completed:
+        return PersonWord.COMPLETE
+    if exempted:
+        return PersonWord.EXEMPT
+    if status != policy.REQUIRED:
+        return PersonWord.NOT_REQUIRED
+    launched = wave is not None and wave.launched_at is not None
+    return PersonWord.EMAILED if launched else PersonWord.NOT_LAUNCHED
 
 
 def _people_counts(conn: Connection, program_id: int) -> list[tuple[Any, ...]]:

@@ -35,6 +35,7 @@ from pshnotify.domain import requests as request_rules
 from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.domain.values import Day, Instant, read
+from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.services import lookup, progress, requests
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page, record_refusal
@@ -698,8 +699,10 @@ class Console:
         params = call.request.query_params
         name = params.get("name")
         show = params.get("show", "overdue")
+        show = progress.SHOW_ALIASES.get(show, show)
         if show not in progress.SHOWS:
-            raise PageError(400, "Unknown list", [f"show: expected one of {progress.SHOWS}"])
+            lists = ", ".join(progress.SHOW_WORDS.values())
+            raise PageError(400, "Unknown list", [f"No list {show!r}: the lists are {lists}."])
         scope = _scope(call.user)
         if name is not None and scope is not None and name.casefold() not in _folded(scope):
             raise PageError(404, "Not found", [f"No department {name!r} among yours."])
@@ -722,7 +725,7 @@ class Console:
             summary=summary,
             name=name,
             show=show,
-            shows=progress.SHOWS,
+            shows=progress.SHOW_WORDS,
             listed=listed,
         )
 
@@ -920,25 +923,33 @@ class WaveCard:
     not_required: dict[str, int]
 
 
+_OWING = (PersonWord.EMAILED, PersonWord.NOT_LAUNCHED)
+
+
 def _wave_card(key: str, w: dict[str, Any], undeliverable: int = 0) -> WaveCard:
     """One wave's progress bars from `status`'s numbers (the CLI's `status`, drawn); the
     undeliverable are those who still owe the training and cannot be reached."""
     ppl, msg = w["people"], w["messages"]
-    exempt_n = sum(ppl["not_required"].values())
+    said = ppl["states"]  # by PersonWord: the words `status` and the officers' report use
+    owing = said[PersonWord.EMAILED] + said[PersonWord.NOT_LAUNCHED] - undeliverable
     people = charts.stacked(
         "people",
         [
-            ("complete", "complete", ppl["completed"]),
-            ("pending", "pending", ppl["required"] - ppl["completed"] - undeliverable),
-            ("undeliverable", "undeliverable", undeliverable),
-            ("exempt", "exempt / not required", exempt_n),
-        ],
+            (w_.value, w_.words, owing if w_ in _OWING else said[w_])
+            for w_ in (
+                PersonWord.COMPLETE,
+                PersonWord.EMAILED if w.get("launched_at") else PersonWord.NOT_LAUNCHED,
+                PersonWord.EXEMPT,
+                PersonWord.NOT_REQUIRED,
+            )
+        ]
+        + [(PersonWord.UNDELIVERABLE.value, PersonWord.UNDELIVERABLE.words, undeliverable)],
     )
     messages = charts.stacked(
         "messages",
         [
-            ("delivered", "delivered", msg["sent"]),
-            ("waiting", "waiting", msg["queued"] + msg["claimed"] + msg["retry"]),
+            ("delivered", "delivered", msg["delivered"]),
+            ("waiting", "queued, sending or deferred", msg["queued"] + msg["sending"] + msg["deferred"]),
             ("failed", "failed or bounced", msg["failed"] + msg["unknown"] + msg.get("bounced", 0)),
         ],
     )
