@@ -25,7 +25,14 @@ app.add_typer(messages_app, name="messages")
 @messages_app.callback()
 def messages(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option("--state", help="queued, sent, failed, ...")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="queued, sending, delivered, deferred, failed, bounced, skipped, cancelled "
+            "or unknown; the stored names (claimed, sent, retry) work too.",
+        ),
+    ] = None,
     wave: Annotated[str | None, typer.Option("--wave")] = None,
     kind: Annotated[str | None, typer.Option("--kind")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
@@ -73,7 +80,13 @@ def retry(
     ids: Annotated[
         list[int] | None, typer.Option("--id", help="A message id (repeatable).")
     ] = None,
-    state: Annotated[str | None, typer.Option("--state", help="failed, unknown, ...")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="failed, unknown, cancelled, skipped or deferred (stored name retry works).",
+        ),
+    ] = None,
     wave: Annotated[str | None, typer.Option("--wave")] = None,
     program: ProgramOpt = None,
     now: NowOpt = None,

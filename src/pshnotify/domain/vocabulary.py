@@ -59,6 +59,21 @@ class MessageWord(StrEnum):
     def of(cls, state: State | str) -> MessageWord:
         return _MESSAGE_WORDS[State(state)]
 
+    @property
+    def stored(self) -> State:
+        """The state the database keeps for this word (`delivered` is stored `sent`)."""
+        return _STORED[self]
+
+    @classmethod
+    def read(cls, text: str) -> MessageWord | None:
+        """A word, or the stored name as an alias (`sent` for delivered); None if neither."""
+        text = text.strip().lower()
+        if text in cls._value2member_map_:
+            return cls(text)
+        if text in State._value2member_map_:
+            return cls.of(text)
+        return None
+
 
 _MESSAGE_WORDS = {
     State.QUEUED: MessageWord.QUEUED,
@@ -71,3 +86,4 @@ _MESSAGE_WORDS = {
     State.CANCELLED: MessageWord.CANCELLED,
     State.UNKNOWN: MessageWord.UNKNOWN,
 }
+_STORED = {word: state for state, word in _MESSAGE_WORDS.items()}

@@ -38,7 +38,15 @@ CSV_COLUMNS = (
 )
 # The words of domain/vocabulary.py, capitalised for the email's table.
 STATUS_LABELS = {w.value: w.words.capitalize() for w in PersonWord}
-SUMMARY_KEYS = ("people", "complete", "emailed", "overdue", "not_launched", "exempt", "not_required")
+SUMMARY_KEYS = (
+    "people",
+    "complete",
+    "emailed",
+    "overdue",
+    "not_launched",
+    "exempt",
+    "not_required",
+)
 
 
 def csv_filename(program_key: str, day: dt.date) -> str:

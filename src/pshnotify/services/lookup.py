@@ -21,6 +21,7 @@ from pshnotify.domain.cadence import Planned
 from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
+from pshnotify.domain.vocabulary import MessageWord
 from pshnotify.services.bounces import Mark, marks
 from pshnotify.services.plan import person_plan
 from pshnotify.store import programs as program_repo
@@ -395,7 +396,7 @@ def _recorded(conn: Connection, program_id: int, person_pk: int) -> list[Entry]:
                 at,
                 m.kind,
                 m.step,
-                m.state,
+                MessageWord.of(m.state).value,  # the vocabulary's word, not the stored name
                 describe_step(m.kind, m.step),
                 _why_recorded(m.state, m.reason, reply, m.kind),
                 m.message_id,

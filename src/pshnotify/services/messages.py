@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select, update
 from pshnotify.clock import Clock
 from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.errors import InputError
+from pshnotify.domain.vocabulary import MessageWord
 from pshnotify.store import audit
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import messages
@@ -31,12 +32,21 @@ COLUMNS = (
 )
 
 
-def _filtered(stored: StoredProgram, state: str | None, wave: str | None, kind: str | None) -> Any:
-    if state is not None and state not in {s.value for s in State}:
+def _stored_state(state: str | None) -> str | None:
+    """The stored state a word means (domain/vocabulary.py); the stored names are aliases."""
+    if state is None:
+        return None
+    word = MessageWord.read(state)
+    if word is None:
         raise InputError(
             [f"--state: unknown state {state!r}"],
-            hint=f"states: {', '.join(s.value for s in State)}",
+            hint=f"states: {', '.join(w.value for w in MessageWord)}",
         )
+    return word.stored.value
+
+
+def _filtered(stored: StoredProgram, state: str | None, wave: str | None, kind: str | None) -> Any:
+    state = _stored_state(state)
     waves = [w.key for w in stored.program.waves]
     if wave is not None and wave not in waves:  # bad input, as everywhere else
         raise InputError([f"--wave: unknown wave {wave!r}"], hint=f"waves: {', '.join(waves)}")
@@ -64,7 +74,10 @@ def list_messages(
 ) -> list[dict[str, Any]]:
     q = _filtered(stored, state, wave, kind).order_by(messages.c.id).limit(limit)
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    for row in rows:  # said in the vocabulary's words, as `status` says them
+        row["state"] = MessageWord.of(row["state"]).value
+    return rows
 
 
 def retry_messages(
@@ -80,8 +93,10 @@ def retry_messages(
     """Queue chosen messages again, due now, with their Message-ID unchanged."""
     if not ids and not state:
         raise InputError(["messages retry: name messages with --id or --state"])
+    state = _stored_state(state)
     if state and state not in {s.value for s in RETRYABLE}:
-        raise InputError([f"--state: only {', '.join(s.value for s in RETRYABLE)} can be retried"])
+        can = ", ".join(MessageWord.of(s).value for s in RETRYABLE)
+        raise InputError([f"--state: only {can} can be retried"])
     now = clock.now()
     stmt = (
         update(messages)

@@ -945,11 +945,12 @@ def _wave_card(key: str, w: dict[str, Any], undeliverable: int = 0) -> WaveCard:
         ]
         + [(PersonWord.UNDELIVERABLE.value, PersonWord.UNDELIVERABLE.words, undeliverable)],
     )
+    waiting = msg["queued"] + msg["sending"] + msg["deferred"]
     messages = charts.stacked(
         "messages",
         [
             ("delivered", "delivered", msg["delivered"]),
-            ("waiting", "queued, sending or deferred", msg["queued"] + msg["sending"] + msg["deferred"]),
+            ("waiting", "queued, sending or deferred", waiting),
             ("failed", "failed or bounced", msg["failed"] + msg["unknown"] + msg.get("bounced", 0)),
         ],
     )
