@@ -58,7 +58,7 @@ def test_the_whole_path_from_the_command_line(
     assert pilot["people"]["required"] == 3
     assert pilot["people"]["launched"] == 3
     assert pilot["people"]["not_required"] == {"exempt-new-hire": 1, "exempt-unpaid": 1}
-    assert pilot["messages"]["sent"] == 3
+    assert pilot["messages"]["delivered"] == 3
     assert status["waves"]["grad"]["launched_at"] is None
     preview = cli(env, "preview", "launch", "--person", "H2", "--raw", "--now", NOW)
     assert preview.returncode == 0

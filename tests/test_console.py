@@ -285,7 +285,7 @@ def test_a_person_page_shows_the_timeline_with_a_skipped_reminders_reason(
 
         rows = page.locator("table.timeline tbody tr")
         sent = rows.filter(has_text="the wave's launch email")
-        expect(sent.locator(".badge")).to_have_text("sent")
+        expect(sent.locator(".badge")).to_have_text("delivered")
         expect(sent).to_contain_text("accepted by the relay: 250")
         expect(sent.locator("ol.attempts")).to_contain_text("attempt 1")
         skipped = rows.filter(has_text="reminder 7 days after the launch email")

@@ -237,7 +237,7 @@ def test_a_per_minute_or_per_day_rate_holds_the_rest_and_sigint_ends_the_wait(
     assert "stopping" in err
     assert "Traceback" not in err
     messages = status(env)["waves"]["pilot"]["messages"]  # type: ignore[index]
-    assert (messages["sent"], messages["queued"]) == (2, 1)  # type: ignore[index]
+    assert (messages["delivered"], messages["queued"]) == (2, 1)  # type: ignore[index]
 
 
 # -- relay shares ----------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def test_a_dotenv_file_in_the_working_directory_is_read(
     ok(here("launch", "pilot", "--yes", "--now", NOW))
     ok(here("run", "--once", "--now", NOW))
     assert len(smtp.received) == 3  # the relay named only in .env
-    assert status(env)["waves"]["pilot"]["messages"]["sent"] == 3  # type: ignore[index]
+    assert status(env)["waves"]["pilot"]["messages"]["delivered"] == 3  # type: ignore[index]
     elsewhere = here("status", PSHNOTIFY_DATABASE_URL=f"sqlite:///{tmp_path / 'other.db'}")
     assert elsewhere.returncode == 2  # the environment wins over the file
     assert "the database is not initialised" in said(elsewhere)

@@ -334,18 +334,19 @@ def test_the_nightly_report_arrives_with_a_table_and_a_safe_csv(
         "2023-09-11",
     )
     assert by_id["R2"]["name"] == "'" + EVIL
-    assert (by_id["R2"]["status"], by_id["R2"]["deadline"]) == ("pending", "2023-10-06")
+    assert (by_id["R2"]["status"], by_id["R2"]["deadline"]) == ("emailed", "2023-10-06")
     assert by_id["R2"]["launch_email_sent"] == "yes"
     assert (by_id["R3"]["status"], by_id["R3"]["exemption_reason"]) == ("exempt", "'" + EXEMPTION)
     assert by_id["R3"]["name"] == "José Núñez"
     # The program file's note for the reason, not its code.
+    assert by_id["R4"]["status"] == "not_required"  # the rules say so, no operator did
     assert by_id["R4"]["exemption_reason"] == "Unpaid appointees may ask for access (FAQ 16)."
     for row in rows:
         assert all(not v or v[0] not in "=+-@\t\r" for v in row.values())
     _, ist_rows = attachment_rows(received[IST])
     assert [(r["id"], r["status"]) for r in ist_rows] == [
         ("R5", "complete"),
-        ("R6", "not-launched"),
+        ("R6", "not_launched"),
     ]
     assert send(runtime) == {}  # sent once; the next pass finds nothing to send
 
@@ -367,10 +368,11 @@ def test_the_on_demand_report_matches_departments_without_case(
     assert report.summary == {
         "people": 5,
         "complete": 1,
-        "pending": 2,
+        "emailed": 2,
         "overdue": 2,  # 7 October: the pilot closed the day before
         "not_launched": 0,
-        "exempt": 2,
+        "exempt": 1,
+        "not_required": 1,
     }
     assert caught.value.problems == [
         "--department: nobody enrolled in psh-2023-2024 has the department 'Human Resource'"
@@ -382,7 +384,7 @@ def test_the_on_demand_report_matches_departments_without_case(
     cli_reports._show(report)
     shown = console.export_text()
     assert EVIL in shown  # printed as written, never taken as markup
-    assert "5 people: 1 complete, 2 pending (2 past the deadline)" in shown
+    assert "5 people: 1 complete, 2 emailed and not complete (2 past the deadline)" in shown
 
 
 @pytest.mark.fast
@@ -408,10 +410,10 @@ def test_the_report_command_writes_the_same_csv(
     assert data["summary"]["people"] == 5
     assert {r["id"]: r["status"] for r in data["rows"]} == {
         "R1": "complete",
-        "R2": "pending",
+        "R2": "emailed",
         "R3": "exempt",
-        "R4": "exempt",
-        "R7": "pending",
+        "R4": "not_required",
+        "R7": "emailed",
     }
     rows = list(csv.DictReader(io.StringIO(target.read_bytes().decode("utf-8-sig"), newline="")))
     assert [r["name"] for r in rows] == [

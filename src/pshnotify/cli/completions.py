@@ -76,7 +76,7 @@ def completions_import(
             f"{verb} {report.rows} rows from {file}: {data['recorded']} recorded, "
             f"{data['extra']} extra, {data['duplicate']} duplicate, {data['unmatched']} unmatched; "
             f"{report.confirmations} confirmations queued, "
-            f"{report.cancelled_messages} pending emails cancelled"
+            f"{report.cancelled_messages} unsent emails cancelled"
         )
         if dry_run:
             out.print("dry run: nothing was changed")
@@ -216,7 +216,7 @@ def _describe(result: CompletionResult, person: str, option: str) -> str:
     who = result.person or person
     return {
         "recorded": f"{who}: completed option {option}; "
-        f"{result.cancelled_messages} pending emails cancelled",
+        f"{result.cancelled_messages} unsent emails cancelled",
         "extra": f"{who} was already complete; option {option} recorded as an extra",
         "duplicate": f"{who}: this completion was recorded before; nothing changed",
     }.get(result.outcome.value, f"{who}: {result.outcome.value}")

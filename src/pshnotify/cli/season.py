@@ -290,7 +290,7 @@ def exempt(
             return
         out.print(
             f"{done.person} ({done.wave}): exempt ({done.detail['reason']}); "
-            f"{done.detail['cancelled_messages']} pending messages cancelled"
+            f"{done.detail['cancelled_messages']} unsent messages cancelled"
         )
 
 

@@ -798,7 +798,7 @@ class Console:
                 self.engine, call.stored, person_id, reason, self.clock, actor=call.user.login
             )
             cancelled = done.detail["cancelled_messages"]
-            return f"{done.person} is exempt; {cancelled} pending messages cancelled."
+            return f"{done.person} is exempt; {cancelled} unsent messages cancelled."
 
         return await self._person_action(call, work, form)
 
@@ -854,7 +854,7 @@ def _completion_said(result: CompletionResult) -> str:
     n = result.cancelled_messages
     said = "Completion recorded: the training is complete"
     if n:
-        said += f"; {n} pending email{'s' if n != 1 else ''} cancelled"
+        said += f"; {n} unsent email{'s' if n != 1 else ''} cancelled"
     if result.confirmation_queued:
         said += "; a confirmation is on its way"
     return said + "."
