@@ -401,7 +401,7 @@ def test_run_once_exits_1_when_the_relay_refuses_everything(
     assert done.returncode == 1
     said = " ".join(done.stderr.split())
     assert "every attempt of this pass failed (5 transient)" in said
-    assert "messages list --state retry" in said
+    assert "messages --state deferred" in said
     smtp.behaviour = Behaviour()
     later = "2023-09-11T12:30:00-04:00"
     assert cli(env, "run", "--once", "--now", later).returncode == 0
@@ -493,12 +493,12 @@ def test_a_relay_refusing_everything_for_an_hour_is_an_error_said_again_each_hou
         0: [],
         30: [],  # half an hour: only the passes' warnings
         61: [
-            f"{alarm} 61 minutes; check the relay and `pshnotify messages list --state retry`"
+            f"{alarm} 61 minutes; check the relay and `pshnotify messages --state deferred`"
             " for its replies"
         ],
         91: [],  # said 30 minutes ago
         122: [
-            f"{alarm} 122 minutes; check the relay and `pshnotify messages list --state retry`"
+            f"{alarm} 122 minutes; check the relay and `pshnotify messages --state deferred`"
             " for its replies"
         ],
         150: [],

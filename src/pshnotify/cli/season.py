@@ -111,7 +111,7 @@ def _all_failed(sent: Any) -> str:
     tried = ", ".join(f"{n} {o}" for o, n in sorted(sent.attempts.items()))
     return (
         f"every attempt of this pass failed ({tried}); the relay accepted nothing. "
-        "next: pshnotify messages list --state retry (the relay's replies)"
+        "next: pshnotify messages --state deferred (the relay's replies)"
     )
 
 

@@ -144,6 +144,6 @@ class Daemon:
             self._refusal_told = now
             self.log.error(
                 "the relay has refused every message for %.0f minutes; check the relay and "
-                "`pshnotify messages list --state retry` for its replies",
+                "`pshnotify messages --state deferred` for its replies",
                 refused_for.total_seconds() / 60,
             )
