@@ -115,6 +115,13 @@ def _column(table: str, heading: str) -> str:
     rule = next(i for i, line in enumerate(lines) if "──" in line)
     starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", lines[rule - 1])]
     names = [m.group() for m in re.finditer(r"\S+(?: \S+)*", lines[rule - 1])]
+    top = rule - 1  # a heading wrapped over lines above: its pieces start where it does
+    while top > 0 and lines[top - 1].strip():
+        top -= 1
+        for m in re.finditer(r"\S+(?: \S+)*", lines[top]):
+            if m.start() in starts:
+                j = starts.index(m.start())
+                names[j] = f"{m.group()} {names[j]}"
     i = names.index(heading)
     end = starts[i + 1] if i + 1 < len(names) else None
     return "".join("".join(line[starts[i] : end].split()) for line in lines[rule + 1 :])
