@@ -348,7 +348,7 @@ def test_a_dotenv_file_in_the_working_directory_is_read(
     assert status(env)["waves"]["pilot"]["messages"]["sent"] == 3  # type: ignore[index]
     elsewhere = here("status", PSHNOTIFY_DATABASE_URL=f"sqlite:///{tmp_path / 'other.db'}")
     assert elsewhere.returncode == 2  # the environment wins over the file
-    assert "the database is not initialised" in said(elsewhere)
+    assert f"no database at {tmp_path / 'other.db'}" in said(elsewhere)
     broken = workdir / ".env"
     broken.write_text(broken.read_text() + "PSHNOTIFY_SMTP_PORT=not-a-port\n")
     refused = here("status")
