@@ -1,0 +1,183 @@
+"""Issue 28: the console, the bounce mailbox and the sign-in survive an attacker.
+
+One test per defect the probe found (each failed before its fix), against real things: the
+bounces through a real Maildir, the console on a real uvicorn server, the CLI as the operator
+runs it. The date defects (3, 7, 11, 14) are tested where the command layer fixes them.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, select
+from typer.testing import CliRunner
+
+from pshnotify.bounces.sources import MaildirSource
+from pshnotify.cli import app
+from pshnotify.clock import FixedClock
+from pshnotify.runtime.wiring import Runtime
+from pshnotify.services.bounce_scan import scan
+from pshnotify.settings import Settings
+from pshnotify.store.schema import messages, people, undeliverable
+from tests.smtp_server import Received, SmtpServer
+from tests.test_bounces import BOUNCE_ADDRESS, SECRET, deliver, dsn, launched
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def verp_rt(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
+    s = settings.model_copy(
+        update={"bounce_address": BOUNCE_ADDRESS, "bounce_secret": SecretStr(SECRET)}
+    )
+    rt = Runtime(s, clock)
+    yield rt
+    rt.engine.dispose()
+
+
+def marked(engine: Engine) -> list[str]:
+    """The addresses marked undeliverable now."""
+    with engine.connect() as conn:
+        q = select(undeliverable.c.email_key).where(undeliverable.c.cleared_at.is_(None))
+        return sorted(conn.scalars(q))
+
+
+def launch_states(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(messages.c.recipient_email, messages.c.state)).tuples().all())
+
+
+# -- 1. forged bounces ----------------------------------------------------------------------------
+def test_1_with_verp_a_report_without_a_token_marks_nobody(
+    verp_rt: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Grace writes a delivery report about Ada's message and mails it to the plain bounce
+    address: Message-ID and recipient are right, but there is no token."""
+    got = launched(verp_rt, smtp, tmp_path)
+    box = tmp_path / "bounces"
+    deliver(box, dsn(got["ada@example.edu"], "5.1.1", "550 5.1.1 unknown", to=BOUNCE_ADDRESS))
+    report = scan(verp_rt.engine, verp_rt.clock, [MaildirSource(box)], verp_rt.scan_config())
+    assert (report.marked, dict(report.bounces), report.unmatched) == ([], {}, 1)
+    assert marked(verp_rt.engine) == []
+    assert launch_states(verp_rt.engine)["ada@example.edu"] == "sent"
+    assert len(mailbox.Maildir(box, create=False).get_folder("Unrecognised")) == 1
+    # The same report to the address with Ada's message's token is believed.
+    deliver(box, dsn(got["ada@example.edu"], "5.1.1", "550 5.1.1 unknown"))
+    report = scan(verp_rt.engine, verp_rt.clock, [MaildirSource(box)], verp_rt.scan_config())
+    assert marked(verp_rt.engine) == ["ada@example.edu"]
+
+
+def _local_part(message_id: str) -> str:
+    return message_id.strip("<>").rpartition("@")[0]
+
+
+def test_1_without_verp_no_message_id_can_be_guessed_from_another(
+    runtime: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Grace reads her own launch email's Message-ID and forges reports for the ids next to
+    it, naming Ada: none of them is Ada's, so nobody is marked."""
+    got = launched(runtime, smtp, tmp_path)
+    ids = {rcpt: r.message()["Message-ID"] for rcpt, r in got.items()}
+    locals_ = [_local_part(m) for m in ids.values()]
+    assert len(os.path.commonprefix(locals_)) < 6  # nothing shared: random per message
+    with runtime.engine.connect() as conn:
+        rows = dict(conn.execute(select(people.c.email, people.c.id)).tuples().all())
+    assert not any(_local_part(mid).endswith(f".{rows[rcpt]}") for rcpt, mid in ids.items())
+    grace = got["grace@example.edu"]
+    mine = ids["grace@example.edu"]
+    stem = re.sub(r"\d+$", "", _local_part(mine))
+    domain = mine.strip("<>").rpartition("@")[2]
+    reports = tmp_path / "forged"
+    reports.mkdir()
+    for n in range(1, 50):
+        forged = f"<{stem}{n}@{domain}>"
+        data = dsn(grace, "5.1.1", "550 5.1.1 unknown").replace(mine.encode(), forged.encode())
+        (reports / f"{n}.eml").write_bytes(data.replace(b"grace@example.edu", b"ada@example.edu"))
+    from pshnotify.bounces.sources import FileSource
+
+    files = sorted(reports.iterdir())
+    report = scan(runtime.engine, runtime.clock, [FileSource(files)], runtime.scan_config())
+    assert (report.read, report.marked, report.unmatched) == (49, [], 49)
+    assert marked(runtime.engine) == []
+
+
+# -- 2. one malformed bounce ----------------------------------------------------------------------
+HOSTILE = {
+    "invalid UTF-8 in an encoded word": b"From: x@example.org\nSubject: =?utf-8?b?/w==?=\n\nx\n",
+    "an unknown charset": b"From: x@example.org\nSubject: =?x-nothing?q?hi?=\n\nx\n",
+    "a text part in idna": (
+        b"From: x@example.org\nSubject: idna\nContent-Type: text/plain; charset=idna\n\n\xff\xfe\n"
+    ),
+    "1,000 nested parts": b"From: x@example.org\nSubject: deep\n"
+    + b"Content-Type: multipart/mixed; boundary=b0\n\n"
+    + b"".join(
+        b"--b%d\nContent-Type: multipart/mixed; boundary=b%d\n\n" % (i, i + 1) for i in range(1000)
+    ),
+    "a NUL and raw bytes in the headers": b"From: x\x00@example.org\nSubject: \x00\xff\xfe\n\nx\n",
+}
+
+
+def test_2_unreadable_mail_is_kept_and_the_scan_goes_on(
+    verp_rt: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    got = launched(verp_rt, smtp, tmp_path)
+    box = tmp_path / "bounces"
+    for data in HOSTILE.values():
+        deliver(box, data)
+    deliver(box, b"From: x@example.org\nSubject: huge\n\n" + b"x" * (11 * 1024 * 1024))
+    deliver(box, dsn(got["ada@example.edu"], "5.1.1", "550 5.1.1 unknown"))  # after them all
+    report = scan(verp_rt.engine, verp_rt.clock, [MaildirSource(box)], verp_rt.scan_config())
+    assert report.read == len(HOSTILE) + 2
+    assert report.unrecognised == len(HOSTILE) + 1
+    assert marked(verp_rt.engine) == ["ada@example.edu"]
+    md = mailbox.Maildir(box, create=False)
+    assert len(md) == 0
+    assert len(md.get_folder("Unrecognised")) == len(HOSTILE) + 1
+    listed = runner.invoke(app, ["bounces", "unrecognised"], env=_env(verp_rt))
+    assert listed.exit_code == 0, listed.output
+    assert "nested deeper" in listed.output
+    assert "larger than" in listed.output
+    # `bounces scan` of the same files: exit 0, no traceback.
+    files = [tmp_path / f"{i}.eml" for i in range(len(HOSTILE))]
+    for path, data in zip(files, HOSTILE.values(), strict=True):
+        path.write_bytes(data)
+    scanned = runner.invoke(app, ["bounces", "scan", *map(str, files)], env=_env(verp_rt))
+    assert scanned.exit_code == 0, scanned.output
+    assert "Traceback" not in scanned.output
+
+
+def _env(rt: Runtime) -> dict[str, str]:
+    s = rt.settings
+    return {
+        "PSHNOTIFY_DATABASE_URL": s.database_url,
+        "PSHNOTIFY_PROGRAM_FILE": str(s.program_file),
+        "PSHNOTIFY_TEMPLATES_DIR": str(s.templates_dir),
+        "PSHNOTIFY_BOUNCE_ADDRESS": BOUNCE_ADDRESS,
+        "PSHNOTIFY_BOUNCE_SECRET": SECRET,
+    }
+
+
+# -- 15. links in the Maildir ---------------------------------------------------------------------
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_15_a_link_in_the_bounce_maildir_is_not_followed(
+    verp_rt: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    got: dict[str, Received] = launched(verp_rt, smtp, tmp_path)
+    box = tmp_path / "bounces"
+    mailbox.Maildir(box, create=True)
+    outside = tmp_path / "outside.eml"  # stands for /etc/passwd: readable, not ours to read
+    outside.write_bytes(dsn(got["ada@example.edu"], "5.1.1", "550 5.1.1 unknown"))
+    (box / "new" / "1700000000.link.host").symlink_to(outside)
+    (box / "cur" / "1700000000.dir.host").mkdir()
+    os.mkfifo(box / "new" / "1700000000.fifo.host")
+    report = scan(verp_rt.engine, verp_rt.clock, [MaildirSource(box)], verp_rt.scan_config())
+    assert report.read == 0
+    assert marked(verp_rt.engine) == []
+    assert (box / "new" / "1700000000.link.host").is_symlink()  # left where it was
+    assert outside.exists()
