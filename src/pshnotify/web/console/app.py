@@ -45,12 +45,13 @@ from pshnotify.services.launch import (
 )
 from pshnotify.services.reports import department_csv
 from pshnotify.services.status import program_status
-from pshnotify.services.users import User, authenticate, get_user, note_sign_in
+from pshnotify.services.users import User, authenticate, end_sessions, get_user, note_sign_in
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web.console import charts
 from pshnotify.web.console.session import CSRF_FIELD, Session, SessionCodec
 from pshnotify.web.console.throttle import SignInThrottle
+from pshnotify.web.proxy import peer
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -105,7 +106,9 @@ class Console:
     ) -> None:
         self.engine, self.clock, self.settings = engine, clock, settings
         self.load_program = load_program
-        self.codec = SessionCodec(secret, int(settings.web_session_hours * 3600))
+        self.codec = SessionCodec(
+            secret, int(settings.web_session_hours * 3600), always_secure=settings.public_https
+        )
         self.throttle = throttle or SignInThrottle()
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.web_trusted_proxies]
         self.env = Environment(
@@ -199,7 +202,8 @@ class Console:
         return form
 
     async def _user(self, request: Request, session: Session) -> User:
-        login = self._trusted_login(request) or session.login
+        trusted = self._trusted_login(request)
+        login = trusted or session.login
         if not login:
             raise SignInNeededError
         user = await run_in_threadpool(get_user, self.engine, login)
@@ -208,16 +212,21 @@ class Console:
                 session.sign_out()
                 raise SignInNeededError
             raise PageError(403, "No console user", [f"No console user {login!r}."])
+        if not trusted and not session.stamp_ok(user.stamp):
+            # Signed out elsewhere, a new password or role, or removed and added again.
+            session.sign_out()
+            raise SignInNeededError
         return user
 
     def _trusted_login(self, request: Request) -> str | None:
         """The single-sign-on login, only from a listed proxy (headers from anyone else are
         ignored: a client could write them)."""
         header = self.settings.web_trusted_header
-        if not header or not self.proxies or request.client is None:
+        address = peer(request.scope)  # the proxy itself, never an address it forwarded
+        if not header or not self.proxies or address is None:
             return None
         try:
-            client = ipaddress.ip_address(request.client.host)
+            client = ipaddress.ip_address(address)
         except ValueError:
             return None
         if not any(client in net for net in self.proxies):
@@ -342,7 +351,7 @@ class Console:
             self.throttle.failed(username, client)
             log.warning("console sign-in failed for %r from %s", username, client)
             return self._finish(request, session, again("Wrong login or password.", 401))
-        session.sign_in(user.login)
+        session.sign_in(user.login, user.stamp)
         await run_in_threadpool(note_sign_in, self.engine, user.login, client, self.clock)
         return self._finish(request, session, RedirectResponse(next_path, 303))
 
@@ -352,6 +361,10 @@ class Console:
             await self._form(request, session)
         except PageError as exc:
             return self._finish(request, session, self._problem(request, session, None, exc))
+        if session.login:  # every session of the login ends, copies of this cookie included
+            user = await run_in_threadpool(get_user, self.engine, session.login)
+            if user is not None and session.stamp_ok(user.stamp):  # (not a stale cookie's)
+                await run_in_threadpool(end_sessions, self.engine, session.login)
         session.sign_out()
         session.say("Signed out.")
         return self._finish(request, session, RedirectResponse("/login", 303))
