@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
@@ -23,10 +24,14 @@ from pshnotify.cli import app
 from pshnotify.clock import FixedClock
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.bounce_scan import scan
+from pshnotify.services.users import add_user
 from pshnotify.settings import Settings
-from pshnotify.store.schema import messages, people, undeliverable
+from pshnotify.store.schema import messages, people, undeliverable, users
 from tests.smtp_server import Received, SmtpServer
 from tests.test_bounces import BOUNCE_ADDRESS, SECRET, deliver, dsn, launched
+from tests.test_console import OPERATOR, VIEWER
+from tests.test_console_http import console, csrf, owned, sign_in, user_cli
+from tests.test_launch_and_send import setup_pilot
 
 runner = CliRunner()
 
@@ -50,7 +55,9 @@ def marked(engine: Engine) -> list[str]:
 
 def launch_states(engine: Engine) -> dict[str, str]:
     with engine.connect() as conn:
-        return dict(conn.execute(select(messages.c.recipient_email, messages.c.state)).tuples().all())
+        return dict(
+            conn.execute(select(messages.c.recipient_email, messages.c.state)).tuples().all()
+        )
 
 
 # -- 1. forged bounces ----------------------------------------------------------------------------
@@ -85,7 +92,8 @@ def test_1_without_verp_no_message_id_can_be_guessed_from_another(
     got = launched(runtime, smtp, tmp_path)
     ids = {rcpt: r.message()["Message-ID"] for rcpt, r in got.items()}
     locals_ = [_local_part(m) for m in ids.values()]
-    assert len(os.path.commonprefix(locals_)) < 6  # nothing shared: random per message
+    shared = next((i for i, cs in enumerate(zip(*locals_, strict=False)) if len(set(cs)) > 1), 0)
+    assert shared < 6  # no common part: random per message
     with runtime.engine.connect() as conn:
         rows = dict(conn.execute(select(people.c.email, people.c.id)).tuples().all())
     assert not any(_local_part(mid).endswith(f".{rows[rcpt]}") for rcpt, mid in ids.items())
@@ -181,3 +189,136 @@ def test_15_a_link_in_the_bounce_maildir_is_not_followed(
     assert marked(verp_rt.engine) == []
     assert (box / "new" / "1700000000.link.host").is_symlink()  # left where it was
     assert outside.exists()
+
+
+# -- the console ----------------------------------------------------------------------------------
+@pytest.fixture
+def crt(runtime: Runtime, tmp_path: Path) -> Runtime:
+    """The pilot roster, an operator and a viewer (as tests/test_console_http.py has them)."""
+    setup_pilot(runtime, tmp_path)
+    for (login, password), role, departments in (
+        (OPERATOR, "operator", []),
+        (VIEWER, "viewer", ["human resources"]),
+    ):
+        add_user(
+            runtime.engine,
+            login,
+            role=role,
+            departments=departments,
+            password=password,
+            clock=runtime.clock,
+            actor="test",
+        )
+    return runtime
+
+
+def _with(rt: Runtime, **update: object) -> Runtime:
+    return owned(Runtime(rt.settings.model_copy(update=update), rt.clock))
+
+
+def test_4_the_sign_on_header_counts_only_from_the_proxy_itself(crt: Runtime) -> None:
+    """A local process claims, by X-Forwarded-For, to be the trusted proxy."""
+    rt = _with(crt, web_trusted_header="X-Remote-User", web_trusted_proxies=["10.0.0.5/32"])
+    with console(rt) as client:
+        spoofed = client.get("/", headers={"X-Forwarded-For": "10.0.0.5", "X-Remote-User": "olga"})
+        assert spoofed.status_code == 303
+        assert spoofed.headers["location"].startswith("/login")
+    # The real proxy (here: this loopback connection) signs people on, and the address it
+    # forwards is the one the audit log records for a sign-in.
+    rt = _with(crt, web_trusted_header="X-Remote-User", web_trusted_proxies=["127.0.0.1/32"])
+    with console(rt) as client:
+        page = client.get("/", headers={"X-Forwarded-For": "203.0.113.9", "X-Remote-User": "olga"})
+        assert page.status_code == 200
+
+
+def test_5_signing_out_ends_every_copy_of_the_session(crt: Runtime) -> None:
+    with console(crt) as client:
+        assert sign_in(client, OPERATOR).status_code == 303
+        saved = dict(client.cookies)
+        other = httpx.Client(base_url=str(client.base_url), cookies=saved)  # another browser
+        assert other.get("/").status_code == 200
+        client.post("/logout", data={"csrf_token": csrf(client, "/")})
+        assert client.get("/").status_code == 303
+        with httpx.Client(base_url=str(client.base_url), cookies=saved) as stolen:
+            assert stolen.get("/").status_code == 303  # the saved cookie is worth nothing
+        assert other.get("/").status_code == 303
+        other.close()
+
+
+def test_5_a_login_removed_and_added_again_gets_no_old_cookie_back(
+    crt: Runtime, env: dict[str, str]
+) -> None:
+    with console(crt) as client:
+        assert sign_in(client, VIEWER).status_code == 303
+        saved = dict(client.cookies)
+        assert user_cli("remove", VIEWER[0]).exit_code == 0
+        again = user_cli(
+            "add", VIEWER[0], "--role", "operator", "--password-stdin", stdin="new password 12\n"
+        )
+        assert again.exit_code == 0, again.output
+        with httpx.Client(base_url=str(client.base_url), cookies=saved) as old:
+            assert old.get("/").status_code == 303  # not the new operator's rights
+            assert old.get("/audit").status_code == 303
+
+
+def test_5_a_new_password_or_role_ends_the_sessions(crt: Runtime) -> None:
+    with console(crt) as client:
+        assert sign_in(client, OPERATOR).status_code == 303
+        saved = dict(client.cookies)
+        with crt.engine.begin() as conn:  # as any command that changes the role would
+            conn.execute(users.update().where(users.c.login == "olga").values(role="viewer"))
+        with httpx.Client(base_url=str(client.base_url), cookies=saved) as old:
+            assert old.get("/").status_code == 303
+
+
+def test_6_a_short_web_secret_is_refused_at_start(env: dict[str, str]) -> None:
+    for short in ("", "x" * 31):
+        result = runner.invoke(app, ["web"], env={**env, "PSHNOTIFY_WEB_SECRET": short})
+        assert result.exit_code == 2, result.output
+        assert "PSHNOTIFY_WEB_SECRET" in result.output
+        assert "32 characters" in result.output
+        assert short not in result.output or not short
+
+
+def test_8_rotating_x_forwarded_for_does_not_escape_the_throttle(crt: Runtime) -> None:
+    """Each wrong guess claims a new client address: the connection's is the one counted."""
+    with console(crt) as client:
+        token = csrf(client)
+        answers = []
+        for n in range(35):
+            r = client.post(
+                "/login",
+                data={"csrf_token": token, "username": f"guess{n}", "password": "guess guess"},
+                headers={"X-Forwarded-For": f"198.51.100.{n}"},
+            )
+            answers.append(r.status_code)
+        assert answers[:10] == [401] * 10
+        assert set(answers[10:]) == {429}  # the HTTP side's rule: 10 failures a minute
+        assert client.get("/login", headers={"X-Forwarded-For": "192.0.2.1"}).status_code == 429
+
+
+def test_9_a_guesser_elsewhere_does_not_lock_the_operator_out(crt: Runtime) -> None:
+    rt = _with(crt, web_trusted_proxies=["127.0.0.1/32"])  # a proxy names the client
+    with console(rt) as client:
+        attacker = {"X-Forwarded-For": "203.0.113.66"}
+        for _ in range(5):
+            token = csrf(client)
+            data = {"csrf_token": token, "username": "olga", "password": "guess guess"}
+            assert client.post("/login", data=data, headers=attacker).status_code == 401
+        token = csrf(client)
+        data = {"csrf_token": token, "username": "olga", "password": OPERATOR[1]}
+        assert client.post("/login", data=data, headers=attacker).status_code == 429
+        token = csrf(client)
+        office = {"X-Forwarded-For": "198.51.100.7"}
+        assert (
+            client.post("/login", data=data | {"csrf_token": token}, headers=office).status_code
+            == 303
+        )
+
+
+def test_10_behind_a_tls_proxy_the_cookie_is_secure(crt: Runtime) -> None:
+    with console(crt) as client:
+        assert "Secure" not in client.get("/login").headers["set-cookie"]  # plain HTTP
+    rt = _with(crt, public_url="https://training.example.edu/")
+    with console(rt) as client:  # the proxy ends TLS and talks plain HTTP to us
+        assert "Secure" in client.get("/login").headers["set-cookie"]
