@@ -7,6 +7,8 @@ runs it. The date defects (3, 7, 11, 14) are tested where the command layer fixe
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import mailbox
 import os
 import re
@@ -322,3 +324,90 @@ def test_10_behind_a_tls_proxy_the_cookie_is_secure(crt: Runtime) -> None:
     rt = _with(crt, public_url="https://training.example.edu/")
     with console(rt) as client:  # the proxy ends TLS and talks plain HTTP to us
         assert "Secure" in client.get("/login").headers["set-cookie"]
+
+
+# -- 12, 13. the console's CSV and search ---------------------------------------------------------
+def test_12_the_csv_of_an_empty_department_is_no_500(crt: Runtime) -> None:
+    with console(crt) as client:
+        assert sign_in(client, OPERATOR).status_code == 303
+        typo = client.get("/departments/report.csv", params={"name": "Human Resourcez"})
+        assert typo.status_code == 404
+        assert "Nobody enrolled is in the department" in typo.text
+    with crt.engine.begin() as conn:  # the viewer's own department empties (people moved)
+        conn.execute(
+            people.update()
+            .where(people.c.department == "Human Resources")
+            .values(department="Moved Away")
+        )
+    with console(crt) as client:
+        assert sign_in(client, VIEWER).status_code == 303
+        own = client.get("/departments/report.csv", params={"name": "human resources"})
+        assert own.status_code == 200
+        assert own.text.lstrip("\ufeff").startswith('"id",')  # the header, nobody under it
+        assert len(own.text.splitlines()) == 1
+
+
+def test_13_a_search_longer_than_any_name_is_refused_politely(
+    crt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pshnotify")
+    typed = "a" * 50_001
+    with console(crt) as client:
+        assert sign_in(client, OPERATOR).status_code == 303
+        found = client.get("/people", params={"q": typed})
+        assert found.status_code == 400
+        assert "at most 320 characters" in found.text
+        assert 'value="' + "a" * 320 + '"' in found.text  # what was typed, as far as it fits
+        wave = client.get("/waves/pilot", params={"q": typed})
+        assert wave.status_code == 400
+        assert client.get("/people", params={"q": "ada"}).status_code == 200
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "50001 characters" in logged
+    assert typed not in logged
+
+
+# -- 16. escalation to addresses outside the program ----------------------------------------------
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_16_escalations_go_to_no_outside_manager_and_sub_addresses_are_one_mailbox(
+    env: dict[str, str], smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from email import message_from_bytes
+    from email.utils import parseaddr
+
+    from tests.test_escalation import HEADER, escalating_program
+    from tests.test_roster_import import write
+    from tests.test_season import at, cli
+
+    monkeypatch.setenv("PSHNOTIFY_PROGRAM_FILE", str(escalating_program(tmp_path)))
+    office = "Human Resources,staff,ao@example.edu,Olive Officer"
+    roster = write(
+        tmp_path,
+        [
+            HEADER,
+            f"E1,ann@example.edu,Ann Idle,{office},mallory@evil.example.org",
+            f"E2,bob@example.edu,Bob Idle,{office},victim+1@example.edu",
+            f"E3,cyd@example.edu,Cyd Idle,{office},victim+2@example.edu",
+            f"E4,dee@example.edu,Dee Idle,{office},Victim+3@example.edu",
+        ],
+    )
+    day = dt.date
+    cli("init", "--now", at(day(2023, 9, 1), 9))
+    imported = cli("roster", "import", str(roster), "--now", at(day(2023, 9, 1), 9))
+    assert "mallory@evil.example.org" in imported
+    assert "outside the program's domains (example.edu)" in imported
+    cli("launch", "pilot", "--yes", "--now", at(day(2023, 9, 11), 9))
+    for d in (day(2023, 9, 11), day(2023, 9, 18), day(2023, 9, 25), day(2023, 9, 26)):
+        cli("run", "--once", "--now", at(d, 9))
+    digests = {}
+    for item in smtp.received:
+        msg = message_from_bytes(item.data)
+        if msg["X-Pshnotify-Kind"] == "escalation":
+            body = msg.get_payload(0).get_payload(decode=True).decode()
+            rcpt = parseaddr(msg["To"])[1].lower()
+            digests[rcpt] = [p for p in ("E1", "E2", "E3", "E4") if f"({p}," in body]
+    assert not any("evil.example.org" in r for r in digests)
+    assert digests.pop("ao@example.edu") == ["E1"]  # the officer stands in for mallory
+    assert len(digests) == 1  # one digest for the three spellings of one mailbox
+    [(victim, listed)] = digests.items()
+    assert victim.startswith("victim+")
+    assert listed == ["E2", "E3", "E4"]

@@ -104,6 +104,12 @@ def import_roster(
         "delivered through a relay that offers SMTPUTF8 (otherwise its messages end failed)"
         for r in rows
         if not r.email.isascii() and not r.email.rpartition("@")[0].isascii()
+    ] + [
+        f"{path}:{r.line}: manager_email: {r.manager_email!r} is outside the program's "
+        f"domains ({', '.join(program.manager_domains)}); escalations go to the officer "
+        "instead unless [escalation] manager_domains lists its domain"
+        for r in rows
+        if r.manager_email and not program.manager_allowed(r.manager_email)
     ]
     now = clock.now()
     with transaction(engine, dry_run=dry_run) as conn:

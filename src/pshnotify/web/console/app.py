@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from pshnotify.clock import Clock
 from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
+from pshnotify.mail.report_kind import report_csv
 from pshnotify.services import lookup, progress
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page
@@ -411,7 +412,7 @@ class Console:
 
     async def wave(self, call: _Call) -> Response:
         key = self._wave_of(call)
-        q = call.request.query_params.get("q", "")
+        q = _search(call.request)
         page = _page_number(call.request)
         stored, now = call.stored, self.clock.now()
 
@@ -514,6 +515,11 @@ class Console:
 
     async def people(self, call: _Call) -> Response:
         q = call.request.query_params.get("q", "")
+        if problem := lookup.query_problem(q):
+            _log_long_search(q)
+            empty = lookup.Page([], 1, lookup.PER_PAGE, 0)
+            short = q[: lookup.MAX_QUERY]  # what was typed, as much of it as a search holds
+            return self.render(call, "people.html", 400, found=empty, q=short, error=problem)
         page = _page_number(call.request)
         found = await run_in_threadpool(
             lambda: lookup.find_people(
@@ -525,7 +531,7 @@ class Console:
                 page=page,
             )
         )
-        return self.render(call, "people.html", found=found, q=q)
+        return self.render(call, "people.html", found=found, q=q, error=None)
 
     async def person(self, call: _Call) -> Response:
         person_id = call.request.path_params["id"]
@@ -581,9 +587,16 @@ class Console:
         scope = _scope(call.user)
         if not name or (scope is not None and name.casefold() not in _folded(scope)):
             raise PageError(404, "Not found", [f"No department {name!r} among yours."])
-        data = await run_in_threadpool(
-            department_csv, self.engine, call.stored, name, self.clock.now()
-        )
+        try:
+            data = await run_in_threadpool(
+                department_csv, self.engine, call.stored, name, self.clock.now()
+            )
+        except NotFoundError:  # nobody enrolled is in it
+            if scope is None:  # an operator's mistyping (the hint would name a CLI option)
+                raise PageError(
+                    404, "Not found", [f"Nobody enrolled is in the department {name!r}."]
+                ) from None
+            data = report_csv([])  # a viewer's own department, empty for now: the header only
         filename = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "department"
         return Response(
             data,
@@ -710,6 +723,19 @@ def _safe_next(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
+
+
+def _search(request: Request) -> str:
+    q = request.query_params.get("q", "")
+    if problem := lookup.query_problem(q):
+        _log_long_search(q)
+        raise PageError(400, "Search too long", [problem.capitalize() + "."])
+    return q
+
+
+def _log_long_search(q: str) -> None:
+    """A summary, never the whole parameter (it may be megabytes)."""
+    log.info("people search refused: %d characters, starting %r", len(q), q[:40])
 
 
 def _page_number(request: Request) -> int:
