@@ -411,3 +411,21 @@ def test_16_escalations_go_to_no_outside_manager_and_sub_addresses_are_one_mailb
     [(victim, listed)] = digests.items()
     assert victim.startswith("victim+")
     assert listed == ["E2", "E3", "E4"]
+
+
+def test_16_manager_domains_are_checked_in_the_program_file() -> None:
+    from pshnotify.domain.errors import InputError
+    from pshnotify.domain.program import parse_program
+    from tests.conftest import PROGRAM_FILE
+
+    text = PROGRAM_FILE.read_text()
+    assert 'manager_domains = ["example.edu"]' in text
+    program = parse_program(text, "program.toml")
+    assert program.manager_allowed("boss@example.edu")
+    assert program.manager_allowed("boss@hr.EXAMPLE.edu")
+    assert not program.manager_allowed("boss@example.edu.evil.org")
+    assert not program.manager_allowed("boss@notexample.edu")
+    bad = text.replace('manager_domains = ["example.edu"]', 'manager_domains = ["@evil"]')
+    with pytest.raises(InputError) as caught:
+        parse_program(bad, "program.toml")
+    assert "manager_domains" in str(caught.value.problems)
