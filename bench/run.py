@@ -294,8 +294,13 @@ def _load() -> float:
         return -1.0
 
 
+# The shipped program takes participants' requests: its emails carry links signed with this.
+LINK_SECRET = "a benchmark's link secret, not a real one: 32+ characters"
+
+
 def bench_settings(url: str, port: int, connections: int, **extra: Any) -> Settings:
     values: dict[str, Any] = {
+        "link_secret": LINK_SECRET,
         "database_url": url,
         "program_file": PROGRAM_FILE,
         "templates_dir": TEMPLATES_DIR,

@@ -60,6 +60,7 @@ from pshnotify.domain.program import Program, load_program
 from pshnotify.runtime.wiring import Runtime
 from run import (
     BACKENDS,
+    LINK_SECRET,
     MESSAGE_ID_DOMAIN,
     PG_ADMIN_URL,
     PROGRAM_FILE,
@@ -178,6 +179,7 @@ def command_env(url: str, port: int, connections: int) -> dict[str, str]:
         "PSHNOTIFY_SMTP_TLS": "none",
         "PSHNOTIFY_SMTP_CONNECTIONS": str(connections),
         "PSHNOTIFY_MESSAGE_ID_DOMAIN": MESSAGE_ID_DOMAIN,
+        "PSHNOTIFY_LINK_SECRET": LINK_SECRET,
     }
 
 

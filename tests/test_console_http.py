@@ -146,17 +146,20 @@ def test_users_are_managed_from_the_command_line(env: dict[str, str], runtime: R
     assert user_cli("remove", "olga").exit_code == 0
     assert user_cli("remove", "olga").exit_code == 2
     with runtime.engine.connect() as conn:
-        actions = conn.execute(
-            select(audit_log.c.action, audit_log.c.subject, audit_log.c.actor).order_by(
-                audit_log.c.id
-            )
+        rows = conn.execute(
+            select(
+                audit_log.c.action, audit_log.c.subject, audit_log.c.actor, audit_log.c.details
+            ).order_by(audit_log.c.id)
         ).all()
-    assert [a[:2] for a in actions if a[0].startswith("user.")] == [
-        ("user.add", "olga"),
-        ("user.add", "hr"),
-        ("user.remove", "olga"),
-    ]
-    assert {a[2] for a in actions if a[0].startswith("user.")} == {"test-operator"}
+    actions = [r for r in rows if r[0].startswith("user.")]
+    done = [a[:2] for a in actions if a[3].get("outcome") != "refused"]
+    assert done == [("user.add", "olga"), ("user.add", "hr"), ("user.remove", "olga")]
+    # The refusals are in the log too: a second olga, a bad login, the second removal.
+    refused = [a[:2] for a in actions if a[3].get("outcome") == "refused"]
+    assert ("user.add", "olga") in refused
+    assert ("user.add", "x y") in refused
+    assert refused[-1] == ("user.remove", "olga")
+    assert {a[2] for a in actions} == {"test-operator"}
 
 
 def test_sign_in_sets_a_safe_session_and_pages_need_it(console_rt: Runtime) -> None:

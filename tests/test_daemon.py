@@ -21,7 +21,7 @@ from tests.test_season import write_roster
 NOW = "2023-09-11T09:30:00-04:00"
 # Secrets the daemon is given that do not change how it sends: none may reach its log.
 SECRETS = {
-    "PSHNOTIFY_WEB_SECRET": "hunter2-web-secret-do-not-print",
+    "PSHNOTIFY_WEB_SECRET": "hunter2-web-secret-do-not-print-ever",
     "PSHNOTIFY_XAPI_USERNAME": "lrs",
     "PSHNOTIFY_XAPI_PASSWORD": "hunter2-xapi-password-do-not-print",
     "PSHNOTIFY_BOUNCE_ADDRESS": "bounces@example.edu",

@@ -267,7 +267,7 @@ def test_a_bad_or_unreachable_database_url_names_the_variable(
             "PSHNOTIFY_DATABASE_URL: cannot connect to postgresql+psycopg://nobody@127.0.0.1:1/x"
         ),
         "nosuchdb://h/x": "PSHNOTIFY_DATABASE_URL: cannot use",
-        f"sqlite:///{missing}/x.db": f"PSHNOTIFY_DATABASE_URL: the folder {missing} does not exist",
+        f"sqlite:///{missing}/x.db": f"PSHNOTIFY_DATABASE_URL: no database at {missing}/x.db",
     }
     for url, message in cases.items():
         ran = cli({**env, "PSHNOTIFY_DATABASE_URL": url}, "status")

@@ -1,6 +1,8 @@
 """Random hostile text at every way in (issue 14): control characters, markup, very long values,
 odd Unicode. The roster and completions readers either read a file or refuse it with
-`FILE:LINE` errors; the webhook and xAPI endpoints answer 2xx or 4xx, never a 500."""
+`FILE:LINE` errors; the webhook and xAPI endpoints answer 2xx or 4xx, never a 500; the bounce
+parser reads any bytes without raising, and with VERP on no mail marks anyone without a valid
+token (issue 28)."""
 
 from __future__ import annotations
 
@@ -19,13 +21,18 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from sqlalchemy import select
 
+from pshnotify.bounces.parse import Parsed, parse
+from pshnotify.bounces.sources import Mail
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.text import CONTROL
 from pshnotify.ingest.completions_csv import read_completions
 from pshnotify.ingest.roster_csv import LIMITS, MAX_TEXT, read_roster
 from pshnotify.runtime.wiring import Runtime
+from pshnotify.services.bounce_scan import scan
 from pshnotify.services.roster import import_roster
+from pshnotify.store.schema import messages, undeliverable
 from pshnotify.web import create_app
 from tests.test_launch_and_send import PILOT
 from tests.test_program import SEED
@@ -305,3 +312,153 @@ def test_any_xapi_statement_is_answered_2xx_or_4xx(
     body = [statement, {**statement, "id": str(uuid.uuid4())}] if batch else statement
     r = client.post("/xapi/statements", json=body, auth=LRS)
     answered_cleanly(r.status_code, r.content)
+
+
+# -- the bounce mailbox (issue 28) -----------------------------------------------------------------
+class _Mails:
+    """A bounce source of mails in memory (read, never moved)."""
+
+    name = "file"
+
+    def __init__(self, *data: bytes) -> None:
+        self.data = data
+
+    def mails(self) -> Iterator[Mail]:
+        return iter(Mail(f"mail-{i}", d) for i, d in enumerate(self.data))
+
+    def move(self, mail: Mail, folder: str) -> str:
+        return mail.ref
+
+    def close(self) -> None:
+        return None
+
+
+def _texts_of(parsed: Parsed) -> list[str]:
+    out = [parsed.subject, parsed.sender, parsed.date, parsed.reason, parsed.message_id or ""]
+    out += [*parsed.delivered_to, *parsed.original_message_ids]
+    for f in parsed.failures:
+        out += [f.recipient, f.diagnostic, f.status or ""]
+    return out
+
+
+@FEW
+@example(data=b"Subject: =?utf-8?b?/w==?=\n\nx")
+@example(data=b"Subject: =?x-unknown?q?hi?=\n\nx")
+@example(data=b"Content-Type: text/plain; charset=idna\n\n\xff")
+@example(data=b"Content-Type: multipart/mixed; boundary=b\n\n--b\n" * 3)
+@example(data=b"From: \x00\xff\n\n")
+@given(data=st.binary(max_size=3000))
+def test_any_bytes_are_read_by_the_bounce_parser(data: bytes) -> None:
+    parsed = parse(data)  # never raises
+    assert parsed.kind in ("bounce", "autoreply", "unrecognised")
+    for text in _texts_of(parsed):
+        assert not CONTROL.search(text), text  # fit to store (PostgreSQL refuses NUL) and show
+        text.encode("utf-8")  # no lone surrogate left by undecodable bytes
+
+
+BOUNCE_ADDRESS = "bounces@psh.example.edu"
+BOUNCE_SECRET = "bounce-secret-for-the-property-tests"
+
+
+@pytest.fixture
+def bounce_box(runtime: Runtime, smtp: Any, tmp_path: Path) -> Iterator[tuple[Runtime, Any]]:
+    """The pilot launched and sent with VERP on: three messages a forger would like to mark."""
+    from tests.test_launch_and_send import launch, send, setup_pilot
+
+    rt = Runtime(
+        runtime.settings.model_copy(
+            update={
+                "bounce_address": BOUNCE_ADDRESS,
+                "bounce_secret": SecretStr(BOUNCE_SECRET),
+            }
+        ),
+        runtime.clock,
+    )
+    setup_pilot(rt, tmp_path)
+    launch(rt)
+    assert send(rt) == {"sent": 3}
+    with rt.engine.connect() as conn:
+        known = conn.execute(select(messages.c.message_id, messages.c.recipient_email)).all()
+    yield rt, known
+    rt.engine.dispose()
+
+
+def _report(
+    delivered_to: str,
+    rcpt: str,
+    original_id: str,
+    action: str,
+    status: str,
+    charset: str,
+    text: str,
+) -> bytes:
+    """A delivery report about `rcpt` of `original_id`, as anyone can write one."""
+    return f"""\
+Delivered-To: {delivered_to}
+From: MAILER-DAEMON@mx.example.org
+Subject: Undelivered Mail Returned to Sender
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain; charset={charset}
+
+<{rcpt}>: {text}
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+Final-Recipient: rfc822; {rcpt}
+Original-Recipient: rfc822; {rcpt}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; 550 {status} {text}
+
+--B
+Content-Type: text/rfc822-headers
+
+Message-ID: {original_id}
+
+--B--
+""".encode("utf-8", "surrogateescape")
+
+
+_hex = st.text(alphabet="0123456789abcdef", min_size=1, max_size=16)
+forged_token = st.builds(lambda a, b: f"bounces+{a}-{b}@psh.example.edu", _hex, _hex)
+
+
+@SQLITE_ONLY
+@FEW
+@given(data=st.data())
+def test_no_mail_marks_anyone_without_a_valid_verp_token(
+    bounce_box: tuple[Runtime, Any], data: st.DataObject
+) -> None:
+    """Whatever reaches the bounce mailbox, with VERP on: arbitrary bytes, or reports naming
+    our real Message-IDs and recipients, sent to the plain address or under a forged token.
+    The scan never raises, and nothing is bounced or marked."""
+    rt, known = bounce_box
+    ids = [k.message_id for k in known]
+    rcpts = [k.recipient_email for k in known]
+    text = st.text(max_size=30)
+    mail = st.one_of(
+        st.binary(max_size=2000),
+        st.builds(
+            _report,
+            st.one_of(st.just(BOUNCE_ADDRESS), forged_token, value),
+            st.one_of(st.sampled_from(rcpts), value),
+            st.one_of(st.sampled_from(ids), value),
+            st.sampled_from(["failed", "delayed", "FAILED", "relayed"]),
+            st.sampled_from(["5.1.1", "4.2.2", "5.7.1", "9.9.9", ""]),
+            st.sampled_from(["utf-8", "idna", "x-unknown", "latin-1", ""]),
+            text,
+        ),
+    )
+    mails = data.draw(st.lists(mail, min_size=1, max_size=3))
+    report = scan(rt.engine, rt.clock, [_Mails(*mails)], rt.scan_config())
+    assert report.read == len(mails)
+    assert report.marked == []
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(undeliverable)).first() is None
+        states = set(conn.scalars(select(messages.c.state)))
+    assert states == {"sent"}

@@ -6,6 +6,7 @@ code reads at run time, is in the sdist and in the wheel."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -36,16 +37,24 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """`python -m build`: the sdist from the checkout, then the wheel from the sdist."""
-    out = tmp_path_factory.mktemp("dist")
-    run = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    """`python -m build`: the sdist from the checkout, then the wheel from the sdist.
+
+    Once per run: the build writes into the checkout (src/pshnotify.egg-info), so two test
+    workers building at once would trip over each other; the second takes the first's."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's
+    out = shared / "dist"
+    with open(shared / "dist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not list(out.glob("pshnotify-*.whl")):
+            run = subprocess.run(
+                [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (wheel,) = out.glob("pshnotify-*.whl")
     (sdist,) = out.glob("pshnotify-*.tar.gz")
     return Built(wheel, sdist)

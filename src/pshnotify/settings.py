@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,7 @@ from pshnotify.domain.errors import InputError
 
 ENV_PREFIX = "PSHNOTIFY_"
 DEFAULT_MESSAGE_ID_DOMAIN = "pshnotify.invalid"
+MIN_WEB_SECRET = 32  # characters of PSHNOTIFY_WEB_SECRET: a guessable key forges any session
 
 
 class Relay(BaseModel):
@@ -103,16 +105,19 @@ class Settings(BaseSettings):
 
     # The web console (served on HTTP_HOST/_PORT with the endpoints above).
     console: bool = True
-    # Signs the console's session cookies; unset, a random key per process (sessions end
-    # when it restarts, and replicas behind one address need one key: set it there).
+    # Signs the console's session cookies (32 characters at least); unset, a random key per
+    # process (sessions end when it restarts, and replicas behind one address need one key).
     web_secret: SecretStr | None = None
-    # Single sign-on behind a reverse proxy: the login is taken from this request header, and
-    # only from the proxies listed (addresses or networks). Off unless both are set.
-    web_trusted_header: str | None = None
+    # The reverse proxies in front (addresses or networks): only their X-Forwarded-For and
+    # X-Forwarded-Proto are believed, and only they may send the single-sign-on header.
     web_trusted_proxies: list[str] = []
+    # Single sign-on behind such a proxy: the login is taken from this request header, on
+    # connections whose peer is one of the proxies. Off unless both are set.
+    web_trusted_header: str | None = None
     web_session_hours: float = Field(default=12.0, gt=0)
     # The address people reach this server at (behind a proxy: the proxy's): the personal
-    # links in the emails are PUBLIC_URL/r/TOKEN.
+    # links in the emails are PUBLIC_URL/r/TOKEN, and an https URL makes the console's
+    # session cookie Secure whatever scheme a request arrived with (a TLS proxy in front).
     public_url: str = "http://127.0.0.1:8080"
     # Signs those links (at least 32 characters; required when the program enables
     # [requests]). After a change, the former secret in LINK_SECRET_OLD keeps the links of
@@ -176,6 +181,8 @@ class Settings(BaseSettings):
             )
         if any(c in value for c in ' <>"\t\r\n'):
             raise ValueError("must not contain spaces, quotes or angle brackets")
+        if parts.username or parts.password:
+            raise ValueError("must not carry a user or password")
         return value.rstrip("/")
 
     @field_validator("link_secret", "link_secret_old")
@@ -196,6 +203,22 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
+
+    @field_validator("web_secret")
+    @classmethod
+    def _web_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_WEB_SECRET:
+            raise ValueError(
+                f"must be at least {MIN_WEB_SECRET} characters (it signs the console's "
+                f"sessions; it has {len(value.get_secret_value())}); make one with "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+    @property
+    def public_https(self) -> bool:
+        """The console is reached over HTTPS (PSHNOTIFY_PUBLIC_URL says so)."""
+        return urlsplit(self.public_url).scheme == "https"
 
     @field_validator("webhook_secret")
     @classmethod

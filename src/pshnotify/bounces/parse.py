@@ -6,11 +6,19 @@ formats (Exchange, Gmail's old notices, Exim, Sendmail, qmail, Postfix, ...) thr
 diagnostic come from the text next to each address. Auto-replies (RFC 3834 `Auto-Submitted`,
 out-of-office notices) are recognised and are not bounces. Anything else is `unrecognised`:
 kept for a person to read, never guessed at.
+
+`parse` never raises: anyone can mail the bounce address, so a message that cannot be read
+(a broken encoding, an unknown charset, nesting deeper than `MAX_DEPTH`, more than
+`MAX_BYTES`) is `unrecognised` with the reason, and the scan goes on to the next one. Every
+text taken from the message is cleaned of control characters and undecodable bytes, so it can
+be stored and shown as it is.
 """
 
 from __future__ import annotations
 
 import email
+import email.header
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +29,9 @@ from typing import Literal
 from flufl.bounce import all_failures
 
 from pshnotify.domain.bounces import BounceClass, best_code, classify
+from pshnotify.domain.text import CONTROL
 
+log = logging.getLogger(__name__)
 Kind = Literal["bounce", "autoreply", "unrecognised"]
 
 # Where the relay that delivered the bounce says whom it was for: the VERP token is there.
@@ -35,6 +45,8 @@ _AUTO_SUBJECT = re.compile(
 _DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery", re.IGNORECASE)
 _DIAGNOSTIC_LINES = 8  # lines after a failed address searched for its reply
 _MAX_DIAGNOSTIC = 500
+MAX_BYTES = 10 * 1024 * 1024  # a delivery report with the original attached is far smaller
+MAX_DEPTH = 30  # MIME parts within parts; a real report nests three or four
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,26 @@ class Parsed:
 
 
 def parse(data: bytes) -> Parsed:
-    msg = email.message_from_bytes(data)
+    """What one mail says; never raises (see the module docstring)."""
+    if len(data) > MAX_BYTES:
+        return _unreadable(data, f"larger than {MAX_BYTES:,} bytes: not read")
+    try:
+        return _parse(email.message_from_bytes(data))
+    except RecursionError:  # the standard library's parser recurses once per level
+        return _unreadable(data, f"MIME parts nested deeper than {MAX_DEPTH}")
+    except Exception as exc:  # a codec's own error, a parser's: unreadable, never a crash
+        log.info("a bounce mailbox message could not be read: %s", type(exc).__name__)
+        return _unreadable(data, f"cannot be read ({type(exc).__name__})")
+
+
+def _parse(msg: Message) -> Parsed:
+    if _depth(msg) > MAX_DEPTH:
+        return Parsed(
+            "unrecognised",
+            subject=_header(msg, "subject"),
+            sender=_header(msg, "from"),
+            reason=f"MIME parts nested deeper than {MAX_DEPTH}",
+        )
     common = {
         "subject": _header(msg, "subject"),
         "sender": _header(msg, "from"),
@@ -85,18 +116,60 @@ def parse(data: bytes) -> Parsed:
     )
 
 
+def _unreadable(data: bytes, reason: str) -> Parsed:
+    """An unreadable mail, with what of its subject and sender can be read safely."""
+    head = data[:16384].split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+    fields = {"subject": "", "from": ""}
+    for line in head.splitlines():
+        name, colon, value = line.partition(b":")
+        key = name.strip().lower().decode("ascii", "replace")
+        if colon and key in fields and not fields[key]:
+            fields[key] = _clean(value.decode("utf-8", "replace"), 300)
+    return Parsed("unrecognised", subject=fields["subject"], sender=fields["from"], reason=reason)
+
+
+def _depth(msg: Message) -> int:
+    """How deep the MIME parts nest, counted without recursion (walk() recurses)."""
+    deepest, stack = 0, [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        if part.is_multipart():  # (a leaf's get_payload() may decode, and fail)
+            stack += [(p, depth + 1) for p in part.get_payload() if isinstance(p, Message)]
+    return deepest
+
+
+def _clean(text: str, limit: int) -> str:
+    """Text fit to store and show: bytes the parser kept undecoded become U+FFFD, control
+    characters a space, runs of white space one."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return " ".join(CONTROL.sub(" ", text).split())[:limit]
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    """Bytes in a declared charset; a wrong or unknown one never fails (latin-1 reads all)."""
+    try:
+        return data.decode(charset or "latin-1", errors="replace")
+    except (LookupError, UnicodeError):  # unknown; or a codec such as idna that cannot replace
+        return data.decode("latin-1")
+
+
 def _header(msg: Message, name: str) -> str:
     value = msg.get(name)
     if value is None:
         return ""
-    text = str(email.header.make_header(email.header.decode_header(str(value))))
-    return " ".join(text.split())[:300]
+    words = email.header.decode_header(str(value))
+    text = "".join(w if isinstance(w, str) else _decode(w, cs) for w, cs in words)
+    return _clean(text, 300)
 
 
 def _delivered_to(msg: Message) -> tuple[str, ...]:
     found: list[str] = []
     for name in _DELIVERY_HEADERS:
-        for _, addr in getaddresses([str(v) for v in msg.get_all(name, [])]):
+        for _, raw in getaddresses([str(v) for v in msg.get_all(name, [])]):
+            addr = _clean(raw, 320)
             if addr and addr not in found:
                 found.append(addr)
     return tuple(found)
@@ -110,15 +183,11 @@ def _texts(msg: Message) -> Iterator[str]:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        charset = part.get_content_charset() or "latin-1"
-        try:
-            yield payload.decode(charset, errors="replace")
-        except LookupError:
-            yield payload.decode("latin-1")
+        yield _decode(payload, part.get_content_charset())
 
 
 def _original_ids(msg: Message) -> tuple[str, ...]:
-    own = str(msg.get("message-id", "")).strip()
+    own = _header(msg, "message-id")
     found: list[str] = []
     for part in msg.walk():
         if part is msg:
@@ -126,12 +195,13 @@ def _original_ids(msg: Message) -> tuple[str, ...]:
         if part.get_content_type() == "message/rfc822":
             for inner in part.get_payload() or []:
                 if isinstance(inner, Message) and inner.get("message-id"):
-                    found.append(str(inner["message-id"]).strip())
+                    found.append(_clean(str(inner["message-id"]), 255))
     for text in _texts(msg):
         found += _MESSAGE_ID.findall(text)
     out: list[str] = []
     for mid in found:
-        if mid != own and mid not in out:
+        mid = _clean(mid, 255)
+        if mid and mid != own and mid not in out:
             out.append(mid)
     return tuple(out)
 
@@ -178,12 +248,12 @@ def _dsn_address(value: object) -> str:
     kind, _, addr = str(value).partition(";")
     if kind.strip().lower() != "rfc822":
         return ""
-    found = parseaddr(addr.strip())[1].lower()
+    found = _clean(parseaddr(addr.strip())[1], 320).lower()
     return found if "@" in found else ""
 
 
 def _squash(text: str) -> str:
-    return " ".join(text.split())[:_MAX_DIAGNOSTIC]
+    return _clean(text, _MAX_DIAGNOSTIC)
 
 
 # -- RFC 3834 auto-replies -------------------------------------------------------------------------
@@ -210,7 +280,9 @@ def _heuristic_failures(msg: Message) -> tuple[Failure, ...]:
     texts = list(_texts(msg))
     out: list[Failure] = []
     for raw, is_permanent in [(a, True) for a in permanent] + [(a, False) for a in temporary]:
-        address = raw.decode("utf-8", "replace").lower()
+        address = _clean(raw.decode("utf-8", "replace"), 320).lower()
+        if not address:
+            continue
         if any(f.recipient == address for f in out):
             continue
         diagnostic = _diagnostic_near(address, texts)

@@ -12,6 +12,7 @@ import contextlib
 import mailbox
 import os
 import ssl
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ class MaildirSource:
 
     Mail in `new/` and `cur/` is read; a handled one is renamed into a Maildir++ subfolder
     (`.Processed/cur/`, `.Unrecognised/cur/`), one atomic rename on the same file system.
+    Only regular files are read: a symbolic link (to /etc/passwd, say), a FIFO or a folder is
+    skipped and left where it is; and at most `parse.MAX_BYTES` + 1 bytes of one (more than
+    that is unrecognised, kept whole).
     """
 
     name = "maildir"
@@ -77,8 +81,11 @@ class MaildirSource:
     def mails(self) -> Iterator[Mail]:
         for sub in ("new", "cur"):
             for entry in sorted(os.scandir(self.root / sub), key=lambda e: e.name):
-                if entry.is_file() and not entry.name.startswith("."):
-                    yield Mail(f"{sub}/{entry.name}", Path(entry.path).read_bytes())
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                    continue
+                data = _read_regular(entry.path)
+                if data is not None:
+                    yield Mail(f"{sub}/{entry.name}", data)
 
     def move(self, mail: Mail, folder: str) -> str:
         if folder not in self._box.list_folders():
@@ -92,6 +99,21 @@ class MaildirSource:
 
     def close(self) -> None:
         return None
+
+
+def _read_regular(path: str) -> bytes | None:
+    """A regular file's first MAX_BYTES + 1 bytes; None if it is not one by the time it is
+    opened (O_NOFOLLOW: a file swapped for a link after the listing is not followed)."""
+    from pshnotify.bounces.parse import MAX_BYTES
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # a link (ELOOP), or gone since the listing
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(MAX_BYTES + 1)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ def new(
         typer.Option("--force", help="Write into a folder that has files, replacing ours."),
     ] = False,
 ) -> None:
-    """Write a campaign folder to edit: the program file, the email templates, an example
-    roster, a commented .env and a systemd unit. Run the other commands in it."""
+    """Write a campaign folder to edit, and run the other commands in it.
+
+    It holds the program file, the email templates, an example roster, a commented .env and a systemd unit.
+    """  # noqa: E501 (one line a paragraph: Typer keeps a later paragraph's line breaks)
     from pshnotify.skeleton import write_campaign_folder
 
     with handle_errors():

@@ -91,9 +91,10 @@ def approve(
     now: NowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Grant a request: more time extends the deadline, completed records the completion, not
-    required exempts (the same commands as extend, completions and exempt); the person is
-    told."""
+    """Grant a request; the person is told.
+
+    More time extends the deadline, completed records the completion, not required exempts: the same commands as extend, complete and exempt.
+    """  # noqa: E501 (one line a paragraph: Typer keeps a later paragraph's line breaks)
     from pshnotify.domain.values import Day, read
     from pshnotify.services.requests import approve as do_approve
 

@@ -31,6 +31,7 @@ from pshnotify.domain.values import Reach
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DOMAIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 Status = Literal["required", "encouraged", "exempt"]
 
 
@@ -211,6 +212,18 @@ class Escalation(_Model):
     to: Literal["manager", "officer"] = "manager"
     # Digests about a person stop this many days after their deadline.
     stop_days_after_deadline: int = Field(default=14, ge=0)
+    # The domains a manager's address may be at (each with its subdomains); unset, the
+    # domain of the program's sender address. A digest names colleagues: a roster's
+    # manager_email elsewhere is warned about at import and never mailed (the officer is).
+    manager_domains: tuple[str, ...] = ()
+
+    @field_validator("manager_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for d in value:
+            if not _DOMAIN.fullmatch(d):
+                raise ValueError(f"{d!r} is not a domain such as example.edu")
+        return tuple(d.lower().rstrip(".") for d in value)
 
     @model_validator(mode="after")
     def _some_threshold(self) -> Escalation:
@@ -345,6 +358,16 @@ class Program(_Model):
     def field_types(self) -> dict[str, type]:
         extra = {k: EXTRA_TYPES[v] for k, v in self.roster.extra_columns.items()}
         return {**FIELD_TYPES, **extra}
+
+    @cached_property
+    def manager_domains(self) -> tuple[str, ...]:
+        sender = str(self.program.sender.address).rpartition("@")[2].lower()
+        return self.escalation.manager_domains or (sender,)
+
+    def manager_allowed(self, address: str) -> bool:
+        """May an escalation digest go to this manager's address? (`manager_domains`)"""
+        domain = address.rpartition("@")[2].lower().rstrip(".")
+        return any(domain == d or domain.endswith("." + d) for d in self.manager_domains)
 
     def wave(self, key: str) -> Wave:
         for w in self.waves:

@@ -42,6 +42,13 @@ def _converted(address: str) -> WireAddress:
     return WireAddress(f"{local}@{ascii_domain}", not local.isascii())
 
 
+def mailbox_key(address: str) -> str:
+    """The mailbox an address reaches, for counting recipients: `victim+1@x` and
+    `Victim+2@X` are one mailbox (sub-addressing, RFC 5233), lower-cased."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    return f"{local.partition('+')[0] or local}@{domain}"
+
+
 NEEDS_SMTPUTF8 = (
     "the address's local part is not ASCII and the relay does not offer SMTPUTF8, which "
     "delivering it requires; ask the relay's administrators to enable SMTPUTF8, or correct "

@@ -4,6 +4,10 @@ Each mail is parsed (bounces.parse), its failed recipients recorded in one trans
 (services.bounces), and only then moved: to `Processed` when understood (a bounce or an
 auto-reply), to `Unrecognised` when not (kept, counted, listed by `bounces unrecognised`).
 Nothing is ever deleted, and a second scan of the same mail changes nothing.
+
+What a bounce is believed on: with VERP (PSHNOTIFY_BOUNCE_ADDRESS/_SECRET) only a valid
+token in the address it was delivered to; a report without one is kept, never applied.
+Without VERP, the original Message-ID (random per message, store.outbox) and the recipient.
 """
 
 from __future__ import annotations
@@ -109,6 +113,13 @@ def _one(
         report.forged += 1
         log.warning("bounce with a forged token refused: %s", exc)
         _keep(engine, clock, source, mail, parsed, identity, f"refused: {exc}", report)
+        return
+    if config.verp is not None and row_id is None:
+        # With VERP only a valid token is believed: a report sent to the plain bounce address
+        # could name anyone's Message-ID and address (anyone can mail that address).
+        report.unmatched += 1
+        reason = "a delivery report without a bounce token (VERP is on: only a token counts)"
+        _keep(engine, clock, source, mail, parsed, identity, reason, report, count=False)
         return
     now = clock.now()
     outcomes = []

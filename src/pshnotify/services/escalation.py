@@ -23,6 +23,8 @@ from pshnotify.domain.cadence import deadline_date, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NothingToSend
+from pshnotify.domain.program import Program
+from pshnotify.mail.address import mailbox_key
 from pshnotify.services.bounces import undeliverable_reasons
 from pshnotify.store import outbox, standing
 from pshnotify.store.outbox import Claimed
@@ -104,7 +106,7 @@ def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behi
         days_left = (deadline - today).days
         if not policy.escalated(esc, reminders_sent=sent[r.id], days_left=days_left):
             continue
-        manager = r.manager_email if esc.to == "manager" else None
+        manager = _manager(program, r.manager_email)
         recipient = manager or r.admin_officer
         if not recipient:
             continue  # nobody to tell: the officer's report still lists them
@@ -120,6 +122,14 @@ def behind(conn: Connection, stored: StoredProgram, today: dt.date) -> list[Behi
         }
         out.append(Behind(recipient, manager is None, r.id, row))
     return out
+
+
+def _manager(program: Program, address: str | None) -> str | None:
+    """Whom a digest goes to as the manager: the roster's address, if the program sends to
+    managers and allows its domain (else the officer stands in)."""
+    if program.escalation.to != "manager" or not address:
+        return None
+    return address if program.manager_allowed(address) else None
 
 
 def _reminders_sent(conn: Connection, program_id: int, before: dt.datetime) -> Counter[int]:
@@ -146,7 +156,7 @@ def queue_escalations(
         return 0
     groups: dict[str, list[Behind]] = defaultdict(list)
     for b in behind(conn, stored, today):
-        groups[b.recipient.lower()].append(b)
+        groups[mailbox_key(b.recipient)].append(b)  # victim+1@, +2@...: one mailbox
     program = stored.program
     due = next_sending_instant(now, program.sending, program.tz)
     day = today.isoformat()
@@ -171,10 +181,10 @@ def queue_escalations(
 
 def escalation_enricher(engine: Engine, stored: StoredProgram, claimed: Claimed) -> dict[str, Any]:
     """The dispatcher's hook: the recipient's people who are still behind, read at send time."""
-    recipient = str(claimed.context["recipient"]).lower()
+    recipient = mailbox_key(str(claimed.context["recipient"]))
     today = dt.date.fromisoformat(str(claimed.context["date"]))
     with engine.connect() as conn:
-        mine = [b for b in behind(conn, stored, today) if b.recipient.lower() == recipient]
+        mine = [b for b in behind(conn, stored, today) if mailbox_key(b.recipient) == recipient]
     if not mine:
         raise NobodyBehind("nobody behind any more")
     mine.sort(key=lambda b: (b.row["days_left"], b.row["name"].casefold(), b.row["id"]))
@@ -212,7 +222,7 @@ def planned_digests(conn: Connection, stored: StoredProgram, now: dt.datetime) -
     seen: set[tuple[str, dt.date]] = set()
     out: Counter[dt.date] = Counter()
     for r in conn.execute(q):
-        recipient = (r.manager_email if esc.to == "manager" else None) or r.admin_officer
+        recipient = _manager(program, r.manager_email) or r.admin_officer
         if not recipient:
             continue
         state = standing.person_state(r, steps={"launch"})
@@ -233,10 +243,10 @@ def planned_digests(conn: Connection, stored: StoredProgram, now: dt.datetime) -
             if (
                 program.sending.is_working_day(day)
                 and policy.escalated(esc, reminders_sent=sent, days_left=(deadline - day).days)
-                and (recipient.lower(), day) not in seen
+                and (mailbox_key(recipient), day) not in seen
                 and not (day == today and _past_report_time(stored, now))
             ):
-                seen.add((recipient.lower(), day))
+                seen.add((mailbox_key(recipient), day))
                 out[day] += 1
             day += dt.timedelta(days=1)
     return out

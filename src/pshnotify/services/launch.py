@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,9 +11,7 @@ from sqlalchemy import (
     JSON,
     Connection,
     Engine,
-    String,
     case,
-    cast,
     func,
     literal,
     select,
@@ -28,7 +25,7 @@ from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import ConflictError, NotFoundError
 from pshnotify.domain.program import Program, Wave
 from pshnotify.domain.values import Instant
-from pshnotify.store import audit, standing
+from pshnotify.store import audit, outbox, standing
 from pshnotify.store import programs as program_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
@@ -411,12 +408,11 @@ def queue_launch_emails(
     a launch past 50,000 rows/s on both backends (building and binding the rows in Python
     capped it near 24,000 on SQLite and 9,000 on PostgreSQL). The idempotency key is the
     same one `idempotency_key` builds; a person who has one already is skipped by the
-    UNIQUE constraint. The Message-ID is this launch's random part and the person's row id.
+    UNIQUE constraint. The Message-ID is random per message, made by the database.
     """
     program = stored.program
     kind = Kind.LAUNCH.value
     key_prefix, key_suffix = idempotency_key(program.key, wave, "\0", kind).split("\0")
-    batch = uuid.uuid4().hex
     values: dict[str, Any] = {
         "program_id": literal(stored.id),
         "person_id": people.c.id,
@@ -424,9 +420,7 @@ def queue_launch_emails(
         "wave_key": literal(wave),
         "step": literal("0"),
         "idempotency_key": literal(key_prefix) + people.c.external_id + literal(key_suffix),
-        "message_id": (
-            literal(f"<{batch}.") + cast(people.c.id, String) + literal(f"@{message_id_domain}>")
-        ),
+        "message_id": outbox.new_message_id_sql(conn, message_id_domain),
         "recipient_email": people.c.email,
         "recipient_name": people.c.name,
         "context": literal({}, JSON),

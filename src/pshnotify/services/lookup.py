@@ -19,7 +19,7 @@ from pshnotify.domain import policy
 from pshnotify.domain import requests as request_rules
 from pshnotify.domain.cadence import Planned
 from pshnotify.domain.delivery import Kind, State
-from pshnotify.domain.errors import NotFoundError
+from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.program import Program
 from pshnotify.domain.vocabulary import MessageWord
 from pshnotify.services.bounces import Mark, marks
@@ -31,6 +31,16 @@ from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import attempts, completions, enrollments, messages, people
 
 PER_PAGE = 50
+# A search matches an id, an address or a name, none of them longer: a longer one is refused
+# before it reaches SQL (SQLite refuses a LIKE pattern over 50,000 bytes).
+MAX_QUERY = 320
+
+
+def query_problem(query: str) -> str | None:
+    """Why a people search cannot be run, or None."""
+    if len(query) > MAX_QUERY:
+        return f"a search is at most {MAX_QUERY} characters; this one has {len(query):,}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,8 @@ def find_people(
 ) -> Page:
     """People enrolled in the program (removed ones too, marked), matching `query` in id,
     email or name; counted and paged in SQL."""
+    if problem := query_problem(query):
+        raise InputError([problem])
     conds = [enrollments.c.program_id == stored.id]
     if wave is not None:
         conds.append(enrollments.c.wave_key == wave)

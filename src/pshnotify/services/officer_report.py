@@ -149,7 +149,7 @@ def _open_requests(conn: Connection, stored: StoredProgram, officer: str) -> lis
         )
         .where(
             _mine(stored, officer),
-            enrollments.c.removed_at.is_(None),
+            standing.present(),
             requests.c.state == request_rules.PENDING,
         )
         .order_by(requests.c.id)

@@ -28,7 +28,7 @@ from pshnotify.services.adjust import exempt, extend, find_enrollment
 from pshnotify.services.completions import complete_by_operator
 from pshnotify.services.lookup import in_departments
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
-from pshnotify.store import audit, outbox
+from pshnotify.store import audit, outbox, standing
 from pshnotify.store import requests as repo
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
@@ -77,14 +77,10 @@ def link_person(engine: Engine, stored: StoredProgram, external_id: str) -> Pers
 def _settled(row: Any) -> str | None:
     """Why the training is no longer asked of this person, in the page's words (never an
     operator's own reason: the page shows no more than a forwarded email)."""
-    standing = policy.Standing(
-        status=row.status,
-        exempted_reason=row.exempted_reason,
-        completed=row.completed_at is not None,
-    )
-    if policy.owes_training(standing):
+    person = standing.to_standing(row)
+    if policy.owes_training(person):
         return None
-    if row.completed_at is not None:
+    if person.completed:
         return (
             "Our records show that you have completed this training. Thank you: nothing "
             "more is needed."
@@ -94,14 +90,13 @@ def _settled(row: Any) -> str | None:
 
 def _enrolled(conn: Connection, stored: StoredProgram, external_id: str) -> Any:
     row = find_enrollment(conn, stored, external_id)
-    if row.removed_at is not None or row.external_id != external_id:
+    if standing.to_standing(row).removed or row.external_id != external_id:
         raise NotFoundError([f"person: {external_id!r} is not on the roster"])
     return row
 
 
 def _deadline(stored: StoredProgram, row: Any) -> dt.date:
-    standing = policy.Standing(wave_key=row.wave_key, extended_until=row.extended_until)
-    last = policy.deadline(stored.program, standing)
+    last = policy.deadline(stored.program, standing.to_standing(row))
     return last if last is not None else stored.program.wave(row.wave_key).closes
 
 
@@ -334,7 +329,7 @@ def decline(
             .where(
                 enrollments.c.program_id == stored.id,
                 enrollments.c.person_id == req.person_id,
-                enrollments.c.removed_at.is_(None),
+                standing.present(),
             )
             .values(next_action_at=now, updated_at=now)
         )

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import ConflictError, InputError
+from pshnotify.domain.program import Program
 from pshnotify.ingest.csvfile import ProgressFn
 from pshnotify.ingest.roster_csv import RosterRow, read_roster
 from pshnotify.services import bounces
@@ -104,7 +105,7 @@ def import_roster(
         "delivered through a relay that offers SMTPUTF8 (otherwise its messages end failed)"
         for r in rows
         if not r.email.isascii() and not r.email.rpartition("@")[0].isascii()
-    ]
+    ] + _outside_managers(program, rows, path)
     now = clock.now()
     with transaction(engine, dry_run=dry_run) as conn:
         _check_email_owners(conn, rows, str(path))
@@ -130,6 +131,20 @@ def import_roster(
         changed = report.added + report.updated + report.removed
         refresh_statistics(engine, changed, "people", "enrollments")
     return report
+
+
+def _outside_managers(program: Program, rows: list[RosterRow], path: Path) -> list[str]:
+    """A warning per manager address outside the program's domains, at its first line."""
+    first: dict[str, int] = {}
+    for r in rows:
+        if r.manager_email and not program.manager_allowed(r.manager_email):
+            first.setdefault(r.manager_email, r.line)
+    return [
+        f"{path}:{line}: manager_email: {address!r} is outside the program's domains "
+        f"({', '.join(program.manager_domains)}); escalations go to the officer instead "
+        "unless [escalation] manager_domains lists its domain"
+        for address, line in first.items()
+    ]
 
 
 def _decide(program: Any, rows: list[RosterRow], name: str) -> list[tuple[str, str, str]]:

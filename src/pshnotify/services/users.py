@@ -3,14 +3,23 @@
 Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's second recommended
 parameter set); the plain password never leaves this module. Adding and removing a user is
 audited like any other action.
+
+A console session holds its login and the user's `stamp`, a digest of a random per-user
+nonce, the password hash, the role and the departments, checked on every request: signing out
+draws a new nonce (`end_sessions`), and a new password or role changes the stamp, so every
+session of that login ends at once; a login removed and added again has a new nonce and hash,
+so its old cookies never come back.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import json
 import re
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -41,6 +50,7 @@ class User:
     login: str
     role: str
     departments: tuple[str, ...]
+    stamp: str = field(default="", compare=False, repr=False)  # see the module docstring
 
     @property
     def is_operator(self) -> bool:
@@ -122,6 +132,7 @@ def add_user(
         conn.execute(
             users.insert().values(
                 login=login,
+                session_nonce=secrets.token_hex(16),
                 password_hash=password_hash,
                 role=role,
                 departments=list(user.departments),
@@ -151,12 +162,25 @@ def list_users(engine: Engine) -> list[User]:
 
 def get_user(engine: Engine, login: str) -> User | None:
     with engine.connect() as conn:
-        row = conn.execute(
-            select(users.c.login, users.c.role, users.c.departments).where(
-                users.c.login == login.strip().lower()
-            )
-        ).first()
-    return None if row is None else User(row.login, row.role, tuple(row.departments))
+        row = conn.execute(select(users).where(users.c.login == login.strip().lower())).first()
+    return None if row is None else _user(row)
+
+
+def _user(row: Any) -> User:
+    departments = tuple(row.departments)
+    facts = [row.session_nonce, row.password_hash, row.role, json.dumps(list(departments))]
+    stamp = hashlib.sha256("\0".join(facts).encode()).hexdigest()[:32]
+    return User(row.login, row.role, departments, stamp)
+
+
+def end_sessions(engine: Engine, login: str) -> None:
+    """Every console session of this login ends (a new nonce: their stamps no longer match)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(users)
+            .where(users.c.login == login.strip().lower())
+            .values(session_nonce=secrets.token_hex(16))
+        )
 
 
 def remove_user(engine: Engine, login: str, *, clock: Clock, actor: str) -> None:
@@ -190,7 +214,8 @@ def authenticate(engine: Engine, login: str, password: str) -> User | None:
                 .where(users.c.login == login)
                 .values(password_hash=_hasher.hash(password))
             )
-    return User(row.login, row.role, tuple(row.departments))
+        return get_user(engine, login)  # the stamp of the new hash
+    return _user(row)
 
 
 def note_sign_in(engine: Engine, login: str, address: str, clock: Clock) -> None:

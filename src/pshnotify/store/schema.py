@@ -381,6 +381,8 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("role", String(16), nullable=False),  # operator | viewer
     Column("departments", JSON, nullable=False),  # a viewer's departments; [] for operators
+    # Drawn anew when the user signs out: every session of the login ends (services.users).
+    Column("session_nonce", String(32), nullable=False),
     _created(),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -58,6 +58,7 @@ from pshnotify.store.programs import StoredProgram
 from pshnotify.web import xapi
 from pshnotify.web.bounces import bounce_routes
 from pshnotify.web.bounds import HttpLimits, bounded_protocol, uvicorn_options
+from pshnotify.web.proxy import ForwardedMiddleware
 from pshnotify.web.throttle import FailureThrottle, ThrottleMiddleware
 from pshnotify.web.webhook_io import (
     HttpError,
@@ -121,9 +122,11 @@ def create_app(
         routes=routes,
         exception_handlers={HttpError: http_error, UnmatchedFullError: _unmatched_full},
         middleware=[
+            # First: the throttle and everything after it see the client the proxy names.
+            Middleware(ForwardedMiddleware, trusted=settings.web_trusted_proxies),
             Middleware(
                 ThrottleMiddleware, throttle=throttle, exempt=["/healthz"], logged=["/login"]
-            )
+            ),
         ],
     )
 
@@ -391,6 +394,9 @@ async def serve(
             ws="none",
             http=bounded_protocol(limits),
             server_header=False,
+            # Forwarded headers are the app's business (web/proxy.py), from trusted proxies
+            # only; uvicorn would believe them from 127.0.0.1.
+            proxy_headers=False,
             timeout_graceful_shutdown=5,
             **uvicorn_options(limits),
         )

@@ -36,6 +36,7 @@ from pshnotify.domain.calendar import local_time
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.domain.values import Day, Instant, read
 from pshnotify.domain.vocabulary import PersonWord
+from pshnotify.mail.report_kind import report_csv
 from pshnotify.services import lookup, progress, requests
 from pshnotify.services.adjust import exempt, extend
 from pshnotify.services.audit_trail import audit_page, record_refusal
@@ -54,12 +55,13 @@ from pshnotify.services.launch import (
 )
 from pshnotify.services.reports import department_csv
 from pshnotify.services.status import program_status
-from pshnotify.services.users import User, authenticate, get_user, note_sign_in
+from pshnotify.services.users import User, authenticate, end_sessions, get_user, note_sign_in
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web.console import charts
 from pshnotify.web.console.session import CSRF_FIELD, Session, SessionCodec
 from pshnotify.web.console.throttle import SignInThrottle
+from pshnotify.web.proxy import peer
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -125,7 +127,9 @@ class Console:
     ) -> None:
         self.engine, self.clock, self.settings = engine, clock, settings
         self.load_program = load_program
-        self.codec = SessionCodec(secret, int(settings.web_session_hours * 3600))
+        self.codec = SessionCodec(
+            secret, int(settings.web_session_hours * 3600), always_secure=settings.public_https
+        )
         self.throttle = throttle or SignInThrottle()
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.web_trusted_proxies]
         self.env = Environment(
@@ -257,7 +261,8 @@ class Console:
         return form
 
     async def _user(self, request: Request, session: Session) -> User:
-        login = self._trusted_login(request) or session.login
+        trusted = self._trusted_login(request)
+        login = trusted or session.login
         if not login:
             raise SignInNeededError
         user = await run_in_threadpool(get_user, self.engine, login)
@@ -266,16 +271,21 @@ class Console:
                 session.sign_out()
                 raise SignInNeededError
             raise PageError(403, "No console user", [f"No console user {login!r}."])
+        if not trusted and not session.stamp_ok(user.stamp):
+            # Signed out elsewhere, a new password or role, or removed and added again.
+            session.sign_out()
+            raise SignInNeededError
         return user
 
     def _trusted_login(self, request: Request) -> str | None:
         """The single-sign-on login, only from a listed proxy (headers from anyone else are
         ignored: a client could write them)."""
         header = self.settings.web_trusted_header
-        if not header or not self.proxies or request.client is None:
+        address = peer(request.scope)  # the proxy itself, never an address it forwarded
+        if not header or not self.proxies or address is None:
             return None
         try:
-            client = ipaddress.ip_address(request.client.host)
+            client = ipaddress.ip_address(address)
         except ValueError:
             return None
         if not any(client in net for net in self.proxies):
@@ -404,7 +414,7 @@ class Console:
         if user is None:
             self.throttle.failed(username, client)  # logged there, one line
             return self._finish(request, session, again("Wrong login or password.", 401))
-        session.sign_in(user.login)
+        session.sign_in(user.login, user.stamp)
         await run_in_threadpool(note_sign_in, self.engine, user.login, client, self.clock)
         return self._finish(request, session, RedirectResponse(next_path, 303))
 
@@ -414,6 +424,10 @@ class Console:
             await self._form(request, session)
         except PageError as exc:
             return self._finish(request, session, self._problem(request, session, None, exc))
+        if session.login:  # every session of the login ends, copies of this cookie included
+            user = await run_in_threadpool(get_user, self.engine, session.login)
+            if user is not None and session.stamp_ok(user.stamp):  # (not a stale cookie's)
+                await run_in_threadpool(end_sessions, self.engine, session.login)
         session.sign_out()
         session.say("Signed out.")
         return self._finish(request, session, RedirectResponse("/login", 303))
@@ -462,7 +476,7 @@ class Console:
 
     async def wave(self, call: _Call) -> Response:
         key = self._wave_of(call)
-        q = call.request.query_params.get("q", "")
+        q = _search(call.request)
         page = _page_number(call.request)
         stored, now = call.stored, self.clock.now()
 
@@ -575,6 +589,11 @@ class Console:
 
     async def people(self, call: _Call) -> Response:
         q = call.request.query_params.get("q", "")
+        if problem := lookup.query_problem(q):
+            _log_long_search(q)
+            empty = lookup.Page([], 1, lookup.PER_PAGE, 0)
+            short = q[: lookup.MAX_QUERY]  # what was typed, as much of it as a search holds
+            return self.render(call, "people.html", 400, found=empty, q=short, error=problem)
         page = _page_number(call.request)
         found = await run_in_threadpool(
             lambda: lookup.find_people(
@@ -586,7 +605,7 @@ class Console:
                 page=page,
             )
         )
-        return self.render(call, "people.html", found=found, q=q)
+        return self.render(call, "people.html", found=found, q=q, error=None)
 
     async def person(self, call: _Call) -> Response:
         person_id = call.request.path_params["id"]
@@ -734,9 +753,16 @@ class Console:
         scope = _scope(call.user)
         if not name or (scope is not None and name.casefold() not in _folded(scope)):
             raise PageError(404, "Not found", [f"No department {name!r} among yours."])
-        data = await run_in_threadpool(
-            department_csv, self.engine, call.stored, name, self.clock.now()
-        )
+        try:
+            data = await run_in_threadpool(
+                department_csv, self.engine, call.stored, name, self.clock.now()
+            )
+        except NotFoundError:  # nobody enrolled is in it
+            if scope is None:  # an operator's mistyping (the hint would name a CLI option)
+                raise PageError(
+                    404, "Not found", [f"Nobody enrolled is in the department {name!r}."]
+                ) from None
+            data = report_csv([])  # a viewer's own department, empty for now: the header only
         filename = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "department"
         return Response(
             data,
@@ -892,6 +918,19 @@ def _safe_next(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
+
+
+def _search(request: Request) -> str:
+    q = request.query_params.get("q", "")
+    if problem := lookup.query_problem(q):
+        _log_long_search(q)
+        raise PageError(400, "Search too long", [problem.capitalize() + "."])
+    return q
+
+
+def _log_long_search(q: str) -> None:
+    """A summary, never the whole parameter (it may be megabytes)."""
+    log.info("people search refused: %d characters, starting %r", len(q), q[:40])
 
 
 def _page_number(request: Request) -> int:
