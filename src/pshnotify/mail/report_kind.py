@@ -107,7 +107,7 @@ def report_context(data: KindInput) -> dict[str, Any]:
     day = dt.date.fromisoformat(str(extra["date"]))
     rows = [_display(r) for r in extra["rows"]]
     summary = {k: int(extra["summary"].get(k, 0)) for k in SUMMARY_KEYS}
-    summary["pending"] = summary["emailed"]  # for a campaign folder's templates made before 2
+    summary["pending"] = summary["emailed"]  # report templates copied before the words changed
     attention = {k: list(extra.get("attention", {}).get(k, [])) for k in ATTENTION_KEYS}
     return {
         **common_context(data.program, data.person),
