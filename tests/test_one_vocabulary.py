@@ -91,6 +91,10 @@ def test_every_place_says_a_state_with_the_same_word(
     delivered = json.loads(_ok(cli(env, "messages", "--state", "delivered", "--json")))
     assert json.loads(_ok(cli(env, "messages", "--state", "sent", "--json"))) == delivered
     assert len(delivered) == data["messages"]["delivered"]
+    refused = cli(env, "messages", "--state", "pending")
+    assert refused.returncode == 2
+    assert "--state: unknown state 'pending'" in refused.stderr
+    assert "delivered, deferred" in refused.stderr  # the words it takes
 
     # `status` for people: the message columns are named by the words, "pending" is gone.
     table = _ok(cli(env, "status", "--now", now))
