@@ -30,8 +30,8 @@ from typing import Any
 
 from pshnotify.clock import FixedClock
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.completions import import_completions
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign.completions import import_completions
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from run import (

@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pshnotify.clock import FixedClock
 from pshnotify.demo.sample_roster import write_sample_roster
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.completions import import_completions
-from pshnotify.services.launch import launch_wave
-from pshnotify.services.roster import import_roster
-from pshnotify.services.users import add_user
+from pshnotify.services.access.users import add_user
+from pshnotify.services.campaign.completions import import_completions
+from pshnotify.services.campaign.launch import launch_wave
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.schema import messages

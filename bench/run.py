@@ -56,8 +56,8 @@ from pshnotify.domain.delivery import Kind
 from pshnotify.mail.build import BuildSpec, build
 from pshnotify.mail.kinds import Recipient
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.launch import launch_wave
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign.launch import launch_wave
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.programs import StoredProgram

@@ -27,8 +27,8 @@ from pshnotify.bounces.sources import MaildirSource
 from pshnotify.cli import app
 from pshnotify.clock import FixedClock
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.bounce_scan import scan
-from pshnotify.services.users import add_user
+from pshnotify.services.access.users import add_user
+from pshnotify.services.bounces.scan import scan
 from pshnotify.settings import Settings
 from pshnotify.store.schema import messages, people, undeliverable, users
 from tests.smtp_server import Received, SmtpServer

@@ -27,8 +27,8 @@ from pshnotify.cli import app
 from pshnotify.clock import FixedClock
 from pshnotify.domain.bounces import BounceClass
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.bounce_scan import ScanConfig, scan
-from pshnotify.services.bounces import address_ok
+from pshnotify.services.bounces.marks import address_ok
+from pshnotify.services.bounces.scan import ScanConfig, scan
 from pshnotify.settings import Settings
 from pshnotify.store.schema import audit_log, bounces, messages, undeliverable
 from pshnotify.web import create_app

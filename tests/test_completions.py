@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 from pshnotify.clock import FixedClock
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.completions import (
+from pshnotify.services.campaign.completions import (
     CompletionResult,
     complete_by_operator,
     completion_key,
@@ -22,8 +22,8 @@ from pshnotify.services.completions import (
     record_completion,
     unmatched_completions,
 )
-from pshnotify.services.launch import preview_launch
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign.launch import preview_launch
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.store import outbox
 from pshnotify.store.schema import audit_log, completions, enrollments, messages, people
 from tests.conftest import NY

@@ -17,8 +17,12 @@ from sqlalchemy import Connection, event, func, select, text, update
 
 from pshnotify.domain.delivery import Kind, idempotency_key
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.completions import completion_key, import_completions, record_completion
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign.completions import (
+    completion_key,
+    import_completions,
+    record_completion,
+)
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.store import outbox
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import completions, enrollments, messages, people

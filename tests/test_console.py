@@ -30,9 +30,9 @@ from sqlalchemy import func, select
 from pshnotify.clock import FixedClock
 from pshnotify.domain.bounces import BounceClass
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.bounces import record_event
-from pshnotify.services.schedule import run_pass
-from pshnotify.services.users import add_user
+from pshnotify.services.access.users import add_user
+from pshnotify.services.bounces.marks import record_event
+from pshnotify.services.campaign.schedule import run_pass
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.schema import audit_log, messages

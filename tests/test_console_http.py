@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from pshnotify.cli import app
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.users import add_user
+from pshnotify.services.access.users import add_user
 from pshnotify.store.schema import audit_log, enrollments, people, users
 from tests.smtp_server import SmtpServer
 from tests.test_cli import NOW, cli

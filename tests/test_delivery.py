@@ -31,7 +31,7 @@ from tests.test_roster_import import HEADER
 
 
 def pilot(runtime: Runtime, tmp_path: Path, count: int) -> None:
-    from pshnotify.services.roster import import_roster
+    from pshnotify.services.campaign.roster import import_roster
 
     lines = [HEADER] + [
         f"P{i},p{i}@example.edu,Person {i},Human Resources,staff,,,,,," for i in range(count)

@@ -19,9 +19,13 @@ from sqlalchemy import func, insert, select
 from pshnotify.domain.errors import InputError
 from pshnotify.domain.values import Instant
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services import completions as completions_service
-from pshnotify.services.completions import CompletionOutcome, claim_receipt, complete_by_operator
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign import completions as completions_service
+from pshnotify.services.campaign.completions import (
+    CompletionOutcome,
+    claim_receipt,
+    complete_by_operator,
+)
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.settings import load_settings
 from pshnotify.store.schema import completions, webhook_receipts
 from tests.conftest import PROGRAM_FILE

@@ -30,8 +30,8 @@ from pshnotify.domain.text import CONTROL
 from pshnotify.ingest.completions_csv import read_completions
 from pshnotify.ingest.roster_csv import LIMITS, MAX_TEXT, read_roster
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.bounce_scan import scan
-from pshnotify.services.roster import import_roster
+from pshnotify.services.bounces.scan import scan
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.store.schema import messages, undeliverable
 from pshnotify.web import create_app
 from tests.test_launch_and_send import PILOT

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from pshnotify.cli import app
 from pshnotify.clock import FixedClock
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.messages import retry_messages
+from pshnotify.services.delivery.messages import retry_messages
 from pshnotify.settings import Settings
 from pshnotify.store.schema import messages
 from tests.smtp_server import SmtpServer

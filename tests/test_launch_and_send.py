@@ -14,10 +14,10 @@ from sqlalchemy import delete, select
 from pshnotify.clock import FixedClock
 from pshnotify.domain.errors import ConflictError
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.launch import launch_wave, preview_launch
-from pshnotify.services.messages import retry_messages
-from pshnotify.services.pause import set_paused
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign.launch import launch_wave, preview_launch
+from pshnotify.services.campaign.pause import set_paused
+from pshnotify.services.campaign.roster import import_roster
+from pshnotify.services.delivery.messages import retry_messages
 from pshnotify.store.schema import attempts, audit_log, messages, people
 from tests.conftest import NY
 from tests.smtp_server import Behaviour, SmtpServer

@@ -14,7 +14,7 @@ import statistics
 import pytest
 
 from pshnotify.domain.delivery import State
-from pshnotify.services.ledger import Ledger
+from pshnotify.services.delivery.ledger import Ledger
 from pshnotify.store.outbox import Claimed, Result
 
 pytestmark = pytest.mark.fast  # no server: `make test-fast`

@@ -16,7 +16,7 @@ import pytest
 
 from pshnotify.domain.vocabulary import MessageWord, PersonWord
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.users import add_user
+from pshnotify.services.access.users import add_user
 from tests.smtp_server import SmtpServer
 from tests.test_cli import cli
 from tests.test_console import OPERATOR

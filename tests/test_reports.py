@@ -30,15 +30,15 @@ from pshnotify.mail.kinds import KindInput, Recipient, sample_contexts
 from pshnotify.mail.render import Templates
 from pshnotify.mail.report_kind import CSV_COLUMNS, OFFICER_NAME, report_context
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.dispatch import Dispatcher
-from pshnotify.services.launch import launch_wave
-from pshnotify.services.reports import (
+from pshnotify.services.campaign.launch import launch_wave
+from pshnotify.services.campaign.roster import import_roster
+from pshnotify.services.delivery.dispatch import Dispatcher
+from pshnotify.services.reporting.reports import (
     department_report,
     queue_nightly_reports,
     report_enricher,
     report_night,
 )
-from pshnotify.services.roster import import_roster
 from pshnotify.store.db import make_engine
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people

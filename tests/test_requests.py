@@ -23,9 +23,9 @@ from pshnotify.domain.program import Program, parse_program
 from pshnotify.domain.values import Day
 from pshnotify.mail.links import RequestLinks
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services import requests as svc
-from pshnotify.services.plan import build_plan
-from pshnotify.services.schedule import run_pass
+from pshnotify.services.campaign import requests as svc
+from pshnotify.services.campaign.schedule import run_pass
+from pshnotify.services.reporting.plan import build_plan
 from pshnotify.store.schema import audit_log, enrollments, messages, requests
 from tests.conftest import LINK_SECRET, NY, PROGRAM_FILE
 from tests.smtp_server import SmtpServer
@@ -262,7 +262,7 @@ def test_altered_foreign_removed_and_expired_links(
     assert site.get(path_of(links.url("another-program", "H1"))).status_code == 404
     # A second program in the same database, in which Ada is not enrolled: her link for it
     # (signed with the right secret) names nobody there.
-    from pshnotify.services.programs import register_program_file
+    from pshnotify.services.campaign.programs import register_program_file
 
     second = tmp_path / "next-cycle.toml"
     second.write_text(
@@ -723,7 +723,7 @@ def test_a_program_taking_requests_needs_the_link_secret_at_start(
 def test_the_console_refuses_a_bad_decision_keeping_it_and_a_viewer_reads_only(
     launched: Runtime, smtp: SmtpServer
 ) -> None:
-    from pshnotify.services.users import add_user
+    from pshnotify.services.access.users import add_user
     from tests.test_console import OPERATOR, VIEWER
     from tests.test_console_http import console, csrf, sign_in
 
@@ -828,7 +828,7 @@ def test_two_submissions_at_once_file_one_request(
 def test_a_person_who_completed_is_told_so_and_asked_nothing(
     launched: Runtime, smtp: SmtpServer, site: httpx.Client
 ) -> None:
-    from pshnotify.services.completions import complete_by_operator
+    from pshnotify.services.campaign.completions import complete_by_operator
 
     rt, stored = launched, launched.program(None)
     complete_by_operator(
@@ -854,7 +854,7 @@ def test_a_person_who_completed_is_told_so_and_asked_nothing(
 def test_the_officer_report_plan_and_timeline_show_the_waiting_request(
     env: dict[str, str], launched: Runtime, smtp: SmtpServer
 ) -> None:
-    from pshnotify.services.lookup import person_view
+    from pshnotify.services.reporting.lookup import person_view
     from tests.test_cli import cli
 
     rt, stored = launched, launched.program(None)

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from pshnotify.clock import FixedClock
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.schedule import run_pass
+from pshnotify.services.campaign.schedule import run_pass
 from pshnotify.store.schema import audit_log, requests
 from tests.smtp_server import SmtpServer
 from tests.test_console import (  # noqa: F401 - fixtures

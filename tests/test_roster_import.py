@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select
 
 from pshnotify.domain.errors import InputError
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.store.schema import audit_log, enrollments, people
 
 pytestmark = pytest.mark.fast  # no server: `make test-fast`

@@ -20,11 +20,11 @@ from pshnotify.domain import policy
 from pshnotify.domain.bounces import BounceClass
 from pshnotify.domain.delivery import Kind, State
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services import lookup, plan, preview, progress
-from pshnotify.services.bounces import record_event
-from pshnotify.services.launch import preview_launch
-from pshnotify.services.programs import select_program
-from pshnotify.services.status import program_status
+from pshnotify.services.bounces.marks import record_event
+from pshnotify.services.campaign.launch import preview_launch
+from pshnotify.services.campaign.programs import select_program
+from pshnotify.services.reporting import lookup, plan, preview, progress
+from pshnotify.services.reporting.status import program_status
 from pshnotify.store import outbox, standing
 from pshnotify.store.db import make_engine
 from pshnotify.store.programs import StoredProgram

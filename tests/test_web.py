@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from pshnotify.clock import FixedClock
 from pshnotify.domain.errors import InputError
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.roster import import_roster
+from pshnotify.services.campaign.roster import import_roster
 from pshnotify.settings import Settings
 from pshnotify.store.schema import completions, messages, webhook_receipts
 from pshnotify.web import create_app, serve

@@ -46,7 +46,7 @@ def scan_cmd(
 
     Handled mail is moved to Processed, unreadable mail to Unrecognised; nothing is deleted."""
     from pshnotify.bounces.sources import FileSource, MaildirSource, Source
-    from pshnotify.services.bounce_scan import scan
+    from pshnotify.services.bounces.scan import scan
 
     with handle_errors():
         rt = make_runtime(now)
@@ -111,7 +111,7 @@ def unrecognised_cmd(
     """Mail at the bounce address that pshnotify could not read, newest first.
 
     It is kept, never deleted: read it in the Unrecognised folder."""
-    from pshnotify.services.bounces import list_unrecognised
+    from pshnotify.services.bounces.marks import list_unrecognised
 
     with handle_errors():
         rt = make_runtime(None)
@@ -144,7 +144,7 @@ def address_ok_cmd(
 ) -> None:
     """Clear an undeliverable mark by hand (the address works again); audited. A launch
     email that bounced goes out again on the next pass."""
-    from pshnotify.services.bounces import address_ok
+    from pshnotify.services.bounces.marks import address_ok
 
     with handle_errors(action="address.ok", subject=person):
         rt = make_runtime(now)

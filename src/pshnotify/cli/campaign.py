@@ -37,7 +37,7 @@ from pshnotify.domain.text import visible
 @app.command()
 def init(now: NowOpt = None) -> None:
     """Create or upgrade the database, and store the program file."""
-    from pshnotify.services.programs import register_program_file
+    from pshnotify.services.campaign.programs import register_program_file
     from pshnotify.store import migrate
     from pshnotify.store.db import normalize_url
 
@@ -68,7 +68,7 @@ def init(now: NowOpt = None) -> None:
 @program_app.command("load")
 def program_load(file: Path, now: NowOpt = None) -> None:
     """Validate a program file and store it (several programs can live side by side)."""
-    from pshnotify.services.programs import register_program_file
+    from pshnotify.services.campaign.programs import register_program_file
 
     with handle_errors():
         rt = make_runtime(now)
@@ -80,7 +80,7 @@ def program_load(file: Path, now: NowOpt = None) -> None:
 @program_app.command("list")
 def program_list(as_json: JsonOpt = False) -> None:
     """List the programs in the database."""
-    from pshnotify.services.programs import all_programs
+    from pshnotify.services.campaign.programs import all_programs
 
     with handle_errors():
         rt = make_runtime(None)
@@ -135,7 +135,7 @@ def roster_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Import the roster CSV (the whole current roster unless --merge)."""
-    from pshnotify.services.roster import ManyRemovalsError, import_roster, many_removals
+    from pshnotify.services.campaign.roster import ManyRemovalsError, import_roster, many_removals
 
     with handle_errors(action="" if dry_run else "roster.import", subject=str(file)):
         rt = make_runtime(now)
@@ -241,7 +241,11 @@ def launch(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue the launch email for every required member of WAVE (or schedule it with --at)."""
-    from pshnotify.services.launch import launch_wave, preview_launch, refuse_outside_window
+    from pshnotify.services.campaign.launch import (
+        launch_wave,
+        preview_launch,
+        refuse_outside_window,
+    )
 
     with handle_errors(action="" if dry_run else "wave.launch", subject=wave):
         rt = make_runtime(now)
@@ -287,7 +291,7 @@ def launch(
 
 
 def _list_audience(stored: Any, wave: str, rt: Any, as_json: bool) -> None:
-    from pshnotify.services.launch import launch_audience
+    from pshnotify.services.campaign.launch import launch_audience
 
     people = launch_audience(rt.engine, stored, wave)
     if as_json:
@@ -310,7 +314,7 @@ def _schedule(
     rt: Any, stored: Any, wave: str, at: str | None, *, cancel: bool, force: bool, as_json: bool
 ) -> None:
     from pshnotify.domain.values import Instant, read
-    from pshnotify.services.launch import cancel_launch, schedule_launch
+    from pshnotify.services.campaign.launch import cancel_launch, schedule_launch
 
     tz = stored.program.tz
     if cancel:
@@ -370,8 +374,8 @@ def preview(
     ] = False,
 ) -> None:
     """Show an email as its recipient reads it (nothing is queued or sent)."""
-    from pshnotify.services.preview import preview as build
-    from pshnotify.services.preview import readable, would_not_get
+    from pshnotify.services.reporting.preview import preview as build
+    from pshnotify.services.reporting.preview import readable, would_not_get
 
     with handle_errors():
         rt = make_runtime(now)
@@ -398,7 +402,7 @@ def preview(
 @app.command()
 def status(program: ProgramOpt = None, now: NowOpt = None, as_json: JsonOpt = False) -> None:
     """Per wave: people required / not required by reason / launched / completed; messages."""
-    from pshnotify.services.status import program_status
+    from pshnotify.services.reporting.status import program_status
 
     with handle_errors():
         rt = make_runtime(now)

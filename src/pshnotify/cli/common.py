@@ -108,7 +108,7 @@ def handle_errors(
 def _audit_refusal(
     rt: Runtime, action: str, subject: str | None, exc: InputError | ConflictError
 ) -> None:
-    from pshnotify.services.audit_trail import record_refusal
+    from pshnotify.services.reporting.audit_trail import record_refusal
 
     problems = exc.problems if isinstance(exc, InputError) else [str(exc)]
     record_refusal(

@@ -25,7 +25,7 @@ from pshnotify.cli.common import (
 from pshnotify.domain.errors import InputError
 
 if TYPE_CHECKING:
-    from pshnotify.services.completions import CompletionResult
+    from pshnotify.services.campaign.completions import CompletionResult
 
 completions_app = typer.Typer(
     help="Completions: import the learning system's export, review the unmatched.",
@@ -51,7 +51,7 @@ def completions_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Import a completions CSV; importing the same file again changes nothing."""
-    from pshnotify.services.completions import import_completions
+    from pshnotify.services.campaign.completions import import_completions
 
     with handle_errors(action="" if dry_run else "completions.import", subject=str(file)):
         rt = make_runtime(now)
@@ -99,7 +99,7 @@ def completions_unmatched(
     now: NowOpt = None,
 ) -> None:
     """Completions whose id or email matches nobody on the roster yet (kept until purged)."""
-    from pshnotify.services.completions import purge_unmatched, unmatched_completions
+    from pshnotify.services.campaign.completions import purge_unmatched, unmatched_completions
 
     with handle_errors():
         rt = make_runtime(now)
@@ -178,7 +178,7 @@ def complete(
 ) -> None:
     """Record a completion by hand (audited); the first one stops the person's reminders."""
     from pshnotify.domain.values import Instant, read
-    from pshnotify.services.completions import complete_by_operator
+    from pshnotify.services.campaign.completions import complete_by_operator
 
     with handle_errors(
         {"person": "ID", "option": "--option", "completed_at": "--at"},

@@ -42,7 +42,7 @@ def messages(
     """List messages with their state and the relay's last reply."""
     if ctx.invoked_subcommand is not None:
         return
-    from pshnotify.services.messages import list_messages
+    from pshnotify.services.delivery.messages import list_messages
 
     with handle_errors():
         rt = make_runtime(None)
@@ -92,7 +92,7 @@ def retry(
     now: NowOpt = None,
 ) -> None:
     """Queue chosen messages again (same Message-ID); audited."""
-    from pshnotify.services.messages import retry_messages
+    from pshnotify.services.delivery.messages import retry_messages
 
     with handle_errors(action="messages.retry"):
         rt = make_runtime(now)

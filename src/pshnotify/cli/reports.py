@@ -25,7 +25,7 @@ from pshnotify.domain.errors import InputError
 from pshnotify.domain.text import visible
 
 if TYPE_CHECKING:
-    from pshnotify.services.reports import Report
+    from pshnotify.services.reporting.reports import Report
 
 DepartmentOpt = Annotated[
     str | None,
@@ -51,7 +51,7 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Completion status of a department's (or an officer's) people, as in the nightly report."""
-    from pshnotify.services.reports import department_report
+    from pshnotify.services.reporting.reports import department_report
 
     with handle_errors():
         if department is None and officer is None:

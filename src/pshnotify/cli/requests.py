@@ -45,7 +45,7 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """The requests, newest first."""
-    from pshnotify.services.requests import list_requests
+    from pshnotify.services.campaign.requests import list_requests
 
     with handle_errors({"state": "--state", "kind": "--kind"}):
         rt = make_runtime(now)
@@ -96,7 +96,7 @@ def approve(
     More time extends the deadline, completed records the completion, not required exempts: the same commands as extend, complete and exempt.
     """  # noqa: E501 (one line a paragraph: Typer keeps a later paragraph's line breaks)
     from pshnotify.domain.values import Day, read
-    from pshnotify.services.requests import approve as do_approve
+    from pshnotify.services.campaign.requests import approve as do_approve
 
     with handle_errors(
         {"until": "--until", "note": "--note", "ID": "ID"},
@@ -141,7 +141,7 @@ def decline(
     as_json: JsonOpt = False,
 ) -> None:
     """Refuse a request, saying why; the person's reminders resume at once."""
-    from pshnotify.services.requests import decline as do_decline
+    from pshnotify.services.campaign.requests import decline as do_decline
 
     with handle_errors(
         {"note": "--note", "ID": "ID"}, action="request.decline", subject=str(request_id)

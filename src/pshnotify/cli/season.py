@@ -117,7 +117,7 @@ def _all_failed(sent: Any) -> str:
 
 def _paused(rt: Runtime) -> str:
     """What is paused in the program, in words ("" if nothing)."""
-    from pshnotify.services.status import program_status
+    from pshnotify.services.reporting.status import program_status
 
     stored = rt.program(None)
     data = program_status(rt.engine, stored, rt.clock.now())
@@ -159,7 +159,7 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """The timeline of what will go out, per day and kind, from what is known now."""
-    from pshnotify.services.plan import KINDS, build_plan
+    from pshnotify.services.reporting.plan import KINDS, build_plan
 
     with handle_errors():
         rt = make_runtime(now)
@@ -235,7 +235,7 @@ def extend(
 ) -> None:
     """Give one person a later deadline; their reminders follow it."""
     from pshnotify.domain.values import Day, read
-    from pshnotify.services.adjust import extend as do_extend
+    from pshnotify.services.campaign.adjust import extend as do_extend
 
     with handle_errors(
         {"until": "--until", "person": "PERSON"}, action="person.extend", subject=person
@@ -280,7 +280,7 @@ def exempt(
     now: NowOpt = None,
 ) -> None:
     """Exempt one person; their pending messages are cancelled (kept, with the reason)."""
-    from pshnotify.services.adjust import exempt as do_exempt
+    from pshnotify.services.campaign.adjust import exempt as do_exempt
 
     with handle_errors(action="person.exempt", subject=person):
         rt = make_runtime(now)
@@ -298,7 +298,7 @@ WaveArg = Annotated[str | None, typer.Argument(help="A wave key; none: the whole
 
 
 def _pause(wave: str | None, program: str | None, now: str | None, paused: bool) -> Any:
-    from pshnotify.services.pause import set_paused
+    from pshnotify.services.campaign.pause import set_paused
 
     with handle_errors(action="pause" if paused else "resume", subject=wave):
         rt = make_runtime(now)

@@ -37,7 +37,7 @@ def user_add(
     ] = False,
 ) -> None:
     """Add a console user; the password is read from standard input, never an argument."""
-    from pshnotify.services.users import add_user, departments_nobody_is_in
+    from pshnotify.services.access.users import add_user, departments_nobody_is_in
 
     with handle_errors(action="user.add", subject=login):
         if not password_stdin:
@@ -74,7 +74,7 @@ def user_add(
 @user_app.command("list")
 def user_list(as_json: JsonOpt = False) -> None:
     """List the console users."""
-    from pshnotify.services.users import list_users
+    from pshnotify.services.access.users import list_users
 
     with handle_errors():
         rt = make_runtime(None)
@@ -90,7 +90,7 @@ def user_list(as_json: JsonOpt = False) -> None:
 @user_app.command("remove")
 def user_remove(login: Annotated[str, typer.Argument(help="The sign-in name.")]) -> None:
     """Remove a console user; their sessions end at their next request."""
-    from pshnotify.services.users import remove_user
+    from pshnotify.services.access.users import remove_user
 
     with handle_errors(action="user.remove", subject=login):
         rt = make_runtime(None)

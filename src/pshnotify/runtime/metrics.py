@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from pshnotify.clock import Clock
-from pshnotify.services.delivery_stats import delivery_stats
+from pshnotify.services.delivery.delivery_stats import delivery_stats
 
 
 class _DatabaseCollector(Collector):

@@ -19,7 +19,7 @@ import pshnotify.mail.escalation_kind
 import pshnotify.mail.report_kind  # noqa: F401 - registers the report kind
 from pshnotify.clock import Clock, FixedClock, ShiftedClock, SystemClock
 from pshnotify.domain.errors import InputError
-from pshnotify.services.programs import all_programs, select_program
+from pshnotify.services.campaign.programs import all_programs, select_program
 from pshnotify.store import migrate
 from pshnotify.store.db import DatabaseUrlError, NoDatabaseError, display_url, make_engine
 
@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from pshnotify.mail.render import Templates
     from pshnotify.mail.transport import SmtpConfig, SmtpConnection
     from pshnotify.runtime.metrics import Metrics
-    from pshnotify.services.bounce_scan import ScanConfig, ScanReport
-    from pshnotify.services.dispatch import Dispatcher
-    from pshnotify.services.schedule import NightlyJob
+    from pshnotify.services.bounces.scan import ScanConfig, ScanReport
+    from pshnotify.services.campaign.schedule import NightlyJob
+    from pshnotify.services.delivery.dispatch import Dispatcher
     from pshnotify.settings import Settings
     from pshnotify.store.programs import StoredProgram
     from pshnotify.store.retry import Guard
@@ -220,9 +220,9 @@ class Runtime:
         return Guard(give_up_after=None if daemon else self.settings.db_retry_seconds)
 
     def dispatcher(self, guard: Guard | None = None) -> Dispatcher:
-        from pshnotify.services.dispatch import DispatchConfig, Dispatcher
-        from pshnotify.services.escalation import escalation_enricher
-        from pshnotify.services.reports import report_enricher
+        from pshnotify.services.delivery.dispatch import DispatchConfig, Dispatcher
+        from pshnotify.services.reporting.escalation import escalation_enricher
+        from pshnotify.services.reporting.reports import report_enricher
 
         s = self.settings
         config = DispatchConfig(
@@ -298,7 +298,7 @@ class Runtime:
         return sources
 
     def scan_config(self) -> ScanConfig:
-        from pshnotify.services.bounce_scan import ScanConfig
+        from pshnotify.services.bounces.scan import ScanConfig
 
         return ScanConfig(verp=self.verp, soft_days=self.settings.bounce_soft_days)
 
@@ -306,7 +306,7 @@ class Runtime:
         """The daemon's poll of the bounce mailboxes (None when none is configured)."""
         if not (self.settings.bounce_maildir or self.settings.bounce_imap_url):
             return None
-        from pshnotify.services.bounce_scan import scan
+        from pshnotify.services.bounces.scan import scan
 
         sources = self.bounce_sources()
         try:
@@ -320,8 +320,8 @@ class Runtime:
 
     def nightly_jobs(self) -> list[NightlyJob]:
         """Once-a-night work run by every pass (each job is idempotent per night)."""
-        from pshnotify.services.escalation import queue_escalations
-        from pshnotify.services.reports import queue_nightly_reports
+        from pshnotify.services.reporting.escalation import queue_escalations
+        from pshnotify.services.reporting.reports import queue_nightly_reports
 
         return [queue_nightly_reports, queue_escalations]
 

@@ -390,7 +390,7 @@ users = Table(
 requests = Table(
     "requests",
     metadata,
-    # What a participant asked from their email's personal link (services/requests.py):
+    # What a participant asked from their email's personal link (services/campaign/requests.py):
     # pending until an operator, or the program's auto-approval rule, decides it (0017).
     Column("id", Integer, primary_key=True),
     Column("program_id", ForeignKey("programs.id", ondelete="CASCADE"), nullable=False),

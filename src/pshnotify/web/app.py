@@ -44,7 +44,7 @@ from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant
 from pshnotify.ingest import completions_csv
 from pshnotify.ingest import webhook_signing as signing
 from pshnotify.mail.links import RequestLinks
-from pshnotify.services.completions import (
+from pshnotify.services.campaign.completions import (
     CompletionOutcome,
     CompletionResult,
     UnmatchedFullError,

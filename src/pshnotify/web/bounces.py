@@ -21,7 +21,7 @@ from starlette.routing import Route
 from pshnotify.clock import Clock
 from pshnotify.domain.bounces import ENHANCED_CODE, BounceClass, classify
 from pshnotify.ingest import webhook_signing as signing
-from pshnotify.services.bounces import Recorded, record_event
+from pshnotify.services.bounces.marks import Recorded, record_event
 from pshnotify.settings import Settings
 from pshnotify.web.webhook_io import HttpError, delivery_headers, parse_json, read_body
 

@@ -37,25 +37,26 @@ from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.domain.values import Day, Instant, read
 from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.mail.report_kind import report_csv
-from pshnotify.services import lookup, progress, requests
-from pshnotify.services.adjust import exempt, extend
-from pshnotify.services.audit_trail import audit_page, record_refusal
-from pshnotify.services.bounces import address_ok
-from pshnotify.services.completions import (
+from pshnotify.services.access.users import User, authenticate, end_sessions, get_user, note_sign_in
+from pshnotify.services.bounces.marks import address_ok
+from pshnotify.services.campaign import requests
+from pshnotify.services.campaign.adjust import exempt, extend
+from pshnotify.services.campaign.completions import (
     ALTERNATIVE,
     CompletionOutcome,
     CompletionResult,
     complete_by_operator,
 )
-from pshnotify.services.launch import (
+from pshnotify.services.campaign.launch import (
     cancel_launch,
     launch_wave,
     preview_launch,
     schedule_launch,
 )
-from pshnotify.services.reports import department_csv
-from pshnotify.services.status import program_status
-from pshnotify.services.users import User, authenticate, end_sessions, get_user, note_sign_in
+from pshnotify.services.reporting import lookup, progress
+from pshnotify.services.reporting.audit_trail import audit_page, record_refusal
+from pshnotify.services.reporting.reports import department_csv
+from pshnotify.services.reporting.status import program_status
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web.console import charts

@@ -5,7 +5,7 @@ No sign-in: the signed link names the person (mail/links.py). It works without J
 the deadline). A GET or HEAD changes nothing, since mail gateways fetch every link in a
 message; only a POST from the page's own form files a request, carrying a form token tied to
 the link, and a request is only a request: an operator, or the program's stated rule, decides it
-(services/requests.py). Submissions are limited per link and per client address.
+(services/campaign/requests.py). Submissions are limited per link and per client address.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pshnotify.domain import requests as rules
 from pshnotify.domain.calendar import LAST_MINUTE, human_date, human_time, spoken_zone, zone
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.mail.links import BadLinkError, RequestLinks
-from pshnotify.services.requests import Person, file_request, link_person
+from pshnotify.services.campaign.requests import Person, file_request, link_person
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
 from pshnotify.web.bounds import Tally

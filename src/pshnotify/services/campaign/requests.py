@@ -24,9 +24,9 @@ from pshnotify.domain.delivery import Kind, idempotency_key
 from pshnotify.domain.errors import ConflictError, InputError, NotFoundError
 from pshnotify.domain.text import text_problem
 from pshnotify.domain.values import Day, Instant
-from pshnotify.services.adjust import exempt, extend, find_enrollment
-from pshnotify.services.completions import complete_by_operator
-from pshnotify.services.lookup import in_departments
+from pshnotify.services.campaign.adjust import exempt, extend, find_enrollment
+from pshnotify.services.campaign.completions import complete_by_operator
+from pshnotify.services.reporting.lookup import in_departments
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox, standing
 from pshnotify.store import requests as repo

@@ -24,7 +24,13 @@ from sqlalchemy import (
 
 from pshnotify.domain.delivery import State
 from pshnotify.domain.program import Program
-from pshnotify.services.lookup import PER_PAGE, Page, in_departments, paged_people, standing_line
+from pshnotify.services.reporting.lookup import (
+    PER_PAGE,
+    Page,
+    in_departments,
+    paged_people,
+    standing_line,
+)
 from pshnotify.store import standing
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram

@@ -34,11 +34,11 @@ from pshnotify.mail.links import RequestLinks
 from pshnotify.mail.ratelimit import Limits, RateLimiter
 from pshnotify.mail.render import Templates
 from pshnotify.mail.transport import SmtpConnection
-from pshnotify.services.attempt import Job, LoginRefusedError, attempt
-from pshnotify.services.batch_build import Builder, Enricher
-from pshnotify.services.ledger import Ledger, RecorderFailedError
-from pshnotify.services.send_gates import Gates, released
-from pshnotify.services.sender_lock import SenderLock
+from pshnotify.services.delivery.attempt import Job, LoginRefusedError, attempt
+from pshnotify.services.delivery.batch_build import Builder, Enricher
+from pshnotify.services.delivery.ledger import Ledger, RecorderFailedError
+from pshnotify.services.delivery.send_gates import Gates, released
+from pshnotify.services.delivery.sender_lock import SenderLock
 from pshnotify.store import outbox, outcomes
 from pshnotify.store import people as people_repo
 from pshnotify.store import requests as requests_repo

@@ -21,8 +21,8 @@ from pshnotify.domain import policy
 from pshnotify.domain.cadence import Decision, PersonState, Planned, decide
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.program import Program
-from pshnotify.services.launch import launch_scheduled
-from pshnotify.services.programs import all_programs
+from pshnotify.services.campaign.launch import launch_scheduled
+from pshnotify.services.campaign.programs import all_programs
 from pshnotify.store import outbox, standing
 from pshnotify.store import programs as program_repo
 from pshnotify.store import requests as requests_repo

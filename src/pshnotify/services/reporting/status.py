@@ -14,9 +14,9 @@ from sqlalchemy import Connection, Engine, case, func, select
 from pshnotify.domain import policy
 from pshnotify.domain.delivery import State
 from pshnotify.domain.vocabulary import MessageWord, PersonWord
-from pshnotify.services.bounces import bounce_summary
-from pshnotify.services.completions import unmatched_completions
-from pshnotify.services.delivery_stats import delivery_stats
+from pshnotify.services.bounces.marks import bounce_summary
+from pshnotify.services.campaign.completions import unmatched_completions
+from pshnotify.services.delivery.delivery_stats import delivery_stats
 from pshnotify.store import outbox, standing
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram

@@ -12,8 +12,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pshnotify.clock import Clock
-from pshnotify.services.audit_words import action_words, outcome_words
-from pshnotify.services.lookup import PER_PAGE, Page
+from pshnotify.services.reporting.audit_words import action_words, outcome_words
+from pshnotify.services.reporting.lookup import PER_PAGE, Page
 from pshnotify.store import audit
 from pshnotify.store.schema import audit_log, people, programs
 

@@ -22,8 +22,8 @@ from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.program import Program
 from pshnotify.domain.vocabulary import MessageWord
-from pshnotify.services.bounces import Mark, marks
-from pshnotify.services.plan import person_plan
+from pshnotify.services.bounces.marks import Mark, marks
+from pshnotify.services.reporting.plan import person_plan
 from pshnotify.store import programs as program_repo
 from pshnotify.store import requests as requests_repo
 from pshnotify.store import standing

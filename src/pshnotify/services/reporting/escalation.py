@@ -25,7 +25,7 @@ from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NothingToSend
 from pshnotify.domain.program import Program
 from pshnotify.mail.address import mailbox_key
-from pshnotify.services.bounces import undeliverable_reasons
+from pshnotify.services.bounces.marks import undeliverable_reasons
 from pshnotify.store import outbox, standing
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram

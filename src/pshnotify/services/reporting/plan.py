@@ -25,9 +25,9 @@ from pshnotify.domain.cadence import PersonState, Planned, decide, timeline
 from pshnotify.domain.calendar import next_sending_instant
 from pshnotify.domain.delivery import PENDING, Kind
 from pshnotify.domain.program import Program
-from pshnotify.services.escalation import planned_digests
-from pshnotify.services.launch import launch_window
-from pshnotify.services.reports import officer_windows
+from pshnotify.services.campaign.launch import launch_window
+from pshnotify.services.reporting.escalation import planned_digests
+from pshnotify.services.reporting.reports import officer_windows
 from pshnotify.store import programs as program_repo
 from pshnotify.store import requests as requests_repo
 from pshnotify.store import standing

@@ -16,8 +16,8 @@ from pshnotify.domain.errors import ConflictError, InputError
 from pshnotify.domain.program import Program
 from pshnotify.ingest.csvfile import ProgressFn
 from pshnotify.ingest.roster_csv import RosterRow, read_roster
-from pshnotify.services import bounces
-from pshnotify.services.completions import match_unmatched
+from pshnotify.services.bounces import marks as bounces
+from pshnotify.services.campaign.completions import match_unmatched
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store import people as repo

@@ -489,7 +489,7 @@ def record_event(
 ) -> RecordResult | None:
     """A bounce or complaint reported by the relay's own callback (POST /webhooks/bounces),
     matched by our Message-ID and the recipient. None when the receipt id was seen before."""
-    from pshnotify.services.completions import claim_receipt
+    from pshnotify.services.campaign.completions import claim_receipt
 
     now = clock.now()
     mid = message_id.strip()

@@ -23,7 +23,7 @@ from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
 from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.mail.report_kind import OFFICER_NAME, SUMMARY_KEYS, report_csv
-from pshnotify.services.officer_report import action_sections
+from pshnotify.services.reporting.officer_report import action_sections
 from pshnotify.store import outbox, standing
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram

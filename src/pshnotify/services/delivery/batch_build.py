@@ -26,7 +26,7 @@ from pshnotify.mail.build import BuildSpec, PassingFault, build_fault, build_or_
 from pshnotify.mail.kinds import Recipient
 from pshnotify.mail.links import RequestLinks, with_link
 from pshnotify.mail.render import Templates
-from pshnotify.services.attempt import Job, outcome_result
+from pshnotify.services.delivery.attempt import Job, outcome_result
 from pshnotify.store import outbox, standing
 from pshnotify.store.programs import ProgramCache, StoredProgram
 from pshnotify.store.retry import Guard, is_transient

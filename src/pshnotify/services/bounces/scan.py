@@ -28,7 +28,7 @@ from pshnotify.bounces.sources import PROCESSED, UNRECOGNISED, Mail, Source
 from pshnotify.bounces.verp import ForgedTokenError, Verp
 from pshnotify.clock import Clock
 from pshnotify.domain.bounces import BounceClass
-from pshnotify.services.bounces import (
+from pshnotify.services.bounces.marks import (
     BounceEvent,
     Recorded,
     Unrecognised,

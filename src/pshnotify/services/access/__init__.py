@@ -1,0 +1,1 @@
+"""Who may use the console: users, passwords, sessions' stamps."""
