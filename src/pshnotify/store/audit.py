@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, literal_column
+from sqlalchemy import Connection
 
+from pshnotify.clock import SystemClock
 from pshnotify.store.schema import audit_log
 
 
@@ -28,14 +29,6 @@ def record(
             program_id=program_id,
             subject=subject,
             details=details or {},
-            recorded_at=_database_now(conn),
+            recorded_at=SystemClock().wall(),  # the real time, whatever --now says
         )
     )
-
-
-def _database_now(conn: Connection) -> Any:
-    """The real time of the write, from the database server (as leases are): a rehearsal's
-    clock (`--now`) sets `at`, never this. Naive UTC, as `UTCDateTime` stores it."""
-    if conn.dialect.name == "sqlite":
-        return literal_column("strftime('%Y-%m-%d %H:%M:%f000', 'now')")
-    return literal_column("(now() AT TIME ZONE 'utc')")

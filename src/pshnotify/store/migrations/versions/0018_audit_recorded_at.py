@@ -1,4 +1,4 @@
-"""audit_log: when each row was written, on the database's clock
+"""audit_log: when each row was really written
 
 Revision ID: 0018
 Revises: 0017
