@@ -3,6 +3,7 @@ sessions, throttling, single sign-on, scope, audited actions; and `pshnotify run
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import logging
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -282,6 +284,10 @@ def test_actions_are_audited_under_the_login_and_viewers_stay_in_scope(
         ):
             assert done in audit, done
         assert "{'" not in audit, "a Python dict on the audit page"
+        # When: the real time in the program's zone, the rehearsal's instant beside it.
+        today = dt.datetime.now(ZoneInfo("America/New_York")).strftime("%Y-%m-%d")
+        assert re.search(rf"{today} \d\d:\d\d E[SD]T<br>", audit), audit
+        assert "rehearsing 2023-09-11 09:30 EDT" in audit
     with rt.engine.connect() as conn:
         rows = conn.execute(
             select(audit_log.c.actor, audit_log.c.action, audit_log.c.subject).where(

@@ -2,7 +2,8 @@
 
 `now()` is the business instant (may be a rehearsal instant set with `--now`); `wall()` is the
 real time, used only for leases, which measure whether a process is alive and so must advance
-in real time even while a rehearsal sits at a fixed instant.
+in real time even while a rehearsal sits at a fixed instant, and for the audit log's record of
+when an action really happened (a rehearsal's instant is kept beside it).
 """
 
 from __future__ import annotations

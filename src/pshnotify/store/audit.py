@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from pshnotify.clock import SystemClock
 from pshnotify.store.schema import audit_log
 
 
@@ -28,5 +29,6 @@ def record(
             program_id=program_id,
             subject=subject,
             details=details or {},
+            recorded_at=SystemClock().wall(),  # the real time, whatever --now says
         )
     )

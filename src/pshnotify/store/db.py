@@ -126,8 +126,16 @@ def _private_sqlite_file(path: Path) -> None:
             pass
         except OSError as exc:
             raise DatabaseUrlError(f"cannot create the folder {folder}: {exc.strerror}") from None
+    if path.exists():
+        # Never open (and close) a database file that exists: closing any descriptor of a
+        # file drops every POSIX lock this process holds on it, SQLite's included, so a
+        # second engine made beside a live one let two writers in at once and corrupted the
+        # file ("database disk image is malformed").
+        return
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return  # made meanwhile by another process: it is the one that chose the mode
     except OSError as exc:
         raise DatabaseUrlError(f"cannot open {path}: {exc.strerror}") from None
 

@@ -317,6 +317,9 @@ audit_log = Table(
     Column("program_id", ForeignKey("programs.id", ondelete="CASCADE")),
     Column("subject", Text),
     Column("details", JSON, nullable=False),
+    # When the row was really written (0018): `at` is the action's own
+    # instant, another day in a rehearsal (--now).
+    Column("recorded_at", UTCDateTime),
 )
 
 bounces = Table(

@@ -3,6 +3,7 @@ time, newest first."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -18,17 +19,20 @@ from pshnotify.store import audit
 from pshnotify.store.schema import audit_log, people, programs
 
 log = logging.getLogger(__name__)
+# An action's instant this far from when it was written was rehearsed (--now).
+REHEARSAL = dt.timedelta(minutes=2)
 
 
 def audit_page(engine: Engine, tz: ZoneInfo, page: int = 1, per_page: int = PER_PAGE) -> Page:
-    """A page of the log in words: when (in `tz`), who, what to whom (a person's name beside
-    their id), and how it ended."""
+    """A page of the log in words: when (the real time, and a rehearsal's instant beside it),
+    who, what to whom (a person's name beside their id), and how it ended."""
     with engine.connect() as conn:
         total = int(conn.scalar(select(func.count()).select_from(audit_log)) or 0)
         page = max(1, min(page, max(1, -(-total // per_page))))
         rows = conn.execute(
             select(
                 audit_log.c.at,
+                audit_log.c.recorded_at,
                 audit_log.c.actor,
                 audit_log.c.action,
                 audit_log.c.subject,
@@ -52,7 +56,9 @@ def _in_words(r: Any, tz: ZoneInfo) -> dict[str, Any]:
     details = r.details if isinstance(r.details, dict) else {}
     subject = f"{r.subject} ({r.name})" if r.name and r.subject else r.subject
     return {
-        "at": r.at,
+        # The real time; a rehearsal's instant beside it when the two differ.
+        "at": r.recorded_at or r.at,
+        "rehearsed": r.at if r.recorded_at and abs(r.at - r.recorded_at) > REHEARSAL else None,
         "actor": r.actor,
         "action": r.action,
         "program": r.key,
