@@ -112,14 +112,10 @@ def test_messages_retry_by_id_requeues_that_message_only(
     assert [r.rcpt_tos[0] for r in smtp.received[-1:]] == ["ada@example.edu"]
     still = json.loads(ok(cli(env, "messages", "--state", "failed", "--json")).stdout)
     assert [m["recipient_email"] for m in still] == ["jose@example.edu"]
-    # An id that names no message requeues nothing (today "requeued 0"; a refusal naming the
-    # id, exit 2, would say it better).
+    # An id that names no message is bad input, named; nothing is requeued.
     unknown = cli(env, "messages", "retry", "--id", "999999", "--now", NOW)
-    if unknown.returncode == 2:
-        assert "999999" in said(unknown)
-    else:
-        assert unknown.returncode == 0
-        assert "requeued 0 messages" in said(unknown)
+    assert unknown.returncode == 2
+    assert "--id: no message 999999 in program psh-2023-2024" in said(unknown)
 
 
 # -- launch --force --------------------------------------------------------------------------------

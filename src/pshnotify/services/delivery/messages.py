@@ -119,6 +119,19 @@ def retry_messages(
     if wave:
         stmt = stmt.where(messages.c.wave_key == wave)
     with engine.begin() as conn:
+        if ids:
+            known = set(
+                conn.scalars(
+                    select(messages.c.id).where(
+                        messages.c.program_id == stored.id, messages.c.id.in_(ids)
+                    )
+                )
+            )
+            if unknown := [i for i in ids if i not in known]:
+                raise InputError(
+                    [f"--id: no message {i} in program {stored.key}" for i in unknown],
+                    hint="pshnotify messages lists them with their ids",
+                )
         count = conn.execute(stmt).rowcount
         audit.record(
             conn,
