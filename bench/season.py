@@ -209,7 +209,7 @@ class Season:
         output = json.loads(stdout) if stdout.strip() else {}
         if unit == "msg":
             items = self.sink.count - received
-            sent = output.get("outcomes", {}).get("sent", 0)
+            sent = output.get("outcomes", {}).get("delivered", 0)
             if sent != items:
                 log(f"  WARNING: {name}: the pass sent {sent:,}, the sink counted {items:,}")
         else:

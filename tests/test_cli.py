@@ -51,7 +51,7 @@ def test_the_whole_path_from_the_command_line(
     launched = cli(env, "launch", "pilot", "--yes", "--json", "--now", NOW)
     assert json.loads(launched.stdout)["queued"] == 3
     ran = cli(env, "run", "--once", "--json", "--now", NOW)
-    assert json.loads(ran.stdout)["outcomes"] == {"sent": 3}
+    assert json.loads(ran.stdout)["outcomes"] == {"delivered": 3}
     assert len(smtp.received) == 3
     status = json.loads(cli(env, "status", "--json").stdout)
     pilot = status["waves"]["pilot"]

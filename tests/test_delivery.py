@@ -280,7 +280,7 @@ def test_metrics_are_served_by_the_daemon(
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=30)
-    assert 'pshnotify_messages{program="psh-2023-2024",state="sent"} 5.0' in body
+    assert 'pshnotify_messages{program="psh-2023-2024",state="delivered"} 5.0' in body
     assert 'pshnotify_attempts_total{outcome="sent"} 5.0' in body
     assert "pshnotify_send_seconds_count 5.0" in body, body
     assert "pshnotify_oldest_due_seconds 0.0" in body

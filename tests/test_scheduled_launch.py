@@ -60,7 +60,7 @@ def test_a_launch_before_the_window_is_refused_or_scheduled(
     before = cli(env, "run", "--once", "--json", "--now", "2023-10-25T08:55:00-04:00")
     assert json.loads(before.stdout)["outcomes"] == {}
     ran = cli(env, "run", "--once", "--json", "--now", OPENING)
-    assert json.loads(ran.stdout)["outcomes"] == {"sent": 3}, ran.stdout
+    assert json.loads(ran.stdout)["outcomes"] == {"delivered": 3}, ran.stdout
     assert sorted(r.rcpt_tos[0] for r in smtp.received) == [
         "g1@example.edu",
         "g2@example.edu",
@@ -80,7 +80,7 @@ def test_a_launch_before_the_window_is_refused_or_scheduled(
     ran = cli(env, "run", "--once", "--json", "--now", "2023-11-20T10:00:00-05:00")
     assert ran.returncode == 0, ran.stderr
     # the pass at the withdrawn time sends the graduate wave's reminders and nothing to V1
-    assert json.loads(ran.stdout)["outcomes"] == {"sent": 3}, ran.stdout
+    assert json.loads(ran.stdout)["outcomes"] == {"delivered": 3}, ran.stdout
     assert sorted(r.rcpt_tos[0] for r in smtp.received[before:]) == [
         "g1@example.edu",
         "g2@example.edu",

@@ -19,6 +19,7 @@ from pshnotify.clock import FixedClock
 from pshnotify.domain import policy
 from pshnotify.domain.bounces import BounceClass
 from pshnotify.domain.delivery import Kind, State
+from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.bounces.marks import record_event
 from pshnotify.services.campaign.launch import preview_launch
@@ -291,10 +292,11 @@ def test_preview_and_the_console_say_undeliverable_where_the_sender_skips(
     # What `pshnotify preview reminder --person H1` says, and what the console shows.
     why = preview.would_not_get(engine, stored, clock, kind="reminder", person_ref="H1")
     assert why == policy.UNDELIVERABLE
-    assert lookup.person_view(engine, stored, "H1", now).standing == policy.UNDELIVERABLE
+    said = f"{PersonWord.EMAILED.words}: {policy.UNDELIVERABLE}"
+    assert lookup.person_view(engine, stored, "H1", now).standing == said
     found = lookup.find_people(engine, stored, now, query="H1").rows
-    assert [r["standing"] for r in found] == [policy.UNDELIVERABLE]
-    assert lookup.person_view(engine, stored, "H2", now).standing == "required, not complete yet"
+    assert [r["standing"] for r in found] == [said]
+    assert lookup.person_view(engine, stored, "H2", now).standing == PersonWord.EMAILED.words
     assert preview.would_not_get(engine, stored, clock, kind="reminder", person_ref="H2") is None
 
     # And the sender skips a reminder to H1 for that reason, while H2's goes.

@@ -57,7 +57,7 @@ def test_a_pass_after_deferrals_says_why_and_what_to_check(
     # STARTTLS asked for; the relay (plain aiosmtpd) does not offer it
     tls_env = {**env, "PSHNOTIFY_SMTP_TLS": "starttls"}
     ran = cli(tls_env, "run", "--once", "--now", NOW)
-    assert "sent: 3 retry" in ran.stdout, ran.stdout + ran.stderr
+    assert "outcomes: 3 deferred" in ran.stdout, ran.stdout + ran.stderr
     assert "STARTTLS" in ran.stdout
     assert "check PSHNOTIFY_SMTP_TLS" in ran.stdout
     as_json = json.loads(cli(tls_env, "run", "--once", "--json", "--now", NOW).stdout)

@@ -66,6 +66,7 @@ def run(
 def _once(rt: Runtime, as_json: bool) -> None:
     import asyncio
 
+    from pshnotify.domain.vocabulary import MessageWord
     from pshnotify.runtime.daemon import one_pass
     from pshnotify.store.retry import DatabaseUnavailableError
 
@@ -82,20 +83,24 @@ def _once(rt: Runtime, as_json: bool) -> None:
         err.print(label("stopped:", "red", str(exc)), soft_wrap=True)
         err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
         raise typer.Exit(1) from None
+    # The states in the vocabulary's words ("delivered", "deferred"), not as stored.
+    outcomes = dict(sorted((MessageWord.of(s).value, n) for s, n in sent.outcomes.items()))
+    why = [{**w, "state": MessageWord.of(w["state"]).value} for w in sent.why()]
     if as_json:
-        print_json(
-            {"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **sent.as_dict()}
-        )
+        said = {**sent.as_dict(), "outcomes": outcomes}
+        if why:
+            said["why"] = why
+        print_json({"at": rt.clock.now().isoformat(), "scheduled": queued.as_dict(), **said})
         if sent.problem or sent.all_failed:
             raise typer.Exit(1)
         return
     made = ", ".join(f"{n} {k}" for k, n in sorted(queued.queued.items())) or "nothing new"
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(sent.outcomes.items())) or "nothing due"
-    out.print(f"queued: {made}; sent: {parts}")
-    for why in sent.why():
-        out.print(f"  {why['messages']} {why['state']}: {why['reply']}")
-        if why["check"]:
-            out.print(f"    check {why['check']}")
+    parts = ", ".join(f"{n} {s}" for s, n in outcomes.items()) or "nothing due"
+    out.print(f"queued: {made}; outcomes: {parts}")
+    for w in why:
+        out.print(f"  {w['messages']} {w['state']}: {w['reply']}")
+        if w["check"]:
+            out.print(f"    check {w['check']}")
     paused = _paused(rt)
     if paused:
         out.print(f"paused: {paused}; nothing of it was queued or sent (`pshnotify resume`)")

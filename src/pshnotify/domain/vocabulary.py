@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from pshnotify.domain.delivery import State
+from pshnotify.domain.policy import REQUIRED, Standing
 
 
 class PersonWord(StrEnum):
@@ -36,6 +37,20 @@ _PERSON_WORDS = {
     PersonWord.NOT_REQUIRED: "not required",
     PersonWord.UNDELIVERABLE: "undeliverable",
 }
+
+
+def person_word(person: Standing, launched: bool) -> PersonWord:
+    """Where a present person stands, decided in this order by every door (`status`, the
+    officer's report, the console's person pages): complete first, whatever the rules now
+    say; then exempted by an operator; then not required by the rules; then emailed (their
+    wave was launched) or not launched yet. The undeliverable mark is said beside it."""
+    if person.completed:
+        return PersonWord.COMPLETE
+    if person.exempted_reason is not None:
+        return PersonWord.EXEMPT
+    if person.status != REQUIRED:
+        return PersonWord.NOT_REQUIRED
+    return PersonWord.EMAILED if launched else PersonWord.NOT_LAUNCHED
 
 
 class MessageWord(StrEnum):

@@ -6,6 +6,7 @@ deployment-wide truth; send latency and the rate limiter's wait are this process
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from pshnotify.clock import Clock
+from pshnotify.domain.vocabulary import MessageWord
 from pshnotify.services.delivery.delivery_stats import delivery_stats
 
 
@@ -29,8 +31,12 @@ class _DatabaseCollector(Collector):
         states = GaugeMetricFamily(
             "pshnotify_messages", "Messages by state", labels=["program", "state"]
         )
-        for (program, state), n in sorted(stats.by_state.items()):
-            states.add_metric([program, state], n)
+        # Labelled in the vocabulary's words ("delivered", "deferred"), as `status` says them.
+        said: Counter[tuple[str, str]] = Counter()
+        for (program, state), n in stats.by_state.items():
+            said[program, MessageWord.of(state).value] += n
+        for (program, word), n in sorted(said.items()):
+            states.add_metric([program, word], n)
         yield states
         outcomes = CounterMetricFamily(
             "pshnotify_attempts", "Delivery attempts by outcome", labels=["outcome"]

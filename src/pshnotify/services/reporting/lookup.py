@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from pshnotify.domain import policy
 from pshnotify.domain import requests as request_rules
@@ -21,14 +21,33 @@ from pshnotify.domain.cadence import Planned
 from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.errors import InputError, NotFoundError
 from pshnotify.domain.program import Program
-from pshnotify.domain.vocabulary import MessageWord
+from pshnotify.domain.vocabulary import MessageWord, PersonWord, person_word
 from pshnotify.services.bounces.marks import Mark, marks
 from pshnotify.services.reporting.plan import person_plan
 from pshnotify.store import programs as program_repo
 from pshnotify.store import requests as requests_repo
 from pshnotify.store import standing
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import attempts, completions, enrollments, messages, people
+from pshnotify.store.schema import (
+    attempts,
+    completions,
+    enrollments,
+    messages,
+    people,
+    waves,
+)
+
+# The wave's launch, beside a person's row: `standing_line` says "emailed" or "not launched".
+LAUNCHED = waves.c.launched_at
+
+
+def with_wave(from_: Any) -> Any:
+    """`from_` (enrollments joined) joined to the enrollment's wave, for `LAUNCHED`."""
+    return from_.outerjoin(
+        waves,
+        and_(waves.c.program_id == enrollments.c.program_id, waves.c.key == enrollments.c.wave_key),
+    )
+
 
 PER_PAGE = 50
 # A search matches an id, an address or a name, none of them longer: a longer one is refused
@@ -85,6 +104,7 @@ _PERSON_COLUMNS = (
     people.c.email,
     people.c.department,
     enrollments.c.reason,
+    LAUNCHED,
     *standing.COLUMNS,
 )
 
@@ -108,7 +128,7 @@ def paged_people(
         page = max(1, min(page, max(1, -(-total // per_page))))
         rows = conn.execute(
             select(*_PERSON_COLUMNS, *extra)
-            .select_from(standing.with_mark(joined))
+            .select_from(with_wave(standing.with_mark(joined)))
             .where(*conds)
             .order_by(*order_by)
             .limit(per_page)
@@ -177,20 +197,22 @@ def _summary(program: Program, r: Any, now: dt.datetime) -> dict[str, Any]:
 
 
 def standing_line(program: Program, r: Any, now: dt.datetime) -> str:
-    """One line: where the person stands and why, in the words of the one policy that decides
-    whether they are still asked (the same reasons the outbox records on skipped messages).
-    `r` has `store.standing.COLUMNS` (and the rule's `reason`)."""
+    """One line: where the person stands, in the vocabulary's words (`person_word`), and why
+    they are not asked when the one policy that decides it says so (the same reasons the
+    outbox records on skipped messages). `r` has `store.standing.COLUMNS`, the rule's
+    `reason` and the wave's `launched_at` (`LAUNCHED`)."""
     person = standing.to_standing(r)
+    word = person_word(person, launched=r.launched_at is not None)
+    if person.removed:
+        return "removed from the roster"
+    if word is PersonWord.COMPLETE:
+        return f"{word.words} on {r.completed_at.astimezone(program.tz).date().isoformat()}"
+    if word is PersonWord.EXEMPT:
+        return f"{word.words}: {r.exempted_reason}"
+    if word is PersonWord.NOT_REQUIRED:
+        return f"{word.words} ({r.status}): {r.reason}"
     why = policy.skip_reason(program, Kind.REMINDER, person, now)
-    if why is None:
-        return "required, not complete yet"
-    if person.completed and not person.removed:
-        return f"complete on {r.completed_at.astimezone(program.tz).date().isoformat()}"
-    if why in ("not required", "no longer required"):
-        return f"not required ({r.status}): {r.reason}"
-    if why == "deadline passed":
-        return "required, not complete: the deadline has passed"
-    return why
+    return word.words if why is None else f"{word.words}: {why}"
 
 
 # -- one person ---------------------------------------------------------------------------------
@@ -316,9 +338,10 @@ def person_view(
                 people.c.role,
                 people.c.admin_officer,
                 enrollments.c.reason,
+                LAUNCHED,
                 *standing.COLUMNS,
             )
-            .select_from(standing.joined())
+            .select_from(with_wave(standing.joined()))
             .where(*conds)
         ).first()
         if r is None:

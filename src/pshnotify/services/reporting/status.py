@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, case, func, select
 
 from pshnotify.domain import policy
 from pshnotify.domain.delivery import State
-from pshnotify.domain.vocabulary import MessageWord, PersonWord
+from pshnotify.domain.vocabulary import MessageWord, PersonWord, person_word
 from pshnotify.services.bounces.marks import bounce_summary
 from pshnotify.services.campaign.completions import unmatched_completions
 from pshnotify.services.delivery.delivery_stats import delivery_stats
@@ -125,15 +125,11 @@ def program_status(
 
 
 def _word(status: str, exempted: bool, completed: bool, wave: Any) -> str:
-    """A present person's PersonWord, as the officers' report decides it (services/reports)."""
-    if completed:
-        return PersonWord.COMPLETE
-    if exempted:
-        return PersonWord.EXEMPT
-    if status != policy.REQUIRED:
-        return PersonWord.NOT_REQUIRED
-    launched = wave is not None and wave.launched_at is not None
-    return PersonWord.EMAILED if launched else PersonWord.NOT_LAUNCHED
+    """A present person's PersonWord, from the counts' facts (`vocabulary.person_word`)."""
+    person = policy.Standing(
+        status=status, exempted_reason="" if exempted else None, completed=completed
+    )
+    return person_word(person, launched=wave is not None and wave.launched_at is not None)
 
 
 def _people_counts(conn: Connection, program_id: int) -> list[tuple[Any, ...]]:
