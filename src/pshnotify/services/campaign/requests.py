@@ -223,35 +223,9 @@ def approve(
             repo.reopen(conn, request_id)
         raise
     with engine.begin() as conn:
-        audit.record(
-            conn,
-            at=now,
-            actor=actor,
-            action="request.approve",
-            program_id=stored.id,
-            subject=req.external_id,
-            details={"request": request_id, "kind": req.kind, "note": note, **did},
+        return _decided(
+            conn, stored, req, request_id, rules.APPROVED, actor, now, note, did, message_id_domain
         )
-        _queue_email(
-            conn,
-            stored,
-            req,
-            Kind.DECISION,
-            request_id,
-            req.kind,
-            {**req.payload, **did},
-            now,
-            message_id_domain,
-            state=rules.APPROVED,
-            note=note,
-        )
-    return {
-        "id": request_id,
-        "person": req.external_id,
-        "kind": req.kind,
-        "state": rules.APPROVED,
-        **did,
-    }
 
 
 def _grant(
@@ -333,29 +307,50 @@ def decline(
             )
             .values(next_action_at=now, updated_at=now)
         )
-        audit.record(
-            conn,
-            at=now,
-            actor=actor,
-            action="request.decline",
-            program_id=stored.id,
-            subject=req.external_id,
-            details={"request": request_id, "kind": req.kind, "note": said},
+        return _decided(
+            conn, stored, req, request_id, rules.DECLINED, actor, now, said, {}, message_id_domain
         )
-        _queue_email(
-            conn,
-            stored,
-            req,
-            Kind.DECISION,
-            request_id,
-            req.kind,
-            dict(req.payload),
-            now,
-            message_id_domain,
-            state=rules.DECLINED,
-            note=said,
-        )
-    return {"id": request_id, "person": req.external_id, "kind": req.kind, "state": rules.DECLINED}
+
+
+def _decided(
+    conn: Connection,
+    stored: StoredProgram,
+    req: Any,
+    request_id: int,
+    state: str,
+    actor: str,
+    now: dt.datetime,
+    note: str | None,
+    did: dict[str, Any],
+    message_id_domain: str,
+) -> dict[str, Any]:
+    """A decision taken: audited, the person told by a decision email, and what was done."""
+    action = "request.approve" if state == rules.APPROVED else "request.decline"
+    details = {"request": request_id, "kind": req.kind, "note": note, **did}
+    audit.record(
+        conn,
+        at=now,
+        actor=actor,
+        action=action,
+        program_id=stored.id,
+        subject=req.external_id,
+        details=details,
+    )
+    payload = {**req.payload, **did}
+    _queue_email(
+        conn,
+        stored,
+        req,
+        Kind.DECISION,
+        request_id,
+        req.kind,
+        payload,
+        now,
+        message_id_domain,
+        state=state,
+        note=note,
+    )
+    return {"id": request_id, "person": req.external_id, "kind": req.kind, "state": state, **did}
 
 
 def _queue_email(
