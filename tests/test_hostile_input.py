@@ -22,11 +22,11 @@ from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.campaign import completions as completions_service
 from pshnotify.services.campaign.completions import (
     CompletionOutcome,
-    claim_receipt,
     complete_by_operator,
 )
 from pshnotify.services.campaign.roster import import_roster
 from pshnotify.settings import load_settings
+from pshnotify.store.receipts import claim_receipt
 from pshnotify.store.schema import completions, webhook_receipts
 from tests.conftest import PROGRAM_FILE
 from tests.test_launch_and_send import PILOT

@@ -18,9 +18,9 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from pshnotify.runtime.wiring import Runtime
-from pshnotify.services.campaign.completions import prune_receipts
 from pshnotify.services.campaign.schedule import NightlyJob, PassReport, run_pass
 from pshnotify.services.delivery.dispatch import Dispatcher, DispatchReport
+from pshnotify.store.receipts import prune_receipts
 from pshnotify.store.retry import DatabaseUnavailableError
 
 

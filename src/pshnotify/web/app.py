@@ -48,13 +48,13 @@ from pshnotify.services.campaign.completions import (
     CompletionOutcome,
     CompletionResult,
     UnmatchedFullError,
-    claim_receipt,
     completion_key,
     completion_problems,
     record_completion,
 )
 from pshnotify.settings import Settings
 from pshnotify.store.programs import StoredProgram
+from pshnotify.store.receipts import claim_receipt
 from pshnotify.web import xapi
 from pshnotify.web.bounces import bounce_routes
 from pshnotify.web.bounds import HttpLimits, bounded_protocol, uvicorn_options

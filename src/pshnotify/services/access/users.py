@@ -94,7 +94,7 @@ def departments_nobody_is_in(engine: Engine, departments: list[str]) -> dict[str
     """Each of these departments that matches nobody on the roster (compared as a viewer's
     scope is), with the roster's closest names: a misspelt department would show its viewer
     nobody at all."""
-    from pshnotify.services.reporting.lookup import roster_departments, roster_spellings
+    from pshnotify.store.scope import roster_departments, roster_spellings
 
     known = roster_departments(engine)
     by_fold = {d.casefold(): d for d in known}

@@ -30,6 +30,7 @@ from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.store import audit, outbox, standing
 from pshnotify.store.programs import StoredProgram, load_program_by_id
+from pshnotify.store.receipts import claim_receipt
 from pshnotify.store.schema import (
     bounces,
     enrollments,
@@ -489,8 +490,6 @@ def record_event(
 ) -> RecordResult | None:
     """A bounce or complaint reported by the relay's own callback (POST /webhooks/bounces),
     matched by our Message-ID and the recipient. None when the receipt id was seen before."""
-    from pshnotify.services.campaign.completions import claim_receipt
-
     now = clock.now()
     mid = message_id.strip()
     mid = mid if mid.startswith("<") else f"<{mid}>"

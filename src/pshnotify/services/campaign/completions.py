@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import time
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,8 +39,7 @@ from pshnotify.ingest.completions_csv import (
 from pshnotify.store import audit, completion_batch, standing
 from pshnotify.store.db import transaction
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import completions, db_time, enrollments, people, webhook_receipts
-from pshnotify.store.sql import insert_ignoring_duplicates
+from pshnotify.store.schema import completions, db_time, enrollments, people
 
 SOURCES = ("import", "webhook", "xapi", "operator")
 ALTERNATIVE = "alternative"  # an operator-approved alternative to the program's options
@@ -53,9 +51,6 @@ _MAX_KEY = 400  # completions.dedupe_key
 # program a new one is refused until an operator reviews them (`completions unmatched
 # --purge-before`). A real roster gap is a few hundred; a sender inventing people is not.
 MAX_UNMATCHED = 20_000
-# A receipt only has to outlive the window in which a replay could pass the signature check
-# (5 minutes for webhooks); an hour is a dozen times that. Older receipts are deleted.
-RECEIPTS_KEPT = dt.timedelta(hours=1)
 
 
 class UnmatchedFullError(ConflictError):
@@ -600,38 +595,6 @@ def purge_unmatched(
             details={"before": before.isoformat(), "deleted": deleted},
         )
     return int(deleted)
-
-
-# -- receipts (replay protection for webhooks and xAPI) --------------------------------------------
-_PRUNED_AT: list[float] = []  # when this process last pruned (monotonic)
-PRUNE_EVERY = 300.0  # seconds: a pass every 30 s need not write every time
-
-
-def prune_receipts(engine: Engine, wall: dt.datetime) -> int:
-    """Forget receipts older than RECEIPTS_KEPT (a pass calls this; it writes at most every
-    PRUNE_EVERY seconds per process, so a pass with nothing else to write stays read-only)."""
-    if _PRUNED_AT and time.monotonic() - _PRUNED_AT[-1] < PRUNE_EVERY:
-        return 0
-    _PRUNED_AT[:] = [time.monotonic()]
-    with engine.begin() as conn:
-        return int(
-            conn.execute(
-                delete(webhook_receipts).where(
-                    webhook_receipts.c.received_at < wall - RECEIPTS_KEPT
-                )
-            ).rowcount
-        )
-
-
-def claim_receipt(conn: Connection, source: str, receipt_id: str, at: dt.datetime) -> bool:
-    """True the first time (source, id) is seen; False for a replay. Same transaction as the
-    completion, so a delivery that failed half-way leaves no receipt and may be retried."""
-    inserted = conn.execute(
-        insert_ignoring_duplicates(conn, webhook_receipts)
-        .values(source=source, receipt_id=receipt_id, received_at=at)
-        .returning(webhook_receipts.c.id)
-    ).first()
-    return inserted is not None
 
 
 # -- use cases ------------------------------------------------------------------------------------

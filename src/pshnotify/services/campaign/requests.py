@@ -26,12 +26,12 @@ from pshnotify.domain.text import text_problem
 from pshnotify.domain.values import Day, Instant
 from pshnotify.services.campaign.adjust import exempt, extend, find_enrollment
 from pshnotify.services.campaign.completions import complete_by_operator
-from pshnotify.services.reporting.lookup import in_departments
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox, standing
 from pshnotify.store import requests as repo
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, people
+from pshnotify.store.scope import in_departments
 
 AUTO_ACTOR = "auto-approval rule"
 _ALREADY = "You already have a request of this kind waiting{}; we will answer it by email."

@@ -9,7 +9,7 @@ A viewer's departments scope every read; someone outside them does not exist for
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from pshnotify.store.schema import (
     people,
     waves,
 )
+from pshnotify.store.scope import in_departments
 
 # The wave's launch, beside a person's row: `standing_line` says "emailed" or "not launched".
 LAUNCHED = waves.c.launched_at
@@ -72,30 +73,6 @@ class Page:
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
-
-
-def in_departments(engine: Engine, departments: Sequence[str] | None) -> Any:
-    """The SQL condition of a viewer's scope (None: everyone, an operator's).
-
-    Departments are compared without regard to case; the roster's own spellings are looked
-    up first (the distinct values, read from the department index), so the condition is an
-    exact IN that the index answers rather than lower() over every person."""
-    if departments is None:
-        return None
-    return people.c.department.in_(roster_spellings(roster_departments(engine), departments))
-
-
-def roster_departments(engine: Engine) -> list[str]:
-    """Every department someone on the roster belongs to, as the roster spells it."""
-    with engine.connect() as conn:
-        return list(conn.scalars(select(people.c.department).distinct()))
-
-
-def roster_spellings(known: Iterable[str], departments: Iterable[str]) -> list[str]:
-    """The roster's spellings (of `known`) of these departments: compared without regard
-    to case, as a viewer's scope is."""
-    wanted = {d.casefold() for d in departments}
-    return [d for d in known if d.casefold() in wanted]
 
 
 _PERSON_COLUMNS = (

@@ -27,7 +27,6 @@ from pshnotify.domain.program import Program
 from pshnotify.services.reporting.lookup import (
     PER_PAGE,
     Page,
-    in_departments,
     paged_people,
     standing_line,
 )
@@ -35,6 +34,7 @@ from pshnotify.store import standing
 from pshnotify.store.db import is_sqlite
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.scope import in_departments
 
 # The console's lists of a department, each with its heading. Not complete = emailed and not
 # complete, or not launched yet (domain/vocabulary.py); "pending", its old name, still works.
