@@ -334,6 +334,9 @@ def test_three_replicas_share_a_wave_and_one_dies(
             every=0.5,
         )
     finally:
+        if replicas[0].poll() is None:  # a wait above failed before the kill: no leftover
+            replicas[0].kill()
+            replicas[0].communicate(timeout=30)
         for p in replicas[1:]:
             p.send_signal(signal.SIGTERM)
         for p in replicas[1:]:
