@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,12 +119,15 @@ def existing_enrollments(
     }
 
 
-def present_enrollments(conn: Connection, program_id: int) -> list[tuple[int, int]]:
-    """(person id, enrollment id) of the program's people on the roster (not removed)."""
-    q = select(enrollments.c.person_id, enrollments.c.id).where(
-        enrollments.c.program_id == program_id, standing.present()
+def present_enrollments(conn: Connection, program_id: int) -> Iterator[tuple[int, int, str]]:
+    """(person id, enrollment id, external id) of the program's people on the roster (not
+    removed), one at a time."""
+    q = (
+        select(enrollments.c.person_id, enrollments.c.id, people.c.external_id)
+        .join(people, people.c.id == enrollments.c.person_id)
+        .where(enrollments.c.program_id == program_id, standing.present())
     )
-    return [(r[0], r[1]) for r in conn.execute(q)]
+    yield from ((r[0], r[1], r[2]) for r in conn.execute(q))
 
 
 def insert_enrollments(conn: Connection, rows: list[dict[str, Any]], now: dt.datetime) -> None:

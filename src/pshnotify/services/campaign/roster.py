@@ -141,7 +141,6 @@ def _import_roster(
     now = clock.now()
     with transaction(engine, dry_run=dry_run) as conn:
         readdressed: list[int] = []
-        seen: set[int] = set()  # the people of the file, by row id
         before = _Before()
         owned: list[str] = []  # addresses of the file that belong to someone not in it
         for rows, decisions in spool.read():
@@ -155,12 +154,11 @@ def _import_roster(
             readdressed += _apply_people(conn, rows, report, now)
             ids = repo.person_ids(conn, [r.external_id for r in rows])
             _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, before)
-            seen.update(ids.values())
         if owned:
             raise InputError(owned, hint="nothing was changed")
         report.unchanged = report.rows - report.added - report.updated
         if not merge:
-            _remove_absent(conn, stored.id, seen, before, report, now, max_removed)
+            _remove_absent(conn, stored.id, in_file, before, report, now, max_removed)
         # A new address clears an undeliverable mark; the launch email goes to it.
         report.cleared_undeliverable = bounces.readdressed(
             conn, stored, readdressed, now, actor=actor, message_id_domain=message_id_domain
@@ -378,17 +376,21 @@ def _apply_enrollments(
 def _remove_absent(
     conn: Any,
     program_id: int,
-    seen: set[int],
+    in_file: dict[str, int],
     before: _Before,
     report: RosterReport,
     now: dt.datetime,
     max_removed: Callable[[int], int] | None,
 ) -> None:
     """Mark removed the program's people the file does not name (the whole roster)."""
-    on_roster = repo.present_enrollments(conn, program_id)
-    gone = {pid: eid for pid, eid in on_roster if pid not in seen}
+    on_roster = 0
+    gone: dict[int, int] = {}  # person id -> enrollment id
+    for person_id, enrollment_id, external_id in repo.present_enrollments(conn, program_id):
+        on_roster += 1
+        if external_id not in in_file:
+            gone[person_id] = enrollment_id
     # as the roster was before this import: without whom it added or brought back
-    present = len(on_roster) - before.added - before.returned
+    present = on_roster - before.added - before.returned
     if max_removed is not None and len(gone) > max_removed(present):
         raise ManyRemovalsError(len(gone), present)  # the transaction rolls back: nothing changed
     repo.mark_removed(conn, list(gone.values()), now)
