@@ -19,8 +19,11 @@ from pshnotify.domain.text import CONTROL, short, text_problem
 from pshnotify.domain.values import MAX_INSTANT, BadValueError, Instant
 from pshnotify.ingest.csvfile import CsvRecords, open_text
 
-if TYPE_CHECKING:  # email_validator is imported when an address is checked (start-up)
+if TYPE_CHECKING:
     from pshnotify.domain.program import Program
+
+# email_validator (40 ms to import) is imported where an address is checked: an export names
+# people by id, mostly, and the commands that only read this module's parsers start faster.
 WHO = ("id", "email")
 REQUIRED = ("option", "completed_at")
 OPTIONAL = ("note",)
