@@ -14,12 +14,12 @@ from pshnotify.cli.common import (
     app,
     fitted_table,
     handle_errors,
+    local_time,
     make_runtime,
     out,
     print_json,
     rehearsal_note,
 )
-from pshnotify.domain.calendar import local_time
 
 requests_app = typer.Typer(
     help="Participants' requests (more time, completed, not required, ...).", no_args_is_help=True

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import re
 import zoneinfo
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -99,8 +100,23 @@ def read_roster(
     path: Path, program: Program, progress: ProgressFn | None = None
 ) -> list[RosterRow]:
     """Parse the whole file; raise InputError listing every problem if any row is bad."""
+    return [row for part in roster_chunks(path, program, progress) for row in part]
+
+
+def roster_chunks(
+    path: Path,
+    program: Program,
+    progress: ProgressFn | None = None,
+    size: int = 5000,
+    seen_ids: dict[str, int] | None = None,
+) -> Iterator[list[RosterRow]]:
+    """The file's good rows, `size` at a time, as they are read: a 500,000-row roster is never
+    held whole. Once the file is read, InputError lists every problem if any row was bad
+    (a duplicate id or email is only known then): a caller acts on the rows after that.
+    `seen_ids` is filled with each id in the file and the line it is first on."""
     with open_text(path) as stream:
-        return _RosterReader(str(path), program).read(stream, progress)
+        reader = _RosterReader(str(path), program)
+        yield from reader.chunks(stream, progress, size, seen_ids)
 
 
 class _RosterReader:
@@ -117,12 +133,21 @@ class _RosterReader:
         self.errors.append(f"{self.name}:{line}: {fld}: {problem}")
 
     def read(self, source: str | IO[str], progress: ProgressFn | None) -> list[RosterRow]:
+        return [row for part in self.chunks(source, progress, 5000) for row in part]
+
+    def chunks(
+        self,
+        source: str | IO[str],
+        progress: ProgressFn | None,
+        size: int,
+        seen_ids: dict[str, int] | None = None,
+    ) -> Iterator[list[RosterRow]]:
         records = CsvRecords(self.name, source)
         self.errors = records.errors  # one list: the reader's problems and ours, in file order
         self._check_header(records.header)
         records.raise_if_errors("fix the header and import again; nothing was changed")
         rows: list[RosterRow] = []
-        seen_ids: dict[str, int] = {}
+        seen_ids = {} if seen_ids is None else seen_ids
         seen_emails: dict[str, int] = {}
         for line, cells in records.records(progress):
             row = self._row(line, cells)
@@ -131,8 +156,12 @@ class _RosterReader:
             self._unique(seen_ids, row.external_id, line, "id")
             self._unique(seen_emails, row.email_key, line, "email")
             rows.append(row)
+            if len(rows) >= size:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
         records.raise_if_errors()
-        return rows
 
     def _check_header(self, header: list[str]) -> None:
         if not header:

@@ -109,9 +109,14 @@ def stage(conn: Connection, rows: Sequence[Staged]) -> None:
         names = ", ".join(quote(c) for c in _COLUMNS)
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.cursor() as cur, cur.copy(f"COPY {incoming.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY {incoming.name} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            # A temporary table is never analysed by autovacuum: without statistics the
+            # planner guessed 200 people in a batch of 50,000 and cancelled their emails by
+            # 50,000 index look-ups (4.1 s) where a hash join took 3.0 s. 20 ms.
+            cur.execute(f"ANALYZE {incoming.name}")
         return
     sql = str(incoming.insert().compile(dialect=conn.dialect))
     conn.exec_driver_sql(sql, list(rows))

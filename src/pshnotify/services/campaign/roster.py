@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import operator
+import pickle
+import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import Engine
 
@@ -15,9 +19,9 @@ from pshnotify.clock import Clock
 from pshnotify.domain.errors import ConflictError, InputError
 from pshnotify.domain.program import Program
 from pshnotify.ingest.csvfile import ProgressFn
-from pshnotify.ingest.roster_csv import RosterRow, read_roster
+from pshnotify.ingest.roster_csv import RosterRow, roster_chunks
 from pshnotify.services.bounces import marks as bounces
-from pshnotify.services.campaign.completions import match_unmatched
+from pshnotify.services.campaign.completions import bulk_work, match_unmatched
 from pshnotify.settings import DEFAULT_MESSAGE_ID_DOMAIN
 from pshnotify.store import audit, outbox
 from pshnotify.store import people as repo
@@ -95,23 +99,66 @@ def import_roster(
 
     Without `merge` the file is the whole current roster: people of this program missing from
     it are marked removed (never deleted) and their pending messages cancelled.
+
+    The file is read once, a chunk of rows at a time: each chunk is checked and kept in a
+    temporary file (`_Spool`). Only when the whole file passed is it applied, a chunk at a
+    time, in one transaction. What is held in memory at once is a chunk's rows and objects,
+    and each id of the file with its line: a roster of 100,000 held all of its rows and their
+    dictionaries at once, 206 MB at the peak.
     """
-    program = stored.program
-    rows = read_roster(path, program, progress)
-    decisions = _decide(program, rows, str(path))
-    report = RosterReport(file=str(path), rows=len(rows), dry_run=dry_run)
-    report.warnings = [
-        f"{path}:{r.line}: email: {r.email!r} has a non-ASCII local part; it can only be "
-        "delivered through a relay that offers SMTPUTF8 (otherwise its messages end failed)"
-        for r in rows
-        if not r.email.isascii() and not r.email.rpartition("@")[0].isascii()
-    ] + _outside_managers(program, rows, path)
+    with bulk_work(), _Spool() as spool:
+        return _import_roster(
+            engine,
+            stored,
+            path,
+            clock,
+            spool,
+            actor=actor,
+            dry_run=dry_run,
+            merge=merge,
+            progress=progress,
+            message_id_domain=message_id_domain,
+            max_removed=max_removed,
+        )
+
+
+def _import_roster(
+    engine: Engine,
+    stored: StoredProgram,
+    path: Path,
+    clock: Clock,
+    spool: _Spool,
+    *,
+    actor: str,
+    dry_run: bool,
+    merge: bool,
+    progress: ProgressFn | None,
+    message_id_domain: str,
+    max_removed: Callable[[int], int] | None,
+) -> RosterReport:
+    report = RosterReport(file=str(path), dry_run=dry_run)
+    in_file = _check_file(stored.program, path, progress, spool, report)
     now = clock.now()
     with transaction(engine, dry_run=dry_run) as conn:
-        _check_email_owners(conn, rows, str(path))
-        readdressed = _apply_people(conn, rows, report, now)
-        ids = repo.person_ids(conn)
-        _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, merge, max_removed)
+        readdressed: list[int] = []
+        before = _Before()
+        owned: list[str] = []  # addresses of the file that belong to someone not in it
+        for rows, decisions in spool.read():
+            # Checked before the chunk is written; after a refusal nothing more is written,
+            # the rest is checked, and all of it rolled back. Only the file's people are
+            # written, so an address is found with someone not in the file exactly when it
+            # was before the import.
+            owned += _owned_elsewhere(conn, rows, in_file, str(path))
+            if owned:
+                continue
+            readdressed += _apply_people(conn, rows, report, now)
+            ids = repo.person_ids(conn, [r.external_id for r in rows])
+            _apply_enrollments(conn, stored.id, rows, decisions, ids, report, now, before)
+        if owned:
+            raise InputError(owned, hint="nothing was changed")
+        report.unchanged = report.rows - report.added - report.updated
+        if not merge:
+            _remove_absent(conn, stored.id, in_file, before, report, now, max_removed)
         # A new address clears an undeliverable mark; the launch email goes to it.
         report.cleared_undeliverable = bounces.readdressed(
             conn, stored, readdressed, now, actor=actor, message_id_domain=message_id_domain
@@ -133,12 +180,72 @@ def import_roster(
     return report
 
 
-def _outside_managers(program: Program, rows: list[RosterRow], path: Path) -> list[str]:
+class _Spool:
+    """The checked rows and their decisions, a chunk at a time, pickled to a temporary file
+    between the check of the whole file and its application."""
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
+        self.chunks = 0
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    # A row as a tuple of its fields: pickled in C, where a dataclass with slots is pickled
+    # through Python code of `dataclasses`, field by field (0.4 s per 100,000 rows each way)
+    _fields = operator.attrgetter(*(f.name for f in dataclasses.fields(RosterRow)))
+
+    def write(self, rows: list[RosterRow], decisions: list[tuple[str, str, str]]) -> None:
+        data = ([self._fields(r) for r in rows], decisions)
+        pickle.dump(data, self.file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.chunks += 1
+
+    def read(self) -> Iterator[tuple[list[RosterRow], list[tuple[str, str, str]]]]:
+        self.file.seek(0)
+        for _ in range(self.chunks):
+            values, decisions = pickle.load(self.file)  # our own file, written just now
+            yield [RosterRow(*v) for v in values], decisions
+
+
+def _check_file(
+    program: Program,
+    path: Path,
+    progress: ProgressFn | None,
+    spool: _Spool,
+    report: RosterReport,
+) -> dict[str, int]:
+    """Read and check the whole file into `spool`, counting its rows and its warnings;
+    returns each id of the file with its line. Raises InputError for the file's problems:
+    a bad cell or row first, then a row no rule places (as when the rows were all held)."""
+    name = str(path)
+    in_file: dict[str, int] = {}
+    unplaced: list[str] = []
+    managers: dict[str, int] = {}  # each manager outside the program's domains: first line
+    for rows in roster_chunks(path, program, progress, seen_ids=in_file):
+        report.rows += len(rows)
+        decisions = _decide(program, rows, name, unplaced)
+        report.warnings += [
+            f"{path}:{r.line}: email: {r.email!r} has a non-ASCII local part; it can only be "
+            "delivered through a relay that offers SMTPUTF8 (otherwise its messages end failed)"
+            for r in rows
+            if not r.email.isascii() and not r.email.rpartition("@")[0].isascii()
+        ]
+        for r in rows:
+            if r.manager_email and not program.manager_allowed(r.manager_email):
+                managers.setdefault(r.manager_email, r.line)
+        if not unplaced:
+            spool.write(rows, decisions)
+    if unplaced:
+        raise InputError(unplaced, hint="nothing was changed")
+    report.warnings += _outside_managers(program, managers, path)
+    return in_file
+
+
+def _outside_managers(program: Program, first: dict[str, int], path: Path) -> list[str]:
     """A warning per manager address outside the program's domains, at its first line."""
-    first: dict[str, int] = {}
-    for r in rows:
-        if r.manager_email and not program.manager_allowed(r.manager_email):
-            first.setdefault(r.manager_email, r.line)
     return [
         f"{path}:{line}: manager_email: {address!r} is outside the program's domains "
         f"({', '.join(program.manager_domains)}); escalations go to the officer instead "
@@ -147,10 +254,12 @@ def _outside_managers(program: Program, rows: list[RosterRow], path: Path) -> li
     ]
 
 
-def _decide(program: Any, rows: list[RosterRow], name: str) -> list[tuple[str, str, str]]:
-    """(wave, status, reason) per row; a row no rule places is an error like a bad cell."""
+def _decide(
+    program: Any, rows: list[RosterRow], name: str, errors: list[str]
+) -> list[tuple[str, str, str]]:
+    """(wave, status, reason) per row; a row no rule places is an error like a bad cell
+    (added to `errors`)."""
     out: list[tuple[str, str, str]] = []
-    errors: list[str] = []
     for row in rows:
         record = row.record()
         wave = program.assign_wave(record)
@@ -166,14 +275,14 @@ def _decide(program: Any, rows: list[RosterRow], name: str) -> list[tuple[str, s
                 "add a catch-all rule to the program file"
             )
         out.append((wave or "", rule.status if rule else "", rule.reason if rule else ""))
-    if errors:
-        raise InputError(errors, hint="nothing was changed")
     return out
 
 
-def _check_email_owners(conn: Any, rows: list[RosterRow], name: str) -> None:
-    owners = repo.email_owners(conn)
-    in_file = {r.external_id for r in rows}
+def _owned_elsewhere(
+    conn: Any, rows: list[RosterRow], in_file: dict[str, int], name: str
+) -> list[str]:
+    """The rows whose address belongs to someone not in the file: an error each."""
+    owners = repo.email_owners(conn, [r.email_key for r in rows])
     errors = []
     for r in rows:
         owner = owners.get(r.email_key)
@@ -182,8 +291,7 @@ def _check_email_owners(conn: Any, rows: list[RosterRow], name: str) -> None:
                 f"{name}:{r.line}: email: {r.email} already belongs to person "
                 f"{owner}, who is not in this file"
             )
-    if errors:
-        raise InputError(errors, hint="nothing was changed")
+    return errors
 
 
 def _person_values(r: RosterRow) -> dict[str, Any]:
@@ -208,8 +316,8 @@ def _person_values(r: RosterRow) -> dict[str, Any]:
 def _apply_people(
     conn: Any, rows: list[RosterRow], report: RosterReport, now: dt.datetime
 ) -> list[int]:
-    """Insert and update people; returns the ids of those whose address changed."""
-    existing = repo.existing_people(conn)
+    """Insert and update these people; returns the ids of those whose address changed."""
+    existing = repo.existing_people(conn, [r.external_id for r in rows])
     new, changed, readdressed = [], [], []
     email_at = repo.PERSON_FIELDS.index("email_key")
     for r in rows:
@@ -223,9 +331,18 @@ def _apply_people(
                 readdressed.append(old.id)
     repo.insert_people(conn, new, now)
     repo.update_people(conn, changed, now)
-    report.added, report.updated = len(new), len(changed)
-    report.unchanged = len(rows) - len(new) - len(changed)
+    report.added += len(new)
+    report.updated += len(changed)
     return readdressed
+
+
+@dataclass
+class _Before:
+    """What the import's writes changed of the program's roster as it was before: the
+    enrollments it added, and those it brought back from removed."""
+
+    added: int = 0
+    returned: int = 0
 
 
 def _apply_enrollments(
@@ -236,15 +353,12 @@ def _apply_enrollments(
     ids: dict[str, int],
     report: RosterReport,
     now: dt.datetime,
-    merge: bool,
-    max_removed: Callable[[int], int] | None = None,
+    before: _Before,
 ) -> None:
-    existing = repo.existing_enrollments(conn, program_id)
+    existing = repo.existing_enrollments(conn, program_id, list(ids.values()))
     new, changed = [], []
-    seen: set[int] = set()
     for r, (wave, status, reason) in zip(rows, decisions, strict=True):
         pid = ids[r.external_id]
-        seen.add(pid)
         report.by_wave[wave] += 1
         report.by_reason[reason] += 1
         values = {"wave_key": wave, "wave_override": r.wave, "status": status, "reason": reason}
@@ -253,12 +367,30 @@ def _apply_enrollments(
             new.append({"program_id": program_id, "person_id": pid, **values})
         elif old.removed or old.values != tuple(values[f] for f in repo.ENROLLMENT_FIELDS):
             changed.append({"id": old.id, **values})
+            before.returned += old.removed
     repo.insert_enrollments(conn, new, now)
     repo.update_enrollments(conn, changed, now)
-    if merge:
-        return
-    gone = {pid: e.id for pid, e in existing.items() if pid not in seen and not e.removed}
-    present = sum(1 for e in existing.values() if not e.removed)
+    before.added += len(new)
+
+
+def _remove_absent(
+    conn: Any,
+    program_id: int,
+    in_file: dict[str, int],
+    before: _Before,
+    report: RosterReport,
+    now: dt.datetime,
+    max_removed: Callable[[int], int] | None,
+) -> None:
+    """Mark removed the program's people the file does not name (the whole roster)."""
+    on_roster = 0
+    gone: dict[int, int] = {}  # person id -> enrollment id
+    for person_id, enrollment_id, external_id in repo.present_enrollments(conn, program_id):
+        on_roster += 1
+        if external_id not in in_file:
+            gone[person_id] = enrollment_id
+    # as the roster was before this import: without whom it added or brought back
+    present = on_roster - before.added - before.returned
     if max_removed is not None and len(gone) > max_removed(present):
         raise ManyRemovalsError(len(gone), present)  # the transaction rolls back: nothing changed
     repo.mark_removed(conn, list(gone.values()), now)
