@@ -74,11 +74,20 @@ def _brief(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in ("id", "name", "email", "department", "deadline")}
 
 
-def _mine(stored: StoredProgram, officer: str) -> Any:
-    return and_(
-        enrollments.c.program_id == stored.id,
-        func.lower(people.c.admin_officer) == officer.strip().lower(),
+def of_officer(officer: str) -> Any:
+    """Enrollments of the people whose `admin_officer` is this address, without regard to case.
+
+    Asked as `person_id IN (their ids)`, which the index on `lower(admin_officer)` answers
+    (migration 0019): a plain `lower(admin_officer) = ?` beside the join let SQLite, without
+    statistics, scan every enrollment of the program once per officer."""
+    theirs = select(people.c.id).where(
+        func.lower(people.c.admin_officer) == officer.strip().lower()
     )
+    return enrollments.c.person_id.in_(theirs)
+
+
+def _mine(stored: StoredProgram, officer: str) -> Any:
+    return and_(enrollments.c.program_id == stored.id, of_officer(officer))
 
 
 def _officer_name(conn: Connection, program_id: int, officer: str) -> str | None:
@@ -89,7 +98,7 @@ def _officer_name(conn: Connection, program_id: int, officer: str) -> str | None
         .where(
             enrollments.c.program_id == program_id,
             standing.present(),
-            func.lower(people.c.admin_officer) == officer.strip().lower(),
+            of_officer(officer),
             people.c.admin_officer_name.is_not(None),
             people.c.admin_officer_name != "",
         )
@@ -204,10 +213,6 @@ def _changes(
     def inside(at: dt.datetime | None) -> bool:
         return at is not None and since <= at <= until
 
-    ids = {
-        r.external_id
-        for r in conn.execute(select(people.c.external_id).join(e).where(_mine(stored, officer)))
-    }
     extended = conn.execute(
         select(audit_log.c.subject, audit_log.c.details)
         .where(
@@ -217,15 +222,21 @@ def _changes(
         )
         .order_by(audit_log.c.at)
     ).all()
-    names = {r.external_id: r for r in conn.execute(select(*cols))} if extended else {}
+    # Of this officer's people (removed or not), the ones extended: read only when any were.
+    names = (
+        {
+            r.external_id: r
+            for r in conn.execute(select(*cols).join(e).where(_mine(stored, officer)))
+        }
+        if extended
+        else {}
+    )
     return {
         "since": since.astimezone(stored.program.tz).isoformat(),
         "completed": [person(r) for r in found if inside(r.completed_at)],
         "joined": [person(r) for r in found if inside(r.created_at) and r.removed_at is None],
         "left": [person(r) for r in found if inside(r.removed_at)],
         "extended": [
-            {**person(names[s]), "until": (d or {}).get("until")}
-            for s, d in extended
-            if s in ids and s in names
+            {**person(names[s]), "until": (d or {}).get("until")} for s, d in extended if s in names
         ],
     }

@@ -23,7 +23,7 @@ from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
 from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.mail.report_kind import OFFICER_NAME, SUMMARY_KEYS, report_csv
-from pshnotify.services.reporting.officer_report import action_sections
+from pshnotify.services.reporting.officer_report import action_sections, of_officer
 from pshnotify.store import outbox, standing
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
@@ -125,7 +125,7 @@ def _select_people(program_id: int, department: str | None, officer: str | None)
     if department is not None:
         q = q.where(func.lower(people.c.department) == department.strip().lower())
     if officer is not None:
-        q = q.where(func.lower(people.c.admin_officer) == officer.strip().lower())
+        q = q.where(of_officer(officer))
     return q
 
 
