@@ -84,10 +84,11 @@ def once(
     url = restore(backend, keep, workdir, pg_url)
     with Sink() as sink:
         env = command_env(url, sink.port, 8)
-        prefix = [sys.executable]
-        if profile is not None:
-            prefix += ["-m", "cProfile", "-o", f"{profile}.{backend}.prof"]
-        cmd = [*prefix, "-m", "pshnotify", "run", "--once", "--now", about["nightly"], "--json"]
+        run = ["run", "--once", "--now", about["nightly"], "--json"]
+        cmd = [sys.executable, "-m", "pshnotify", *run]
+        if profile is not None:  # every thread's profile: the reports are built in one
+            out = f"{profile}.{backend}.prof"
+            cmd = [sys.executable, str(Path(__file__).with_name("profile_threads.py")), out, *run]
         load = _load()
         t0 = time.perf_counter()
         done = subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
@@ -41,8 +42,13 @@ def action_sections(
     as_of: dt.datetime,
     rows: list[dict[str, Any]],
     list_limit: int,
+    people_rows: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """The report's extra data: JSON-able, stored nowhere, read when the report is sent."""
+    """The report's extra data: JSON-able, stored nowhere, read when the report is sent.
+
+    `people_rows`: the rows the report was read from (services.reports, with the officer's
+    name and the mark of `store.standing.COLUMNS`), when the caller has them: the officer's
+    name is then counted from them, and the undeliverable read only if one is marked."""
     today = as_of.astimezone(stored.program.tz).date()
     owing = [r for r in rows if r["status"] == PersonWord.EMAILED]
     overdue = [r for r in owing if r.get("deadline_passed")]
@@ -54,10 +60,17 @@ def action_sections(
         and (dt.date.fromisoformat(r["deadline"]) - today).days <= DUE_SOON_DAYS
     ]
     since = _last_report(conn, stored, officer, night)
+    if people_rows is None:
+        name = _officer_name(conn, stored.id, officer)
+        undeliverable = _undeliverable(conn, stored, officer)
+    else:
+        name = _most_given(Counter(r.admin_officer_name for r in people_rows))
+        marked = any(r.undeliverable for r in people_rows)
+        undeliverable = _undeliverable(conn, stored, officer) if marked else []
     return {
-        "officer_name": _officer_name(conn, stored.id, officer),
+        "officer_name": name,
         "attention": {
-            "undeliverable": _undeliverable(conn, stored, officer),
+            "undeliverable": undeliverable,
             "requests": _open_requests(conn, stored, officer),
             "overdue": [_brief(r) for r in overdue],
             "due_soon": [_brief(r) for r in soon],
@@ -104,8 +117,13 @@ def _officer_name(conn: Connection, program_id: int, officer: str) -> str | None
         )
         .group_by(people.c.admin_officer_name)
     )
-    names = Counter(dict(conn.execute(q).tuples().all()))
-    return min(names, key=lambda n: (-names[n], n)) if names else None
+    return _most_given(Counter(dict(conn.execute(q).tuples().all())))
+
+
+def _most_given(names: Counter[str | None]) -> str | None:
+    """The name given most often (ties: the first in order); no name, and "", are not one."""
+    given = Counter({n: k for n, k in names.items() if n})
+    return min(given, key=lambda n: (-given[n], n)) if given else None
 
 
 def _undeliverable(conn: Connection, stored: StoredProgram, officer: str) -> list[dict[str, Any]]:
