@@ -44,7 +44,7 @@ from pshnotify.services.reporting.reports import (
 from pshnotify.store.db import make_engine
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people, undeliverable
+from pshnotify.store.schema import audit_log, enrollments, messages, people, undeliverable
 from tests.conftest import TEMPLATES
 from tests.smtp_server import SmtpServer
 from tests.test_cli import cli
@@ -493,3 +493,37 @@ def test_the_nightly_extras_taken_from_the_reports_rows_are_what_their_queries_s
     assert said[HR] == said["AO-HR@EXAMPLE.EDU"] == ("Bea Officer", ["R2"])
     assert said[IST] == ("Abe Officer", [])  # a tie: the first in order
     assert said["nobody@example.edu"] == (None, [])
+
+
+def test_the_report_says_who_completed_joined_left_or_was_extended_since_the_last_one(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    stored = setup_campaign(runtime, tmp_path)  # imported Monday 09:30; R1 complete at 22:30
+    engine = runtime.engine
+    last = at(2023, 9, 11, 12)  # HR's previous report went out at noon
+    with engine.begin() as conn:
+        conn.execute(
+            messages.insert().values(
+                program_id=stored.id, person_id=None, kind="report", step="2023-09-11",
+                idempotency_key="previous-report", message_id="<previous@test.invalid>",
+                recipient_email=HR, recipient_name=OFFICER_NAME, context={}, state="sent",
+                due_at=last, sent_at=last, created_at=last, updated_at=last,
+            )
+        )  # fmt: skip
+        for subject in ("R2", "R5"):  # R5 is IST's: not in HR's report
+            conn.execute(
+                audit_log.insert().values(
+                    at=at(2023, 9, 12, 10), actor="op", action="person.extend",
+                    program_id=stored.id, subject=subject, details={"until": "2023-12-01"},
+                )
+            )  # fmt: skip
+    set_enrollment(engine, "R2", created_at=at(2023, 9, 12, 8))  # joined
+    set_enrollment(engine, "R4", removed_at=at(2023, 9, 12, 9))  # left
+    claimed = Claimed(
+        1, stored.id, None, "report", None, "2023-09-13", "<m@x>", HR, OFFICER_NAME,
+        {"officer": HR, "date": "2023-09-13"}, 0, None, "token",
+    )  # fmt: skip
+    since = report_enricher(engine, stored, claimed)["since"]
+    ids = {k: [p["id"] for p in since[k]] for k in ("completed", "joined", "left", "extended")}
+    assert ids == {"completed": ["R1"], "joined": ["R2"], "left": ["R4"], "extended": ["R2"]}
+    assert since["extended"][0]["until"] == "2023-12-01"

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, select
 
 from pshnotify.domain import requests as request_rules
 from pshnotify.domain.delivery import Kind, State
@@ -218,12 +218,11 @@ def _changes(
     base = select(*cols, e.c.completed_at, e.c.created_at, e.c.removed_at).join(
         e, e.c.person_id == people.c.id
     )
-    window = or_(
-        e.c.completed_at.between(since, until),
-        e.c.created_at.between(since, until),
-        e.c.removed_at.between(since, until),
-    )
-    found = conn.execute(base.where(_mine(stored, officer), window)).all()
+    # All of the officer's people, the window applied below: a condition on the three
+    # instants made PostgreSQL scan every enrollment of the program for each officer (it
+    # expected the window to hold almost nobody) rather than start from the officer's index.
+    # In roster order (person id), whichever way the database walked them.
+    found = sorted(conn.execute(base.where(_mine(stored, officer))), key=lambda r: r.id)
 
     def person(r: Any) -> dict[str, Any]:
         return {"id": r.external_id, "name": r.name, "email": r.email}
