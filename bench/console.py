@@ -12,7 +12,11 @@ For each backend (a fresh SQLite file, or a fresh PostgreSQL schema):
    beside GET /healthz (the baseline: the same server, no database work).
 
     .venv/bin/python bench/console.py [--people N] [--requests R] [--backends sqlite,postgres]
-                                      [--json]
+                                      [--kept DIR] [--json]
+
+`--kept DIR` times the same pages on the databases `bench/season.py --keep DIR` saved
+instead (one wave of `--people`, all launched, reminded once, half complete), restored
+afresh as bench/nightly.py does, at the kept nightly instant, for its wave `pilot`.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from pshnotify.services.campaign.roster import import_roster
 from pshnotify.settings import Settings
 from pshnotify.store import migrate
 from pshnotify.store.schema import messages
-from run import fresh_database, postgres_problem
+from run import LINK_SECRET, fresh_database, postgres_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2024-01-15T10:00:00-05:00"  # the schools' window is open, three closed, one ahead
@@ -110,26 +114,9 @@ def fill(url: str, people: int, workdir: Path) -> dict[str, float]:
             confirm=False,
         )
         seconds["completions_s"] = time.perf_counter() - t0
-        add_user(
-            rt.engine,
-            OPERATOR[0],
-            role="operator",
-            departments=[],
-            password=OPERATOR[1],
-            clock=clock,
-            actor="bench",
-        )
-        add_user(
-            rt.engine,
-            VIEWER[0],
-            role="viewer",
-            departments=[DEPARTMENT],
-            password=VIEWER[1],
-            clock=clock,
-            actor="bench",
-        )
     finally:
         rt.close()
+    add_users(url, NOW)
     return seconds
 
 
@@ -152,7 +139,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def add_users(url: str, now: str) -> None:
+    """The operator and the viewer the pages are read as."""
+    settings = Settings(
+        database_url=url,
+        program_file=ROOT / "config" / "program.toml",
+        templates_dir=ROOT / "templates" / "email",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    rt = Runtime(settings, FixedClock(dt.datetime.fromisoformat(now)))
+    try:
+        for (login, password), role, departments in (
+            (OPERATOR, "operator", []),
+            (VIEWER, "viewer", [DEPARTMENT]),
+        ):
+            add_user(
+                rt.engine,
+                login,
+                role=role,
+                departments=departments,
+                password=password,
+                clock=rt.clock,
+                actor="bench",
+            )
+    finally:
+        rt.close()
+
+
+def serve(url: str, workdir: Path, now: str = NOW) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -161,10 +175,11 @@ def serve(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         "PSHNOTIFY_TEMPLATES_DIR": str(ROOT / "templates" / "email"),
         "PSHNOTIFY_HTTP_HOST": "127.0.0.1",
         "PSHNOTIFY_HTTP_PORT": str(port),
+        "PSHNOTIFY_LINK_SECRET": LINK_SECRET,  # a season's program takes requests
     }
     out = (workdir / "web.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pshnotify", "web", "--now", NOW],
+        [sys.executable, "-m", "pshnotify", "web", "--now", now],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -208,14 +223,14 @@ def timed(client: httpx.Client, path: str, requests: int) -> dict[str, Any]:
     }
 
 
-def pages(person: str) -> list[tuple[str, str]]:
+def pages(person: str, wave: str = "schools") -> list[tuple[str, str]]:
     d = quote(DEPARTMENT)
     return [
         ("operator", "/healthz"),
         ("operator", "/"),
-        ("operator", "/waves/schools"),
-        ("operator", "/waves/schools/progress"),
-        ("operator", "/waves/schools/launch"),
+        ("operator", f"/waves/{wave}"),
+        ("operator", f"/waves/{wave}/progress"),
+        ("operator", f"/waves/{wave}/launch"),
         ("operator", "/people"),
         ("operator", "/people?q=smith"),
         ("operator", "/people?page=1000"),
@@ -234,23 +249,43 @@ def pages(person: str) -> list[tuple[str, str]]:
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pshnotify-console-bench-") as tmp:
         workdir = Path(tmp)
+        if args.kept is not None:
+            from nightly import drop, restore
+
+            about = json.loads((args.kept / f"{backend}.json").read_text(encoding="utf-8"))
+            log(f"{backend}: restoring the season kept in {args.kept}")
+            url = restore(backend, args.kept, workdir, PG_ADMIN)
+            try:
+                add_users(url, about["nightly"])
+                results = time_pages(backend, url, workdir, args, about["nightly"], "pilot")
+            finally:
+                drop(backend, args.kept, PG_ADMIN)
+            people = int(about["people"])
+            return {"backend": backend, "people": people, "fill": {}, "pages": results}
         with fresh_database(backend, workdir, 0, PG_ADMIN) as url:
             log(f"{backend}: filling {args.people:,} people")
             fill_seconds = fill(url, args.people, workdir)
             log(f"{backend}: filled ({fill_seconds}); serving")
-            proc, base = serve(url, workdir)
-            try:
-                clients = {"operator": signed_in(base, OPERATOR), "viewer": signed_in(base, VIEWER)}
-                person = _a_person(clients["operator"])
-                results = []
-                for who, path in pages(person):
-                    result = timed(clients[who], path, args.requests)
-                    log(f"{backend}: {who:8} {path:60} {result['median_ms']:8.1f} ms")
-                    results.append({"who": who, "path": path, **result})
-            finally:
-                proc.terminate()
-                proc.wait(30)
+            results = time_pages(backend, url, workdir, args, NOW, "schools")
     return {"backend": backend, "people": args.people, "fill": fill_seconds, "pages": results}
+
+
+def time_pages(
+    backend: str, url: str, workdir: Path, args: argparse.Namespace, now: str, wave: str
+) -> list[dict[str, Any]]:
+    proc, base = serve(url, workdir, now)
+    try:
+        clients = {"operator": signed_in(base, OPERATOR), "viewer": signed_in(base, VIEWER)}
+        person = _a_person(clients["operator"])
+        results = []
+        for who, path in pages(person, wave):
+            result = timed(clients[who], path, args.requests)
+            log(f"{backend}: {who:8} {path:60} {result['median_ms']:8.1f} ms")
+            results.append({"who": who, "path": path, **result})
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return results
 
 
 def _a_person(client: httpx.Client) -> str:
@@ -263,7 +298,8 @@ def _a_person(client: httpx.Client) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     base = next(p for p in result["pages"] if p["path"] == "/healthz")["median_ms"]
-    print(f"\n{result['backend']}: {result['people']:,} people; fill {result['fill']}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{result['backend']}: {result['people']:,} people; fill {result['fill']}; load {load}")
     print(f"{'who':8} {'page':58} {'median ms':>10} {'max ms':>8} {'x healthz':>9}")
     for p in result["pages"]:
         ratio = p["median_ms"] / base if base else 0
@@ -278,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--backends", default="sqlite")
+    parser.add_argument("--kept", type=Path, default=None, metavar="DIR")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results = []

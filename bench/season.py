@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/season.py [--people N] [--officers 200] [--connections 8]
                                      [--backends sqlite,postgres] [--pg-url URL] [--json]
+                                     [--keep DIR]
 
 For each backend, in a fresh database (an SQLite file, or a new PostgreSQL schema) and one
 SMTP sink that only counts (smtp_sink.py, a process of its own), it runs as an operator and
@@ -36,6 +37,11 @@ is of the drain's rate to the bare loop's for the launch drain, of the seconds p
 to the launch drain's for the reminders and the confirmations, and of the time to the
 launch drain's for the rest. Progress goes to stderr; `--json` prints an object instead.
 PSHNOTIFY_* variables other than the ones set here apply to the commands.
+
+`--keep DIR` saves each backend's database as it is just before the nightly reports (one
+wave, half complete, after a reminder morning) in DIR: `sqlite.db`, or `postgres.dump`
+(pg_dump -Fc of the run's schema, named in `postgres.json`), beside `BACKEND.json` with the
+nightly instant, to replay that moment or time the console on that state.
 """
 
 from __future__ import annotations
@@ -241,8 +247,45 @@ def _summary(output: Any) -> dict[str, Any]:
     return {k: output[k] for k in keep if k in output}
 
 
+def keep_database(backend: str, url: str, keep: Path, at: Instants, people: int) -> None:
+    """Save the database as it is now into `keep` (see --keep), with what replays it."""
+    keep.mkdir(parents=True, exist_ok=True)
+    about: dict[str, Any] = {
+        "backend": backend,
+        "people": people,
+        "nightly": at.nightly.isoformat(),
+    }
+    if backend == "sqlite":
+        import sqlite3
+
+        target = keep / "sqlite.db"
+        target.unlink(missing_ok=True)
+        source = sqlite3.connect(url.removeprefix("sqlite:///"))
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
+        about["file"] = str(target)
+    else:
+        schema = url.rsplit("search_path%3D", 1)[1]
+        target = keep / "postgres.dump"
+        plain = url.split("?")[0].replace("postgresql+psycopg://", "postgresql://")
+        subprocess.run(["pg_dump", "-Fc", "-n", schema, "-f", str(target), plain], check=True)
+        about.update(file=str(target), schema=schema)
+    (keep / f"{backend}.json").write_text(json.dumps(about, indent=2) + "\n", encoding="utf-8")
+    log(f"  kept the database before the nightly reports: {target}")
+
+
 def measure(
-    backend: str, people: int, officers: int, connections: int, pg_url: str, workdir: Path
+    backend: str,
+    people: int,
+    officers: int,
+    connections: int,
+    pg_url: str,
+    workdir: Path,
+    keep: Path | None = None,
 ) -> list[Moment]:
     """The whole season on one backend; the bare loop first in the list."""
     roster, export = workdir / "roster.csv", workdir / "completions.csv"
@@ -280,6 +323,8 @@ def measure(
         s("confirmations", ["run", "--once"], at.completions, "msg", done)
         s("plan --json", ["plan"], at.completions)
         s("status --json", ["status"], at.completions)
+        if keep is not None:
+            keep_database(backend, url, keep, at, people)
         s("nightly reports", ["run", "--once"], at.nightly, "msg", officers)
         s("idle pass", ["run", "--once"], at.idle, "msg", 0)
     moments = [bare, *season.moments]
@@ -368,6 +413,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="SMTP connections for the drains and for the bare loops (default 8)",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="save each database as it is before the nightly reports in DIR",
+    )
     args = p.parse_args(argv)
     backends = cli_checks.backends(p, args.backends, BACKENDS)
     if args.people < 2:
@@ -396,7 +448,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[{backend}] {args.people:,} people, {args.officers} officers")
             with tempfile.TemporaryDirectory(prefix="pshnotify-season-") as tmp:
                 results[backend] = measure(
-                    backend, args.people, args.officers, args.connections, args.pg_url, Path(tmp)
+                    backend,
+                    args.people,
+                    args.officers,
+                    args.connections,
+                    args.pg_url,
+                    Path(tmp),
+                    args.keep,
                 )
     except CommandFailedError as exc:
         print(f"bench/season.py: {exc}", file=sys.stderr)

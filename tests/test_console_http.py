@@ -21,13 +21,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from click.testing import Result
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from pshnotify.cli import app
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.access.users import add_user
-from pshnotify.store.schema import audit_log, enrollments, people, users
+from pshnotify.services.reporting.status import program_status
+from pshnotify.store.schema import audit_log, enrollments, messages, people, users
 from tests.smtp_server import SmtpServer
 from tests.test_cli import NOW, cli
 from tests.test_console import OPERATOR, VIEWER, free_port
@@ -424,3 +425,23 @@ def test_an_operator_schedules_a_launch_and_withdraws_it(console_rt: Runtime) ->
     ]
     assert "got 'soon'" in actions[0][2]["why"][0]
     assert "is not in the future" in actions[1][2]["why"][0]
+
+
+def test_the_dashboard_says_the_oldest_wait_that_status_says(console_rt: Runtime) -> None:
+    """The dashboard reads the oldest wait alone, not `status`'s other delivery figures: it
+    says the same number of seconds as `status --json`."""
+    launch(console_rt)
+    now = console_rt.clock.now()
+    with console_rt.engine.begin() as conn:
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == select(func.min(messages.c.id)).scalar_subquery())
+            .values(due_at=now - dt.timedelta(minutes=61))
+        )
+    said = program_status(console_rt.engine, console_rt.program(None), now)
+    assert said["delivery"]["oldest_due_seconds"] == 3660.0
+    with console(console_rt) as client:
+        sign_in(client, OPERATOR)
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "Oldest message waiting: 3660 s." in page.text

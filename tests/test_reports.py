@@ -33,15 +33,18 @@ from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.campaign.launch import launch_wave
 from pshnotify.services.campaign.roster import import_roster
 from pshnotify.services.delivery.dispatch import Dispatcher
+from pshnotify.services.reporting.officer_report import action_sections
 from pshnotify.services.reporting.reports import (
+    build_report,
     department_report,
     queue_nightly_reports,
     report_enricher,
     report_night,
 )
 from pshnotify.store.db import make_engine
+from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.schema import audit_log, enrollments, messages, people, undeliverable
 from tests.conftest import TEMPLATES
 from tests.smtp_server import SmtpServer
 from tests.test_cli import cli
@@ -428,3 +431,99 @@ def test_the_report_command_writes_the_same_csv(
     assert "--department: nobody enrolled in psh-2023-2024 has the department 'Payroll'" in (
         unknown.stderr.replace("\n", " ")
     )
+
+
+def test_the_nightly_extras_taken_from_the_reports_rows_are_what_their_queries_say(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """The nightly path takes the officer's name and whether anyone is undeliverable from the
+    report's own rows: on a roster with a tie and blank names, an officer spelled in another
+    case, a removed person and marks (one cleared), it says what each query says alone."""
+    stored = setup_campaign(runtime, tmp_path)
+    engine = runtime.engine
+    given = {"R1": "Hal Officer", "R2": "Bea Officer", "R3": "Bea Officer", "R4": "Hal Officer"}
+    given |= {"R5": "Ivy Officer", "R6": "Abe Officer", "R7": ""}
+    marks = {"R2": None, "R5": at(2023, 9, 12, 9)}  # R5's mark is cleared
+    now = at(2023, 9, 13)
+    with engine.begin() as conn:
+        for pid, name in given.items():
+            conn.execute(
+                update(people).where(people.c.external_id == pid).values(admin_officer_name=name)
+            )
+        for pid, cleared in marks.items():
+            row = conn.execute(
+                select(people.c.id, people.c.email).where(people.c.external_id == pid)
+            ).one()
+            conn.execute(
+                undeliverable.insert().values(
+                    person_id=row.id,
+                    email_key=row.email.lower(),
+                    since=at(2023, 9, 11, 10),
+                    reason="hard bounce 5.1.1: user unknown",
+                    cleared_at=cleared,
+                )
+            )
+    set_enrollment(engine, "R4", removed_at=at(2023, 9, 12))  # Hal is one of two now: a tie
+    night = now.date()
+    said = {}
+    for officer in (HR, "AO-HR@EXAMPLE.EDU", IST, "nobody@example.edu"):
+        claimed = Claimed(
+            1, stored.id, None, "report", None, night.isoformat(), "<m@x>", officer, "AO",
+            {"officer": officer, "date": night.isoformat()}, 0, None, "token",
+        )  # fmt: skip
+        nightly = report_enricher(engine, stored, claimed)
+        as_of = dt.datetime.combine(night, SEED.sending.report_time, SEED.tz)
+        with engine.connect() as conn:
+            report = build_report(conn, stored, officer=officer, now=as_of)
+            alone = action_sections(
+                conn,
+                stored,
+                officer=officer,
+                night=night,
+                as_of=as_of,
+                rows=report.row_dicts(),
+                list_limit=30,
+            )
+        assert nightly["rows"] == report.row_dicts()
+        assert {k: nightly[k] for k in alone} == alone
+        said[officer] = (
+            alone["officer_name"],
+            [u["id"] for u in alone["attention"]["undeliverable"]],
+        )
+    assert said[HR] == said["AO-HR@EXAMPLE.EDU"] == ("Bea Officer", ["R2"])
+    assert said[IST] == ("Abe Officer", [])  # a tie: the first in order
+    assert said["nobody@example.edu"] == (None, [])
+
+
+def test_the_report_says_who_completed_joined_left_or_was_extended_since_the_last_one(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    stored = setup_campaign(runtime, tmp_path)  # imported Monday 09:30; R1 complete at 22:30
+    engine = runtime.engine
+    last = at(2023, 9, 11, 12)  # HR's previous report went out at noon
+    with engine.begin() as conn:
+        conn.execute(
+            messages.insert().values(
+                program_id=stored.id, person_id=None, kind="report", step="2023-09-11",
+                idempotency_key="previous-report", message_id="<previous@test.invalid>",
+                recipient_email=HR, recipient_name=OFFICER_NAME, context={}, state="sent",
+                due_at=last, sent_at=last, created_at=last, updated_at=last,
+            )
+        )  # fmt: skip
+        for subject in ("R2", "R5"):  # R5 is IST's: not in HR's report
+            conn.execute(
+                audit_log.insert().values(
+                    at=at(2023, 9, 12, 10), actor="op", action="person.extend",
+                    program_id=stored.id, subject=subject, details={"until": "2023-12-01"},
+                )
+            )  # fmt: skip
+    set_enrollment(engine, "R2", created_at=at(2023, 9, 12, 8))  # joined
+    set_enrollment(engine, "R4", removed_at=at(2023, 9, 12, 9))  # left
+    claimed = Claimed(
+        1, stored.id, None, "report", None, "2023-09-13", "<m@x>", HR, OFFICER_NAME,
+        {"officer": HR, "date": "2023-09-13"}, 0, None, "token",
+    )  # fmt: skip
+    since = report_enricher(engine, stored, claimed)["since"]
+    ids = {k: [p["id"] for p in since[k]] for k in ("completed", "joined", "left", "extended")}
+    assert ids == {"completed": ["R1"], "joined": ["R2"], "left": ["R4"], "extended": ["R2"]}
+    assert since["extended"][0]["until"] == "2023-12-01"

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -168,6 +169,8 @@ people = Table(
     # The console's department pages and a viewer's scope (migration 0013).
     Index(None, "department"),
 )
+# An officer's people, by address without case: the nightly reports (migration 0019).
+Index("ix_people_admin_officer_lower", func.lower(people.c.admin_officer))
 
 enrollments = Table(
     "enrollments",

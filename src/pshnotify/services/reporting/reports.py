@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, func, select
@@ -23,8 +23,9 @@ from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
 from pshnotify.domain.vocabulary import PersonWord
 from pshnotify.mail.report_kind import OFFICER_NAME, SUMMARY_KEYS, report_csv
-from pshnotify.services.reporting.officer_report import action_sections
+from pshnotify.services.reporting.officer_report import action_sections, of_officer
 from pshnotify.store import outbox, standing
+from pshnotify.store import programs as program_repo
 from pshnotify.store.outbox import Claimed
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people, waves
@@ -109,23 +110,19 @@ def _select_people(program_id: int, department: str | None, officer: str | None)
             people.c.name,
             people.c.email,
             people.c.department,
+            people.c.admin_officer_name,
             *standing.COLUMNS,
             enrollments.c.reason,
             enrollments.c.completion_option,
             enrollments.c.launch_sent_at,
-            waves.c.launched_at,
         )
         .select_from(standing.joined())
-        .outerjoin(
-            waves,
-            and_(waves.c.program_id == program_id, waves.c.key == enrollments.c.wave_key),
-        )
         .where(enrollments.c.program_id == program_id, standing.present())
     )
     if department is not None:
         q = q.where(func.lower(people.c.department) == department.strip().lower())
     if officer is not None:
-        q = q.where(func.lower(people.c.admin_officer) == officer.strip().lower())
+        q = q.where(of_officer(officer))
     return q
 
 
@@ -152,29 +149,58 @@ def _owes(r: Row[Any]) -> bool:
     return policy.owes_training(standing.to_standing(r))
 
 
-def _row(program: Program, r: Row[Any], last_passed: dt.date, launch_sent: bool) -> ReportRow:
+def _row(
+    program: Program,
+    r: Row[Any],
+    last_passed: dt.date,
+    launch_sent: bool,
+    launched: bool,
+    titles: dict[str, str] | None = None,
+) -> ReportRow:
     """Complete first (whatever the rules say), then exempt, then what is still owed.
-    `last_passed`: `store.standing.last_day_passed` now (a deadline on or before it passed)."""
-    base = ReportRow(r.external_id, r.name, r.email, r.department, r.wave_key, EMAILED)
+    `last_passed`: `store.standing.last_day_passed` now (a deadline on or before it passed).
+    `launched`: the person's wave has been launched.
+    `titles`: option titles already looked up, by key (a report's rows share a few)."""
     person = standing.to_standing(r)
     if person.completed:
         key = r.completion_option or ""
-        return replace(
-            base,
-            status=COMPLETE,
+        if titles is None:
+            titles = {}
+        title = titles.get(key)
+        if title is None:
+            title = titles[key] = _option_title(program, key)
+        return ReportRow(
+            r.external_id,
+            r.name,
+            r.email,
+            r.department,
+            r.wave_key,
+            COMPLETE,
             option=key,
-            option_title=_option_title(program, key),
+            option_title=title,
             completed_on=r.completed_at.astimezone(program.tz).date(),
         )
     if not policy.owes_training(person):
         # The program file's note for the rule's reason ("Unpaid appointees ..."), not its code.
         why = r.exempted_reason or program.reason_note(r.reason) or r.reason
         word = EXEMPT if person.exempted_reason is not None else NOT_REQUIRED
-        return replace(base, status=word, exemption_reason=why)
+        return ReportRow(
+            r.external_id,
+            r.name,
+            r.email,
+            r.department,
+            r.wave_key,
+            word,
+            exemption_reason=why,
+        )
     deadline = policy.deadline(program, person)
-    return replace(
-        base,
-        status=EMAILED if r.launched_at is not None else NOT_LAUNCHED,
+    return ReportRow(
+        r.external_id,
+        r.name,
+        r.email,
+        r.department,
+        r.wave_key,
+        EMAILED if launched else NOT_LAUNCHED,
         deadline=deadline,
         deadline_passed=deadline is not None and deadline <= last_passed,
         launch_email_sent=launch_sent,
@@ -225,18 +251,42 @@ def build_report(
     title: str = "",
 ) -> Report:
     """The rows for these filters, possibly none (the nightly path must never fail on it)."""
+    return _read_report(conn, stored, department, officer, now, title)[0]
+
+
+def _read_report(
+    conn: Connection,
+    stored: StoredProgram,
+    department: str | None,
+    officer: str | None,
+    now: dt.datetime,
+    title: str,
+) -> tuple[Report, Sequence[Row[Any]]]:
+    """The report, and the rows it was made of (`_select_people`'s), for the nightly extras."""
     program = stored.program
     found = conn.execute(_select_people(stored.id, department, officer)).all()
+    launched = {
+        key: state.launched_at is not None
+        for key, state in program_repo.wave_states(conn, stored.id).items()
+    }
     last_passed = standing.last_day_passed(program, now)
     unknown = {r.id for r in found if r.launch_sent_at is None and _owes(r)}
     by_message = _launch_sent_by_message(conn, stored.id, unknown) if unknown else set()
+    titles: dict[str, str] = {}
     rows = [
-        _row(program, r, last_passed, r.launch_sent_at is not None or r.id in by_message)
+        _row(
+            program,
+            r,
+            last_passed,
+            r.launch_sent_at is not None or r.id in by_message,
+            launched.get(r.wave_key, False),
+            titles,
+        )
         for r in found
     ]
     rows.sort(key=_sort_key)  # here, not in SQL: collations differ between backends
     name = title or _title(program, rows, department, officer)
-    return Report(name, now, rows, summarise(rows))
+    return Report(name, now, rows, summarise(rows)), found
 
 
 def _title(
@@ -442,9 +492,7 @@ def report_enricher(
     night = dt.date.fromisoformat(str(claimed.context["date"]))
     as_of = dt.datetime.combine(night, program.sending.report_time, program.tz)
     with engine.connect() as conn:
-        report = build_report(
-            conn, stored, officer=officer, now=as_of, title=_nightly_title(program)
-        )
+        report, found = _read_report(conn, stored, None, officer, as_of, _nightly_title(program))
         rows = report.row_dicts()
         action = action_sections(
             conn,
@@ -454,6 +502,7 @@ def report_enricher(
             as_of=as_of,
             rows=rows,
             list_limit=list_limit,
+            people_rows=found,
         )
     return {"title": report.title, "summary": report.summary, "rows": rows, **action}
 
