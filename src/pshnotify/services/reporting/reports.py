@@ -21,7 +21,7 @@ from pshnotify.domain import policy
 from pshnotify.domain.delivery import Kind, State, idempotency_key
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.domain.program import Program
-from pshnotify.domain.vocabulary import PersonWord
+from pshnotify.domain.vocabulary import PersonWord, person_word
 from pshnotify.mail.report_kind import OFFICER_NAME, SUMMARY_KEYS, report_csv
 from pshnotify.services.reporting.officer_report import action_sections, of_officer
 from pshnotify.store import outbox, standing
@@ -162,7 +162,8 @@ def _row(
     `launched`: the person's wave has been launched.
     `titles`: option titles already looked up, by key (a report's rows share a few)."""
     person = standing.to_standing(r)
-    if person.completed:
+    word = person_word(person, launched)  # the one order of the words (domain/vocabulary)
+    if word is COMPLETE:
         key = r.completion_option or ""
         if titles is None:
             titles = {}
@@ -180,10 +181,9 @@ def _row(
             option_title=title,
             completed_on=r.completed_at.astimezone(program.tz).date(),
         )
-    if not policy.owes_training(person):
+    if word in (EXEMPT, NOT_REQUIRED):
         # The program file's note for the rule's reason ("Unpaid appointees ..."), not its code.
         why = r.exempted_reason or program.reason_note(r.reason) or r.reason
-        word = EXEMPT if person.exempted_reason is not None else NOT_REQUIRED
         return ReportRow(
             r.external_id,
             r.name,
@@ -200,7 +200,7 @@ def _row(
         r.email,
         r.department,
         r.wave_key,
-        EMAILED if launched else NOT_LAUNCHED,
+        word,
         deadline=deadline,
         deadline_passed=deadline is not None and deadline <= last_passed,
         launch_email_sent=launch_sent,
