@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/season.py [--people N] [--officers 200] [--connections 8]
                                      [--backends sqlite,postgres] [--pg-url URL] [--json]
+                                     [--keep DIR]
 
 For each backend, in a fresh database (an SQLite file, or a new PostgreSQL schema) and one
 SMTP sink that only counts (smtp_sink.py, a process of its own), it runs as an operator and
@@ -36,6 +37,14 @@ is of the drain's rate to the bare loop's for the launch drain, of the seconds p
 to the launch drain's for the reminders and the confirmations, and of the time to the
 launch drain's for the rest. Progress goes to stderr; `--json` prints an object instead.
 PSHNOTIFY_* variables other than the ones set here apply to the commands.
+
+`--keep DIR` keeps each backend's working folder as DIR/BACKEND (which must not exist yet),
+with its database (an SQLite file there, or the PostgreSQL schema, not dropped: drop it when
+done) and `season.env`: the commands' PSHNOTIFY_* variables and the season's instants
+(SEASON_AT_LAUNCH, ..., SEASON_AT_IDLE), to rerun one command on the season's state:
+
+    set -a; . DIR/sqlite/season.env; set +a
+    .venv/bin/python -m pshnotify plan --json --now "$SEASON_AT_COMPLETIONS"
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -241,17 +251,34 @@ def _summary(output: Any) -> dict[str, Any]:
     return {k: output[k] for k in keep if k in output}
 
 
+def write_env(path: Path, env: dict[str, str], at: Instants) -> None:
+    """`--keep`'s season.env: the commands' PSHNOTIFY_* variables and the season's instants,
+    for a shell to source."""
+    lines = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()) if k.startswith("PSHNOTIFY_")]
+    lines += [f"SEASON_AT_{k.upper()}={shlex.quote(v.isoformat())}" for k, v in asdict(at).items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def measure(
-    backend: str, people: int, officers: int, connections: int, pg_url: str, workdir: Path
+    backend: str,
+    people: int,
+    officers: int,
+    connections: int,
+    pg_url: str,
+    workdir: Path,
+    keep: bool = False,
 ) -> list[Moment]:
-    """The whole season on one backend; the bare loop first in the list."""
+    """The whole season on one backend; the bare loop first in the list. `keep`: the database
+    stays, and `workdir/season.env` says how to reach it."""
     roster, export = workdir / "roster.csv", workdir / "completions.csv"
     program, _ = load_program(ROOT / PROGRAM_FILE)
     at = Instants.of(program, WAVE)
     write_roster(roster, people, officers)
     write_completions(export, people // 2, before=at.completions)
-    with fresh_database(backend, workdir, 1, pg_url) as url, Sink() as sink:
+    with fresh_database(backend, workdir, 1, pg_url, keep) as url, Sink() as sink:
         season = Season(command_env(url, sink.port, connections), workdir, sink)
+        if keep:
+            write_env(workdir / "season.env", season.env, at)
         run_command(["init", "--now", at.launch.isoformat()], season.env, workdir)
         s = season.step
         s("roster import", ["roster", "import", str(roster)], at.launch, "rows", people)
@@ -368,6 +395,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="SMTP connections for the drains and for the bare loops (default 8)",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep each backend's folder and database in DIR/BACKEND, with season.env",
+    )
     args = p.parse_args(argv)
     backends = cli_checks.backends(p, args.backends, BACKENDS)
     if args.people < 2:
@@ -379,6 +412,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= args.connections <= 64:
         p.error(f"--connections: from 1 to 64, got {args.connections}")
     args.backends = backends
+    if args.keep is not None:
+        taken = [b for b in backends if (args.keep / b).exists()]
+        if taken:
+            p.error(f"--keep: {args.keep / taken[0]} exists already")
     return args
 
 
@@ -394,6 +431,20 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"note: skipping postgres: {results[backend]}")
                 continue
             log(f"[{backend}] {args.people:,} people, {args.officers} officers")
+            if args.keep is not None:
+                kept = (args.keep / backend).resolve()
+                kept.mkdir(parents=True)
+                results[backend] = measure(
+                    backend,
+                    args.people,
+                    args.officers,
+                    args.connections,
+                    args.pg_url,
+                    kept,
+                    keep=True,
+                )
+                log(f"  kept in {kept} (season.env)")
+                continue
             with tempfile.TemporaryDirectory(prefix="pshnotify-season-") as tmp:
                 results[backend] = measure(
                     backend, args.people, args.officers, args.connections, args.pg_url, Path(tmp)
