@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,11 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 # 13 whole commands and a sink: 30 s at a load average of 7 on 2 cores.
-def test_a_tiny_season_reports_each_moment_its_work_and_its_ratio() -> None:
-    done = _run("--people", "200", "--officers", "20", "--backends", "sqlite", "--json")
+def test_a_tiny_season_reports_each_moment_its_work_and_its_ratio(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    done = _run(
+        "--people", "200", "--officers", "20", "--backends", "sqlite", "--json", "--keep", str(kept)
+    )
     assert done.returncode == 0, done.stderr
     assert "WARNING" not in done.stderr  # each command did what the moment expects
     report = json.loads(done.stdout)
@@ -104,6 +108,23 @@ def test_a_tiny_season_reports_each_moment_its_work_and_its_ratio() -> None:
         assert m["seconds"] > 0
         assert 20 < m["peak_rss_mb"] < 1000, m
 
+    # --keep: the season's state stays, and its season.env reaches it for one more command.
+    env = dict(os.environ)
+    for line in (kept / "sqlite" / "season.env").read_text(encoding="utf-8").splitlines():
+        name, _, value = line.partition("=")
+        env[name] = shlex.split(value)[0]
+    status = subprocess.run(
+        [sys.executable, "-m", "pshnotify", "status", "--json", "--now", env["SEASON_AT_IDLE"]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["waves"]["pilot"]["people"]["completed"] == 100
+
     season = _season_module()
     rows = [season.Moment(**{k: v for k, v in m.items() if k != "per_s"}) for m in moments]
     text = season.format_backend("sqlite", rows, 200, 20)
@@ -128,6 +149,14 @@ def test_bad_input_is_status_2_with_what_was_wrong(args: list[str], said: str) -
     assert done.returncode == 2
     assert said in done.stderr
     assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_keep_refuses_a_folder_that_exists(tmp_path: Path) -> None:
+    (tmp_path / "sqlite").mkdir()
+    done = _run("--backends", "sqlite", "--keep", str(tmp_path))
+    assert done.returncode == 2
+    assert f"--keep: {tmp_path / 'sqlite'} exists already" in done.stderr
     assert done.stdout == ""
 
 
