@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
+from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -318,9 +319,19 @@ def cancel_pending(
 
 
 def count_by_state(conn: Connection, program_id: int) -> dict[tuple[str | None, str], int]:
+    """The program's messages per (wave, state)."""
+    out: Counter[tuple[str | None, str]] = Counter()
+    for (wave, _, state), n in count_by_kind(conn, program_id).items():
+        out[wave, state] += n
+    return dict(out)
+
+
+def count_by_kind(conn: Connection, program_id: int) -> dict[tuple[str | None, str, str], int]:
+    """The program's messages per (wave, kind, state). Grouped in the order of the index on
+    (program, kind, state, wave), which answers it alone: no table rows, no sort."""
     q = (
-        select(messages.c.wave_key, messages.c.state, func.count())
+        select(messages.c.kind, messages.c.state, messages.c.wave_key, func.count())
         .where(messages.c.program_id == program_id)
-        .group_by(messages.c.wave_key, messages.c.state)
+        .group_by(messages.c.kind, messages.c.state, messages.c.wave_key)
     )
-    return {(w, s): int(n) for w, s, n in conn.execute(q)}
+    return {(w, k, s): int(n) for k, s, w, n in conn.execute(q)}
