@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Integer,
     Select,
     Text,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -316,6 +318,22 @@ def cancel_pending(
             stmt = stmt.where(messages.c.kind.in_(kinds))
         total += conn.execute(stmt).rowcount
     return total
+
+
+def anything_to_send(engine: Engine, now: dt.datetime) -> bool:
+    """Does the outbox hold a message a sender could take now: one waiting (queued, or to
+    retry) that is due, or one claimed (a live sender's, or a stopped one's to take back)?
+    More than the sender claims (it also waits for working hours and skips what is paused):
+    when this says no, a sender would send nothing."""
+    waiting = [State.QUEUED.value, State.RETRY.value]
+    q = select(messages.c.id).where(
+        or_(
+            and_(messages.c.state.in_(waiting), messages.c.due_at <= now),
+            messages.c.state == State.CLAIMED.value,
+        )
+    )
+    with engine.connect() as conn:
+        return conn.execute(q.limit(1)).first() is not None
 
 
 def count_by_state(conn: Connection, program_id: int) -> dict[tuple[str | None, str], int]:
