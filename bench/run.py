@@ -121,14 +121,17 @@ def postgres_problem(admin_url: str) -> str | None:
 
 
 @contextmanager
-def fresh_database(backend: str, workdir: Path, run: int, admin_url: str) -> Iterator[str]:
-    """A URL to an empty database: a new SQLite file, or a new PostgreSQL schema (dropped after)."""
+def fresh_database(
+    backend: str, workdir: Path, run: int, admin_url: str, keep: bool = False
+) -> Iterator[str]:
+    """A URL to an empty database: a new SQLite file, or a new PostgreSQL schema (dropped after,
+    unless `keep`)."""
     if backend == "sqlite":
         path = workdir / f"bench-{run}.db"
         try:
             yield f"sqlite:///{path}"
         finally:
-            for suffix in ("", "-wal", "-shm", "-journal"):
+            for suffix in ("", "-wal", "-shm", "-journal") if not keep else ():
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -140,8 +143,9 @@ def fresh_database(backend: str, workdir: Path, run: int, admin_url: str) -> Ite
             sep = "&" if "?" in admin_url else "?"
             yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
         finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            if not keep:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         admin.dispose()
 

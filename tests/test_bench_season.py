@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,11 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 # 13 whole commands and a sink: 30 s at a load average of 7 on 2 cores.
-def test_a_tiny_season_reports_each_moment_its_work_and_its_ratio() -> None:
-    done = _run("--people", "200", "--officers", "20", "--backends", "sqlite", "--json")
+def test_a_tiny_season_reports_each_moment_its_work_and_its_ratio(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    done = _run(
+        "--people", "200", "--officers", "20", "--backends", "sqlite", "--json", "--keep", str(kept)
+    )
     assert done.returncode == 0, done.stderr
     assert "WARNING" not in done.stderr  # each command did what the moment expects
     report = json.loads(done.stdout)
@@ -103,6 +107,16 @@ def test_a_tiny_season_reports_each_moment_its_work_and_its_ratio() -> None:
     for m in moments[1:]:  # whole commands: their own time and memory
         assert m["seconds"] > 0
         assert 20 < m["peak_rss_mb"] < 1000, m
+
+    # --keep: the database as it was just before the nightly reports, with the instant.
+    about = json.loads((kept / "sqlite.json").read_text(encoding="utf-8"))
+    assert about["people"] == 200
+    assert about["nightly"]
+    with sqlite3.connect(kept / "sqlite.db") as db:
+        done_count = db.execute(
+            "SELECT count(*) FROM enrollments WHERE completed_at IS NOT NULL"
+        ).fetchone()[0]
+    assert done_count == 100  # half of them complete, the reports not yet sent
 
     season = _season_module()
     rows = [season.Moment(**{k: v for k, v in m.items() if k != "per_s"}) for m in moments]

@@ -164,6 +164,10 @@ def test_the_sql_and_the_policy_agree_for_every_combination_of_the_facts(
         )
         with engine.connect() as conn:
             rows = {r.external_id: r for r in conn.execute(q)}
+            grouped = select(people.c.external_id, *standing.STATE_FACTS).select_from(
+                standing.joined()
+            )
+            facts = {r.external_id: r for r in conn.execute(grouped)}
         assert set(rows) == set(truth)
         for ext_id, person in truth.items():
             row = rows[ext_id]
@@ -171,6 +175,11 @@ def test_the_sql_and_the_policy_agree_for_every_combination_of_the_facts(
             assert row.deadline == policy.deadline(program, person), ext_id
             # The cadence's view (scheduler, plan, escalation) judges by the same facts.
             state = standing.person_state(row).standing
+            # and `plan`'s groups read them alike.
+            steps = frozenset({"launch", "after:7"})
+            assert standing.group_state(
+                facts[ext_id], steps=steps, launch_sent_at=row.launch_sent_at
+            ) == standing.person_state(row, steps=steps), ext_id
             assert policy.owes_training(state) == policy.owes_training(person), ext_id
             assert policy.asks(state) == policy.asks(person), ext_id
             assert state.undeliverable == person.undeliverable, ext_id

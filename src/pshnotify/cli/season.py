@@ -67,18 +67,11 @@ def _once(rt: Runtime, as_json: bool) -> None:
     import asyncio
 
     from pshnotify.domain.vocabulary import MessageWord
-    from pshnotify.runtime.daemon import one_pass
+    from pshnotify.runtime.daemon import once
     from pshnotify.store.retry import DatabaseUnavailableError
 
-    async def once() -> tuple[Any, Any]:
-        dispatcher = rt.dispatcher()
-        try:
-            return await one_pass(rt, dispatcher, rt.nightly_jobs())
-        finally:
-            await dispatcher.release()
-
     try:
-        queued, sent = asyncio.run(once())
+        queued, sent = asyncio.run(once(rt, rt.nightly_jobs()))
     except DatabaseUnavailableError as exc:
         err.print(label("stopped:", "red", str(exc)), soft_wrap=True)
         err.print(label("next:", "yellow", exc.hint), soft_wrap=True)
@@ -122,13 +115,12 @@ def _all_failed(sent: Any) -> str:
 
 def _paused(rt: Runtime) -> str:
     """What is paused in the program, in words ("" if nothing)."""
-    from pshnotify.services.reporting.status import program_status
+    from pshnotify.services.campaign.pause import paused_waves
 
     stored = rt.program(None)
-    data = program_status(rt.engine, stored, rt.clock.now())
-    if data["program"].get("paused"):
+    if stored.paused:
         return f"program {stored.key}"
-    waves = [k for k, w in data["waves"].items() if w.get("paused")]
+    waves = paused_waves(rt.engine, stored)
     return ("wave " if len(waves) == 1 else "waves ") + ", ".join(waves) if waves else ""
 
 

@@ -20,24 +20,49 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pshnotify.runtime.wiring import Runtime
 from pshnotify.services.campaign.schedule import NightlyJob, PassReport, run_pass
 from pshnotify.services.delivery.dispatch import Dispatcher, DispatchReport
+from pshnotify.store import outbox
 from pshnotify.store.receipts import prune_receipts
-from pshnotify.store.retry import DatabaseUnavailableError
+from pshnotify.store.retry import DatabaseUnavailableError, Guard
 
 
 async def one_pass(
     rt: Runtime, dispatcher: Dispatcher, nightly: Sequence[NightlyJob] = ()
 ) -> tuple[PassReport, DispatchReport]:
-    """Exactly what the daemon does at one instant (`run --once` is this, once)."""
+    """Exactly what the daemon does at one instant."""
+    queued = await _schedule(rt, dispatcher.guard, nightly)
+    sent = await dispatcher.run_once()
+    await asyncio.to_thread(prune_receipts, rt.engine, rt.clock.wall())
+    return queued, sent
+
+
+async def once(
+    rt: Runtime, nightly: Sequence[NightlyJob] = ()
+) -> tuple[PassReport, DispatchReport]:
+    """`run --once`: the daemon's pass, its sender started only when the outbox holds
+    something to send (`outbox.anything_to_send`: due, or claimed). Starting it checks every
+    template and takes the sending lock; a pass with nothing to send (the daemon's pass a
+    minute after the nightly reports, say) needs neither, and costs its queries alone."""
+    guard = rt.db_guard()
+    queued = await _schedule(rt, guard, nightly)
+    if await guard.call(outbox.anything_to_send, rt.engine, rt.clock.now()):
+        dispatcher = rt.dispatcher(guard)
+        try:
+            sent = await dispatcher.run_once()
+        finally:
+            await dispatcher.release()
+    else:
+        sent = DispatchReport()
+    await asyncio.to_thread(prune_receipts, rt.engine, rt.clock.wall())
+    return queued, sent
+
+
+async def _schedule(rt: Runtime, guard: Guard, nightly: Sequence[NightlyJob]) -> PassReport:
+    """Read the bounces, then queue what came due."""
     try:  # first: a bounce read now stops what is due to a dead address
         await asyncio.to_thread(rt.scan_bounces)
     except Exception:  # a mailbox that is down must not stop the sending
         logging.getLogger(__name__).exception("bounce scan failed; the next pass tries again")
-    queued = await dispatcher.guard.call(
-        run_pass, rt.engine, rt.clock, rt.settings.message_id_domain, nightly
-    )
-    sent = await dispatcher.run_once()
-    await asyncio.to_thread(prune_receipts, rt.engine, rt.clock.wall())
-    return queued, sent
+    return await guard.call(run_pass, rt.engine, rt.clock, rt.settings.message_id_domain, nightly)
 
 
 class Daemon:

@@ -23,21 +23,37 @@ def pausing_requests(
 ) -> dict[int, tuple[int, dt.datetime]]:
     """{person_id: (request id, filed at)} for each person whose reminders a pending request
     holds now (filed less than `pause_reminders_days` ago; the oldest such request)."""
-    days = program.requests.pause_reminders_days
-    if days == 0:
+    holding = _holding(program, program_id, now)
+    if holding is None:
         return {}
-    q = select(requests.c.person_id, requests.c.id, requests.c.created_at).where(
-        requests.c.program_id == program_id,
-        requests.c.state == rules.PENDING,
-        requests.c.created_at > now - dt.timedelta(days=days),
-        requests.c.created_at <= now,
-    )
+    q = select(requests.c.person_id, requests.c.id, requests.c.created_at).where(*holding)
     if person_ids is not None:
         q = q.where(requests.c.person_id.in_(list(person_ids)))
     out: dict[int, tuple[int, dt.datetime]] = {}
     for person_id, request_id, filed in conn.execute(q.order_by(requests.c.id)):
         out.setdefault(person_id, (request_id, filed))
     return out
+
+
+def pausing_ids(program: Program, program_id: int, now: dt.datetime) -> Any | None:
+    """The ids of the people `pausing_requests` names, as a subquery; None when the program
+    pauses nothing (`pause_reminders_days = 0`)."""
+    holding = _holding(program, program_id, now)
+    return None if holding is None else select(requests.c.person_id).where(*holding)
+
+
+def _holding(program: Program, program_id: int, now: dt.datetime) -> list[Any] | None:
+    """The requests that hold a person's reminders at `now`: pending, filed less than
+    `pause_reminders_days` ago (None: the program pauses nothing)."""
+    days = program.requests.pause_reminders_days
+    if days == 0:
+        return None
+    return [
+        requests.c.program_id == program_id,
+        requests.c.state == rules.PENDING,
+        requests.c.created_at > now - dt.timedelta(days=days),
+        requests.c.created_at <= now,
+    ]
 
 
 def paused_for(

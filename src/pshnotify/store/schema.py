@@ -248,7 +248,8 @@ messages = Table(
     Index("ix_messages_queued", "id", postgresql_where=text("state = 'queued'")).ddl_if(
         dialect="postgresql"
     ),
-    Index(None, "program_id", "kind", "state"),
+    # With the wave last, `status` counts messages per wave, kind and state from it alone (0020).
+    Index(None, "program_id", "kind", "state", "wave_key"),
     Index(None, "person_id"),
 )
 

@@ -5,12 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Table, any_, bindparam, column, func, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    String,
+    Table,
+    any_,
+    bindparam,
+    column,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeEngine
 
 from pshnotify.store.db import is_postgresql
-from pshnotify.store.schema import naive_utc
+from pshnotify.store.schema import UTCDateTime, naive_utc
 
 
 def insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
@@ -62,6 +73,29 @@ def among(col: Any, name: str, type_: TypeEngine[Any], *, on_postgresql: bool) -
     if on_postgresql:
         return col == any_(bindparam(name, type_=postgresql.ARRAY(type_)))
     return col.in_(bindparam(name, expanding=True))
+
+
+def string_set(col: Any, *, on_postgresql: bool) -> Any:
+    """An aggregate: the group's values of `col` as one string, joined by `SET_SEPARATOR` in no
+    particular order (split it, and read it as a set)."""
+    if on_postgresql:
+        return func.string_agg(col, SET_SEPARATOR, type_=String)
+    return func.group_concat(col, SET_SEPARATOR, type_=String)
+
+
+SET_SEPARATOR = "\x1f"  # the unit separator: in no step, key or name
+
+
+def minute_of(col: Any, *, on_postgresql: bool) -> tuple[Any, Any]:
+    """(the instant `col` truncated to its minute, as a `UTCDateTime`; whether `col` is that
+    minute exactly), for a `UTCDateTime` column. On SQLite the stored text is cut after the
+    minute ("2023-09-11 13:05:42.123456" -> "2023-09-11 13:05:00.000000")."""
+    if on_postgresql:
+        truncated = func.date_trunc("minute", col, type_=UTCDateTime)
+        return truncated, col == truncated
+    text = func.substr(col, 1, 16, type_=String)
+    minute = type_coerce(text.concat(":00.000000"), UTCDateTime)
+    return minute, func.substr(col, 17, type_=String).in_([":00.000000", ":00"])
 
 
 _JSON_CHUNK = 5000  # rows per statement: one JSON parameter of a few MB at most

@@ -11,6 +11,7 @@ rather than written again, and the one way a row becomes a `policy.Standing`:
   - `MARKED`, `with_mark()`, `marked_ids()`: an address marked undeliverable (not cleared);
   - `COLUMNS` and `to_standing(row)`: what a `Standing` is built from, and building it;
   - `person_state(row, ...)`: the same for the cadence's `PersonState`;
+  - `STATE_FACTS` and `group_state(row, ...)`: the same for everyone sharing those facts;
   - `reminder_days(...)`: the local dates a person's reminders went or go (one definition for
     the scheduler's pass and the sender);
   - `marked_by_wave` and `owing_marked_by_wave`: the two counts of marked people.
@@ -241,6 +242,43 @@ def person_state(
         undeliverable=bool(row.undeliverable),
         reminder_days=reminder_days,
         paused_for=paused_for,
+    )
+
+
+# -- people who share a future --------------------------------------------------------------------
+# The facts `person_state` reads from a row, as columns to GROUP BY (with a count): people who
+# share them, their steps in the outbox and their launch email's instant share a `PersonState`,
+# so the cadence decides the same for each of them (`plan` decides once per group).
+STATE_FACTS: tuple[Any, ...] = (
+    _E.c.wave_key,
+    _E.c.status,
+    FACTS["removed"].label("removed"),
+    FACTS["exempted"].label("exempted"),
+    FACTS["completed"].label("completed"),
+    _E.c.extended_until,
+    people.c.timezone,
+    MARKED,
+)
+
+
+def group_state(
+    row: Any, *, steps: frozenset[str], launch_sent_at: dt.datetime | None
+) -> PersonState:
+    """`person_state` for everyone of a row of `STATE_FACTS` (selected from `joined()`), whose
+    steps in the outbox are `steps` and whose launch email went at `launch_sent_at`: the same
+    reading (tests/test_standing.py holds them together)."""
+    return PersonState(
+        wave_key=row.wave_key,
+        status=row.status,
+        exempted=bool(row.exempted),
+        removed=bool(row.removed),
+        completed=bool(row.completed),
+        extended_until=row.extended_until,
+        launch_queued="launch" in steps,
+        launch_sent_at=launch_sent_at,
+        steps_queued=steps.difference(("launch",)),
+        timezone=row.timezone,
+        undeliverable=bool(row.undeliverable),
     )
 
 

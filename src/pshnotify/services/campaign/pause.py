@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select, update
 from pshnotify.clock import Clock
 from pshnotify.domain.errors import NotFoundError
 from pshnotify.store import audit
+from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import programs, waves
 
@@ -67,3 +68,10 @@ def set_paused(
             subject=wave or "(program)",
         )
     return PauseChange(what, changed=True)
+
+
+def paused_waves(engine: Engine, stored: StoredProgram) -> list[str]:
+    """The program's waves that are paused, in the program file's order."""
+    with engine.connect() as conn:
+        states = program_repo.wave_states(conn, stored.id)
+    return [w.key for w in stored.program.waves if w.key in states and states[w.key].paused]

@@ -8,15 +8,22 @@ It asks `domain.cadence` the same questions the scheduler's pass does (`decide` 
 due now, `timeline` for what comes later), so the plan and the sending cannot disagree. An
 unlaunched wave is assumed to launch at the start of working hours on its opening day (or
 now, if that has passed); completions not yet known are not guessed.
+
+People who share the facts the cadence decides by (`store.standing.STATE_FACTS`: wave,
+standing, deadline, zone, mark), their steps in the outbox and their launch email's minute
+share a future: the database counts them in groups, and the cadence is asked once a group
+(100,000 people in one wave make a few groups, not 100,000 timelines). The people a pending
+request pauses are planned one by one, as each has a pause of their own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, case, func, literal, select, true
 
 from pshnotify.clock import Clock
 from pshnotify.domain import policy
@@ -31,26 +38,46 @@ from pshnotify.services.reporting.reports import officer_windows
 from pshnotify.store import programs as program_repo
 from pshnotify.store import requests as requests_repo
 from pshnotify.store import standing
+from pshnotify.store.db import is_postgresql
 from pshnotify.store.programs import StoredProgram
 from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.sql import SET_SEPARATOR, minute_of, string_set
 
 KINDS = tuple(k.value for k in Kind)
 
 
 def build_plan(
-    engine: Engine, stored: StoredProgram, clock: Clock, wave: str | None = None
+    engine: Engine,
+    stored: StoredProgram,
+    clock: Clock,
+    wave: str | None = None,
+    *,
+    by_person: bool = False,
 ) -> dict[str, Any]:
+    """The plan. `by_person`: ask the cadence once per person rather than once per group of
+    people who share a future (the same answer, slower: the reference the groups are held to
+    in tests/test_plan_groups.py)."""
     program, now = stored.program, clock.now()
     if wave is not None:
         program.wave(wave)  # KeyError for an unknown wave, turned into a clear error by the CLI
     with engine.connect() as conn:
         waves = program_repo.wave_states(conn, stored.id)
-        steps, pending = _outbox(conn, stored.id, wave)
-        q = _enrolled().where(enrollments.c.program_id == stored.id, standing.present())
-        if wave is not None:
-            q = q.where(enrollments.c.wave_key == wave)
-        rows = conn.execute(q).all()
+        pending = _pending(conn, stored.id, wave)
         pausing = requests_repo.pausing_requests(conn, program, stored.id, now)
+        # Those a request pauses are planned one by one, everyone else in groups.
+        paused_ids = requests_repo.pausing_ids(program, stored.id, now) if pausing else None
+        groups = [] if by_person else _groups(conn, stored, wave, paused_ids)
+        rows: Sequence[Any] = []
+        steps: dict[int, set[str]] = {}
+        if by_person or paused_ids is not None:
+            q = _enrolled().where(enrollments.c.program_id == stored.id, standing.present())
+            if wave is not None:
+                q = q.where(enrollments.c.wave_key == wave)
+            among = None if by_person else paused_ids
+            if among is not None:
+                q = q.where(enrollments.c.person_id.in_(among))
+            rows = conn.execute(q).all()
+            steps = _steps(conn, stored.id, wave, among)
         days: dict[dt.date, Counter[str]] = defaultdict(Counter)
         zones: dict[dt.date, Counter[str]] = defaultdict(Counter)
         if wave is None:  # reports cover officers' people in every wave
@@ -60,10 +87,22 @@ def build_plan(
     home = program.program.timezone
     for day, counts in days.items():  # the officers' reports: in the program's zone
         zones[day][home] += sum(counts.values())
-    for due, kind, tz in pending:
+    for due, kind, tz, n in pending:
         day = _local_day(program, max(due, now))
-        days[day][kind] += 1
-        zones[day][tz or home] += 1
+        days[day][kind] += n
+        zones[day][tz or home] += n
+    futures: dict[PersonState, list[tuple[dt.date, str]]] = {}
+    for g, group_steps, launch, n in groups:
+        state = standing.group_state(g, steps=group_steps, launch_sent_at=launch)
+        if (counted := futures.get(state)) is None:
+            wave_state = waves.get(g.wave_key)
+            launched = wave_state.launched_at if wave_state else None
+            scheduled = wave_state.launch_at if wave_state else None
+            planned = _future(program, launched, state, now, scheduled)
+            counted = futures[state] = [(_local_day(program, p.due_at), p.kind) for p in planned]
+        for day, kind in counted:
+            days[day][kind] += n
+            zones[day][g.timezone or home] += n
     held: list[dict[str, Any]] = []
     for r in rows:
         state = standing.person_state(r, steps=steps.get(r.person_id, set()))
@@ -187,31 +226,100 @@ def _plan_reports(
             night += dt.timedelta(days=1)
 
 
-def _outbox(
-    conn: Any, program_id: int, wave: str | None
-) -> tuple[dict[int, set[str]], list[tuple[dt.datetime, str, str | None]]]:
+# A message's step as the cadence knows it: "launch" for the launch email.
+_STEP = case((messages.c.kind == Kind.LAUNCH.value, literal("launch")), else_=messages.c.step)
+
+
+def _outbox_of(program_id: int, wave: str | None) -> list[Any]:
+    """The messages the plan reads: the program's (that wave's, with --wave)."""
+    where = [messages.c.program_id == program_id]
+    return where if wave is None else [*where, messages.c.wave_key == wave]
+
+
+def _pending(
+    conn: Connection, program_id: int, wave: str | None
+) -> list[tuple[dt.datetime, str, str | None, int]]:
+    """(due, kind, recipient's zone, how many) of the messages waiting to go."""
+    q = (
+        select(messages.c.due_at, messages.c.kind, people.c.timezone, func.count())
+        .outerjoin(people, people.c.id == messages.c.person_id)
+        .where(*_outbox_of(program_id, wave), messages.c.state.in_([s.value for s in PENDING]))
+        .group_by(messages.c.due_at, messages.c.kind, people.c.timezone)
+    )
+    return [(due, kind, tz, int(n)) for due, kind, tz, n in conn.execute(q)]
+
+
+def _steps(
+    conn: Connection, program_id: int, wave: str | None, among: Any | None
+) -> dict[int, set[str]]:
+    """Each person's steps in the outbox ("launch" for the launch email); `among`: only the
+    people of this subquery of ids."""
+    q = select(messages.c.person_id, _STEP).where(
+        *_outbox_of(program_id, wave), messages.c.person_id.is_not(None)
+    )
+    if among is not None:
+        q = q.where(messages.c.person_id.in_(among))
+    steps: dict[int, set[str]] = {}
+    for pid, step in conn.execute(q):
+        steps.setdefault(pid, set()).add(step)
+    return steps
+
+
+def _groups(
+    conn: Connection, stored: StoredProgram, wave: str | None, paused_ids: Any | None
+) -> list[tuple[Any, frozenset[str], dt.datetime | None, int]]:
+    """The people on the roster (but those of `paused_ids`), counted in groups that share a
+    future: their `STATE_FACTS`, their steps in the outbox, and their launch email's minute.
+    Each is (a row of the facts, the steps, an instant of that minute or None, how many).
+
+    Why a minute: a launch email's instant counts in the cadence only as compared to the
+    instants of its timeline (`cadence.timeline`): a step's due instant (the start of working
+    hours on a day, in the person's zone), that instant less the quiet days, and the local
+    midnight that starts the launch's day. All are whole minutes when working hours start on
+    a whole minute (every zone's offset has been whole minutes since 1972). So all the
+    launches of one minute after its first instant compare alike, and one of them (the
+    minute and a microsecond) stands for them; a launch on the minute exactly stands for
+    itself. Working hours that start on a second: launches are grouped by their instant."""
+    pg = is_postgresql(conn)
+    sig = (
+        select(messages.c.person_id, string_set(_STEP, on_postgresql=pg).label("steps"))
+        .where(*_outbox_of(stored.id, wave), messages.c.person_id.is_not(None))
+        .group_by(messages.c.person_id)
+        .subquery()
+    )
+    start = stored.program.sending.working_hours.start
+    sent = enrollments.c.launch_sent_at
+    if (start.second, start.microsecond) == (0, 0):
+        minute, exact = minute_of(sent, on_postgresql=pg)
+        bucket = [minute, exact]
+    else:
+        minute, exact = sent, true()
+        bucket = [sent]
+    facts = [c.element if hasattr(c, "element") else c for c in standing.STATE_FACTS]
     q = (
         select(
-            messages.c.person_id,
-            messages.c.kind,
-            messages.c.step,
-            messages.c.state,
-            messages.c.due_at,
-            people.c.timezone,
+            *standing.STATE_FACTS,
+            minute.label("minute"),
+            exact.label("exact"),
+            sig.c.steps,
+            func.count().label("n"),
         )
-        .outerjoin(people, people.c.id == messages.c.person_id)
-        .where(messages.c.program_id == program_id)
+        .select_from(standing.joined().outerjoin(sig, sig.c.person_id == enrollments.c.person_id))
+        .where(enrollments.c.program_id == stored.id, standing.present())
+        .group_by(*facts, *bucket, sig.c.steps)
     )
     if wave is not None:
-        q = q.where(messages.c.wave_key == wave)
-    steps: dict[int, set[str]] = {}
-    pending: list[tuple[dt.datetime, str, str | None]] = []
-    for pid, kind, step, state, due, tz in conn.execute(q):
-        if pid is not None:
-            steps.setdefault(pid, set()).add("launch" if kind == Kind.LAUNCH.value else step)
-        if state in [s.value for s in PENDING]:
-            pending.append((due, kind, tz))
-    return steps, pending
+        q = q.where(enrollments.c.wave_key == wave)
+    if paused_ids is not None:
+        q = q.where(enrollments.c.person_id.not_in(paused_ids))
+    out = []
+    for r in conn.execute(q):
+        launch = r.minute
+        if launch is not None and not r.exact:
+            launch += dt.timedelta(microseconds=1)
+        steps = frozenset(r.steps.split(SET_SEPARATOR)) if r.steps is not None else frozenset()
+        out.append((r, steps, launch, int(r.n)))
+    return out
 
 
 def _future(
