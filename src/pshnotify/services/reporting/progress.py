@@ -22,8 +22,9 @@ from sqlalchemy import (
     union,
 )
 
-from pshnotify.domain.delivery import PENDING, State
+from pshnotify.domain.delivery import State
 from pshnotify.domain.program import Program
+from pshnotify.services.delivery.delivery_stats import oldest_due_seconds
 from pshnotify.services.reporting.lookup import (
     PER_PAGE,
     Page,
@@ -71,21 +72,9 @@ def completions_per_day(engine: Engine, stored: StoredProgram) -> dict[dt.date, 
 
 
 def oldest_waiting_seconds(engine: Engine, now: dt.datetime) -> float:
-    """How long the oldest message that is due and not yet sent has waited, in seconds (all
-    programs: the relay is shared): the figure of `status --json`'s `delivery` that the
-    dashboard shows, without the counts of every message and attempt `status` reads for the
-    rest (services.delivery.delivery_stats reads it the same way)."""
+    """The figure of `status --json`'s `delivery` that the dashboard shows, read alone."""
     with engine.connect() as conn:
-        oldest: dt.datetime | None = conn.scalar(
-            select(func.min(messages.c.due_at)).where(
-                messages.c.state.in_([s.value for s in PENDING]), messages.c.due_at <= now
-            )
-        )
-    if oldest is None:
-        return 0.0
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=dt.UTC)
-    return float(max(0.0, (now - oldest).total_seconds()))
+        return oldest_due_seconds(conn, now)
 
 
 def _unreachable(program_id: int) -> Any:

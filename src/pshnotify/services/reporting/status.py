@@ -12,14 +12,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, select
 
 from pshnotify.domain import policy
-from pshnotify.domain.delivery import PENDING, Kind, State
+from pshnotify.domain.delivery import Kind, State
 from pshnotify.domain.vocabulary import MessageWord, PersonWord, person_word
 from pshnotify.services.bounces.marks import bounce_summary
 from pshnotify.services.campaign.completions import unmatched_completions
+from pshnotify.services.delivery.delivery_stats import delivery_stats
 from pshnotify.store import outbox, standing
 from pshnotify.store import programs as program_repo
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import attempts, enrollments, messages
+from pshnotify.store.schema import enrollments
 
 # 2: message counts keyed by domain/vocabulary.py's MessageWord (delivered, not sent), and
 # each wave's people gain `states`, keyed by PersonWord.
@@ -171,27 +172,12 @@ def _people_counts(conn: Connection, program_id: int) -> list[tuple[Any, ...]]:
 
 
 def _delivery(engine: Engine, now: dt.datetime) -> dict[str, Any]:
-    """The relay's numbers /metrics exports (`services.delivery.delivery_stats`), for a person
-    (all programs: the relay is shared): the same queries, without that function's count of
-    every program's messages by state, which status does not show (a scan of all messages
-    and a sort: at 250,000 of them, the largest part of `status --json`'s time)."""
-    attempts_by_outcome: Counter[str] = Counter()
-    replies_by_class: Counter[str] = Counter()
-    with engine.connect() as conn:
-        q = select(attempts.c.outcome, attempts.c.code, func.count()).group_by(
-            attempts.c.outcome, attempts.c.code
-        )
-        for outcome, code, n in conn.execute(q):
-            attempts_by_outcome[outcome] += n
-            replies_by_class[f"{code // 100}xx" if code else "none"] += n
-        oldest = conn.scalar(
-            select(func.min(messages.c.due_at)).where(
-                messages.c.state.in_([s.value for s in PENDING]), messages.c.due_at <= now
-            )
-        )
-    waited = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+    """The relay's numbers /metrics exports, for a person (all programs: the relay is
+    shared), without the count of every program's messages by state, which status does not
+    show (a scan of all messages: at 250,000, most of `status --json`'s time)."""
+    stats = delivery_stats(engine, now, by_state=False)
     return {
-        "oldest_due_seconds": round(waited, 1),
-        "attempts": dict(sorted(attempts_by_outcome.items())),
-        "replies": dict(sorted(replies_by_class.items())),
+        "oldest_due_seconds": round(stats.oldest_due_seconds, 1),
+        "attempts": dict(sorted(stats.attempts_by_outcome.items())),
+        "replies": dict(sorted(stats.replies_by_class.items())),
     }
