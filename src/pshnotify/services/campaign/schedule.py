@@ -28,7 +28,7 @@ from pshnotify.store import programs as program_repo
 from pshnotify.store import requests as requests_repo
 from pshnotify.store.db import refresh_statistics
 from pshnotify.store.programs import StoredProgram
-from pshnotify.store.schema import enrollments, messages, people
+from pshnotify.store.schema import enrollments, people
 
 # Once-a-night work (the officers' reports): (conn, program, now, message-id domain) -> queued.
 NightlyJob = Callable[[Connection, StoredProgram, dt.datetime, str], int]
@@ -147,26 +147,18 @@ class _Outbox:
 
 
 def _queued_steps(conn: Connection, program_id: int, person_ids: list[int]) -> dict[int, _Outbox]:
-    """Each person's asking messages: their steps, and their reminders."""
-    q = select(
-        messages.c.person_id,
-        messages.c.id,
-        messages.c.kind,
-        messages.c.step,
-        messages.c.state,
-        messages.c.due_at,
-        messages.c.sent_at,
-    ).where(
-        messages.c.program_id == program_id,
-        messages.c.person_id.in_(person_ids),
-        messages.c.kind.in_(Kind.asking()),
-    )
+    """Each person's asking messages: their steps, and their reminders (`outbox.of_people`:
+    read by person, then picked here, so the read does not grow with the wave)."""
+    asking = set(Kind.asking())
     out: dict[int, _Outbox] = {}
-    for pid, mid, kind, step, state, due_at, sent_at in conn.execute(q):
-        box = out.setdefault(pid, _Outbox())
-        box.steps.add("launch" if kind == Kind.LAUNCH.value else step)
-        if kind == Kind.REMINDER.value:
-            box.reminders.append((mid, state, due_at, sent_at))
+    for pid, held in outbox.of_people(conn, person_ids).items():
+        for m in held:
+            if m.program_id != program_id or m.kind not in asking:
+                continue
+            box = out.setdefault(pid, _Outbox())
+            box.steps.add("launch" if m.kind == Kind.LAUNCH.value else m.step)
+            if m.kind == Kind.REMINDER.value:
+                box.reminders.append((m.id, m.state, m.due_at, m.sent_at))
     return out
 
 
