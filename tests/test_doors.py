@@ -531,6 +531,7 @@ OFFICER = "ao-hr@example.edu"
 LAGGARD = "H6,lag@example.edu,Lee Laggard,Human Resources,staff,,2001-01-01,,,ao-hr@example.edu,"
 
 
+@pytest.mark.slow  # many whole commands: started first
 def test_the_officers_report_lists_what_changed_since_the_last_and_who_is_past_the_deadline(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:

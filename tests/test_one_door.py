@@ -60,6 +60,7 @@ def refusals(engine: Engine) -> list[tuple[str, str | None, str]]:
         ]
 
 
+@pytest.mark.slow  # many whole commands: started first
 @SQLITE_ONLY
 def test_a_bad_date_is_refused_alike_by_every_door(
     console_rt: Runtime,  # noqa: F811

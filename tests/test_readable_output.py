@@ -131,6 +131,7 @@ def _whole(value: str, table: str, heading: str) -> bool:
     return "".join(value.split()) in _column(table, heading)
 
 
+@pytest.mark.slow  # many whole commands: started first
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the same tables on both
 def test_every_table_fits_80_columns_uncut_when_piped(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.smtp_server import SmtpServer
 from tests.test_cli import NOW, cli
 from tests.test_launch_and_send import PILOT
 from tests.test_roster_import import HEADER, write
 
 
+@pytest.mark.slow  # many whole commands: started first
 def test_paused_no_op_and_unknown_wave_are_said(
     env: dict[str, str], smtp: SmtpServer, tmp_path: Path
 ) -> None:
