@@ -41,7 +41,7 @@ console: $(RUN_STAMP)
 
 test: $(DEV_STAMP)
 	@bash scripts/test-deps.sh
-	$(BIN)/pytest -q -n 4 --dist worksteal --durations=15
+	$(BIN)/pytest -q -n 3 --dist worksteal --durations=15
 
 # The tests marked fast: the policy, the calendar, the commands and the renderers, with no
 # server of any kind (SQLite files at most; no PostgreSQL, relay, IMAP server or browser), in
