@@ -163,6 +163,7 @@ def _row(
     `titles`: option titles already looked up, by key (a report's rows share a few)."""
     person = standing.to_standing(r)
     word = person_word(person, launched)  # the one order of the words (domain/vocabulary)
+    who = (r.external_id, r.name, r.email, r.department, r.wave_key)
     if word is COMPLETE:
         key = r.completion_option or ""
         if titles is None:
@@ -171,11 +172,7 @@ def _row(
         if title is None:
             title = titles[key] = _option_title(program, key)
         return ReportRow(
-            r.external_id,
-            r.name,
-            r.email,
-            r.department,
-            r.wave_key,
+            *who,
             COMPLETE,
             option=key,
             option_title=title,
@@ -185,21 +182,13 @@ def _row(
         # The program file's note for the rule's reason ("Unpaid appointees ..."), not its code.
         why = r.exempted_reason or program.reason_note(r.reason) or r.reason
         return ReportRow(
-            r.external_id,
-            r.name,
-            r.email,
-            r.department,
-            r.wave_key,
+            *who,
             word,
             exemption_reason=why,
         )
     deadline = policy.deadline(program, person)
     return ReportRow(
-        r.external_id,
-        r.name,
-        r.email,
-        r.department,
-        r.wave_key,
+        *who,
         word,
         deadline=deadline,
         deadline_passed=deadline is not None and deadline <= last_passed,
